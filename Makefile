@@ -1,0 +1,64 @@
+# stoker: `make demo` runs the main job on a generated dataset; `make test`
+# runs every test. Both install what they need (apt packages, .venv).
+SHELL := /bin/bash
+VENV ?= .venv
+PEER_VENV ?= .venv-peer
+PY := $(VENV)/bin/python
+BUILD ?= build/cpp
+CMAKE := $(VENV)/bin/cmake
+JOBS ?= $(shell nproc)
+
+.PHONY: all deps venv install build test test-cpp test-python demo bench peer-venv clean
+
+all: install build
+
+deps:
+	@bash tools/install-deps.sh
+
+# torch 2.13.0 is the CPU build; an unpinned torch would pull a CUDA build.
+$(VENV)/.ok: pyproject.toml | deps
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q "torch==2.13.0" numpy pillow pytest nanobind scikit-build-core cmake ninja
+	touch $@
+
+venv: $(VENV)/.ok
+
+# The extension and the `stoker` command, built by scikit-build-core into
+# build/python (kept between runs, so rebuilds are incremental).
+install: venv
+	$(VENV)/bin/pip install -q --no-build-isolation --no-deps .
+
+build: venv
+	$(CMAKE) -S . -B $(BUILD) -G Ninja -DCMAKE_MAKE_PROGRAM=$(abspath $(VENV)/bin/ninja) \
+	  -DCMAKE_BUILD_TYPE=Release -DSTOKER_SANITIZE=$(SANITIZE) >/dev/null
+	$(CMAKE) --build $(BUILD) -j $(JOBS)
+
+test-cpp: build
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+test-python: install
+	$(PY) -m pytest -q tests/python
+
+test: test-cpp test-python
+
+# The peer: PyTorch's DataLoader with torchvision. torchvision only imports
+# with torch 2.14.1 (a CUDA build, used on the CPU), so it gets its own venv.
+# If that cannot be installed, the demo falls back to an exact Pillow
+# re-implementation of the torchvision transforms, and says so.
+$(PEER_VENV)/.ok:
+	python3 -m venv $(PEER_VENV)
+	$(PEER_VENV)/bin/pip install -q "torch==2.14.1" "torchvision==0.29.1" pillow numpy
+	touch $@
+
+peer-venv:
+	-@$(MAKE) --no-print-directory $(PEER_VENV)/.ok
+
+demo: install peer-venv
+	PATH=$(abspath $(VENV))/bin:$$PATH stoker demo
+
+bench: install peer-venv
+	$(PY) bench/compare_torch.py
+
+clean:
+	rm -rf build

@@ -1,0 +1,127 @@
+// stoker's C++ API: a Loader turns a dataset URI into batches of decoded,
+// transformed images, prepared by a pool of C++ threads ahead of the consumer
+// and delivered in order.
+//
+//   stoker::LoaderOptions opt;
+//   opt.uri = "/data/imagenet/train";
+//   opt.transform.kind = stoker::TransformOptions::Kind::kTrain;
+//   auto loader = stoker::Loader::Open(opt);          // Result<unique_ptr<Loader>>
+//   for (int64_t epoch = 0; epoch < 3; ++epoch) {
+//     (*loader)->SetEpoch(epoch);
+//     while (true) {
+//       auto batch = (*loader)->Next();               // Result<optional<Batch>>
+//       if (!batch.ok()) { /* only with OnError::kRaise */ }
+//       if (!batch->has_value()) break;                // end of epoch
+//       use((*batch)->images_data(), (*batch)->size());
+//     }
+//   }
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "stoker/options.h"
+#include "stoker/status.h"
+
+namespace stoker {
+
+enum class DType { kUInt8, kFloat32 };
+
+// One batch. Cheap to copy: copies share the same buffers, which live as long
+// as any copy (or any tensor made from them) does.
+class Batch {
+ public:
+  struct Storage;  // defined in the pipeline
+
+  Batch() = default;
+  explicit Batch(std::shared_ptr<Storage> storage);
+
+  // Number of samples; smaller than batch_size for the last batch of an epoch
+  // (drop_last=false) or when samples were skipped.
+  int64_t size() const;
+  // Images as N x 3 x H x W, C-contiguous.
+  DType dtype() const;
+  std::vector<int64_t> image_shape() const;
+  void* images_data() const;
+  // N labels and N dataset indices (position of each sample in the listing).
+  const int64_t* labels_data() const;
+  const int64_t* indices_data() const;
+  // The epoch this batch belongs to and its number within the epoch.
+  int64_t epoch() const;
+  int64_t batch_number() const;
+
+  // Shares ownership of all buffers; used to hand them to other runtimes
+  // (DLPack) without a copy.
+  std::shared_ptr<void> keep_alive() const;
+
+ private:
+  std::shared_ptr<Storage> storage_;
+};
+
+// Counters of one pipeline stage (Plumber-style operational data).
+struct StageStats {
+  std::string name;
+  int64_t items = 0;
+  int64_t bytes = 0;
+  double busy_cpu_s = 0;  // thread CPU time spent working
+  double idle_s = 0;      // wall time the stage's workers waited for input
+};
+
+struct LoaderStats {
+  int64_t samples_delivered = 0;
+  int64_t samples_skipped = 0;
+  int64_t batches_delivered = 0;
+  int64_t bytes_read = 0;
+  int64_t requests = 0;
+  int64_t retries = 0;
+  double stall_s = 0;  // time the consumer waited inside Next()
+  // Skipped samples by reason kind ("corrupt", "not found", ...).
+  std::map<std::string, int64_t> errors_by_kind;
+  std::vector<StageStats> stages;
+};
+
+// Dataset summary for `stoker ls`.
+struct DatasetInfo {
+  int64_t num_samples = 0;
+  std::vector<std::string> classes;  // index = label
+};
+
+class Loader {
+ public:
+  // Lists the dataset and validates `options`. Fails with the URI and the
+  // reason when the dataset cannot be listed or is empty.
+  static Result<std::unique_ptr<Loader>> Open(const LoaderOptions& options);
+
+  virtual ~Loader() = default;
+
+  // Batches per epoch for this rank.
+  virtual int64_t num_batches() const = 0;
+  // Samples in the dataset listing (all ranks).
+  virtual int64_t num_samples() const = 0;
+  virtual const DatasetInfo& info() const = 0;
+  // URI and label of dataset index `index`.
+  virtual std::string sample_uri(int64_t index) const = 0;
+  virtual int64_t sample_label(int64_t index) const = 0;
+
+  // Selects the epoch used by the next Start(); cancels an epoch in progress.
+  virtual void SetEpoch(int64_t epoch) = 0;
+  virtual int64_t epoch() const = 0;
+
+  // Starts (or restarts) iterating over the current epoch from its first
+  // batch. Any work in flight for a previous iteration is cancelled.
+  virtual void Start() = 0;
+  // Returns the next batch in order, std::nullopt at the end of the epoch, or
+  // (with OnError::kRaise) the error of the first bad sample in this batch.
+  // Blocks while the batch is being prepared. Calls Start() if needed.
+  virtual Result<std::optional<Batch>> Next() = 0;
+  // Stops the worker threads; Next() then returns the end of the epoch.
+  virtual void Stop() = 0;
+
+  virtual LoaderStats stats() const = 0;
+};
+
+}  // namespace stoker

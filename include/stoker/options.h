@@ -1,0 +1,63 @@
+// Configuration of a Loader. Plain structs: fill them in, pass them to
+// Loader::Open, which validates them.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string>
+
+namespace stoker {
+
+// What happens to each decoded sample before it is collated.
+struct TransformOptions {
+  enum class Kind {
+    // RandomResizedCrop(size, scale, ratio) + random horizontal flip, with
+    // torchvision's parameter sampling. Randomness depends only on
+    // (seed, epoch, position in the global order).
+    kTrain,
+    // Resize the shorter side to round(size / center_fraction), then take the
+    // centre size x size crop (torchvision's Resize + CenterCrop).
+    kVal,
+  };
+  Kind kind = Kind::kVal;
+  int size = 224;
+  // false: uint8 NCHW in [0, 255]. true: float32 NCHW, (x / 255 - mean) / std.
+  bool normalize = false;
+  std::array<double, 2> scale = {0.08, 1.0};         // kTrain: area fraction
+  std::array<double, 2> ratio = {3.0 / 4.0, 4.0 / 3.0};  // kTrain: aspect ratio
+  double flip_probability = 0.5;                     // kTrain
+  double center_fraction = 0.875;                    // kVal: 224 / 256
+  std::array<float, 3> mean = {0.485f, 0.456f, 0.406f};
+  std::array<float, 3> std = {0.229f, 0.224f, 0.225f};
+};
+
+enum class OnError {
+  kSkip,   // count the sample in stats, log its URI once per kind, go on
+  kRaise,  // Next() returns the error, naming the URI and the reason
+};
+
+struct LoaderOptions {
+  // A local folder (ImageFolder layout), `file://` URI, or a manifest file
+  // (.csv with header `path,label`, or .jsonl with keys `path`, `label`).
+  std::string uri;
+  int64_t batch_size = 64;
+  TransformOptions transform;
+  bool shuffle = false;
+  uint64_t seed = 0;
+  // true: drop the last incomplete batch.
+  bool drop_last = false;
+  // Decode threads; 0 means one per available core.
+  int threads = 0;
+  OnError on_error = OnError::kSkip;
+  // Batches prepared ahead of the consumer.
+  int prefetch_batches = 3;
+  // Images with more pixels than this are refused before any allocation
+  // (decompression bombs). 0 disables the check.
+  int64_t max_pixels = 178956970;  // Pillow's limit, 2x its warning threshold
+  // Distributed slice of the global order: rank r of W takes positions
+  // r, r + W, r + 2W, ... of each epoch's order.
+  int64_t rank = 0;
+  int64_t world_size = 1;
+};
+
+}  // namespace stoker

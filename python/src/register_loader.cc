@@ -1,0 +1,173 @@
+#include <nanobind/ndarray.h>
+#include <nanobind/stl/array.h>
+#include <nanobind/stl/optional.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
+
+#include <memory>
+
+#include "errors.h"
+#include "stoker/loader.h"
+
+namespace nb = nanobind;
+
+namespace stoker::python {
+namespace {
+
+// Hands `batch`'s buffers to Python without a copy: each array's owner
+// capsule keeps the whole batch alive.
+nb::capsule Owner(const Batch& batch) {
+  return nb::capsule(new std::shared_ptr<void>(batch.keep_alive()), [](void* p) noexcept {
+    delete static_cast<std::shared_ptr<void>*>(p);
+  });
+}
+
+template <typename Framework>
+nb::tuple BatchToArrays(const Batch& batch) {
+  auto shape = batch.image_shape();
+  size_t ishape[4] = {static_cast<size_t>(shape[0]), 3, static_cast<size_t>(shape[2]),
+                      static_cast<size_t>(shape[3])};
+  size_t n[1] = {static_cast<size_t>(batch.size())};
+  nb::object images;
+  if (batch.dtype() == DType::kFloat32) {
+    images = nb::cast(nb::ndarray<Framework, float>(static_cast<float*>(batch.images_data()), 4,
+                                                    ishape, Owner(batch)));
+  } else {
+    images = nb::cast(nb::ndarray<Framework, uint8_t>(static_cast<uint8_t*>(batch.images_data()),
+                                                      4, ishape, Owner(batch)));
+  }
+  auto labels = nb::cast(nb::ndarray<Framework, int64_t>(
+      const_cast<int64_t*>(batch.labels_data()), 1, n, Owner(batch)));
+  auto indices = nb::cast(nb::ndarray<Framework, int64_t>(
+      const_cast<int64_t*>(batch.indices_data()), 1, n, Owner(batch)));
+  return nb::make_tuple(images, labels, indices);
+}
+
+nb::dict StatsToDict(const LoaderStats& s) {
+  nb::dict d;
+  d["samples_delivered"] = s.samples_delivered;
+  d["samples_skipped"] = s.samples_skipped;
+  d["batches_delivered"] = s.batches_delivered;
+  d["bytes_read"] = s.bytes_read;
+  d["requests"] = s.requests;
+  d["retries"] = s.retries;
+  d["stall_s"] = s.stall_s;
+  nb::dict errors;
+  for (const auto& [k, v] : s.errors_by_kind) errors[nb::str(k.c_str())] = v;
+  d["errors_by_kind"] = errors;
+  nb::list stages;
+  for (const auto& st : s.stages) {
+    nb::dict sd;
+    sd["name"] = st.name;
+    sd["items"] = st.items;
+    sd["bytes"] = st.bytes;
+    sd["busy_cpu_s"] = st.busy_cpu_s;
+    sd["idle_s"] = st.idle_s;
+    stages.append(sd);
+    d[nb::str(st.name.c_str())] = sd;
+  }
+  d["stages"] = stages;
+  return d;
+}
+
+OnError ParseOnError(const std::string& s) {
+  if (s == "skip") return OnError::kSkip;
+  if (s == "raise") return OnError::kRaise;
+  throw nb::value_error(("on_error must be 'skip' or 'raise', got '" + s + "'").c_str());
+}
+
+}  // namespace
+
+TransformOptions MakeTransform(const std::string& kind, int size, bool normalize,
+                               std::array<double, 2> scale, std::array<double, 2> ratio,
+                               double flip_probability, double center_fraction,
+                               std::array<float, 3> mean, std::array<float, 3> std) {
+  TransformOptions t;
+  if (kind == "train") {
+    t.kind = TransformOptions::Kind::kTrain;
+  } else if (kind == "val") {
+    t.kind = TransformOptions::Kind::kVal;
+  } else {
+    throw nb::value_error(("transform kind must be 'train' or 'val', got '" + kind + "'").c_str());
+  }
+  t.size = size;
+  t.normalize = normalize;
+  t.scale = scale;
+  t.ratio = ratio;
+  t.flip_probability = flip_probability;
+  t.center_fraction = center_fraction;
+  t.mean = mean;
+  t.std = std;
+  return t;
+}
+
+// The Python-side object: owns the C++ Loader.
+struct PyLoader {
+  std::unique_ptr<Loader> impl;
+};
+
+void register_loader(nb::module_& m) {
+  nb::class_<PyLoader>(m, "Loader")
+      .def(
+          "__init__",
+          [](PyLoader* self, const std::string& uri, int64_t batch_size, const std::string& kind,
+             int size, bool normalize, std::array<double, 2> scale, std::array<double, 2> ratio,
+             double flip_probability, double center_fraction, std::array<float, 3> mean,
+             std::array<float, 3> std, bool shuffle, uint64_t seed, bool drop_last, int threads,
+             const std::string& on_error, int prefetch_batches, int64_t max_pixels, int64_t rank,
+             int64_t world_size) {
+            LoaderOptions o;
+            o.uri = uri;
+            o.batch_size = batch_size;
+            o.transform = MakeTransform(kind, size, normalize, scale, ratio, flip_probability,
+                                        center_fraction, mean, std);
+            o.shuffle = shuffle;
+            o.seed = seed;
+            o.drop_last = drop_last;
+            o.threads = threads;
+            o.on_error = ParseOnError(on_error);
+            o.prefetch_batches = prefetch_batches;
+            o.max_pixels = max_pixels;
+            o.rank = rank;
+            o.world_size = world_size;
+            Result<std::unique_ptr<Loader>> r = Internal("not opened");
+            {
+              nb::gil_scoped_release release;
+              r = Loader::Open(o);
+            }
+            new (self) PyLoader{ValueOrThrow(std::move(r))};
+          },
+          nb::arg("uri"), nb::arg("batch_size"), nb::arg("kind"), nb::arg("size"),
+          nb::arg("normalize"), nb::arg("scale"), nb::arg("ratio"), nb::arg("flip_probability"),
+          nb::arg("center_fraction"), nb::arg("mean"), nb::arg("std"), nb::arg("shuffle"),
+          nb::arg("seed"), nb::arg("drop_last"), nb::arg("threads"), nb::arg("on_error"),
+          nb::arg("prefetch_batches"), nb::arg("max_pixels"), nb::arg("rank"),
+          nb::arg("world_size"))
+      .def("__len__", [](const PyLoader& l) { return l.impl->num_batches(); })
+      .def_prop_ro("num_samples", [](const PyLoader& l) { return l.impl->num_samples(); })
+      .def_prop_ro("classes", [](const PyLoader& l) { return l.impl->info().classes; })
+      .def("sample_uri", [](const PyLoader& l, int64_t i) { return l.impl->sample_uri(i); })
+      .def("sample_label", [](const PyLoader& l, int64_t i) { return l.impl->sample_label(i); })
+      .def("set_epoch", [](PyLoader& l, int64_t e) { l.impl->SetEpoch(e); },
+           nb::call_guard<nb::gil_scoped_release>())
+      .def_prop_ro("epoch", [](const PyLoader& l) { return l.impl->epoch(); })
+      .def("start", [](PyLoader& l) { l.impl->Start(); }, nb::call_guard<nb::gil_scoped_release>())
+      .def("stop", [](PyLoader& l) { l.impl->Stop(); }, nb::call_guard<nb::gil_scoped_release>())
+      .def(
+          "next",
+          [](PyLoader& l, bool torch) -> nb::object {
+            Result<std::optional<Batch>> r = Internal("no batch");
+            {
+              nb::gil_scoped_release release;
+              r = l.impl->Next();
+            }
+            std::optional<Batch> b = ValueOrThrow(std::move(r));
+            if (!b) return nb::none();
+            return torch ? BatchToArrays<nb::pytorch>(*b) : BatchToArrays<nb::numpy>(*b);
+          },
+          nb::arg("torch"),
+          "Next batch as (images, labels, indices), or None at the end of the epoch.")
+      .def("stats", [](const PyLoader& l) { return StatsToDict(l.impl->stats()); });
+}
+
+}  // namespace stoker::python

@@ -1,0 +1,126 @@
+"""The Python Loader: argument handling over stoker._core.Loader."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, Iterator, Optional, Union
+
+from stoker import _core
+from stoker.transforms import Transform, imagenet_val
+
+try:  # torch is optional: without it batches are NumPy arrays.
+    import torch as _torch
+except ImportError:  # pragma: no cover - exercised in environments without torch
+    _torch = None
+
+
+def _distributed_defaults(rank: Optional[int], world_size: Optional[int]):
+    """rank/world_size: the arguments, else torch.distributed when it is
+    initialised, else RANK / WORLD_SIZE, else 0 / 1."""
+    if rank is not None and world_size is not None:
+        return rank, world_size
+    r, w = 0, 1
+    dist = getattr(_torch, "distributed", None) if _torch is not None else None
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        r, w = dist.get_rank(), dist.get_world_size()
+    elif "WORLD_SIZE" in os.environ:
+        r, w = int(os.environ.get("RANK", "0")), int(os.environ["WORLD_SIZE"])
+    return (r if rank is None else rank), (w if world_size is None else world_size)
+
+
+class Loader:
+    """Batches of decoded, transformed images from a dataset URI.
+
+    uri: an ImageFolder root (local path or file://), or a manifest
+        (.csv with header ``path,label`` or .jsonl with keys path, label).
+    transform: stoker.transforms.imagenet_train(...) or imagenet_val(...)
+        (default imagenet_val(224)).
+    threads: decode threads, "auto" for one per core.
+    on_error: "skip" counts a bad sample in stats() and logs its path once;
+        "raise" raises stoker.Error naming the file and the reason.
+
+    Iterating yields dicts: ``image`` (N x 3 x H x W uint8, or float32 when
+    the transform normalises), ``label`` (int64), ``index`` (int64 position of
+    the sample in the dataset listing). Torch tensors when torch is
+    installed, else NumPy arrays; either way no copy is made.
+    """
+
+    def __init__(self, uri: Union[str, os.PathLike], batch_size: int = 64,
+                 transform: Optional[Transform] = None, shuffle: bool = False,
+                 seed: int = 0, drop_last: bool = False,
+                 threads: Union[int, str] = "auto", on_error: str = "skip",
+                 prefetch_batches: int = 3, max_pixels: int = 178956970,
+                 rank: Optional[int] = None, world_size: Optional[int] = None):
+        transform = transform if transform is not None else imagenet_val(224)
+        if threads == "auto":
+            threads = 0
+        elif not isinstance(threads, int) or threads < 1:
+            raise ValueError(f"threads must be a positive int or 'auto', got {threads!r}")
+        rank, world_size = _distributed_defaults(rank, world_size)
+        self.transform = transform
+        self.batch_size = batch_size
+        self._core = _core.Loader(
+            os.fspath(uri), batch_size, transform.kind, transform.size, transform.normalize,
+            tuple(transform.scale), tuple(transform.ratio), transform.flip_probability,
+            transform.center_fraction, tuple(transform.mean), tuple(transform.std),
+            bool(shuffle), int(seed), bool(drop_last), int(threads), on_error,
+            int(prefetch_batches), int(max_pixels), int(rank), int(world_size))
+        self.rank, self.world_size = rank, world_size
+
+    def __len__(self) -> int:
+        """Batches per epoch on this rank."""
+        return len(self._core)
+
+    @property
+    def num_samples(self) -> int:
+        """Samples in the dataset listing (all ranks)."""
+        return self._core.num_samples
+
+    @property
+    def classes(self):
+        """Class names by label (ImageFolder); empty for manifests."""
+        return self._core.classes
+
+    @property
+    def epoch(self) -> int:
+        return self._core.epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        """Selects the epoch (its order and random crops) of the next pass.
+        Without it, each completed pass advances the epoch by one."""
+        self._core.set_epoch(int(epoch))
+
+    def sample_uri(self, index: int) -> str:
+        return self._core.sample_uri(int(index))
+
+    def __iter__(self) -> Iterator[Dict[str, Any]]:
+        core, as_torch = self._core, _torch is not None
+        core.start()
+        try:
+            while True:
+                out = core.next(as_torch)
+                if out is None:
+                    return
+                images, labels, indices = out
+                yield {"image": images, "label": labels, "index": indices}
+        finally:
+            # A consumer that stops early (break, exception, del) must not
+            # leave threads decoding ahead.
+            core.stop()
+
+    def stats(self) -> Dict[str, Any]:
+        """Counters since the loader was made: samples_delivered,
+        samples_skipped, batches_delivered, bytes_read, requests, retries,
+        stall_s (time spent waiting in next), errors_by_kind, and one dict
+        per stage (items, bytes, busy_cpu_s, idle_s)."""
+        return self._core.stats()
+
+    def close(self) -> None:
+        """Stops the worker threads (also done when the loader is deleted)."""
+        self._core.stop()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

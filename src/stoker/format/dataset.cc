@@ -1,0 +1,323 @@
+#include "stoker/format/dataset.h"
+
+#include <algorithm>
+#include <cctype>
+#include <charconv>
+#include <map>
+#include <optional>
+
+namespace stoker::format {
+namespace {
+
+bool EndsWithNoCase(std::string_view s, std::string_view suffix) {
+  if (s.size() < suffix.size()) return false;
+  return std::equal(suffix.begin(), suffix.end(), s.end() - suffix.size(), [](char a, char b) {
+    return std::tolower(static_cast<unsigned char>(a)) == std::tolower(static_cast<unsigned char>(b));
+  });
+}
+
+std::string ParentUri(const std::string& uri) {
+  auto slash = uri.find_last_of('/');
+  if (slash == std::string::npos) return ".";
+  if (slash == 0) return "/";
+  return uri.substr(0, slash);
+}
+
+bool IsAbsoluteUri(std::string_view p) {
+  return !p.empty() && (p.front() == '/' || p.find("://") != std::string_view::npos);
+}
+
+std::string LineRef(const std::string& name, size_t line) {
+  return name + ":" + std::to_string(line);
+}
+
+Result<int64_t> ParseLabel(std::string_view s, const std::string& where) {
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) s.remove_prefix(1);
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.remove_suffix(1);
+  int64_t v = 0;
+  auto [ptr, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (s.empty() || ec != std::errc() || ptr != s.data() + s.size() || v < 0) {
+    return InvalidArgument(where + ": label '" + std::string(s) +
+                           "' is not a non-negative integer");
+  }
+  return v;
+}
+
+// Splits one CSV record starting at `pos`; advances `pos` past its line end.
+// Quoted fields may contain commas, doubled quotes and newlines.
+Result<std::vector<std::string>> ReadCsvRecord(std::string_view text, size_t& pos,
+                                               const std::string& where) {
+  std::vector<std::string> fields(1);
+  bool quoted = false;
+  while (pos < text.size()) {
+    char c = text[pos++];
+    if (quoted) {
+      if (c == '"') {
+        if (pos < text.size() && text[pos] == '"') {
+          fields.back() += '"';
+          ++pos;
+        } else {
+          quoted = false;
+        }
+      } else {
+        fields.back() += c;
+      }
+    } else if (c == '"') {
+      quoted = true;
+    } else if (c == ',') {
+      fields.emplace_back();
+    } else if (c == '\n') {
+      break;
+    } else if (c != '\r') {
+      fields.back() += c;
+    }
+  }
+  if (quoted) return InvalidArgument(where + ": unterminated quoted field");
+  return fields;
+}
+
+void SkipSpace(std::string_view s, size_t& i) {
+  while (i < s.size() && std::isspace(static_cast<unsigned char>(s[i]))) ++i;
+}
+
+// Parses a JSON string starting at s[i] == '"'.
+Result<std::string> ParseJsonString(std::string_view s, size_t& i, const std::string& where) {
+  std::string out;
+  ++i;
+  while (i < s.size()) {
+    char c = s[i++];
+    if (c == '"') return out;
+    if (c != '\\') {
+      out += c;
+      continue;
+    }
+    if (i >= s.size()) break;
+    char e = s[i++];
+    switch (e) {
+      case '"': out += '"'; break;
+      case '\\': out += '\\'; break;
+      case '/': out += '/'; break;
+      case 'b': out += '\b'; break;
+      case 'f': out += '\f'; break;
+      case 'n': out += '\n'; break;
+      case 'r': out += '\r'; break;
+      case 't': out += '\t'; break;
+      case 'u': {
+        if (i + 4 > s.size()) return InvalidArgument(where + ": bad \\u escape");
+        unsigned cp = 0;
+        auto [p, ec] = std::from_chars(s.data() + i, s.data() + i + 4, cp, 16);
+        if (ec != std::errc() || p != s.data() + i + 4)
+          return InvalidArgument(where + ": bad \\u escape");
+        i += 4;
+        if (cp >= 0xD800 && cp <= 0xDBFF && i + 6 <= s.size() && s[i] == '\\' && s[i + 1] == 'u') {
+          unsigned lo = 0;
+          auto [p2, ec2] = std::from_chars(s.data() + i + 2, s.data() + i + 6, lo, 16);
+          if (ec2 == std::errc() && p2 == s.data() + i + 6 && lo >= 0xDC00 && lo <= 0xDFFF) {
+            cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+            i += 6;
+          }
+        }
+        // UTF-8 encode.
+        if (cp < 0x80) {
+          out += static_cast<char>(cp);
+        } else if (cp < 0x800) {
+          out += static_cast<char>(0xC0 | (cp >> 6));
+          out += static_cast<char>(0x80 | (cp & 0x3F));
+        } else if (cp < 0x10000) {
+          out += static_cast<char>(0xE0 | (cp >> 12));
+          out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+          out += static_cast<char>(0x80 | (cp & 0x3F));
+        } else {
+          out += static_cast<char>(0xF0 | (cp >> 18));
+          out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
+          out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+          out += static_cast<char>(0x80 | (cp & 0x3F));
+        }
+        break;
+      }
+      default: return InvalidArgument(where + ": bad escape in string");
+    }
+  }
+  return InvalidArgument(where + ": unterminated string");
+}
+
+// Skips any JSON value (for keys other than path/label).
+Status SkipJsonValue(std::string_view s, size_t& i, const std::string& where) {
+  SkipSpace(s, i);
+  if (i >= s.size()) return InvalidArgument(where + ": missing value");
+  if (s[i] == '"') return ParseJsonString(s, i, where).status();
+  if (s[i] == '{' || s[i] == '[') {
+    int depth = 0;
+    while (i < s.size()) {
+      char c = s[i];
+      if (c == '"') {
+        STOKER_RETURN_IF_ERROR(ParseJsonString(s, i, where).status());
+        continue;
+      }
+      if (c == '{' || c == '[') ++depth;
+      if (c == '}' || c == ']') {
+        if (--depth == 0) {
+          ++i;
+          return Status::Ok();
+        }
+      }
+      ++i;
+    }
+    return InvalidArgument(where + ": unterminated value");
+  }
+  while (i < s.size() && s[i] != ',' && s[i] != '}') ++i;
+  return Status::Ok();
+}
+
+}  // namespace
+
+bool HasImageExtension(std::string_view key) {
+  static constexpr std::string_view kExt[] = {".jpg", ".jpeg", ".png", ".ppm", ".bmp",
+                                               ".pgm", ".tif",  ".tiff", ".webp"};
+  return std::any_of(std::begin(kExt), std::end(kExt),
+                     [&](std::string_view e) { return EndsWithNoCase(key, e); });
+}
+
+Result<Dataset> ListImageFolder(const std::string& root_uri, storage::Storage& storage) {
+  auto listed = storage.List(root_uri);
+  if (!listed.ok()) return listed.status();
+  Dataset ds;
+  std::map<std::string, std::vector<std::string>> by_class;
+  for (const auto& obj : *listed) {
+    auto slash = obj.key.find('/');
+    if (slash == std::string::npos || slash == 0) continue;  // not inside a class folder
+    by_class[obj.key.substr(0, slash)];                    // a class even if it has no images
+    if (HasImageExtension(obj.key)) by_class[obj.key.substr(0, slash)].push_back(obj.key);
+  }
+  int64_t label = 0;
+  for (auto& [name, keys] : by_class) {
+    ds.classes.push_back(name);
+    for (auto& key : keys) ds.samples.push_back({storage.Join(root_uri, key), label});
+    ++label;
+  }
+  if (ds.samples.empty()) {
+    return NotFound(root_uri + ": no images found (expected ImageFolder layout root/<class>/<image>)");
+  }
+  return ds;
+}
+
+Result<Dataset> ParseCsvManifest(std::string_view text, const std::string& name,
+                                 const std::string& base_uri, const storage::Storage& storage) {
+  Dataset ds;
+  size_t pos = 0, line = 0;
+  int path_col = -1, label_col = -1;
+  bool have_header = false;
+  while (pos < text.size()) {
+    ++line;
+    size_t start = pos;
+    auto rec = ReadCsvRecord(text, pos, LineRef(name, line));
+    if (!rec.ok()) return rec.status();
+    // Count the newlines a quoted field swallowed.
+    line += static_cast<size_t>(std::count(text.begin() + start, text.begin() + pos, '\n')) -
+            (pos > start && text[pos - 1] == '\n' ? 1 : 0);
+    auto& f = *rec;
+    bool blank = f.size() == 1 && std::all_of(f[0].begin(), f[0].end(), [](char c) {
+                   return std::isspace(static_cast<unsigned char>(c));
+                 });
+    if (blank) continue;
+    if (!have_header) {
+      for (size_t c = 0; c < f.size(); ++c) {
+        std::string h = f[c];
+        h.erase(0, h.find_first_not_of(" \t\xEF\xBB\xBF"));  // spaces and a UTF-8 BOM
+        h.erase(h.find_last_not_of(" \t") + 1);
+        if (h == "path") path_col = static_cast<int>(c);
+        if (h == "label") label_col = static_cast<int>(c);
+      }
+      if (path_col < 0 || label_col < 0) {
+        return InvalidArgument(LineRef(name, line) + ": expected a header with columns 'path' and 'label'");
+      }
+      have_header = true;
+      continue;
+    }
+    const std::string where = LineRef(name, line);
+    if (static_cast<int>(f.size()) <= std::max(path_col, label_col)) {
+      return InvalidArgument(where + ": expected " + std::to_string(std::max(path_col, label_col) + 1) +
+                             " fields, got " + std::to_string(f.size()));
+    }
+    const std::string& path = f[path_col];
+    if (path.empty()) return InvalidArgument(where + ": empty path");
+    auto label = ParseLabel(f[label_col], where);
+    if (!label.ok()) return label.status();
+    ds.samples.push_back({IsAbsoluteUri(path) ? path : storage.Join(base_uri, path), *label});
+  }
+  if (!have_header) return InvalidArgument(name + ": empty manifest");
+  if (ds.samples.empty()) return NotFound(name + ": manifest lists no samples");
+  return ds;
+}
+
+Result<Dataset> ParseJsonlManifest(std::string_view text, const std::string& name,
+                                   const std::string& base_uri, const storage::Storage& storage) {
+  Dataset ds;
+  size_t line = 0, pos = 0;
+  while (pos < text.size()) {
+    size_t end = text.find('\n', pos);
+    if (end == std::string_view::npos) end = text.size();
+    std::string_view s = text.substr(pos, end - pos);
+    pos = end + 1;
+    ++line;
+    const std::string where = LineRef(name, line);
+    size_t i = 0;
+    SkipSpace(s, i);
+    if (i == s.size()) continue;  // blank line
+    if (s[i] != '{') return InvalidArgument(where + ": expected a JSON object");
+    ++i;
+    std::optional<std::string> path;
+    std::optional<int64_t> label;
+    while (true) {
+      SkipSpace(s, i);
+      if (i < s.size() && s[i] == '}') break;
+      if (i >= s.size() || s[i] != '"') return InvalidArgument(where + ": expected a key");
+      auto key = ParseJsonString(s, i, where);
+      if (!key.ok()) return key.status();
+      SkipSpace(s, i);
+      if (i >= s.size() || s[i] != ':') return InvalidArgument(where + ": expected ':'");
+      ++i;
+      SkipSpace(s, i);
+      if (*key == "path") {
+        if (i >= s.size() || s[i] != '"') return InvalidArgument(where + ": \"path\" must be a string");
+        auto v = ParseJsonString(s, i, where);
+        if (!v.ok()) return v.status();
+        path = std::move(*v);
+      } else if (*key == "label") {
+        size_t start = i;
+        while (i < s.size() && s[i] != ',' && s[i] != '}') ++i;
+        auto v = ParseLabel(s.substr(start, i - start), where);
+        if (!v.ok()) return v.status();
+        label = *v;
+      } else {
+        STOKER_RETURN_IF_ERROR(SkipJsonValue(s, i, where));
+      }
+      SkipSpace(s, i);
+      if (i < s.size() && s[i] == ',') {
+        ++i;
+        continue;
+      }
+      if (i < s.size() && s[i] == '}') break;
+      return InvalidArgument(where + ": expected ',' or '}'");
+    }
+    if (!path || path->empty()) return InvalidArgument(where + ": missing \"path\"");
+    if (!label) return InvalidArgument(where + ": missing \"label\"");
+    ds.samples.push_back({IsAbsoluteUri(*path) ? *path : storage.Join(base_uri, *path), *label});
+  }
+  if (ds.samples.empty()) return NotFound(name + ": manifest lists no samples");
+  return ds;
+}
+
+Result<Dataset> OpenDataset(const std::string& uri, storage::Storage& storage) {
+  const bool csv = EndsWithNoCase(uri, ".csv");
+  const bool jsonl = EndsWithNoCase(uri, ".jsonl");
+  if (!csv && !jsonl) return ListImageFolder(uri, storage);
+  auto bytes = storage.Read(uri);
+  if (!bytes.ok()) return bytes.status().WithContext("cannot read manifest");
+  std::string_view text(reinterpret_cast<const char*>(bytes->data()), bytes->size());
+  const std::string base = ParentUri(uri);
+  return csv ? ParseCsvManifest(text, uri, base, storage)
+             : ParseJsonlManifest(text, uri, base, storage);
+}
+
+}  // namespace stoker::format

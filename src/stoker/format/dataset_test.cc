@@ -1,0 +1,143 @@
+#include "stoker/format/dataset.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "stoker/storage/file/file_storage.h"
+
+namespace stoker::format {
+namespace {
+namespace fs = std::filesystem;
+
+class DatasetTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    root_ = fs::temp_directory_path() /
+            ("stoker_dataset_test_" + std::to_string(::getpid()) + "_" +
+             ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(root_);
+    fs::create_directories(root_);
+  }
+  void TearDown() override { fs::remove_all(root_); }
+  void Touch(const std::string& rel, const std::string& content = "x") {
+    fs::create_directories((root_ / rel).parent_path());
+    std::ofstream(root_ / rel) << content;
+  }
+  fs::path root_;
+  storage::FileStorage storage_;
+};
+
+TEST_F(DatasetTest, ImageFolderSortsClassesAndFiles) {
+  Touch("dog/b.jpg");
+  Touch("dog/a.JPEG");
+  Touch("cat/z.png");
+  Touch("cat/sub/y.jpg");  // nested files belong to their top-level class
+  Touch("cat/notes.txt");  // not an image extension
+  Touch("readme.jpg");     // not inside a class folder
+  // An empty folder is no class (object stores have no empty folders).
+  fs::create_directories(root_ / "empty");
+  auto ds = ListImageFolder(root_.string(), storage_);
+  ASSERT_TRUE(ds.ok()) << ds.status().ToString();
+  EXPECT_EQ(ds->classes, (std::vector<std::string>{"cat", "dog"}));
+  ASSERT_EQ(ds->samples.size(), 4u);
+  EXPECT_EQ(ds->samples[0].uri, (root_ / "cat/sub/y.jpg").string());
+  EXPECT_EQ(ds->samples[1].uri, (root_ / "cat/z.png").string());
+  EXPECT_EQ(ds->samples[2].uri, (root_ / "dog/a.JPEG").string());
+  EXPECT_EQ(ds->samples[3].uri, (root_ / "dog/b.jpg").string());
+  EXPECT_EQ(ds->samples[0].label, 0);
+  EXPECT_EQ(ds->samples[3].label, 1);
+}
+
+TEST_F(DatasetTest, EmptyFolderIsAnErrorNamingIt) {
+  auto ds = ListImageFolder(root_.string(), storage_);
+  ASSERT_FALSE(ds.ok());
+  EXPECT_NE(ds.status().message().find(root_.string()), std::string::npos);
+}
+
+TEST_F(DatasetTest, MissingFolderIsNotFound) {
+  auto ds = OpenDataset((root_ / "nope").string(), storage_);
+  ASSERT_FALSE(ds.ok());
+  EXPECT_EQ(ds.status().code(), StatusCode::kNotFound);
+}
+
+TEST_F(DatasetTest, CsvManifestResolvesRelativePaths) {
+  Touch("m.csv", "path,label\nimgs/a.jpg,3\n\n\"/abs/b,c.jpg\",1\r\nfile:///x/y.png, 2 \n");
+  auto ds = OpenDataset((root_ / "m.csv").string(), storage_);
+  ASSERT_TRUE(ds.ok()) << ds.status().ToString();
+  ASSERT_EQ(ds->samples.size(), 3u);
+  EXPECT_EQ(ds->samples[0].uri, (root_ / "imgs/a.jpg").string());
+  EXPECT_EQ(ds->samples[0].label, 3);
+  EXPECT_EQ(ds->samples[1].uri, "/abs/b,c.jpg");
+  EXPECT_EQ(ds->samples[2].uri, "file:///x/y.png");
+  EXPECT_EQ(ds->samples[2].label, 2);
+}
+
+TEST_F(DatasetTest, CsvColumnsInAnyOrder) {
+  auto ds = ParseCsvManifest("label,extra,path\n7,q,a.jpg\n", "m.csv", "/base", storage_);
+  ASSERT_TRUE(ds.ok()) << ds.status().ToString();
+  EXPECT_EQ(ds->samples[0].uri, "/base/a.jpg");
+  EXPECT_EQ(ds->samples[0].label, 7);
+}
+
+TEST_F(DatasetTest, CsvBadLabelNamesTheLine) {
+  auto ds = ParseCsvManifest("path,label\na.jpg,1\nb.jpg,cat\n", "m.csv", "/b", storage_);
+  ASSERT_FALSE(ds.ok());
+  EXPECT_EQ(ds.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(ds.status().message().find("m.csv:3"), std::string::npos) << ds.status().message();
+  EXPECT_NE(ds.status().message().find("cat"), std::string::npos);
+}
+
+TEST_F(DatasetTest, CsvNeedsHeader) {
+  auto ds = ParseCsvManifest("a.jpg,1\n", "m.csv", "/b", storage_);
+  ASSERT_FALSE(ds.ok());
+  EXPECT_NE(ds.status().message().find("header"), std::string::npos);
+}
+
+TEST_F(DatasetTest, JsonlManifest) {
+  auto ds = ParseJsonlManifest(
+      "{\"path\": \"a\\u00e9.jpg\", \"label\": 4, \"meta\": {\"k\": [1, \"}\"]}}\n\n"
+      "  {\"label\":0,\"path\":\"/abs/b.jpg\"}\n",
+      "m.jsonl", "/base", storage_);
+  ASSERT_TRUE(ds.ok()) << ds.status().ToString();
+  ASSERT_EQ(ds->samples.size(), 2u);
+  EXPECT_EQ(ds->samples[0].uri, "/base/a\xc3\xa9.jpg");
+  EXPECT_EQ(ds->samples[0].label, 4);
+  EXPECT_EQ(ds->samples[1].uri, "/abs/b.jpg");
+}
+
+TEST_F(DatasetTest, JsonlErrorsNameTheLine) {
+  for (const char* bad : {"{\"path\": \"a.jpg\"}", "{\"label\": 1}", "[1,2]",
+                          "{\"path\": \"a.jpg\", \"label\": -1}", "{\"path\": 3, \"label\": 1}",
+                          "{\"path\": \"a.jpg\", \"label\": 1"}) {
+    auto ds = ParseJsonlManifest(std::string("{\"path\":\"ok.jpg\",\"label\":0}\n") + bad,
+                                 "m.jsonl", "/b", storage_);
+    ASSERT_FALSE(ds.ok()) << bad;
+    EXPECT_NE(ds.status().message().find("m.jsonl:2"), std::string::npos)
+        << bad << " -> " << ds.status().message();
+  }
+}
+
+TEST_F(DatasetTest, FileStorageReadsExactBytesAndNamesMissingFiles) {
+  std::string content("\x00\x01\xff binary", 10);
+  Touch("f.bin", content);
+  auto bytes = storage_.Read((root_ / "f.bin").string());
+  ASSERT_TRUE(bytes.ok());
+  EXPECT_EQ(std::string(bytes->begin(), bytes->end()), content);
+  auto via_uri = storage_.Read("file://" + (root_ / "f.bin").string());
+  ASSERT_TRUE(via_uri.ok());
+  EXPECT_EQ(via_uri->size(), content.size());
+  auto missing = storage_.Read((root_ / "missing.jpg").string());
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.status().code(), StatusCode::kNotFound);
+  EXPECT_NE(missing.status().message().find("missing.jpg"), std::string::npos);
+  auto dir = storage_.Read(root_.string());
+  ASSERT_FALSE(dir.ok());
+  EXPECT_NE(dir.status().message().find("directory"), std::string::npos);
+  auto c = storage_.counters();
+  EXPECT_EQ(c.bytes_read, 20);
+}
+
+}  // namespace
+}  // namespace stoker::format

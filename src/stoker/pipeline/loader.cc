@@ -1,0 +1,510 @@
+// The Loader: list once, then per pass over an epoch run a fetch thread and a
+// pool of decode threads that fill batch buffers ahead of the consumer.
+//
+//   fetch thread ──ReadAsync──► storage ──bytes──► ready heap (lowest position
+//   first) ──► decode threads ──pixels──► batch slot ──► Next() (in order)
+//
+// The fetch thread runs at most `prefetch_batches` batches ahead of the
+// consumer, which bounds memory. Decoders take the lowest pending position
+// first so the batch the consumer waits for completes first.
+#include <pthread.h>
+#include <sched.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstring>
+#include <exception>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "stoker/base/cpu_time.h"
+#include "stoker/base/logging.h"
+#include "stoker/format/dataset.h"
+#include "stoker/loader.h"
+#include "stoker/pipeline/batch_storage.h"
+#include "stoker/pipeline/sample.h"
+#include "stoker/sampler/sampler.h"
+#include "stoker/storage/storage.h"
+
+namespace stoker {
+
+// ---- Batch -----------------------------------------------------------------
+
+Batch::Batch(std::shared_ptr<Storage> storage) : storage_(std::move(storage)) {}
+int64_t Batch::size() const { return storage_ ? storage_->n : 0; }
+DType Batch::dtype() const { return storage_->dtype; }
+std::vector<int64_t> Batch::image_shape() const {
+  return {storage_->n, 3, storage_->size, storage_->size};
+}
+void* Batch::images_data() const { return storage_->images.get(); }
+const int64_t* Batch::labels_data() const { return storage_->labels.data(); }
+const int64_t* Batch::indices_data() const { return storage_->indices.data(); }
+int64_t Batch::epoch() const { return storage_->epoch; }
+int64_t Batch::batch_number() const { return storage_->batch_number; }
+std::shared_ptr<void> Batch::keep_alive() const { return storage_; }
+
+namespace pipeline {
+namespace {
+
+int AvailableCores() {
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(1, CPU_COUNT(&set));
+  return std::max(1u, std::thread::hardware_concurrency());
+}
+
+// Adds seconds to an atomic nanosecond counter.
+void AddSeconds(std::atomic<int64_t>& ns, double s) {
+  ns.fetch_add(static_cast<int64_t>(s * 1e9), std::memory_order_relaxed);
+}
+double Seconds(const std::atomic<int64_t>& ns) {
+  return static_cast<double>(ns.load(std::memory_order_relaxed)) * 1e-9;
+}
+
+struct StageCounters {
+  std::atomic<int64_t> items{0}, bytes{0}, busy_ns{0}, idle_ns{0};
+  StageStats Snapshot(const char* name) const {
+    StageStats s;
+    s.name = name;
+    s.items = items.load(std::memory_order_relaxed);
+    s.bytes = bytes.load(std::memory_order_relaxed);
+    s.busy_cpu_s = Seconds(busy_ns);
+    s.idle_s = Seconds(idle_ns);
+    return s;
+  }
+};
+
+// Counters that outlive individual passes.
+struct Counters {
+  std::atomic<int64_t> delivered{0}, skipped{0}, batches{0}, stall_ns{0};
+  StageCounters fetch, decode;
+  std::mutex mu;
+  std::map<std::string, int64_t> errors_by_kind;
+  std::set<int64_t> logged;  // dataset indices already logged as skipped
+};
+
+constexpr size_t kMaxLoggedSkips = 100;
+
+// Everything one pass over an epoch needs. Shared with storage callbacks,
+// which may fire after the pass was stopped.
+class Run : public std::enable_shared_from_this<Run> {
+ public:
+  struct Config {
+    LoaderOptions options;
+    std::shared_ptr<const format::Dataset> dataset;
+    sampler::Sampler sampler;  // set to this pass's epoch
+    std::shared_ptr<storage::Storage> storage;
+    std::shared_ptr<BufferPool> pool;
+    std::shared_ptr<Counters> counters;
+    int64_t num_batches;
+    int64_t total;  // samples this rank takes in this pass
+    int threads;
+  };
+
+  explicit Run(Config c) : c_(std::move(c)), sample_bytes_(SampleImageBytes(c_.options.transform)) {}
+
+  void Launch() {
+    auto self = shared_from_this();
+    threads_.emplace_back([self] { self->Guard("fetch", [&] { self->FetchLoop(); }); });
+    for (int i = 0; i < c_.threads; ++i) {
+      threads_.emplace_back([self] { self->Guard("decode", [&] { self->DecodeLoop(); }); });
+    }
+  }
+
+  void Stop() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_fetch_.notify_all();
+    cv_decode_.notify_all();
+    cv_consumer_.notify_all();
+    for (auto& t : threads_) {
+      if (t.joinable()) t.join();
+    }
+    threads_.clear();
+  }
+
+  bool finished() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return next_deliver_ >= c_.num_batches;
+  }
+
+  int64_t epoch() const { return c_.sampler.epoch(); }
+
+  Result<std::optional<Batch>> Next() {
+    std::unique_ptr<Slot> slot;
+    int64_t b;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      if (next_deliver_ >= c_.num_batches || stop_) return std::optional<Batch>();
+      b = next_deliver_;
+      const double t0 = WallSeconds();
+      cv_consumer_.wait(lock, [&] {
+        if (stop_ || fatal_) return true;
+        auto it = slots_.find(b);
+        return it != slots_.end() && it->second->remaining == 0;
+      });
+      AddSeconds(c_.counters->stall_ns, WallSeconds() - t0);
+      if (fatal_) return *fatal_;
+      if (stop_) return std::optional<Batch>();
+      auto it = slots_.find(b);
+      slot = std::move(it->second);
+      slots_.erase(it);
+      ++next_deliver_;
+    }
+    cv_fetch_.notify_one();
+    return Finish(std::move(slot));
+  }
+
+ private:
+  struct Slot {
+    std::unique_ptr<Batch::Storage> storage;
+    int64_t remaining = 0;
+    std::vector<Status> errors;  // per sample; ok unless it failed
+  };
+  struct Item {
+    int64_t k;
+    Result<storage::Bytes> bytes;
+  };
+  static bool Later(const Item& a, const Item& b) { return a.k > b.k; }
+
+  // Runs a worker loop; an unexpected exception stops the pass with an error
+  // instead of terminating the process.
+  template <typename F>
+  void Guard(const char* what, F&& f) {
+    try {
+      f();
+    } catch (const std::exception& e) {
+      Fail(Internal(std::string(what) + " thread: " + e.what()));
+    } catch (...) {
+      Fail(Internal(std::string(what) + " thread: unknown exception"));
+    }
+  }
+
+  void Fail(Status st) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!fatal_) fatal_ = std::move(st);
+      stop_ = true;
+    }
+    cv_fetch_.notify_all();
+    cv_decode_.notify_all();
+    cv_consumer_.notify_all();
+  }
+
+  int64_t BatchCount(int64_t b) const {
+    const int64_t bs = c_.options.batch_size;
+    return std::min(bs, c_.total - b * bs);
+  }
+
+  void FetchLoop() {
+    const int64_t bs = c_.options.batch_size;
+    auto self = shared_from_this();
+    for (int64_t k = 0; k < c_.total; ++k) {
+      const int64_t b = k / bs;
+      const uint64_t g = c_.sampler.GlobalPosition(static_cast<uint64_t>(k));
+      const int64_t index = static_cast<int64_t>(c_.sampler.IndexAt(g));
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        const double t0 = WallSeconds();
+        cv_fetch_.wait(lock, [&] { return stop_ || b < next_deliver_ + c_.options.prefetch_batches; });
+        AddSeconds(c_.counters->fetch.idle_ns, WallSeconds() - t0);
+        if (stop_) return;
+        auto& slot = slots_[b];
+        if (!slot) slot = NewSlot(b);
+        const int64_t j = k - b * bs;
+        slot->storage->indices[j] = index;
+        slot->storage->labels[j] = c_.dataset->samples[index].label;
+      }
+      const double cpu0 = ThreadCpuSeconds();
+      c_.storage->ReadAsync(c_.dataset->samples[index].uri,
+                            [self, k](Result<storage::Bytes> r) { self->OnFetched(k, std::move(r)); });
+      AddSeconds(c_.counters->fetch.busy_ns, ThreadCpuSeconds() - cpu0);
+    }
+  }
+
+  std::unique_ptr<Slot> NewSlot(int64_t b) {
+    auto slot = std::make_unique<Slot>();
+    const int64_t n = BatchCount(b);
+    auto st = std::make_unique<Batch::Storage>();
+    st->pool = c_.pool;
+    st->images = c_.pool->Get();
+    st->n = n;
+    st->size = c_.options.transform.size;
+    st->dtype = c_.options.transform.normalize ? DType::kFloat32 : DType::kUInt8;
+    st->labels.assign(n, 0);
+    st->indices.assign(n, 0);
+    st->epoch = c_.sampler.epoch();
+    st->batch_number = b;
+    slot->storage = std::move(st);
+    slot->remaining = n;
+    slot->errors.resize(n);
+    return slot;
+  }
+
+  void OnFetched(int64_t k, Result<storage::Bytes> bytes) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stop_) return;
+      if (bytes.ok()) {
+        c_.counters->fetch.items.fetch_add(1, std::memory_order_relaxed);
+        c_.counters->fetch.bytes.fetch_add(static_cast<int64_t>(bytes->size()),
+                                           std::memory_order_relaxed);
+      }
+      ready_.push_back(Item{k, std::move(bytes)});
+      std::push_heap(ready_.begin(), ready_.end(), Later);
+    }
+    cv_decode_.notify_one();
+  }
+
+  void DecodeLoop() {
+    decode::Decoder decoder(decode::DecodeOptions{c_.options.max_pixels});
+    transform::Scratch scratch;
+    const int64_t bs = c_.options.batch_size;
+    const auto& t = c_.options.transform;
+    while (true) {
+      std::optional<Item> item;
+      Slot* slot = nullptr;
+      bool last = false;
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        const double t0 = WallSeconds();
+        cv_decode_.wait(lock, [&] { return stop_ || !ready_.empty() || taken_ == c_.total; });
+        AddSeconds(c_.counters->decode.idle_ns, WallSeconds() - t0);
+        if (stop_ || (ready_.empty() && taken_ == c_.total)) return;
+        std::pop_heap(ready_.begin(), ready_.end(), Later);
+        item.emplace(std::move(ready_.back()));
+        ready_.pop_back();
+        last = ++taken_ == c_.total;
+        slot = slots_.at(item->k / bs).get();  // erased only once this sample is done
+      }
+      if (last) cv_decode_.notify_all();  // let idle decoders exit
+      const double cpu0 = ThreadCpuSeconds();
+      const int64_t j = item->k - (item->k / bs) * bs;
+      const int64_t index = slot->storage->indices[j];
+      Status st;
+      if (!item->bytes.ok()) {
+        st = item->bytes.status();
+      } else {
+        uint8_t* dst = slot->storage->images.get() + static_cast<size_t>(j) * sample_bytes_;
+        try {
+          st = ProcessSample(*item->bytes, t, c_.options.seed, c_.sampler.epoch(),
+                             c_.sampler.GlobalPosition(static_cast<uint64_t>(item->k)), decoder,
+                             scratch, dst);
+        } catch (const std::exception& e) {
+          st = Internal(std::string("while processing: ") + e.what());
+        }
+        if (!st.ok()) st = st.WithContext(c_.dataset->samples[index].uri);
+      }
+      item.reset();  // free the encoded bytes before waiting again
+      AddSeconds(c_.counters->decode.busy_ns, ThreadCpuSeconds() - cpu0);
+      if (st.ok()) {
+        c_.counters->decode.items.fetch_add(1, std::memory_order_relaxed);
+        c_.counters->decode.bytes.fetch_add(static_cast<int64_t>(sample_bytes_),
+                                            std::memory_order_relaxed);
+      }
+      bool complete;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        slot->errors[j] = std::move(st);
+        complete = --slot->remaining == 0;
+      }
+      if (complete) cv_consumer_.notify_all();
+    }
+  }
+
+  // Drops (kSkip) or reports (kRaise) failed samples, then hands the batch out.
+  Result<std::optional<Batch>> Finish(std::unique_ptr<Slot> slot) {
+    auto& st = *slot->storage;
+    Counters& counters = *c_.counters;
+    int64_t kept = 0;
+    std::optional<Status> first_error;
+    for (int64_t j = 0; j < st.n; ++j) {
+      const Status& e = slot->errors[j];
+      if (e.ok()) {
+        if (kept != j) {
+          std::memmove(st.images.get() + kept * sample_bytes_, st.images.get() + j * sample_bytes_,
+                       sample_bytes_);
+          st.labels[kept] = st.labels[j];
+          st.indices[kept] = st.indices[j];
+        }
+        ++kept;
+        continue;
+      }
+      counters.skipped.fetch_add(1, std::memory_order_relaxed);
+      std::lock_guard<std::mutex> lock(counters.mu);
+      ++counters.errors_by_kind[StatusCodeName(e.code())];
+      if (!first_error) first_error = e;
+      if (c_.options.on_error == OnError::kSkip && counters.logged.size() < kMaxLoggedSkips &&
+          counters.logged.insert(st.indices[j]).second) {
+        LogWarning("skipped " + e.message() +
+                   (counters.logged.size() == kMaxLoggedSkips
+                        ? " (further skipped samples are only counted in stats())"
+                        : ""));
+      }
+    }
+    if (first_error && c_.options.on_error == OnError::kRaise) return *first_error;
+    st.n = kept;
+    st.labels.resize(kept);
+    st.indices.resize(kept);
+    counters.delivered.fetch_add(kept, std::memory_order_relaxed);
+    counters.batches.fetch_add(1, std::memory_order_relaxed);
+    return std::optional<Batch>(Batch(std::shared_ptr<Batch::Storage>(std::move(slot->storage))));
+  }
+
+  const Config c_;
+  const size_t sample_bytes_;
+  std::vector<std::thread> threads_;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_fetch_, cv_decode_, cv_consumer_;
+  bool stop_ = false;
+  std::optional<Status> fatal_;
+  int64_t next_deliver_ = 0;
+  int64_t taken_ = 0;
+  std::map<int64_t, std::unique_ptr<Slot>> slots_;
+  std::vector<Item> ready_;  // min-heap on k
+};
+
+class LoaderImpl final : public Loader {
+ public:
+  LoaderImpl(LoaderOptions options, std::shared_ptr<storage::Storage> storage,
+             std::shared_ptr<const format::Dataset> dataset)
+      : opt_(std::move(options)),
+        storage_(std::move(storage)),
+        dataset_(std::move(dataset)),
+        sampler_(sampler::SamplerOptions{
+            .num_samples = dataset_->samples.size(),
+            .shuffle = opt_.shuffle,
+            .seed = opt_.seed,
+            .drop_last = opt_.drop_last,
+            .rank = static_cast<uint64_t>(opt_.rank),
+            .world_size = static_cast<uint64_t>(opt_.world_size)}),
+        counters_(std::make_shared<Counters>()) {
+    info_.num_samples = static_cast<int64_t>(dataset_->samples.size());
+    info_.classes = dataset_->classes;
+    threads_ = opt_.threads > 0 ? opt_.threads : AvailableCores();
+    const auto per_rank = static_cast<int64_t>(sampler_.per_rank());
+    num_batches_ = opt_.drop_last ? per_rank / opt_.batch_size
+                                  : (per_rank + opt_.batch_size - 1) / opt_.batch_size;
+    total_ = std::min(per_rank, num_batches_ * opt_.batch_size);
+    pool_ = std::make_shared<BufferPool>(
+        SampleImageBytes(opt_.transform) * static_cast<size_t>(opt_.batch_size),
+        static_cast<size_t>(opt_.prefetch_batches) + 2);
+  }
+
+  ~LoaderImpl() override { Stop(); }
+
+  int64_t num_batches() const override { return num_batches_; }
+  int64_t num_samples() const override { return info_.num_samples; }
+  const DatasetInfo& info() const override { return info_; }
+  std::string sample_uri(int64_t index) const override { return dataset_->samples.at(index).uri; }
+  int64_t sample_label(int64_t index) const override { return dataset_->samples.at(index).label; }
+
+  void SetEpoch(int64_t epoch) override {
+    Stop();
+    epoch_ = epoch;
+    explicit_epoch_ = true;
+  }
+  int64_t epoch() const override { return epoch_; }
+
+  void Start() override {
+    if (run_) {
+      // Without set_epoch(), each completed pass moves on to the next epoch,
+      // as a shuffling DataLoader gives a fresh order each pass.
+      if (run_->finished() && !explicit_epoch_) ++epoch_;
+      Stop();
+    }
+    explicit_epoch_ = false;
+    sampler_.SetEpoch(epoch_);
+    run_ = std::make_shared<Run>(Run::Config{opt_, dataset_, sampler_, storage_, pool_, counters_,
+                                             num_batches_, total_, threads_});
+    run_->Launch();
+  }
+
+  Result<std::optional<Batch>> Next() override {
+    if (!run_) Start();
+    return run_->Next();
+  }
+
+  void Stop() override {
+    if (run_) run_->Stop();
+  }
+
+  LoaderStats stats() const override {
+    LoaderStats s;
+    const Counters& c = *counters_;
+    s.samples_delivered = c.delivered.load();
+    s.samples_skipped = c.skipped.load();
+    s.batches_delivered = c.batches.load();
+    auto sc = storage_->counters();
+    s.bytes_read = sc.bytes_read;
+    s.requests = sc.requests;
+    s.retries = sc.retries;
+    s.stall_s = Seconds(c.stall_ns);
+    {
+      std::lock_guard<std::mutex> lock(counters_->mu);
+      s.errors_by_kind = c.errors_by_kind;
+    }
+    s.stages.push_back(c.fetch.Snapshot("fetch"));
+    s.stages.push_back(c.decode.Snapshot("decode"));
+    return s;
+  }
+
+ private:
+  const LoaderOptions opt_;
+  std::shared_ptr<storage::Storage> storage_;
+  std::shared_ptr<const format::Dataset> dataset_;
+  sampler::Sampler sampler_;
+  std::shared_ptr<Counters> counters_;
+  std::shared_ptr<BufferPool> pool_;
+  DatasetInfo info_;
+  int threads_ = 1;
+  int64_t num_batches_ = 0;
+  int64_t total_ = 0;
+  int64_t epoch_ = 0;
+  bool explicit_epoch_ = false;
+  std::shared_ptr<Run> run_;
+};
+
+Status Validate(const LoaderOptions& o) {
+  if (o.uri.empty()) return InvalidArgument("uri is empty");
+  if (o.batch_size <= 0) return InvalidArgument("batch_size must be positive");
+  if (o.transform.size <= 0) return InvalidArgument("transform size must be positive");
+  if (o.threads < 0) return InvalidArgument("threads must be >= 0 (0 = one per core)");
+  if (o.prefetch_batches < 1) return InvalidArgument("prefetch_batches must be >= 1");
+  if (o.world_size < 1) return InvalidArgument("world_size must be >= 1");
+  if (o.rank < 0 || o.rank >= o.world_size) {
+    return InvalidArgument("rank " + std::to_string(o.rank) + " is outside [0, world_size=" +
+                           std::to_string(o.world_size) + ")");
+  }
+  const auto& t = o.transform;
+  if (!(t.scale[0] > 0 && t.scale[0] <= t.scale[1] && t.scale[1] <= 1))
+    return InvalidArgument("transform scale must satisfy 0 < min <= max <= 1");
+  if (!(t.ratio[0] > 0 && t.ratio[0] <= t.ratio[1]))
+    return InvalidArgument("transform ratio must satisfy 0 < min <= max");
+  if (!(t.center_fraction > 0 && t.center_fraction <= 1))
+    return InvalidArgument("center_fraction must be in (0, 1]");
+  for (float s : t.std)
+    if (!(s > 0)) return InvalidArgument("normalisation std must be positive");
+  return Status::Ok();
+}
+
+}  // namespace
+}  // namespace pipeline
+
+Result<std::unique_ptr<Loader>> Loader::Open(const LoaderOptions& options) {
+  STOKER_RETURN_IF_ERROR(pipeline::Validate(options));
+  auto storage = storage::OpenStorage(options.uri);
+  if (!storage.ok()) return storage.status();
+  auto dataset = format::OpenDataset(options.uri, **storage);
+  if (!dataset.ok()) return dataset.status();
+  auto ds = std::make_shared<const format::Dataset>(std::move(*dataset));
+  return std::unique_ptr<Loader>(
+      std::make_unique<pipeline::LoaderImpl>(options, std::move(*storage), std::move(ds)));
+}
+
+}  // namespace stoker

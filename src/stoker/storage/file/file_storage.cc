@@ -1,0 +1,128 @@
+#include "stoker/storage/file/file_storage.h"
+
+#include <cerrno>
+#include <cstring>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <system_error>
+
+namespace stoker::storage {
+namespace fs = std::filesystem;
+
+namespace {
+
+Status ErrnoStatus(int err, const std::string& path) {
+  std::string reason = std::strerror(err);
+  switch (err) {
+    case ENOENT:
+    case ENOTDIR: return NotFound(path + ": " + reason);
+    case EACCES:
+    case EPERM: return Status(StatusCode::kPermissionDenied, path + ": " + reason);
+    case EISDIR: return InvalidArgument(path + ": is a directory");
+    default: return IOError(path + ": " + reason);
+  }
+}
+
+}  // namespace
+
+std::string FileStorage::ToPath(const std::string& uri) {
+  constexpr std::string_view kScheme = "file://";
+  if (uri.rfind(kScheme, 0) == 0) return uri.substr(kScheme.size());
+  return uri;
+}
+
+Result<std::vector<ObjectInfo>> FileStorage::List(const std::string& prefix_uri) {
+  const fs::path root = ToPath(prefix_uri);
+  std::error_code ec;
+  if (!fs::is_directory(root, ec)) {
+    if (!fs::exists(root, ec)) return NotFound(root.string() + ": no such directory");
+    return InvalidArgument(root.string() + ": not a directory");
+  }
+  std::vector<ObjectInfo> out;
+  auto it = fs::recursive_directory_iterator(
+      root, fs::directory_options::follow_directory_symlink |
+                fs::directory_options::skip_permission_denied,
+      ec);
+  if (ec) return IOError(root.string() + ": cannot list: " + ec.message());
+  for (auto end = fs::recursive_directory_iterator(); it != end; it.increment(ec)) {
+    if (ec) return IOError(root.string() + ": cannot list: " + ec.message());
+    std::error_code sec;
+    // Directories are not objects. Broken symlinks and other non-directories
+    // are listed: reading them gives the sample its own error.
+    if (it->is_directory(sec)) continue;
+    ObjectInfo info;
+    info.key = fs::relative(it->path(), root, sec).generic_string();
+    if (sec) info.key = it->path().lexically_relative(root).generic_string();
+    std::error_code zec;
+    auto size = it->is_regular_file(zec) ? fs::file_size(it->path(), zec) : 0;
+    info.size = zec ? -1 : static_cast<int64_t>(size);
+    out.push_back(std::move(info));
+  }
+  std::sort(out.begin(), out.end(),
+            [](const ObjectInfo& a, const ObjectInfo& b) { return a.key < b.key; });
+  return out;
+}
+
+Result<Bytes> FileStorage::Read(const std::string& uri) {
+  const std::string path = ToPath(uri);
+  requests_.fetch_add(1, std::memory_order_relaxed);
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return ErrnoStatus(errno, path);
+  struct stat st;
+  if (::fstat(fd, &st) != 0) {
+    int err = errno;
+    ::close(fd);
+    return ErrnoStatus(err, path);
+  }
+  if (S_ISDIR(st.st_mode)) {
+    ::close(fd);
+    return ErrnoStatus(EISDIR, path);
+  }
+  Bytes data;
+  // Regular files: one read of the known size; others: read until EOF.
+  size_t cap = S_ISREG(st.st_mode) ? static_cast<size_t>(st.st_size) : 1 << 16;
+  data.resize(cap);
+  size_t got = 0;
+  while (true) {
+    if (got == data.size()) {
+      if (S_ISREG(st.st_mode)) {
+        // Check for growth since fstat with a 1-byte probe.
+        data.resize(data.size() + 1);
+      } else {
+        data.resize(data.size() * 2);
+      }
+    }
+    ssize_t n = ::read(fd, data.data() + got, data.size() - got);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      int err = errno;
+      ::close(fd);
+      return ErrnoStatus(err, path);
+    }
+    if (n == 0) break;
+    got += static_cast<size_t>(n);
+  }
+  ::close(fd);
+  data.resize(got);
+  bytes_read_.fetch_add(static_cast<int64_t>(got), std::memory_order_relaxed);
+  return data;
+}
+
+std::string FileStorage::Join(const std::string& base, const std::string& key) const {
+  if (base.empty()) return key;
+  if (base.back() == '/') return base + key;
+  return base + "/" + key;
+}
+
+StorageCounters FileStorage::counters() const {
+  StorageCounters c;
+  c.requests = requests_.load(std::memory_order_relaxed);
+  c.bytes_read = bytes_read_.load(std::memory_order_relaxed);
+  return c;
+}
+
+}  // namespace stoker::storage

@@ -1,0 +1,58 @@
+// Storage: where sample bytes come from. Backends are chosen by URI scheme
+// (a plain path or file:// today; s3:// and http(s):// plug in the same way).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "stoker/status.h"
+
+namespace stoker::storage {
+
+using Bytes = std::vector<uint8_t>;
+
+struct ObjectInfo {
+  std::string key;   // path relative to the listed prefix, '/'-separated
+  int64_t size = -1; // -1 when unknown
+};
+
+// Counters every backend keeps; read by the pipeline's stats.
+struct StorageCounters {
+  int64_t requests = 0;
+  int64_t bytes_read = 0;
+  int64_t retries = 0;
+};
+
+class Storage {
+ public:
+  virtual ~Storage() = default;
+
+  // Every object under `prefix_uri` (recursively), sorted by key. Fails with
+  // the URI and the reason if the prefix cannot be listed.
+  virtual Result<std::vector<ObjectInfo>> List(const std::string& prefix_uri) = 0;
+
+  // Whole object. Errors name the URI.
+  virtual Result<Bytes> Read(const std::string& uri) = 0;
+
+  // Starts reading `uri`; calls `done` exactly once, possibly before
+  // returning and possibly on another thread. Backends with real latency keep
+  // many reads in flight; the default reads synchronously.
+  using ReadCallback = std::function<void(Result<Bytes>)>;
+  virtual void ReadAsync(const std::string& uri, ReadCallback done) { done(Read(uri)); }
+
+  // Joins `base` (a prefix URI) and a relative key into an object URI.
+  virtual std::string Join(const std::string& base, const std::string& key) const = 0;
+
+  virtual StorageCounters counters() const = 0;
+};
+
+// The backend for `uri`'s scheme. Plain paths and file:// are local files.
+Result<std::shared_ptr<Storage>> OpenStorage(const std::string& uri);
+
+// True if `uri` names a local path or file:// URI.
+bool IsLocal(const std::string& uri);
+
+}  // namespace stoker::storage

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs the system libraries stoker builds against (Debian packages).
+# Idempotent: does nothing when they are already there.
+set -euo pipefail
+pkgs=(pkg-config libjpeg62-turbo-dev libspng-dev libopencv-imgproc-dev libgtest-dev libgmock-dev
+      libcurl4-openssl-dev libssl-dev)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+echo "installing: ${missing[*]}"
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
