@@ -40,6 +40,9 @@ struct LoaderOptions {
   // A local folder (ImageFolder layout), `file://` URI, or a manifest file
   // (.csv with header `path,label`, or .jsonl with keys `path`, `label`).
   std::string uri;
+  // S3 endpoint override (else AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, the
+  // AWS config profile, or AWS itself).
+  std::string endpoint_url;
   int64_t batch_size = 64;
   TransformOptions transform;
   bool shuffle = false;

@@ -115,9 +115,10 @@ void register_loader(nb::module_& m) {
              double flip_probability, double center_fraction, std::array<float, 3> mean,
              std::array<float, 3> std, bool shuffle, uint64_t seed, bool drop_last, int threads,
              const std::string& on_error, int prefetch_batches, int64_t max_pixels, int64_t rank,
-             int64_t world_size) {
+             int64_t world_size, const std::string& endpoint_url) {
             LoaderOptions o;
             o.uri = uri;
+            o.endpoint_url = endpoint_url;
             o.batch_size = batch_size;
             o.transform = MakeTransform(kind, size, normalize, scale, ratio, flip_probability,
                                         center_fraction, mean, std);
@@ -142,7 +143,7 @@ void register_loader(nb::module_& m) {
           nb::arg("center_fraction"), nb::arg("mean"), nb::arg("std"), nb::arg("shuffle"),
           nb::arg("seed"), nb::arg("drop_last"), nb::arg("threads"), nb::arg("on_error"),
           nb::arg("prefetch_batches"), nb::arg("max_pixels"), nb::arg("rank"),
-          nb::arg("world_size"))
+          nb::arg("world_size"), nb::arg("endpoint_url") = "")
       .def("__len__", [](const PyLoader& l) { return l.impl->num_batches(); })
       .def_prop_ro("num_samples", [](const PyLoader& l) { return l.impl->num_samples(); })
       .def_prop_ro("classes", [](const PyLoader& l) { return l.impl->info().classes; })

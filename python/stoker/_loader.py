@@ -38,6 +38,10 @@ class Loader:
     threads: decode threads, "auto" for one per core.
     on_error: "skip" counts a bad sample in stats() and logs its path once;
         "raise" raises stoker.Error naming the file and the reason.
+    rank, world_size: this process's slice of the global order; default to
+        torch.distributed when initialised, else RANK / WORLD_SIZE, else 0 / 1.
+    endpoint_url: S3 endpoint (else AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL,
+        the AWS config profile, or AWS).
 
     Iterating yields dicts: ``image`` (N x 3 x H x W uint8, or float32 when
     the transform normalises), ``label`` (int64), ``index`` (int64 position of
@@ -50,7 +54,8 @@ class Loader:
                  seed: int = 0, drop_last: bool = False,
                  threads: Union[int, str] = "auto", on_error: str = "skip",
                  prefetch_batches: int = 3, max_pixels: int = 178956970,
-                 rank: Optional[int] = None, world_size: Optional[int] = None):
+                 rank: Optional[int] = None, world_size: Optional[int] = None,
+                 endpoint_url: Optional[str] = None):
         transform = transform if transform is not None else imagenet_val(224)
         if threads == "auto":
             threads = 0
@@ -64,7 +69,8 @@ class Loader:
             tuple(transform.scale), tuple(transform.ratio), transform.flip_probability,
             transform.center_fraction, tuple(transform.mean), tuple(transform.std),
             bool(shuffle), int(seed), bool(drop_last), int(threads), on_error,
-            int(prefetch_batches), int(max_pixels), int(rank), int(world_size))
+            int(prefetch_batches), int(max_pixels), int(rank), int(world_size),
+            endpoint_url or "")
         self.rank, self.world_size = rank, world_size
 
     def __len__(self) -> int:

@@ -498,7 +498,7 @@ Status Validate(const LoaderOptions& o) {
 
 Result<std::unique_ptr<Loader>> Loader::Open(const LoaderOptions& options) {
   STOKER_RETURN_IF_ERROR(pipeline::Validate(options));
-  auto storage = storage::OpenStorage(options.uri);
+  auto storage = storage::OpenStorage(options.uri, {.endpoint_url = options.endpoint_url});
   if (!storage.ok()) return storage.status();
   auto dataset = format::OpenDataset(options.uri, **storage);
   if (!dataset.ok()) return dataset.status();

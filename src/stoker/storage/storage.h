@@ -49,8 +49,14 @@ class Storage {
   virtual StorageCounters counters() const = 0;
 };
 
+struct StorageOptions {
+  // Overrides the S3 endpoint (e.g. http://127.0.0.1:9000 for MinIO or moto).
+  std::string endpoint_url;
+};
+
 // The backend for `uri`'s scheme. Plain paths and file:// are local files.
-Result<std::shared_ptr<Storage>> OpenStorage(const std::string& uri);
+Result<std::shared_ptr<Storage>> OpenStorage(const std::string& uri,
+                                             const StorageOptions& options = {});
 
 // True if `uri` names a local path or file:// URI.
 bool IsLocal(const std::string& uri);
