@@ -90,6 +90,20 @@ struct DatasetInfo {
   std::vector<std::string> classes;  // index = label
 };
 
+// Where iteration stands, O(1) in size: the epoch and how many positions of
+// its global order the consumers have received (over all ranks). Restored on
+// a new Loader, with the same or another world size, the next pass resumes
+// right after the last batch received: nothing replayed, nothing skipped.
+struct LoaderState {
+  static constexpr int64_t kVersion = 1;
+  int64_t version = kVersion;
+  uint64_t seed = 0;
+  bool shuffle = false;
+  int64_t num_samples = 0;  // checked on restore: the state is for this dataset
+  int64_t epoch = 0;
+  int64_t position = 0;  // global positions consumed in `epoch`
+};
+
 class Loader {
  public:
   // Lists the dataset and validates `options`. Fails with the URI and the
@@ -122,6 +136,13 @@ class Loader {
   virtual void Stop() = 0;
 
   virtual LoaderStats stats() const = 0;
+
+  // The state after the last batch Next() returned.
+  virtual LoaderState state() const = 0;
+  // Makes the next pass start at `state` (its epoch, from its position).
+  // Calling SetEpoch with the same epoch before that pass keeps the position.
+  // Fails if the state was saved for another dataset size, seed or shuffle.
+  virtual Status LoadState(const LoaderState& state) = 0;
 };
 
 }  // namespace stoker

@@ -168,7 +168,36 @@ void register_loader(nb::module_& m) {
           },
           nb::arg("torch"),
           "Next batch as (images, labels, indices), or None at the end of the epoch.")
-      .def("stats", [](const PyLoader& l) { return StatsToDict(l.impl->stats()); });
+      .def("stats", [](const PyLoader& l) { return StatsToDict(l.impl->stats()); })
+      .def("state_dict",
+           [](const PyLoader& l) {
+             LoaderState st = l.impl->state();
+             nb::dict d;
+             d["version"] = st.version;
+             d["seed"] = st.seed;
+             d["shuffle"] = st.shuffle;
+             d["num_samples"] = st.num_samples;
+             d["epoch"] = st.epoch;
+             d["position"] = st.position;
+             return d;
+           })
+      .def("load_state_dict", [](PyLoader& l, nb::dict d) {
+        LoaderState st;
+        try {
+          st.version = nb::cast<int64_t>(d["version"]);
+          st.seed = nb::cast<uint64_t>(d["seed"]);
+          st.shuffle = nb::cast<bool>(d["shuffle"]);
+          st.num_samples = nb::cast<int64_t>(d["num_samples"]);
+          st.epoch = nb::cast<int64_t>(d["epoch"]);
+          st.position = nb::cast<int64_t>(d["position"]);
+        } catch (const std::exception& e) {
+          throw nb::value_error(
+              (std::string("not a stoker state_dict (keys version, seed, shuffle, num_samples, "
+                           "epoch, position): ") + e.what()).c_str());
+        }
+        nb::gil_scoped_release release;
+        ThrowIfError(l.impl->LoadState(st));
+      });
 }
 
 }  // namespace stoker::python

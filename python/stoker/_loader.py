@@ -121,6 +121,18 @@ class Loader:
         per stage (items, bytes, busy_cpu_s, idle_s)."""
         return self._core.stats()
 
+    def state_dict(self) -> Dict[str, Any]:
+        """Where iteration stands, O(1) in size: epoch and the global position
+        after the last batch this loader returned. Save it with the model."""
+        return self._core.state_dict()
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Makes the next pass resume right after the saved position: nothing
+        replayed, nothing skipped, also with a different world size (the
+        global position carries on, sliced by the new world size).
+        set_epoch(state["epoch"]) before that pass keeps the position."""
+        self._core.load_state_dict(dict(state))
+
     def close(self) -> None:
         """Stops the worker threads (also done when the loader is deleted)."""
         self._core.stop()

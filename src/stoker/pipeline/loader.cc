@@ -134,6 +134,14 @@ class Run : public std::enable_shared_from_this<Run> {
 
   int64_t epoch() const { return c_.sampler.epoch(); }
 
+  // Global position after the last delivered batch.
+  int64_t position() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    const int64_t consumed = std::min(next_deliver_ * c_.options.batch_size, c_.total);
+    return static_cast<int64_t>(c_.sampler.start() + static_cast<uint64_t>(consumed) *
+                                                         c_.sampler.world_size());
+  }
+
   Result<std::optional<Batch>> Next() {
     std::unique_ptr<Slot> slot;
     int64_t b;
@@ -387,10 +395,7 @@ class LoaderImpl final : public Loader {
     info_.num_samples = static_cast<int64_t>(dataset_->samples.size());
     info_.classes = dataset_->classes;
     threads_ = opt_.threads > 0 ? opt_.threads : AvailableCores();
-    const auto per_rank = static_cast<int64_t>(sampler_.per_rank());
-    num_batches_ = opt_.drop_last ? per_rank / opt_.batch_size
-                                  : (per_rank + opt_.batch_size - 1) / opt_.batch_size;
-    total_ = std::min(per_rank, num_batches_ * opt_.batch_size);
+    num_batches_ = BatchesFor(static_cast<int64_t>(sampler_.per_rank()));
     pool_ = std::make_shared<BufferPool>(
         SampleImageBytes(opt_.transform) * static_cast<size_t>(opt_.batch_size),
         static_cast<size_t>(opt_.prefetch_batches) + 2);
@@ -406,6 +411,12 @@ class LoaderImpl final : public Loader {
 
   void SetEpoch(int64_t epoch) override {
     Stop();
+    // A loaded state's position survives set_epoch(its epoch), the usual
+    // first call of a resumed training loop.
+    if (!(resume_pending_ && epoch == epoch_)) {
+      resume_pending_ = false;
+      resume_start_ = 0;
+    }
     epoch_ = epoch;
     explicit_epoch_ = true;
   }
@@ -419,10 +430,59 @@ class LoaderImpl final : public Loader {
       Stop();
     }
     explicit_epoch_ = false;
-    sampler_.SetEpoch(epoch_);
+    sampler_.SetEpoch(epoch_, resume_start_);
+    resume_pending_ = false;
+    resume_start_ = 0;
+    const auto per_rank = static_cast<int64_t>(sampler_.per_rank());
+    const int64_t batches = BatchesFor(per_rank);
     run_ = std::make_shared<Run>(Run::Config{opt_, dataset_, sampler_, storage_, pool_, counters_,
-                                             num_batches_, total_, threads_});
+                                             batches, std::min(per_rank, batches * opt_.batch_size),
+                                             threads_});
     run_->Launch();
+  }
+
+  LoaderState state() const override {
+    LoaderState st;
+    st.seed = opt_.seed;
+    st.shuffle = opt_.shuffle;
+    st.num_samples = info_.num_samples;
+    if (run_ && !resume_pending_) {
+      st.epoch = run_->epoch();
+      st.position = run_->position();
+      if (run_->finished()) {
+        // A finished pass: the next one is the following epoch.
+        st.epoch += 1;
+        st.position = 0;
+      }
+    } else {
+      st.epoch = epoch_;
+      st.position = static_cast<int64_t>(resume_start_);
+    }
+    return st;
+  }
+
+  Status LoadState(const LoaderState& st) override {
+    if (st.version != LoaderState::kVersion) {
+      return InvalidArgument("state has format version " + std::to_string(st.version) +
+                             ", this stoker reads version " +
+                             std::to_string(LoaderState::kVersion));
+    }
+    if (st.num_samples != info_.num_samples || st.seed != opt_.seed || st.shuffle != opt_.shuffle) {
+      return InvalidArgument("state was saved for " + std::to_string(st.num_samples) +
+                             " samples, seed " + std::to_string(st.seed) + ", shuffle " +
+                             (st.shuffle ? "on" : "off") + "; this loader has " +
+                             std::to_string(info_.num_samples) + " samples, seed " +
+                             std::to_string(opt_.seed) + ", shuffle " +
+                             (opt_.shuffle ? "on" : "off"));
+    }
+    if (st.epoch < 0 || st.position < 0) return InvalidArgument("state has a negative epoch or position");
+    Stop();
+    run_.reset();
+    epoch_ = st.epoch;
+    resume_start_ = static_cast<uint64_t>(st.position);
+    resume_pending_ = true;
+    explicit_epoch_ = true;
+    return Status::Ok();
   }
 
   Result<std::optional<Batch>> Next() override {
@@ -463,10 +523,16 @@ class LoaderImpl final : public Loader {
   std::shared_ptr<BufferPool> pool_;
   DatasetInfo info_;
   int threads_ = 1;
-  int64_t num_batches_ = 0;
-  int64_t total_ = 0;
+  int64_t BatchesFor(int64_t samples) const {
+    return opt_.drop_last ? samples / opt_.batch_size
+                          : (samples + opt_.batch_size - 1) / opt_.batch_size;
+  }
+
+  int64_t num_batches_ = 0;  // of a whole epoch
   int64_t epoch_ = 0;
   bool explicit_epoch_ = false;
+  uint64_t resume_start_ = 0;    // global position the next pass starts at
+  bool resume_pending_ = false;  // a loaded state waits for its pass
   std::shared_ptr<Run> run_;
 };
 

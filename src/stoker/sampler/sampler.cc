@@ -49,12 +49,14 @@ uint64_t Permutation::operator()(uint64_t i) const {
 
 Sampler::Sampler(const SamplerOptions& options)
     : options_(options), perm_(options.num_samples, 0) {
-  const uint64_t n = options_.num_samples, w = options_.world_size;
-  per_rank_ = options_.drop_last ? n / w : (n + w - 1) / w;
   SetEpoch(0);
 }
 
-void Sampler::SetEpoch(int64_t epoch) {
+void Sampler::SetEpoch(int64_t epoch, uint64_t start) {
+  const uint64_t n = options_.num_samples, w = options_.world_size;
+  const uint64_t left = start < n ? n - start : 0;
+  per_rank_ = options_.drop_last ? left / w : (left + w - 1) / w;
+  start_ = start;
   epoch_ = epoch;
   perm_ = Permutation(options_.num_samples,
                       HashCombine(options_.seed, static_cast<uint64_t>(epoch)));

@@ -40,21 +40,29 @@ class Sampler {
  public:
   explicit Sampler(const SamplerOptions& options);
 
-  void SetEpoch(int64_t epoch);
+  // Selects the epoch and the global position the pass starts from (0 for a
+  // whole epoch; a resumed pass starts where the saved one stopped).
+  void SetEpoch(int64_t epoch, uint64_t start = 0);
   int64_t epoch() const { return epoch_; }
+  uint64_t start() const { return start_; }
 
-  // Positions of the global order this rank takes per epoch. drop_last=false
-  // pads by wrapping around to the start of the order, so every rank gets
-  // ceil(N / W); drop_last=true gives floor(N / W).
+  // Positions of the global order this rank takes in the pass: of the
+  // R = max(0, N - start) positions left, drop_last=false pads by wrapping
+  // around to the start of the order so every rank gets ceil(R / W);
+  // drop_last=true gives floor(R / W).
   uint64_t per_rank() const { return per_rank_; }
   // Global position of the k-th sample of this rank (k < per_rank()).
-  uint64_t GlobalPosition(uint64_t k) const { return options_.rank + k * options_.world_size; }
+  uint64_t GlobalPosition(uint64_t k) const {
+    return start_ + options_.rank + k * options_.world_size;
+  }
+  uint64_t world_size() const { return options_.world_size; }
   // Dataset index at global position `g` (wraps past N for the padding).
   uint64_t IndexAt(uint64_t g) const;
 
  private:
   SamplerOptions options_;
   int64_t epoch_ = 0;
+  uint64_t start_ = 0;
   uint64_t per_rank_ = 0;
   Permutation perm_;
 };

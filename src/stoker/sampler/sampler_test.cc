@@ -91,3 +91,38 @@ TEST(SamplerTest, EpochsDiffer) {
 
 }  // namespace
 }  // namespace stoker::sampler
+
+namespace stoker::sampler {
+namespace {
+
+// A pass resumed at a global position covers exactly what the interrupted
+// pass had not, for any new world size.
+TEST(SamplerTest, ResumeCoversTheRestForAnyWorldSize) {
+  for (uint64_t n : {1u, 7u, 64u, 101u}) {
+    for (uint64_t w0 = 1; w0 <= 4; ++w0) {
+      for (uint64_t w1 = 1; w1 <= 5; ++w1) {
+        const uint64_t consumed_per_rank = n / w0 / 2;
+        std::vector<int> count(n, 0);
+        for (uint64_t r = 0; r < w0; ++r) {
+          Sampler s({.num_samples = n, .shuffle = true, .seed = 9, .rank = r, .world_size = w0});
+          s.SetEpoch(4);
+          for (uint64_t k = 0; k < consumed_per_rank; ++k) ++count[s.IndexAt(s.GlobalPosition(k))];
+        }
+        const uint64_t start = consumed_per_rank * w0;
+        for (uint64_t r = 0; r < w1; ++r) {
+          Sampler s({.num_samples = n, .shuffle = true, .seed = 9, .rank = r, .world_size = w1});
+          s.SetEpoch(4, start);
+          for (uint64_t k = 0; k < s.per_rank(); ++k) {
+            uint64_t g = s.GlobalPosition(k);
+            if (g < n) ++count[s.IndexAt(g)];  // positions >= n are the padding
+          }
+        }
+        for (uint64_t i = 0; i < n; ++i)
+          ASSERT_EQ(count[i], 1) << "n=" << n << " w0=" << w0 << " w1=" << w1 << " i=" << i;
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace stoker::sampler
