@@ -1,0 +1,83 @@
+// Private to the decode module: the per-format decoders behind Decoder.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+
+#include "stoker/decode/decode.h"
+#include "stoker/status.h"
+
+namespace stoker::decode::internal {
+
+// A growable byte buffer that is reused across calls. It keeps its capacity
+// (no allocation in the steady state) but gives memory back after one
+// oversized image so that a rare huge sample does not pin memory in every
+// thread for the rest of the run. Memory is not zeroed: a large block comes
+// from mmap and only the pages actually written become resident, so a tiny
+// hostile file that declares a big image and then ends costs address space,
+// not RAM.
+class ScratchBuffer {
+ public:
+  // Returns at least `n` writable bytes; previous contents are not kept.
+  // Throws std::bad_alloc when memory is exhausted.
+  uint8_t* Get(size_t n);
+  size_t capacity() const { return capacity_; }
+
+ private:
+  std::unique_ptr<uint8_t[]> data_;
+  size_t capacity_ = 0;
+  int small_uses_ = 0;  // consecutive calls that needed far less than capacity
+};
+
+// What the caller wants decoded. `crop == nullptr` means the whole image at
+// full scale (DecodeFull).
+struct DecodeRequest {
+  std::span<const uint8_t> bytes;
+  const CropFn* crop = nullptr;
+  int out_w = 0;
+  int out_h = 0;
+  int64_t max_pixels = 0;
+};
+
+// Validates `r` against a width x height image: finite, non-empty, clamped
+// into the image.
+Result<Rect> ClampCrop(Rect r, int width, int height);
+
+// Formats "WxH (N pixels) exceeds max_pixels (M)".
+Status TooManyPixels(int64_t width, int64_t height, int64_t max_pixels);
+
+// JPEG via libjpeg-turbo. Owns one jpeg_decompress_struct that is reused for
+// every image (jpeg_abort_decompress between images, also after errors).
+class JpegDecoder {
+ public:
+  JpegDecoder();
+  ~JpegDecoder();
+  JpegDecoder(const JpegDecoder&) = delete;
+  JpegDecoder& operator=(const JpegDecoder&) = delete;
+
+  Result<Region> Decode(const DecodeRequest& req);
+
+ private:
+  struct State;
+  std::unique_ptr<State> s_;
+};
+
+// PNG via libspng. A fresh spng context per image (spng contexts cannot be
+// rewound); the output buffer is reused.
+class PngDecoder {
+ public:
+  PngDecoder();
+  ~PngDecoder();
+  PngDecoder(const PngDecoder&) = delete;
+  PngDecoder& operator=(const PngDecoder&) = delete;
+
+  Result<Region> Decode(const DecodeRequest& req);
+
+ private:
+  ScratchBuffer out_;
+  ScratchBuffer tmp_;
+};
+
+}  // namespace stoker::decode::internal

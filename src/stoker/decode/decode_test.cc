@@ -1,0 +1,1093 @@
+// Tests for the decode module. All images are generated here with libjpeg's
+// compressor and libspng's encoder; there are no binary fixtures.
+//
+// Reference for JPEG pixels: a plain libjpeg decompression with default
+// settings (ISLOW IDCT, fancy upsampling) of the whole image at the same
+// scale. Region decodes must match the corresponding area of it exactly, at
+// every scale and sampling, so no tolerance is used anywhere below. That
+// holds because the decoder avoids the two places where libjpeg-turbo 2.1's
+// scanline crop differs from a full decode: the edge columns of a cropped
+// region get replicated chroma when chroma is upsampled (it asks for one
+// column of margin on each side), and with some samplings (4x2 luma at 1/2
+// and 1/4) the crop miscomputes the chroma row width (it decodes full rows
+// there). Skipping rows (jpeg_skip_scanlines) is exact. Disabling either
+// workaround makes MatchesFullDecode* fail.
+
+#include <gtest/gtest.h>
+
+#include <array>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <jpeglib.h>
+#include <spng.h>
+
+#include "stoker/decode/decode.h"
+
+namespace stoker::decode {
+namespace {
+
+using Bytes = std::vector<uint8_t>;
+
+// ---------------------------------------------------------------------------
+// Test images.
+
+struct Pixels {
+  int w = 0, h = 0, c = 0;
+  std::vector<uint8_t> px;
+  const uint8_t* at(int x, int y) const { return &px[(static_cast<size_t>(y) * w + x) * c]; }
+};
+
+// Smooth gradients, a diagonal wave and per-pixel noise: strong, varied chroma
+// so that any misplaced chroma sample shows up.
+Pixels Pattern(int w, int h, int c, uint32_t seed = 1) {
+  Pixels p{w, h, c, std::vector<uint8_t>(static_cast<size_t>(w) * h * c)};
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<int> noise(-24, 24);
+  for (int y = 0; y < h; ++y) {
+    for (int x = 0; x < w; ++x) {
+      for (int k = 0; k < c; ++k) {
+        double v;
+        switch (k) {
+          case 0: v = 255.0 * x / std::max(1, w - 1); break;
+          case 1: v = 255.0 * y / std::max(1, h - 1); break;
+          case 2: v = 128 + 100 * std::sin((x + 2 * y) * 0.11); break;
+          default: v = 128 + 90 * std::cos((3 * x - y) * 0.07); break;
+        }
+        v += noise(rng);
+        p.px[(static_cast<size_t>(y) * w + x) * c + k] =
+            static_cast<uint8_t>(std::clamp(v, 0.0, 255.0));
+      }
+    }
+  }
+  return p;
+}
+
+enum class Kind { kYcc, kGray, kCmyk, kYcck };
+
+struct JpegSpec {
+  Kind kind = Kind::kYcc;
+  int h_samp = 2, v_samp = 2;  // luma sampling factors; chroma is 1x1
+  int cr_h_samp = 1, cr_v_samp = 1;  // Cr's factors, if it differs from Cb
+  int quality = 90;
+  bool progressive = false;
+  bool arith = false;
+  int restart_rows = 0;
+  const std::vector<jpeg_scan_info>* scans = nullptr;  // custom progression
+};
+
+Bytes EncodeJpeg(const Pixels& p, const JpegSpec& spec) {
+  jpeg_compress_struct cinfo;
+  jpeg_error_mgr jerr;
+  cinfo.err = jpeg_std_error(&jerr);
+  jpeg_create_compress(&cinfo);
+  unsigned char* buf = nullptr;
+  unsigned long size = 0;
+  jpeg_mem_dest(&cinfo, &buf, &size);
+  cinfo.image_width = static_cast<JDIMENSION>(p.w);
+  cinfo.image_height = static_cast<JDIMENSION>(p.h);
+  cinfo.input_components = p.c;
+  switch (spec.kind) {
+    case Kind::kYcc: cinfo.in_color_space = JCS_RGB; break;
+    case Kind::kGray: cinfo.in_color_space = JCS_GRAYSCALE; break;
+    case Kind::kCmyk:
+    case Kind::kYcck: cinfo.in_color_space = JCS_CMYK; break;
+  }
+  jpeg_set_defaults(&cinfo);
+  if (spec.kind == Kind::kCmyk) jpeg_set_colorspace(&cinfo, JCS_CMYK);  // Adobe marker
+  if (spec.kind == Kind::kYcck) jpeg_set_colorspace(&cinfo, JCS_YCCK);
+  jpeg_set_quality(&cinfo, spec.quality, TRUE);
+  if (spec.kind == Kind::kYcc || spec.kind == Kind::kYcck) {
+    cinfo.comp_info[0].h_samp_factor = spec.h_samp;
+    cinfo.comp_info[0].v_samp_factor = spec.v_samp;
+    for (int i = 1; i < cinfo.num_components; ++i) {
+      cinfo.comp_info[i].h_samp_factor = 1;
+      cinfo.comp_info[i].v_samp_factor = 1;
+    }
+    cinfo.comp_info[2].h_samp_factor = spec.cr_h_samp;
+    cinfo.comp_info[2].v_samp_factor = spec.cr_v_samp;
+  }
+  if (spec.progressive) jpeg_simple_progression(&cinfo);
+  if (spec.scans != nullptr) {
+    cinfo.scan_info = spec.scans->data();
+    cinfo.num_scans = static_cast<int>(spec.scans->size());
+  }
+  cinfo.arith_code = spec.arith ? TRUE : FALSE;
+  cinfo.restart_in_rows = spec.restart_rows;
+  jpeg_start_compress(&cinfo, TRUE);
+  while (cinfo.next_scanline < cinfo.image_height) {
+    JSAMPROW row = const_cast<uint8_t*>(p.at(0, static_cast<int>(cinfo.next_scanline)));
+    jpeg_write_scanlines(&cinfo, &row, 1);
+  }
+  jpeg_finish_compress(&cinfo);
+  Bytes out(buf, buf + size);
+  jpeg_destroy_compress(&cinfo);
+  free(buf);
+  return out;
+}
+
+Bytes EncodeJpeg(int w, int h, const JpegSpec& spec = {}) {
+  const int c = spec.kind == Kind::kGray ? 1 : (spec.kind == Kind::kYcc ? 3 : 4);
+  return EncodeJpeg(Pattern(w, h, c), spec);
+}
+
+// Plain libjpeg decode of the whole image at 1/denom with default settings.
+Pixels RefDecode(const Bytes& jpeg, int denom, J_COLOR_SPACE space = JCS_RGB) {
+  jpeg_decompress_struct cinfo;
+  jpeg_error_mgr jerr;
+  cinfo.err = jpeg_std_error(&jerr);
+  jpeg_create_decompress(&cinfo);
+  jpeg_mem_src(&cinfo, jpeg.data(), static_cast<unsigned long>(jpeg.size()));
+  jpeg_read_header(&cinfo, TRUE);
+  cinfo.scale_num = 1;
+  cinfo.scale_denom = static_cast<unsigned>(denom);
+  cinfo.out_color_space = space;
+  jpeg_start_decompress(&cinfo);
+  Pixels p{static_cast<int>(cinfo.output_width), static_cast<int>(cinfo.output_height),
+           cinfo.output_components, {}};
+  p.px.resize(static_cast<size_t>(p.w) * p.h * p.c);
+  while (cinfo.output_scanline < cinfo.output_height) {
+    JSAMPROW row = &p.px[static_cast<size_t>(cinfo.output_scanline) * p.w * p.c];
+    jpeg_read_scanlines(&cinfo, &row, 1);
+  }
+  jpeg_finish_decompress(&cinfo);
+  jpeg_destroy_decompress(&cinfo);
+  return p;
+}
+
+// Pillow: a 4-component JPEG is read as inverted CMYK ("CMYK;I"), then
+// convert("RGB") does nk = 255 - K, X = nk - MULDIV255(C, nk). Written
+// independently of the decoder's version.
+Pixels PillowCmykToRgb(const Pixels& raw) {
+  Pixels out{raw.w, raw.h, 3, std::vector<uint8_t>(static_cast<size_t>(raw.w) * raw.h * 3)};
+  auto muldiv255 = [](int a, int b) {
+    int t = a * b + 128;
+    return ((t >> 8) + t) >> 8;
+  };
+  for (size_t i = 0; i < static_cast<size_t>(raw.w) * raw.h; ++i) {
+    int cmyk[4];
+    for (int k = 0; k < 4; ++k) cmyk[k] = 255 - raw.px[i * 4 + k];  // "CMYK;I"
+    const int nk = 255 - cmyk[3];
+    for (int k = 0; k < 3; ++k) {
+      out.px[i * 3 + k] = static_cast<uint8_t>(std::clamp(nk - muldiv255(cmyk[k], nk), 0, 255));
+    }
+  }
+  return out;
+}
+
+// The decoded view's pixels equal ref's, with the view's (0,0) at (x0, y0).
+::testing::AssertionResult SameArea(const ImageView& v, const Pixels& ref, int x0, int y0) {
+  if (ref.c != 3) return ::testing::AssertionFailure() << "reference is not RGB";
+  if (x0 < 0 || y0 < 0 || x0 + v.width > ref.w || y0 + v.height > ref.h) {
+    return ::testing::AssertionFailure() << "view " << v.width << "x" << v.height << " at ("
+                                         << x0 << "," << y0 << ") outside " << ref.w << "x"
+                                         << ref.h;
+  }
+  int bad = 0, max_diff = 0, fx = -1, fy = -1;
+  for (int y = 0; y < v.height; ++y) {
+    const uint8_t* row = v.data + static_cast<size_t>(y) * v.stride;
+    for (int x = 0; x < v.width; ++x) {
+      for (int k = 0; k < 3; ++k) {
+        const int d = std::abs(int{row[x * 3 + k]} - int{ref.at(x0 + x, y0 + y)[k]});
+        if (d != 0) {
+          if (bad == 0) fx = x, fy = y;
+          ++bad;
+          max_diff = std::max(max_diff, d);
+        }
+      }
+    }
+  }
+  if (bad == 0) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << bad << " samples differ (max " << max_diff
+                                       << "), first at view (" << fx << "," << fy << ") of "
+                                       << v.width << "x" << v.height << " at (" << x0 << ","
+                                       << y0 << ")";
+}
+
+std::span<const uint8_t> S(const Bytes& b) { return {b.data(), b.size()}; }
+
+CropFn Fixed(Rect r) {
+  return [r](int, int) { return r; };
+}
+
+// Decodes `crop` forcing scale `denom` and checks it against the reference
+// decode at that scale.
+void CheckRegion(Decoder& dec, const Bytes& jpeg, const Pixels& ref, int denom, Rect crop,
+                 const std::string& what) {
+  SCOPED_TRACE(what + " denom=" + std::to_string(denom) + " crop=(" + std::to_string(crop.x) +
+               "," + std::to_string(crop.y) + "," + std::to_string(crop.w) + "," +
+               std::to_string(crop.h) + ")");
+  const int out_w = static_cast<int>(std::floor(crop.w / denom));
+  const int out_h = static_cast<int>(std::floor(crop.h / denom));
+  ASSERT_GE(out_w, 1);
+  ASSERT_GE(out_h, 1);
+  auto r = dec.DecodeRegion(S(jpeg), Fixed(crop), out_w, out_h);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  ASSERT_EQ(r->scale_denom, denom);
+  // The crop, scaled, in view coordinates; the view covers it.
+  const Rect& c = r->crop;
+  EXPECT_NEAR(c.w, crop.w / denom, 1e-9);
+  EXPECT_NEAR(c.h, crop.h / denom, 1e-9);
+  EXPECT_GE(c.x, 0.0);
+  EXPECT_GE(c.y, 0.0);
+  EXPECT_LT(c.x, 1.0);  // tight: the view starts at the crop's first pixel
+  EXPECT_LT(c.y, 1.0);
+  EXPECT_LE(c.x + c.w, r->image.width + 1e-9);
+  EXPECT_LE(c.y + c.h, r->image.height + 1e-9);
+  const double fx0 = crop.x / denom - c.x, fy0 = crop.y / denom - c.y;
+  const int x0 = static_cast<int>(std::lround(fx0)), y0 = static_cast<int>(std::lround(fy0));
+  EXPECT_NEAR(fx0, x0, 1e-9);
+  EXPECT_NEAR(fy0, y0, 1e-9);
+  EXPECT_TRUE(SameArea(r->image, ref, x0, y0));
+}
+
+// Random crops (fractional, like RandomResizedCrop's after scaling) plus the
+// corners, edges and whole image, at every scale.
+void CheckRegionsAtAllScales(const Bytes& jpeg, int w, int h, const std::string& what,
+                             int random_crops = 25) {
+  Decoder dec;
+  std::mt19937 rng(7);
+  for (int denom : {1, 2, 4, 8}) {
+    const Pixels ref = RefDecode(jpeg, denom);
+    std::vector<Rect> crops = {
+        {0, 0, double(w), double(h)},
+        {0, 0, double(denom), double(denom)},
+        {double(w - denom), double(h - denom), double(denom), double(denom)},
+        {w * 0.5, 0, w * 0.5, h * 0.25},
+        {0, h * 0.5, w * 0.3, h * 0.5},
+        {17.0, 9.0, w - 17.0, h - 9.0},
+        {double(w) - 33.5, double(h) - 21.25, 33.5, 21.25},
+    };
+    std::uniform_real_distribution<double> u(0.0, 1.0);
+    for (int i = 0; i < random_crops; ++i) {
+      double cw = denom + u(rng) * (w - denom), ch = denom + u(rng) * (h - denom);
+      crops.push_back({u(rng) * (w - cw), u(rng) * (h - ch), cw, ch});
+      // Integer crops too (torchvision's are integers before scaling).
+      double iw = std::floor(cw), ih = std::floor(ch);
+      crops.push_back({std::floor(u(rng) * (w - iw)), std::floor(u(rng) * (h - ih)), iw, ih});
+    }
+    for (const Rect& c : crops) {
+      if (c.w < denom || c.h < denom || c.x < 0 || c.y < 0) continue;
+      CheckRegion(dec, jpeg, ref, denom, c, what);
+      if (::testing::Test::HasFailure()) return;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// PNG encoding with libspng.
+
+Bytes EncodePng(const std::vector<uint8_t>& data, int w, int h, uint8_t color_type,
+                uint8_t bit_depth, bool interlace = false, const spng_plte* plte = nullptr,
+                const spng_trns* trns = nullptr) {
+  spng_ctx* ctx = spng_ctx_new(SPNG_CTX_ENCODER);
+  spng_set_option(ctx, SPNG_ENCODE_TO_BUFFER, 1);
+  spng_ihdr ihdr{};
+  ihdr.width = static_cast<uint32_t>(w);
+  ihdr.height = static_cast<uint32_t>(h);
+  ihdr.bit_depth = bit_depth;
+  ihdr.color_type = color_type;
+  ihdr.interlace_method = interlace ? 1 : 0;
+  EXPECT_EQ(spng_set_ihdr(ctx, &ihdr), 0);
+  if (plte) {
+    EXPECT_EQ(spng_set_plte(ctx, const_cast<spng_plte*>(plte)), 0);
+  }
+  if (trns) {
+    EXPECT_EQ(spng_set_trns(ctx, const_cast<spng_trns*>(trns)), 0);
+  }
+  int rc = spng_encode_image(ctx, data.data(), data.size(), SPNG_FMT_PNG, SPNG_ENCODE_FINALIZE);
+  EXPECT_EQ(rc, 0) << spng_strerror(rc);
+  size_t len = 0;
+  int err = 0;
+  auto* buf = static_cast<uint8_t*>(spng_get_png_buffer(ctx, &len, &err));
+  EXPECT_EQ(err, 0);
+  Bytes out(buf, buf + len);
+  free(buf);
+  spng_ctx_free(ctx);
+  return out;
+}
+
+uint32_t Crc32(const uint8_t* p, size_t n) {
+  uint32_t crc = 0xFFFFFFFFu;
+  for (size_t i = 0; i < n; ++i) {
+    crc ^= p[i];
+    for (int k = 0; k < 8; ++k) crc = (crc >> 1) ^ (0xEDB88320u & (0u - (crc & 1u)));
+  }
+  return ~crc;
+}
+
+void PutBe32(uint8_t* p, uint32_t v) {
+  p[0] = uint8_t(v >> 24), p[1] = uint8_t(v >> 16), p[2] = uint8_t(v >> 8), p[3] = uint8_t(v);
+}
+
+// Checks a full PNG decode against expected RGB.
+void ExpectPng(Decoder& dec, const Bytes& png, const Pixels& expected) {
+  auto r = dec.DecodeFull(S(png));
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  ASSERT_EQ(r->width, expected.w);
+  ASSERT_EQ(r->height, expected.h);
+  EXPECT_TRUE(SameArea(*r, expected, 0, 0));
+}
+
+Pixels Rgb(int w, int h) { return {w, h, 3, std::vector<uint8_t>(size_t(w) * h * 3)}; }
+
+// ---------------------------------------------------------------------------
+// Format detection and trivial errors.
+
+TEST(DecodeFormat, DetectsByMagic) {
+  const Bytes jpeg = EncodeJpeg(8, 8);
+  const Bytes png = EncodePng(std::vector<uint8_t>(8 * 8 * 3, 7), 8, 8, 2, 8);
+  EXPECT_EQ(DetectFormat(S(jpeg)), Format::kJpeg);
+  EXPECT_EQ(DetectFormat(S(png)), Format::kPng);
+  EXPECT_EQ(DetectFormat({}), Format::kUnknown);
+  const Bytes gif = {'G', 'I', 'F', '8', '9', 'a', 0, 0};
+  EXPECT_EQ(DetectFormat(S(gif)), Format::kUnknown);
+  EXPECT_EQ(DetectFormat(S(Bytes{0xFF, 0xD8})), Format::kJpeg);  // truncated after SOI
+  EXPECT_EQ(DetectFormat(S(Bytes{0xFF, 0xD8, 0x00})), Format::kUnknown);
+  EXPECT_EQ(DetectFormat(S(Bytes{0x89, 'P', 'N', 'G'})), Format::kPng);  // truncated signature
+}
+
+TEST(DecodeErrors, EmptyInput) {
+  Decoder dec;
+  auto r = dec.DecodeFull({});
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kCorrupt);
+  EXPECT_EQ(r.status().message(), "empty file");
+  auto r2 = dec.DecodeRegion({}, Fixed({0, 0, 1, 1}), 1, 1);
+  EXPECT_EQ(r2.status().code(), StatusCode::kCorrupt);
+}
+
+TEST(DecodeErrors, RandomBytesAreUnsupported) {
+  Decoder dec;
+  std::mt19937 rng(3);
+  Bytes b(1000);
+  for (auto& x : b) x = static_cast<uint8_t>(rng());
+  b[0] = 0x47;  // not FF / 89
+  auto r = dec.DecodeFull(S(b));
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kUnsupported);
+  EXPECT_NE(r.status().message().find("not a JPEG or PNG image"), std::string::npos);
+  EXPECT_NE(r.status().message().find("47"), std::string::npos) << r.status().message();
+  const Bytes text = {'<', 'h', 't', 'm', 'l', '>'};
+  EXPECT_EQ(dec.DecodeFull(S(text)).status().code(), StatusCode::kUnsupported);
+}
+
+TEST(DecodeErrors, RandomBytesAfterJpegMagicAreCorrupt) {
+  Decoder dec;
+  std::mt19937 rng(4);
+  for (int trial = 0; trial < 20; ++trial) {
+    Bytes b(200 + trial * 50);
+    for (auto& x : b) x = static_cast<uint8_t>(rng());
+    b[0] = 0xFF, b[1] = 0xD8, b[2] = 0xFF;
+    auto r = dec.DecodeFull(S(b));
+    ASSERT_FALSE(r.ok());
+    EXPECT_TRUE(r.status().code() == StatusCode::kCorrupt ||
+                r.status().code() == StatusCode::kUnsupported)
+        << r.status().ToString();
+  }
+}
+
+TEST(DecodeErrors, InvalidRequests) {
+  Decoder dec;
+  const Bytes jpeg = EncodeJpeg(32, 32);
+  EXPECT_EQ(dec.DecodeRegion(S(jpeg), Fixed({0, 0, 8, 8}), 0, 8).status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(dec.DecodeRegion(S(jpeg), CropFn(), 8, 8).status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(dec.DecodeRegion(S(jpeg), Fixed({40, 0, 8, 8}), 8, 8).status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(dec.DecodeRegion(S(jpeg), Fixed({0, 0, 0, 8}), 8, 8).status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(dec.DecodeRegion(S(jpeg), Fixed({NAN, 0, 8, 8}), 8, 8).status().code(),
+            StatusCode::kInvalidArgument);
+  // A rect that pokes out of the image is clamped to it.
+  auto r = dec.DecodeRegion(S(jpeg), Fixed({-4, 20, 100, 100}), 1, 1);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->scale_denom, 8);
+  EXPECT_NEAR(r->crop.w, 32.0 / 8, 1e-12);
+  EXPECT_NEAR(r->crop.h, 12.0 / 8, 1e-12);
+}
+
+// ---------------------------------------------------------------------------
+// JPEG: full decodes.
+
+TEST(DecodeJpeg, FullMatchesLibjpegDefaults) {
+  Decoder dec;
+  for (auto [hs, vs] : std::vector<std::pair<int, int>>{{1, 1}, {2, 1}, {2, 2}, {1, 2}}) {
+    for (auto [w, h] : std::vector<std::pair<int, int>>{{1, 1}, {2, 3}, {17, 13}, {333, 251}}) {
+      SCOPED_TRACE(std::to_string(hs) + "x" + std::to_string(vs) + " " + std::to_string(w) +
+                   "x" + std::to_string(h));
+      JpegSpec spec;
+      spec.h_samp = hs, spec.v_samp = vs;
+      const Bytes jpeg = EncodeJpeg(w, h, spec);
+      auto r = dec.DecodeFull(S(jpeg));
+      ASSERT_TRUE(r.ok()) << r.status().ToString();
+      EXPECT_EQ(r->width, w);
+      EXPECT_EQ(r->height, h);
+      EXPECT_GE(r->stride, size_t(w) * 3);
+      EXPECT_TRUE(SameArea(*r, RefDecode(jpeg, 1), 0, 0));
+    }
+  }
+}
+
+TEST(DecodeJpeg, GrayBecomesRgb) {
+  Decoder dec;
+  JpegSpec spec;
+  spec.kind = Kind::kGray;
+  const Bytes jpeg = EncodeJpeg(45, 31, spec);
+  const Pixels gray = RefDecode(jpeg, 1, JCS_GRAYSCALE);
+  ASSERT_EQ(gray.c, 1);
+  auto r = dec.DecodeFull(S(jpeg));
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  Pixels expected = Rgb(45, 31);
+  for (size_t i = 0; i < gray.px.size(); ++i) {
+    for (int k = 0; k < 3; ++k) expected.px[i * 3 + k] = gray.px[i];
+  }
+  EXPECT_TRUE(SameArea(*r, expected, 0, 0));
+  CheckRegionsAtAllScales(jpeg, 45, 31, "gray", 5);
+  const Bytes big = EncodeJpeg(301, 203, spec);
+  CheckRegionsAtAllScales(big, 301, 203, "gray");
+}
+
+TEST(DecodeJpeg, CmykAndYcckConvertLikePillow) {
+  Decoder dec;
+  for (Kind kind : {Kind::kCmyk, Kind::kYcck}) {
+    SCOPED_TRACE(kind == Kind::kCmyk ? "CMYK" : "YCCK");
+    JpegSpec spec;
+    spec.kind = kind;
+    const Bytes jpeg = EncodeJpeg(61, 47, spec);
+    const Pixels raw = RefDecode(jpeg, 1, JCS_CMYK);
+    ASSERT_EQ(raw.c, 4);
+    const Pixels expected = PillowCmykToRgb(raw);
+    auto r = dec.DecodeFull(S(jpeg));
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_TRUE(SameArea(*r, expected, 0, 0));
+    // Region at 1/2 scale.
+    const Pixels half = PillowCmykToRgb(RefDecode(jpeg, 2, JCS_CMYK));
+    auto rr = dec.DecodeRegion(S(jpeg), Fixed({20, 10, 30, 30}), 15, 15);
+    ASSERT_TRUE(rr.ok()) << rr.status().ToString();
+    EXPECT_EQ(rr->scale_denom, 2);
+    EXPECT_TRUE(SameArea(rr->image, half, 10, 5));
+  }
+}
+
+TEST(DecodeJpeg, ProgressiveArithmeticAndRestarts) {
+  struct Case {
+    const char* name;
+    JpegSpec spec;
+  };
+  std::vector<Case> cases;
+  cases.push_back({"progressive 4:2:0", {}});
+  cases.back().spec.progressive = true;
+  cases.push_back({"progressive 4:4:4", {}});
+  cases.back().spec.progressive = true;
+  cases.back().spec.h_samp = cases.back().spec.v_samp = 1;
+  cases.push_back({"arithmetic 4:2:0", {}});
+  cases.back().spec.arith = true;
+  cases.push_back({"arithmetic progressive 4:2:2", {}});
+  cases.back().spec.arith = true;
+  cases.back().spec.progressive = true;
+  cases.back().spec.v_samp = 1;
+  cases.push_back({"restart markers 4:2:0", {}});
+  cases.back().spec.restart_rows = 1;
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    const Bytes jpeg = EncodeJpeg(213, 157, c.spec);
+    Decoder dec;
+    auto r = dec.DecodeFull(S(jpeg));
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_TRUE(SameArea(*r, RefDecode(jpeg, 1), 0, 0));
+    CheckRegionsAtAllScales(jpeg, 213, 157, c.name, 10);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// JPEG: region decodes.
+
+TEST(DecodeRegion, MatchesFullDecodeAtEachScale) {
+  for (auto [hs, vs] : std::vector<std::pair<int, int>>{{1, 1}, {2, 1}, {2, 2}, {1, 2}}) {
+    for (auto [w, h] : std::vector<std::pair<int, int>>{{333, 251}, {512, 384}, {97, 203}}) {
+      JpegSpec spec;
+      spec.h_samp = hs, spec.v_samp = vs;
+      const std::string what = "sampling " + std::to_string(hs) + "x" + std::to_string(vs) +
+                               " image " + std::to_string(w) + "x" + std::to_string(h);
+      CheckRegionsAtAllScales(EncodeJpeg(w, h, spec), w, h, what);
+    }
+  }
+}
+
+TEST(DecodeRegion, MatchesFullDecodeWithUnusualSampling) {
+  // 4:1:1, 4:1:0 (4x2: at 1/2 and 1/4 scale the chroma IDCT is scaled up
+  // and the result still upsampled 2x, where libjpeg-turbo 2.1's column
+  // crop goes wrong and the decoder must not use it), 3x1, tall ones, and
+  // Cr sampled differently from Cb.
+  const std::vector<std::array<int, 4>> samplings = {
+      {4, 1, 1, 1}, {4, 2, 1, 1}, {3, 1, 1, 1}, {1, 4, 1, 1}, {2, 4, 1, 1}, {2, 2, 2, 1},
+      {2, 2, 1, 2}};
+  for (const auto& s : samplings) {
+    JpegSpec spec;
+    spec.h_samp = s[0], spec.v_samp = s[1], spec.cr_h_samp = s[2], spec.cr_v_samp = s[3];
+    CheckRegionsAtAllScales(EncodeJpeg(301, 199, spec), 301, 199,
+                            "sampling Y " + std::to_string(s[0]) + "x" + std::to_string(s[1]) +
+                                " Cr " + std::to_string(s[2]) + "x" + std::to_string(s[3]),
+                            10);
+  }
+}
+
+TEST(DecodeRegion, ChoosesSmallestScaleThatCoversOutput) {
+  Decoder dec;
+  const Bytes jpeg = EncodeJpeg(2000, 2000);
+  struct Case {
+    Rect crop;
+    int out;
+    int denom;
+  };
+  const Case cases[] = {
+      {{0, 0, 2000, 1500}, 224, 4},   // 500x375 covers 224; 250x187 does not
+      {{0, 0, 1800, 1800 * 0.75}, 224, 4},
+      {{0, 0, 1792, 1792}, 224, 8},   // 224x224 exactly: 1/8
+      {{0, 0, 1791, 1792}, 224, 4},   // one pixel short of 1/8
+      {{100, 100, 500, 500}, 224, 2},
+      {{100, 100, 447, 900}, 224, 1}, // 223.5 < 224 at 1/2
+      {{0, 0, 100, 100}, 224, 1},     // upscaling: full scale
+      {{0, 0, 2000, 1500}, 1, 8},
+  };
+  for (const Case& c : cases) {
+    auto r = dec.DecodeRegion(S(jpeg), Fixed(c.crop), c.out, c.out);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_EQ(r->scale_denom, c.denom) << c.crop.w << "x" << c.crop.h << " -> " << c.out;
+    EXPECT_EQ(r->source_width, 2000);
+    EXPECT_EQ(r->source_height, 2000);
+  }
+  // Non-square output: both sides must be covered.
+  auto r = dec.DecodeRegion(S(jpeg), Fixed({0, 0, 2000, 1500}), 100, 300);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->scale_denom, 4);  // 1500/8 = 187 < 300, 1500/4 = 375
+}
+
+TEST(DecodeRegion, CropFunctionSeesSourceSize) {
+  Decoder dec;
+  const Bytes jpeg = EncodeJpeg(123, 77);
+  int seen_w = 0, seen_h = 0;
+  auto r = dec.DecodeRegion(
+      S(jpeg),
+      [&](int w, int h) {
+        seen_w = w, seen_h = h;
+        return Rect{10, 10, 50, 40};
+      },
+      20, 20);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(seen_w, 123);
+  EXPECT_EQ(seen_h, 77);
+  EXPECT_EQ(r->scale_denom, 2);
+}
+
+TEST(DecodeRegion, OnePixelImage) {
+  Decoder dec;
+  for (Kind kind : {Kind::kYcc, Kind::kGray}) {
+    JpegSpec spec;
+    spec.kind = kind;
+    const Bytes jpeg = EncodeJpeg(1, 1, spec);
+    auto r = dec.DecodeRegion(S(jpeg), Fixed({0, 0, 1, 1}), 1, 1);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_EQ(r->scale_denom, 1);
+    EXPECT_EQ(r->image.width, 1);
+    EXPECT_EQ(r->image.height, 1);
+    EXPECT_TRUE(SameArea(r->image, RefDecode(jpeg, 1), 0, 0));
+    auto big = dec.DecodeRegion(S(jpeg), Fixed({0, 0, 1, 1}), 224, 224);  // upscale later
+    ASSERT_TRUE(big.ok());
+    EXPECT_EQ(big->scale_denom, 1);
+  }
+  const Bytes png = EncodePng({10, 20, 30}, 1, 1, 2, 8);
+  auto r = dec.DecodeRegion(S(png), Fixed({0, 0, 1, 1}), 224, 224);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->image.width, 1);
+  EXPECT_EQ(r->image.data[0], 10);
+  EXPECT_EQ(r->image.data[2], 30);
+}
+
+// ---------------------------------------------------------------------------
+// JPEG: truncated, hostile and huge.
+
+TEST(DecodeErrors, TruncatedJpegIsCorrupt) {
+  std::vector<std::pair<std::string, JpegSpec>> specs(4);
+  specs[0].first = "baseline";
+  specs[1].first = "progressive";
+  specs[1].second.progressive = true;
+  specs[2].first = "arithmetic";
+  specs[2].second.arith = true;
+  specs[3].first = "restarts";
+  specs[3].second.restart_rows = 2;
+  Decoder dec;
+  for (const auto& [name, spec] : specs) {
+    const Bytes jpeg = EncodeJpeg(256, 192, spec);
+    for (double frac : {0.02, 0.1, 0.3, 0.6, 0.9, 0.99}) {
+      SCOPED_TRACE(name + " cut at " + std::to_string(frac));
+      Bytes cut(jpeg.begin(), jpeg.begin() + static_cast<long>(jpeg.size() * frac));
+      auto r = dec.DecodeFull(S(cut));
+      ASSERT_FALSE(r.ok());
+      EXPECT_EQ(r.status().code(), StatusCode::kCorrupt) << r.status().ToString();
+      // A crop in the bottom rows needs the missing data too.
+      auto rr = dec.DecodeRegion(S(cut), Fixed({0, 150, 256, 42}), 32, 5);
+      ASSERT_FALSE(rr.ok());
+      EXPECT_EQ(rr.status().code(), StatusCode::kCorrupt) << rr.status().ToString();
+    }
+    // Cut in the entropy data: the message says so.
+    Bytes half(jpeg.begin(), jpeg.begin() + static_cast<long>(jpeg.size() / 2));
+    auto r = dec.DecodeFull(S(half));
+    EXPECT_NE(r.status().message().find("truncated JPEG data"), std::string::npos)
+        << name << ": " << r.status().ToString();
+    // Missing EOI only for a single-scan Huffman file: every pixel is
+    // there, so it decodes (and matches); multi-scan or arithmetic: error.
+    Bytes no_eoi(jpeg.begin(), jpeg.end() - 2);
+    auto e = dec.DecodeFull(S(no_eoi));
+    if (!spec.progressive && !spec.arith) {
+      ASSERT_TRUE(e.ok()) << name << ": " << e.status().ToString();
+      EXPECT_TRUE(SameArea(*e, RefDecode(jpeg, 1), 0, 0));
+      for (int drop : {3, 4, 8}) {
+        Bytes more(jpeg.begin(), jpeg.end() - drop);
+        EXPECT_FALSE(dec.DecodeFull(S(more)).ok()) << name << " minus " << drop;
+      }
+    }
+  }
+}
+
+TEST(DecodeErrors, TruncatedBelowCropStillDecodesTheCrop) {
+  // Only what the crop needs is read: a file cut below the crop decodes
+  // the crop correctly (nothing past the crop's last row is touched).
+  Decoder dec;
+  const Bytes jpeg = EncodeJpeg(256, 256);
+  Bytes cut(jpeg.begin(), jpeg.begin() + static_cast<long>(jpeg.size() * 0.8));
+  auto r = dec.DecodeRegion(S(cut), Fixed({0, 0, 64, 64}), 64, 64);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_TRUE(SameArea(r->image, RefDecode(jpeg, 1), 0, 0));
+}
+
+// A tiny valid JPEG whose SOF claims 50000x50000.
+Bytes ForgeHugeJpeg() {
+  Bytes jpeg = EncodeJpeg(16, 16);
+  for (size_t i = 2; i + 9 < jpeg.size(); ++i) {
+    if (jpeg[i] == 0xFF && jpeg[i + 1] == 0xC0) {  // SOF0: FF C0 len(2) P(1) H(2) W(2)
+      jpeg[i + 5] = 50000 >> 8, jpeg[i + 6] = 50000 & 0xFF;
+      jpeg[i + 7] = 50000 >> 8, jpeg[i + 8] = 50000 & 0xFF;
+      return jpeg;
+    }
+  }
+  ADD_FAILURE() << "no SOF0";
+  return jpeg;
+}
+
+Bytes ForgeHugePng() {
+  Bytes png = EncodePng(std::vector<uint8_t>(16 * 16 * 3, 1), 16, 16, 2, 8);
+  // Signature(8) + IHDR length(4) + "IHDR"(4) + width(4) + height(4) ...
+  PutBe32(&png[16], 50000);
+  PutBe32(&png[20], 50000);
+  PutBe32(&png[29], Crc32(&png[12], 17));  // CRC over type + 13 data bytes
+  return png;
+}
+
+TEST(DecodeErrors, HugeDeclaredSizeIsRefusedBeforeDecoding) {
+  Decoder dec;
+  for (const Bytes& b : {ForgeHugeJpeg(), ForgeHugePng()}) {
+    bool crop_called = false;
+    const auto t0 = std::chrono::steady_clock::now();
+    auto r = dec.DecodeRegion(
+        S(b),
+        [&](int w, int h) {
+          crop_called = true;
+          return Rect{0, 0, double(w), double(h)};
+        },
+        224, 224);
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.status().code(), StatusCode::kResourceExhausted) << r.status().ToString();
+    EXPECT_NE(r.status().message().find("50000x50000"), std::string::npos)
+        << r.status().message();
+    EXPECT_NE(r.status().message().find("178956970"), std::string::npos)
+        << r.status().message();
+    EXPECT_FALSE(crop_called);
+    auto f = dec.DecodeFull(S(b));
+    EXPECT_EQ(f.status().code(), StatusCode::kResourceExhausted);
+    const double s =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    EXPECT_LT(s, 0.5);
+  }
+  // With no limit, the tiny files still fail fast (their data ends), and
+  // the output buffer is never written beyond what was decoded.
+  // (The output buffer is reserved, not touched; where the system refuses
+  // even to reserve 7.5 GB, the answer is kResourceExhausted instead.)
+  Decoder unlimited(DecodeOptions{0});
+  auto rj = unlimited.DecodeFull(S(ForgeHugeJpeg()));
+  EXPECT_TRUE(rj.status().code() == StatusCode::kCorrupt ||
+              rj.status().code() == StatusCode::kResourceExhausted)
+      << rj.status().ToString();
+  auto rp = unlimited.DecodeFull(S(ForgeHugePng()));
+  EXPECT_FALSE(rp.ok());
+}
+
+TEST(DecodeErrors, MaxPixelsOption) {
+  Decoder dec(DecodeOptions{64 * 64 - 1});
+  const Bytes jpeg = EncodeJpeg(64, 64);
+  auto r = dec.DecodeFull(S(jpeg));
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kResourceExhausted);
+  EXPECT_NE(r.status().message().find("64x64"), std::string::npos) << r.status().message();
+  const Bytes png = EncodePng(std::vector<uint8_t>(64 * 64 * 3, 5), 64, 64, 2, 8);
+  EXPECT_EQ(dec.DecodeFull(S(png)).status().code(), StatusCode::kResourceExhausted);
+  Decoder ok(DecodeOptions{64 * 64});
+  EXPECT_TRUE(ok.DecodeFull(S(jpeg)).ok());
+  EXPECT_TRUE(ok.DecodeFull(S(png)).ok());
+}
+
+TEST(DecodeErrors, TooManyScans) {
+  // A valid progressive file with 3 components x 63 AC coefficients x 6
+  // successive-approximation steps = 1134 + 1 scans.
+  std::vector<jpeg_scan_info> scans;
+  jpeg_scan_info dc{};
+  dc.comps_in_scan = 3;
+  dc.component_index[0] = 0, dc.component_index[1] = 1, dc.component_index[2] = 2;
+  scans.push_back(dc);
+  for (int comp = 0; comp < 3; ++comp) {
+    for (int k = 1; k < 64; ++k) {
+      for (int al = 5; al >= 0; --al) {
+        jpeg_scan_info s{};
+        s.comps_in_scan = 1;
+        s.component_index[0] = comp;
+        s.Ss = k, s.Se = k;
+        s.Ah = al == 5 ? 0 : al + 1;
+        s.Al = al;
+        scans.push_back(s);
+      }
+    }
+  }
+  JpegSpec spec;
+  spec.h_samp = spec.v_samp = 1;
+  spec.scans = &scans;
+  const Bytes jpeg = EncodeJpeg(16, 16, spec);
+  Decoder dec;
+  auto r = dec.DecodeFull(S(jpeg));
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kCorrupt);
+  EXPECT_NE(r.status().message().find("scans"), std::string::npos) << r.status().message();
+}
+
+TEST(DecodeErrors, UnsupportedJpegVariants) {
+  // 12-bit precision in SOF1: libjpeg-turbo 2.1 (8-bit build) refuses it.
+  Bytes jpeg = EncodeJpeg(16, 16);
+  for (size_t i = 2; i + 4 < jpeg.size(); ++i) {
+    if (jpeg[i] == 0xFF && jpeg[i + 1] == 0xC0) {
+      jpeg[i + 1] = 0xC1;
+      jpeg[i + 4] = 12;
+      break;
+    }
+  }
+  Decoder dec;
+  auto r = dec.DecodeFull(S(jpeg));
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kUnsupported) << r.status().ToString();
+  // Lossless (SOF3).
+  Bytes lossless = EncodeJpeg(16, 16);
+  for (size_t i = 2; i + 1 < lossless.size(); ++i) {
+    if (lossless[i] == 0xFF && lossless[i + 1] == 0xC0) {
+      lossless[i + 1] = 0xC3;
+      break;
+    }
+  }
+  EXPECT_EQ(dec.DecodeFull(S(lossless)).status().code(), StatusCode::kUnsupported);
+}
+
+TEST(DecodeErrors, MutatedFilesNeverCrash) {
+  // Byte flips anywhere in small JPEGs and PNGs: any outcome but a crash,
+  // a hang or an unexpected status code.
+  JpegSpec prog;
+  prog.progressive = true;
+  std::vector<uint8_t> rgb(40 * 30 * 3);
+  for (size_t i = 0; i < rgb.size(); ++i) rgb[i] = static_cast<uint8_t>(i * 7);
+  const std::vector<Bytes> seeds = {EncodeJpeg(40, 30), EncodeJpeg(40, 30, prog),
+                                    EncodePng(rgb, 40, 30, 2, 8)};
+  std::mt19937 rng(11);
+  Decoder dec;
+  int ok = 0, failed = 0;
+  for (const Bytes& seed : seeds) {
+    for (int trial = 0; trial < 300; ++trial) {
+      Bytes b = seed;
+      const int flips = 1 + trial % 4;
+      for (int f = 0; f < flips; ++f) {
+        b[2 + rng() % (b.size() - 2)] = static_cast<uint8_t>(rng());
+      }
+      if (trial % 5 == 0) b.resize(2 + rng() % (b.size() - 2));
+      const Status st = trial % 2
+                            ? dec.DecodeFull(S(b)).status()
+                            : dec.DecodeRegion(S(b), Fixed({5, 5, 30, 20}), 10, 10).status();
+      const StatusCode code = st.code();
+      EXPECT_TRUE(code == StatusCode::kOk || code == StatusCode::kCorrupt ||
+                  code == StatusCode::kUnsupported || code == StatusCode::kResourceExhausted)
+          << st.ToString();
+      (st.ok() ? ok : failed)++;
+    }
+  }
+  EXPECT_GT(failed, 0);
+  // The decoder still works.
+  auto r = dec.DecodeFull(S(seeds[0]));
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE(SameArea(*r, RefDecode(seeds[0], 1), 0, 0));
+}
+
+TEST(DecodeErrors, DecoderIsReusableAfterEveryError) {
+  Decoder dec;
+  const Bytes good = EncodeJpeg(100, 80);
+  const Pixels ref = RefDecode(good, 1);
+  const Pixels ref2 = RefDecode(good, 2);
+  const Bytes png = EncodePng(std::vector<uint8_t>(10 * 10 * 3, 9), 10, 10, 2, 8);
+  const Bytes truncated(good.begin(), good.begin() + static_cast<long>(good.size() / 2));
+  const Bytes garbage = {0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x02, 0x12, 0x34};
+  const std::vector<Bytes> bad = {truncated, garbage, ForgeHugeJpeg(), Bytes{1, 2, 3}, Bytes{},
+                                  Bytes(png.begin(), png.begin() + 40)};
+  for (int round = 0; round < 3; ++round) {
+    for (const Bytes& b : bad) {
+      EXPECT_FALSE(dec.DecodeFull(S(b)).ok());
+      EXPECT_FALSE(dec.DecodeRegion(S(b), Fixed({0, 0, 50, 50}), 10, 10).ok());
+      auto r = dec.DecodeFull(S(good));
+      ASSERT_TRUE(r.ok()) << r.status().ToString();
+      EXPECT_TRUE(SameArea(*r, ref, 0, 0));
+      auto rr = dec.DecodeRegion(S(good), Fixed({10, 10, 60, 60}), 30, 30);
+      ASSERT_TRUE(rr.ok()) << rr.status().ToString();
+      EXPECT_EQ(rr->scale_denom, 2);
+      EXPECT_TRUE(SameArea(rr->image, ref2, 5, 5));
+      EXPECT_TRUE(dec.DecodeFull(S(png)).ok());
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// PNG.
+
+TEST(DecodePng, Rgb8AndRgba8) {
+  Decoder dec;
+  const Pixels p = Pattern(37, 23, 4);
+  Pixels expected = Rgb(37, 23);
+  std::vector<uint8_t> rgb;
+  for (size_t i = 0; i < size_t(37) * 23; ++i) {
+    for (int k = 0; k < 3; ++k) {
+      expected.px[i * 3 + k] = p.px[i * 4 + k];
+      rgb.push_back(p.px[i * 4 + k]);
+    }
+  }
+  ExpectPng(dec, EncodePng(rgb, 37, 23, SPNG_COLOR_TYPE_TRUECOLOR, 8), expected);
+  ExpectPng(dec, EncodePng(p.px, 37, 23, SPNG_COLOR_TYPE_TRUECOLOR_ALPHA, 8), expected);
+  ExpectPng(dec, EncodePng(rgb, 37, 23, SPNG_COLOR_TYPE_TRUECOLOR, 8, /*interlace=*/true),
+            expected);
+  // tRNS on a truecolor image is ignored.
+  spng_trns trns{};
+  trns.red = expected.px[0], trns.green = expected.px[1], trns.blue = expected.px[2];
+  ExpectPng(dec, EncodePng(rgb, 37, 23, SPNG_COLOR_TYPE_TRUECOLOR, 8, false, nullptr, &trns),
+            expected);
+}
+
+TEST(DecodePng, SixteenBitTakesHighByte) {
+  Decoder dec;
+  const int w = 19, h = 11;
+  std::mt19937 rng(5);
+  for (int channels : {3, 4, 2, 1}) {
+    SCOPED_TRACE(channels);
+    std::vector<uint16_t> v(size_t(w) * h * channels);
+    for (auto& x : v) x = static_cast<uint16_t>(rng());
+    std::vector<uint8_t> data(v.size() * 2);
+    std::memcpy(data.data(), v.data(), data.size());  // host-endian for SPNG_FMT_PNG
+    Pixels expected = Rgb(w, h);
+    for (size_t i = 0; i < size_t(w) * h; ++i) {
+      for (int k = 0; k < 3; ++k) {
+        const int src = channels >= 3 ? k : 0;
+        expected.px[i * 3 + k] = static_cast<uint8_t>(v[i * channels + src] >> 8);
+      }
+    }
+    const uint8_t type = channels == 3   ? SPNG_COLOR_TYPE_TRUECOLOR
+                         : channels == 4 ? SPNG_COLOR_TYPE_TRUECOLOR_ALPHA
+                         : channels == 2 ? SPNG_COLOR_TYPE_GRAYSCALE_ALPHA
+                                         : SPNG_COLOR_TYPE_GRAYSCALE;
+    ExpectPng(dec, EncodePng(data, w, h, type, 16), expected);
+    ExpectPng(dec, EncodePng(data, w, h, type, 16, /*interlace=*/true), expected);
+  }
+}
+
+TEST(DecodePng, GrayAllDepths) {
+  Decoder dec;
+  const int w = 13, h = 7;
+  for (int depth : {1, 2, 4, 8}) {
+    SCOPED_TRACE(depth);
+    const int maxv = (1 << depth) - 1;
+    const size_t row_bytes = (size_t(w) * depth + 7) / 8;
+    std::vector<uint8_t> data(row_bytes * h, 0);
+    Pixels expected = Rgb(w, h);
+    for (int y = 0; y < h; ++y) {
+      for (int x = 0; x < w; ++x) {
+        const int v = (x * 3 + y * 5) % (maxv + 1);
+        const size_t bit = size_t(x) * depth;
+        data[y * row_bytes + bit / 8] |= static_cast<uint8_t>(v << (8 - depth - bit % 8));
+        for (int k = 0; k < 3; ++k) {
+          expected.px[(size_t(y) * w + x) * 3 + k] = uint8_t(v * 255 / maxv);
+        }
+      }
+    }
+    ExpectPng(dec, EncodePng(data, w, h, SPNG_COLOR_TYPE_GRAYSCALE, uint8_t(depth)), expected);
+    spng_trns trns{};
+    trns.gray = 0;
+    ExpectPng(dec,
+              EncodePng(data, w, h, SPNG_COLOR_TYPE_GRAYSCALE, uint8_t(depth), false, nullptr,
+                        &trns),
+              expected);
+  }
+  // Gray + alpha, 8-bit.
+  std::vector<uint8_t> ga;
+  Pixels expected = Rgb(w, h);
+  for (int i = 0; i < w * h; ++i) {
+    ga.push_back(uint8_t(i * 3));
+    ga.push_back(uint8_t(255 - i));
+    for (int k = 0; k < 3; ++k) expected.px[i * 3 + k] = uint8_t(i * 3);
+  }
+  ExpectPng(dec, EncodePng(ga, w, h, SPNG_COLOR_TYPE_GRAYSCALE_ALPHA, 8), expected);
+}
+
+TEST(DecodePng, PaletteWithTransparency) {
+  Decoder dec;
+  const int w = 21, h = 9;
+  spng_plte plte{};
+  plte.n_entries = 16;
+  for (uint32_t i = 0; i < 16; ++i) {
+    plte.entries[i].red = uint8_t(i * 16);
+    plte.entries[i].green = uint8_t(255 - i * 9);
+    plte.entries[i].blue = uint8_t(i * i);
+  }
+  spng_trns trns{};
+  trns.n_type3_entries = 4;
+  for (int i = 0; i < 4; ++i) trns.type3_alpha[i] = uint8_t(i * 60);
+  for (int depth : {4, 8}) {
+    SCOPED_TRACE(depth);
+    const size_t row_bytes = (size_t(w) * depth + 7) / 8;
+    std::vector<uint8_t> data(row_bytes * h, 0);
+    Pixels expected = Rgb(w, h);
+    for (int y = 0; y < h; ++y) {
+      for (int x = 0; x < w; ++x) {
+        const int idx = (x + 2 * y) % 16;
+        const size_t bit = size_t(x) * depth;
+        data[y * row_bytes + bit / 8] |= static_cast<uint8_t>(idx << (8 - depth - bit % 8));
+        uint8_t* e = &expected.px[(size_t(y) * w + x) * 3];
+        e[0] = plte.entries[idx].red, e[1] = plte.entries[idx].green, e[2] = plte.entries[idx].blue;
+      }
+    }
+    ExpectPng(dec, EncodePng(data, w, h, SPNG_COLOR_TYPE_INDEXED, uint8_t(depth), false, &plte,
+                             &trns),
+              expected);
+  }
+}
+
+TEST(DecodePng, RegionIsWholeImageWithCrop) {
+  Decoder dec;
+  const Pixels p = Pattern(40, 30, 3);
+  const Bytes png = EncodePng(p.px, 40, 30, SPNG_COLOR_TYPE_TRUECOLOR, 8);
+  auto r = dec.DecodeRegion(S(png), Fixed({5.5, 3, 20, 10.25}), 4, 4);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->scale_denom, 1);
+  EXPECT_EQ(r->image.width, 40);
+  EXPECT_EQ(r->image.height, 30);
+  EXPECT_EQ(r->source_width, 40);
+  EXPECT_EQ(r->crop.x, 5.5);
+  EXPECT_EQ(r->crop.w, 20);
+  EXPECT_EQ(r->crop.h, 10.25);
+  EXPECT_TRUE(SameArea(r->image, p, 0, 0));
+}
+
+TEST(DecodePng, PngBytesUnderAnyNameAndTruncation) {
+  // Formats are told apart by content (ImageNet has a PNG named .JPEG).
+  Decoder dec;
+  const Pixels p = Pattern(64, 48, 3);
+  const Bytes png = EncodePng(p.px, 64, 48, SPNG_COLOR_TYPE_TRUECOLOR, 8);
+  auto r = dec.DecodeRegion(S(png), Fixed({0, 0, 64, 48}), 8, 8);
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE(SameArea(r->image, p, 0, 0));
+  for (double frac : {0.1, 0.5, 0.9}) {
+    Bytes cut(png.begin(), png.begin() + static_cast<long>(png.size() * frac));
+    auto t = dec.DecodeFull(S(cut));
+    ASSERT_FALSE(t.ok()) << frac;
+    EXPECT_EQ(t.status().code(), StatusCode::kCorrupt) << t.status().ToString();
+  }
+  for (size_t n : {size_t{4}, size_t{8}, size_t{20}, size_t{33}}) {
+    Bytes cut(png.begin(), png.begin() + static_cast<long>(n));
+    auto t = dec.DecodeFull(S(cut));
+    EXPECT_EQ(t.status().code(), StatusCode::kCorrupt) << n << ": " << t.status().ToString();
+  }
+  // A PNG whose IDAT CRC is wrong is corrupt.
+  Bytes bad = png;
+  bad[bad.size() - 20] ^= 0x55;
+  EXPECT_FALSE(dec.DecodeFull(S(bad)).ok());
+}
+
+TEST(DecodePng, HostileChunkIsBounded) {
+  // A zTXt chunk that inflates to 64 MiB of zeros from a few KB: refused by
+  // the chunk limits or skipped, never inflated in full.
+  Decoder dec;
+  const Pixels p = Pattern(8, 8, 3);
+  Bytes png = EncodePng(p.px, 8, 8, SPNG_COLOR_TYPE_TRUECOLOR, 8);
+  // A stored deflate stream can't be small; build a real compressed stream
+  // of zeros by hand: zlib header + fixed-Huffman blocks of length-258
+  // back-references (each 2 bytes-ish), written bit by bit.
+  std::vector<uint8_t> z = {0x78, 0x01};
+  uint32_t bitbuf = 0;
+  int nbits = 0;
+  auto put = [&](uint32_t v, int n) {  // LSB-first
+    bitbuf |= v << nbits;
+    nbits += n;
+    while (nbits >= 8) {
+      z.push_back(uint8_t(bitbuf));
+      bitbuf >>= 8;
+      nbits -= 8;
+    }
+  };
+  auto put_rev = [&](uint32_t code, int n) {  // Huffman codes MSB-first
+    uint32_t r = 0;
+    for (int i = 0; i < n; ++i) r |= ((code >> i) & 1u) << (n - 1 - i);
+    put(r, n);
+  };
+  put(1, 1);  // BFINAL
+  put(1, 2);  // fixed Huffman
+  put_rev(0x30 + 0, 8);  // literal 0 (codes 0x30.. for 0..143)
+  const size_t total = size_t{64} << 20;
+  for (size_t done = 1; done + 258 <= total; done += 258) {
+    put_rev(0xC5, 8);  // length 258: symbol 285 -> code 11000101
+    put_rev(0, 5);     // distance code 0 (distance 1)
+  }
+  put_rev(0, 7);  // end of block (256)
+  if (nbits) put(0, 8 - nbits);
+  z.push_back(0), z.push_back(0), z.push_back(0), z.push_back(0);  // bogus adler
+  Bytes chunk;
+  const std::string kw = "Comment";
+  Bytes body(kw.begin(), kw.end());
+  body.push_back(0);
+  body.push_back(0);  // compression method
+  body.insert(body.end(), z.begin(), z.end());
+  Bytes c(4 + 4 + body.size() + 4);
+  PutBe32(&c[0], static_cast<uint32_t>(body.size()));
+  std::memcpy(&c[4], "zTXt", 4);
+  std::memcpy(&c[8], body.data(), body.size());
+  PutBe32(&c[8 + body.size()], Crc32(&c[4], 4 + body.size()));
+  png.insert(png.begin() + 33, c.begin(), c.end());  // after IHDR
+  const auto t0 = std::chrono::steady_clock::now();
+  auto r = dec.DecodeFull(S(png));
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_LT(s, 2.0);
+  if (r.ok()) {
+    EXPECT_TRUE(SameArea(*r, p, 0, 0));
+  } else {
+    EXPECT_EQ(r.status().code(), StatusCode::kResourceExhausted) << r.status().ToString();
+  }
+#ifdef STOKER_DECODE_TEST_VERBOSE
+  std::printf("hostile zTXt: %s\n", r.ok() ? "ok" : r.status().ToString().c_str());
+#endif
+}
+
+}  // namespace
+}  // namespace stoker::decode

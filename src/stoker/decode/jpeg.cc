@@ -1,0 +1,383 @@
+// JPEG decoding with libjpeg-turbo (2.1.x API): full decodes that match
+// Pillow pixel for pixel, and region decodes that touch only the rows and
+// iMCU columns a crop needs, at a DCT scale of 1, 1/2, 1/4 or 1/8.
+//
+// Error handling. libjpeg reports fatal errors through error_exit, which we
+// turn into a longjmp back to the function that called libjpeg, and from
+// there into a Status. Every function that calls setjmp keeps only
+// trivially destructible locals, and all C++ work that may allocate or call
+// user code (the crop function) happens between those functions, never while
+// a longjmp could cross it. Warnings that mean pixels are missing (data ends
+// early, bad entropy codes) are errors too: a truncated file must not come
+// back as a picture with grey rows.
+//
+// EXIF orientation is ignored, as Pillow's Image.open and torchvision do.
+
+#include <csetjmp>
+#include <cstdio>
+#include <cstring>
+
+// jpeglib.h needs size_t and FILE declared first.
+#include <jpeglib.h>
+#include <jerror.h>
+
+#include <cmath>
+#include <string>
+
+#include "stoker/decode/decode_internal.h"
+
+namespace stoker::decode::internal {
+namespace {
+
+// A progressive JPEG can declare any number of scans, each of which walks
+// the whole coefficient buffer; TurboJPEG caps them at 500, so do we.
+constexpr int kMaxScans = 500;
+
+struct ErrorMgr {
+  jpeg_error_mgr pub;  // first: libjpeg casts cinfo->err to this
+  jmp_buf jmp;
+  StatusCode code = StatusCode::kCorrupt;
+  char message[JMSG_LENGTH_MAX + 64];
+  // Premature end of data seen while reading the scanlines of a single-scan
+  // image. Harmless unless the decoder then actually runs out of bits (that
+  // raises JWRN_HIT_MARKER): it also happens when only the EOI is missing.
+  bool lenient_eof = false;
+  bool eof_seen = false;
+};
+
+StatusCode CodeForError(int msg_code) {
+  switch (msg_code) {
+    case JERR_OUT_OF_MEMORY:
+    case JERR_NO_BACKING_STORE:
+    case JERR_IMAGE_TOO_BIG:
+    case JERR_WIDTH_OVERFLOW:
+      return StatusCode::kResourceExhausted;
+    case JERR_SOF_UNSUPPORTED:
+    case JERR_BAD_PRECISION:
+    case JERR_NOT_COMPILED:
+    case JERR_ARITH_NOTIMPL:
+    case JERR_CONVERSION_NOTIMPL:
+      return StatusCode::kUnsupported;
+    case JERR_BAD_CROP_SPEC:
+    case JERR_BAD_STATE:
+    case JERR_BAD_STRUCT_SIZE:
+    case JERR_BAD_LIB_VERSION:
+      return StatusCode::kInternal;  // stoker misused libjpeg: a bug here
+    default:
+      return StatusCode::kCorrupt;
+  }
+}
+
+[[noreturn]] void Fail(j_common_ptr cinfo, StatusCode code, const char* message) {
+  auto* err = reinterpret_cast<ErrorMgr*>(cinfo->err);
+  err->code = code;
+  if (message != nullptr) {
+    std::snprintf(err->message, sizeof err->message, "%s", message);
+  } else {
+    char buf[JMSG_LENGTH_MAX];
+    (*cinfo->err->format_message)(cinfo, buf);
+    std::snprintf(err->message, sizeof err->message, "%s", buf);
+  }
+  std::longjmp(err->jmp, 1);
+}
+
+void ErrorExit(j_common_ptr cinfo) { Fail(cinfo, CodeForError(cinfo->err->msg_code), nullptr); }
+
+void EmitMessage(j_common_ptr cinfo, int msg_level) {
+  if (msg_level >= 0) return;  // trace messages
+  auto* err = reinterpret_cast<ErrorMgr*>(cinfo->err);
+  err->pub.num_warnings++;
+  switch (err->pub.msg_code) {
+    case JWRN_JPEG_EOF:
+      if (err->lenient_eof) {
+        err->eof_seen = true;
+        return;
+      }
+      Fail(cinfo, StatusCode::kCorrupt, "truncated JPEG data");
+    case JWRN_HIT_MARKER:  // the entropy decoder needed bits that are not there
+      Fail(cinfo, StatusCode::kCorrupt,
+           err->eof_seen ? "truncated JPEG data"
+                         : "truncated JPEG data (premature end of data segment)");
+    case JWRN_HUFF_BAD_CODE:
+    case JWRN_ARITH_BAD_CODE:
+    case JWRN_MUST_RESYNC:
+      Fail(cinfo, StatusCode::kCorrupt, nullptr);
+    default:
+      // Benign: extraneous bytes before a marker (common in ImageNet), odd
+      // progression or SOS parameters, unknown Adobe transform, bad ICC
+      // marker, JFIF revision. Pillow decodes these silently; so do we.
+      return;
+  }
+}
+
+void OutputMessage(j_common_ptr) {}  // never print
+
+void ProgressMonitor(j_common_ptr cinfo) {
+  if (!cinfo->is_decompressor) return;
+  auto* dinfo = reinterpret_cast<j_decompress_ptr>(cinfo);
+  if (dinfo->input_scan_number > kMaxScans) {
+    char msg[96];
+    std::snprintf(msg, sizeof msg, "JPEG has more than %d scans", kMaxScans);
+    Fail(cinfo, StatusCode::kCorrupt, msg);
+  }
+}
+
+// Pillow's CMYK -> RGB (Convert.c cmyk2rgb) applied to libjpeg's raw CMYK,
+// which Pillow first inverts ("CMYK;I": it assumes Adobe's inverted CMYK for
+// every 4-component JPEG). With c, k the raw values: Pillow sees C' = 255-c,
+// K' = 255-k, and computes nk = 255-K' = k, R = nk - MULDIV255(C', nk).
+inline uint8_t MulDiv255(int a, int b) {
+  int t = a * b + 128;
+  return static_cast<uint8_t>(((t >> 8) + t) >> 8);
+}
+
+void CmykRowToRgb(const uint8_t* in, uint8_t* out, size_t width) {
+  for (size_t x = 0; x < width; ++x, in += 4, out += 3) {
+    const int k = in[3];
+    out[0] = static_cast<uint8_t>(k - MulDiv255(255 - in[0], k));
+    out[1] = static_cast<uint8_t>(k - MulDiv255(255 - in[1], k));
+    out[2] = static_cast<uint8_t>(k - MulDiv255(255 - in[2], k));
+  }
+}
+
+// What to decode, in source pixels, and at which scale.
+struct Plan {
+  Rect crop;      // in source pixels
+  int denom = 1;  // 1, 2, 4 or 8
+  bool cmyk = false;
+};
+
+// The decoded area, in scaled pixels.
+struct Decoded {
+  uint8_t* data = nullptr;  // first pixel of the view
+  int width = 0, height = 0;
+  size_t stride = 0;
+  int x0 = 0, y0 = 0;  // view origin in the scaled image
+};
+
+// Largest denominator in {8, 4, 2} at which the crop still covers the
+// output; else 1.
+int ChooseDenom(const Rect& crop, int out_w, int out_h) {
+  for (int d : {8, 4, 2}) {
+    if (crop.w / d >= out_w && crop.h / d >= out_h) return d;
+  }
+  return 1;
+}
+
+}  // namespace
+
+struct JpegDecoder::State {
+  jpeg_decompress_struct cinfo;
+  ErrorMgr err;
+  jpeg_progress_mgr progress;
+  bool created = false;
+  ScratchBuffer out;
+  ScratchBuffer cmyk_rows;
+
+  Status ErrorStatus() const { return Status(err.code, err.message); }
+
+  void ResetErrorState() {
+    err.code = StatusCode::kCorrupt;
+    err.message[0] = '\0';
+    err.lenient_eof = false;
+    err.eof_seen = false;
+  }
+
+  // Each of the following calls setjmp and returns false after a libjpeg
+  // error (ErrorStatus() says which). Only trivially destructible locals.
+  bool Create() {
+    if (setjmp(err.jmp)) return false;
+    jpeg_create_decompress(&cinfo);
+    created = true;
+    return true;
+  }
+
+  bool ReadHeader(std::span<const uint8_t> bytes) {
+    if (setjmp(err.jmp)) return false;
+    jpeg_mem_src(&cinfo, bytes.data(), static_cast<unsigned long>(bytes.size()));
+    jpeg_read_header(&cinfo, TRUE);  // no suspension with a memory source
+    return true;
+  }
+
+  bool DecodeRows(const Plan& plan, Decoded* dec) {
+    if (setjmp(err.jmp)) return false;
+    cinfo.scale_num = 1;
+    cinfo.scale_denom = static_cast<unsigned>(plan.denom);
+    cinfo.out_color_space = plan.cmyk ? JCS_CMYK : JCS_RGB;
+    cinfo.dct_method = JDCT_ISLOW;
+    cinfo.do_fancy_upsampling = TRUE;
+    cinfo.buffered_image = FALSE;
+    cinfo.raw_data_out = FALSE;
+    cinfo.quantize_colors = FALSE;
+
+    jpeg_start_decompress(&cinfo);  // progressive: reads the whole file here
+    // The arithmetic decoder stuffs zeros silently when it runs out of
+    // data (no JWRN_HIT_MARKER), so only Huffman single-scan images may
+    // tolerate an early end of data; see below.
+    const bool huffman_single_scan = !jpeg_has_multiple_scans(&cinfo) && !cinfo.arith_code;
+
+    // The crop in scaled pixels, and the whole pixels that cover it.
+    const double d = plan.denom;
+    const int out_w = static_cast<int>(cinfo.output_width);
+    const int out_h = static_cast<int>(cinfo.output_height);
+    int cx0 = static_cast<int>(std::floor(plan.crop.x / d));
+    int cx1 = static_cast<int>(std::ceil((plan.crop.x + plan.crop.w) / d));
+    int ry0 = static_cast<int>(std::floor(plan.crop.y / d));
+    int ry1 = static_cast<int>(std::ceil((plan.crop.y + plan.crop.h) / d));
+    cx0 = cx0 < 0 ? 0 : (cx0 > out_w - 1 ? out_w - 1 : cx0);
+    ry0 = ry0 < 0 ? 0 : (ry0 > out_h - 1 ? out_h - 1 : ry0);
+    cx1 = cx1 > out_w ? out_w : (cx1 <= cx0 ? cx0 + 1 : cx1);
+    ry1 = ry1 > out_h ? out_h : (ry1 <= ry0 ? ry0 + 1 : ry1);
+
+    // Columns. jpeg_crop_scanline moves the offset down to an iMCU boundary
+    // and widens the width to match; the region's first and last columns
+    // then get edge-replicated chroma when a component is upsampled (4:2:0
+    // and 4:2:2 at full scale; at 1/2..1/8 libjpeg-turbo scales chroma in
+    // the IDCT instead), so ask for one column more on each side.
+    //
+    // libjpeg-turbo 2.1's jpeg_crop_scanline also sets each component's
+    // downsampled_width as if the chroma IDCT were never scaled up; when it
+    // is (chroma DCT size != luma's) and the component is still upsampled
+    // (e.g. 4x2 luma sampling at 1/2 and 1/4 scale), the upsampler then
+    // replicates the edge in the middle of the row. Those rare files are
+    // decoded at full width instead (rows are still skipped).
+    int margin = 0;
+    bool can_crop_columns = true;
+    for (int c = 0; c < cinfo.num_components; ++c) {
+      const jpeg_component_info& comp = cinfo.comp_info[c];
+      const bool h_upsampled = comp.h_samp_factor * comp.DCT_scaled_size !=
+                               cinfo.max_h_samp_factor * cinfo.min_DCT_scaled_size;
+      const bool v_upsampled = comp.v_samp_factor * comp.DCT_scaled_size !=
+                               cinfo.max_v_samp_factor * cinfo.min_DCT_scaled_size;
+      if (h_upsampled) margin = 1;
+      if ((h_upsampled || v_upsampled) && comp.DCT_scaled_size != cinfo.min_DCT_scaled_size) {
+        can_crop_columns = false;
+      }
+    }
+    JDIMENSION xoff = static_cast<JDIMENSION>(cx0 - margin < 0 ? 0 : cx0 - margin);
+    JDIMENSION xend = static_cast<JDIMENSION>(cx1 + margin > out_w ? out_w : cx1 + margin);
+    JDIMENSION width = xend - xoff;
+    if (!can_crop_columns) {
+      xoff = 0;
+      width = cinfo.output_width;
+    } else if (xoff > 0 || width < cinfo.output_width) {
+      jpeg_crop_scanline(&cinfo, &xoff, &width);  // may lower xoff, widen width
+    }
+    const size_t row_w = cinfo.output_width;  // == width after a crop
+    const size_t stride = row_w * 3;
+    const int rows = ry1 - ry0;
+
+    // Get() may throw std::bad_alloc: Decoder turns it into a Status and
+    // the caller's AbortGuard resets libjpeg (no frame here needs unwinding).
+    uint8_t* out = this->out.Get(stride * static_cast<size_t>(rows));
+    constexpr int kBatch = 16;
+    uint8_t* cmyk = plan.cmyk ? cmyk_rows.Get(row_w * 4 * kBatch) : nullptr;
+
+    // Past this point, for a single-scan Huffman image, a premature end of
+    // data is an error only if the decoder actually misses bits
+    // (JWRN_HIT_MARKER): the bit reader also runs into the end of a file
+    // that lacks only its EOI marker, and that file is complete.
+    err.lenient_eof = huffman_single_scan;
+
+    if (ry0 > 0) {
+      const JDIMENSION skipped = jpeg_skip_scanlines(&cinfo, static_cast<JDIMENSION>(ry0));
+      if (skipped != static_cast<JDIMENSION>(ry0)) {
+        Fail(reinterpret_cast<j_common_ptr>(&cinfo), StatusCode::kCorrupt,
+             "truncated JPEG data (could not skip to the crop)");
+      }
+    }
+    JSAMPROW ptrs[kBatch];
+    int done = 0;
+    while (done < rows) {
+      const int want = rows - done < kBatch ? rows - done : kBatch;
+      for (int i = 0; i < want; ++i) {
+        ptrs[i] = plan.cmyk ? cmyk + static_cast<size_t>(i) * row_w * 4
+                            : out + static_cast<size_t>(done + i) * stride;
+      }
+      const JDIMENSION got = jpeg_read_scanlines(&cinfo, ptrs, static_cast<JDIMENSION>(want));
+      if (got == 0) {
+        Fail(reinterpret_cast<j_common_ptr>(&cinfo), StatusCode::kCorrupt,
+             "truncated JPEG data (no more scanlines)");
+      }
+      if (plan.cmyk) {
+        for (JDIMENSION i = 0; i < got; ++i) {
+          CmykRowToRgb(ptrs[i], out + static_cast<size_t>(done + i) * stride, row_w);
+        }
+      }
+      done += static_cast<int>(got);
+    }
+    err.lenient_eof = false;
+
+    dec->data = out + static_cast<size_t>(cx0 - static_cast<int>(xoff)) * 3;
+    dec->width = cx1 - cx0;
+    dec->height = rows;
+    dec->stride = stride;
+    dec->x0 = cx0;
+    dec->y0 = ry0;
+    return true;
+  }
+};
+
+namespace {
+// Leaves the decompressor idle and reusable whatever happened (error,
+// exception, early return): jpeg_abort_decompress is valid in every state,
+// frees the per-image memory and skips the rest of the file.
+struct AbortGuard {
+  jpeg_decompress_struct* cinfo;
+  ~AbortGuard() { jpeg_abort_decompress(cinfo); }
+};
+}  // namespace
+
+JpegDecoder::JpegDecoder() : s_(std::make_unique<State>()) {
+  std::memset(&s_->cinfo, 0, sizeof s_->cinfo);
+  s_->cinfo.err = jpeg_std_error(&s_->err.pub);
+  s_->err.pub.error_exit = ErrorExit;
+  s_->err.pub.emit_message = EmitMessage;
+  s_->err.pub.output_message = OutputMessage;
+  s_->progress.progress_monitor = ProgressMonitor;
+}
+
+JpegDecoder::~JpegDecoder() {
+  if (s_->created) jpeg_destroy_decompress(&s_->cinfo);
+}
+
+Result<Region> JpegDecoder::Decode(const DecodeRequest& req) {
+  State& s = *s_;
+  s.ResetErrorState();
+  if (!s.created && !s.Create()) return s.ErrorStatus();
+  s.cinfo.progress = &s.progress;
+  AbortGuard guard{&s.cinfo};
+
+  if (!s.ReadHeader(req.bytes)) return s.ErrorStatus();
+  const int width = static_cast<int>(s.cinfo.image_width);
+  const int height = static_cast<int>(s.cinfo.image_height);
+  if (width <= 0 || height <= 0) return Corrupt("JPEG has an empty image");
+  if (req.max_pixels > 0 && int64_t{width} * height > req.max_pixels) {
+    return TooManyPixels(width, height, req.max_pixels);
+  }
+
+  Plan plan;
+  plan.cmyk = s.cinfo.jpeg_color_space == JCS_CMYK || s.cinfo.jpeg_color_space == JCS_YCCK;
+  if (req.crop != nullptr) {
+    STOKER_ASSIGN_OR_RETURN(plan.crop, ClampCrop((*req.crop)(width, height), width, height));
+    plan.denom = ChooseDenom(plan.crop, req.out_w, req.out_h);
+  } else {
+    plan.crop = Rect{0, 0, static_cast<double>(width), static_cast<double>(height)};
+    plan.denom = 1;
+  }
+
+  Decoded dec;
+  if (!s.DecodeRows(plan, &dec)) return s.ErrorStatus();
+
+  Region region;
+  region.image = ImageView{dec.data, dec.width, dec.height, dec.stride};
+  const double d = plan.denom;
+  region.crop = Rect{plan.crop.x / d - dec.x0, plan.crop.y / d - dec.y0, plan.crop.w / d,
+                     plan.crop.h / d};
+  region.source_width = width;
+  region.source_height = height;
+  region.scale_denom = plan.denom;
+  return region;
+}
+
+}  // namespace stoker::decode::internal
