@@ -52,8 +52,9 @@ struct LoaderOptions {
   // Decode threads; 0 means one per available core.
   int threads = 0;
   OnError on_error = OnError::kSkip;
-  // Batches prepared ahead of the consumer.
-  int prefetch_batches = 3;
+  // Batches prepared ahead of the consumer (each holds batch_size decoded
+  // images: 38.5 MB at 64 x 3 x 224 x 224 float32).
+  int prefetch_batches = 2;
   // Images with more pixels than this are refused before any allocation
   // (decompression bombs). 0 disables the check.
   int64_t max_pixels = 178956970;  // Pillow's limit, 2x its warning threshold

@@ -53,7 +53,7 @@ class Loader:
                  transform: Optional[Transform] = None, shuffle: bool = False,
                  seed: int = 0, drop_last: bool = False,
                  threads: Union[int, str] = "auto", on_error: str = "skip",
-                 prefetch_batches: int = 3, max_pixels: int = 178956970,
+                 prefetch_batches: int = 2, max_pixels: int = 178956970,
                  rank: Optional[int] = None, world_size: Optional[int] = None,
                  endpoint_url: Optional[str] = None):
         transform = transform if transform is not None else imagenet_val(224)
@@ -97,7 +97,12 @@ class Loader:
         self._core.set_epoch(int(epoch))
 
     def sample_uri(self, index: int) -> str:
+        """URI of the sample at `index` of the dataset listing."""
         return self._core.sample_uri(int(index))
+
+    def sample_label(self, index: int) -> int:
+        """Label of the sample at `index` of the dataset listing."""
+        return self._core.sample_label(int(index))
 
     def __iter__(self) -> Iterator[Dict[str, Any]]:
         core, as_torch = self._core, _torch is not None

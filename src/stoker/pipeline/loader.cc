@@ -239,7 +239,6 @@ class Run : public std::enable_shared_from_this<Run> {
     const int64_t n = BatchCount(b);
     auto st = std::make_unique<Batch::Storage>();
     st->pool = c_.pool;
-    st->images = c_.pool->Get();
     st->n = n;
     st->size = c_.options.transform.size;
     st->dtype = c_.options.transform.normalize ? DType::kFloat32 : DType::kUInt8;
@@ -288,6 +287,9 @@ class Run : public std::enable_shared_from_this<Run> {
         ready_.pop_back();
         last = ++taken_ == c_.total;
         slot = slots_.at(item->k / bs).get();  // erased only once this sample is done
+        // The image buffer is taken when decoding reaches the batch, not when
+        // fetching does: batches only fetched ahead hold no pixel memory.
+        if (!slot->storage->images) slot->storage->images = c_.pool->Get();
       }
       if (last) cv_decode_.notify_all();  // let idle decoders exit
       const double cpu0 = ThreadCpuSeconds();

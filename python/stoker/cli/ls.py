@@ -1,0 +1,89 @@
+"""`stoker ls URI`: what a dataset holds - samples, classes with counts, bytes.
+
+Everything comes from the loader's own listing (the same one training
+reads), so what ls shows is what a Loader would iterate. Total bytes are
+added for local datasets (one stat per sample; above 200,000 samples only
+with --bytes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections import Counter
+from typing import Any, Dict, Optional
+
+import stoker
+from stoker import _measure as measure
+
+_STAT_LIMIT = 200_000
+
+
+def _local_path(uri: str) -> Optional[str]:
+    if uri.startswith("file://"):
+        return uri[len("file://"):]
+    return None if "://" in uri else uri
+
+
+def list_dataset(uri: str, with_bytes: Optional[bool] = None,
+                 endpoint_url: Optional[str] = None) -> Dict[str, Any]:
+    """{uri, num_samples, num_classes, classes: [{label, name, count}],
+    total_bytes (None when not computed)}. with_bytes: None = only when
+    local and cheap, True = whenever local, False = never."""
+    loader = stoker.Loader(uri, batch_size=1, endpoint_url=endpoint_url)
+    try:
+        n = loader.num_samples
+        names = list(loader.classes)
+        counts: Counter = Counter(loader.sample_label(i) for i in range(n))
+        total = None
+        if with_bytes is not False and (with_bytes or n <= _STAT_LIMIT):
+            paths = [_local_path(loader.sample_uri(i)) for i in range(n)]
+            if all(p is not None for p in paths):
+                try:
+                    total = sum(os.stat(p).st_size for p in paths)
+                except OSError:
+                    total = None
+    finally:
+        loader.close()
+    labels = sorted(set(range(len(names))) | set(counts))
+    classes = [{"label": int(lb), "name": names[lb] if 0 <= lb < len(names) else None,
+                "count": counts.get(lb)} for lb in labels]
+    return {"uri": os.fspath(uri), "num_samples": n, "num_classes": len(classes),
+            "classes": classes, "total_bytes": total}
+
+
+def format_listing(r: Dict[str, Any]) -> str:
+    head = f"{r['uri']}: {r['num_samples']:,} samples, {r['num_classes']} classes"
+    if r["total_bytes"] is not None:
+        mean = r["total_bytes"] / r["num_samples"] if r["num_samples"] else 0
+        head += f", {measure.fmt_bytes(r['total_bytes'])} (mean {measure.fmt_bytes(mean)})"
+    width = max([len(str(c["name"])) for c in r["classes"]] + [5])
+    lines = [head]
+    for c in r["classes"]:
+        count = "?" if c["count"] is None else f"{c['count']:,}"
+        lines.append(f"  {c['label']:>5}  {str(c['name'] or ''):<{width}}  {count:>9}")
+    return "\n".join(lines)
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "ls", help="what a dataset holds: samples, classes, bytes",
+        description=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("uri", help="dataset: folder, file://, s3://bucket/prefix/, manifest .csv/.jsonl")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--bytes", dest="with_bytes", action="store_const", const=True, default=None,
+                   help=f"sum file sizes even above {_STAT_LIMIT:,} samples")
+    g.add_argument("--no-bytes", dest="with_bytes", action="store_const", const=False,
+                   help="do not sum file sizes")
+    p.add_argument("--endpoint-url", help="S3 endpoint (else AWS_ENDPOINT_URL_S3, "
+                                          "AWS_ENDPOINT_URL or the AWS config profile)")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.set_defaults(func=_run)
+
+
+def _run(args) -> int:
+    r = list_dataset(args.uri, args.with_bytes, args.endpoint_url)
+    print(json.dumps(r) if args.json else format_listing(r), file=sys.stdout)
+    return 0
