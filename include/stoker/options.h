@@ -27,6 +27,10 @@ struct TransformOptions {
   std::array<double, 2> ratio = {3.0 / 4.0, 4.0 / 3.0};  // kTrain: aspect ratio
   double flip_probability = 0.5;                     // kTrain
   double center_fraction = 0.875;                    // kVal: 224 / 256
+  // Decode JPEG crops with libjpeg's fast integer IDCT (as FFCV does): ~7%
+  // less CPU per sample, 46 dB PSNR against Pillow's decode instead of 55 dB.
+  // Python's imagenet_train turns it on.
+  bool fast_decode = false;
   std::array<float, 3> mean = {0.485f, 0.456f, 0.406f};
   std::array<float, 3> std = {0.229f, 0.224f, 0.225f};
 };

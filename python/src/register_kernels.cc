@@ -16,14 +16,16 @@ namespace stoker::python {
 TransformOptions MakeTransform(const std::string& kind, int size, bool normalize,
                                std::array<double, 2> scale, std::array<double, 2> ratio,
                                double flip_probability, double center_fraction,
-                               std::array<float, 3> mean, std::array<float, 3> std);
+                               std::array<float, 3> mean, std::array<float, 3> std,
+                               bool fast_decode);
 
 namespace {
 
-TransformOptions SimpleTransform(const std::string& kind, int size, bool normalize) {
+TransformOptions SimpleTransform(const std::string& kind, int size, bool normalize,
+                                 bool fast_decode = false) {
   TransformOptions d;
   return MakeTransform(kind, size, normalize, d.scale, d.ratio, d.flip_probability,
-                       d.center_fraction, d.mean, d.std);
+                       d.center_fraction, d.mean, d.std, fast_decode);
 }
 
 // A NumPy array that owns `data`.
@@ -59,8 +61,8 @@ void register_kernels(nb::module_& m) {
   m.def(
       "transform_image",
       [](nb::bytes data, const std::string& kind, int size, bool normalize, uint64_t seed,
-         int64_t epoch, uint64_t position) -> nb::object {
-        TransformOptions t = SimpleTransform(kind, size, normalize);
+         int64_t epoch, uint64_t position, bool fast_decode) -> nb::object {
+        TransformOptions t = SimpleTransform(kind, size, normalize, fast_decode);
         Result<std::vector<uint8_t>> r = Internal("not transformed");
         {
           nb::gil_scoped_release release;
@@ -74,7 +76,7 @@ void register_kernels(nb::module_& m) {
         return nb::cast(OwnedArray(std::move(f), {3, s, s}));
       },
       nb::arg("data"), nb::arg("kind"), nb::arg("size"), nb::arg("normalize"), nb::arg("seed"),
-      nb::arg("epoch"), nb::arg("position"),
+      nb::arg("epoch"), nb::arg("position"), nb::arg("fast_decode") = false,
       "The loader's per-sample path for one image: a (3, size, size) array.");
 
   m.def(

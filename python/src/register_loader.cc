@@ -81,7 +81,8 @@ OnError ParseOnError(const std::string& s) {
 TransformOptions MakeTransform(const std::string& kind, int size, bool normalize,
                                std::array<double, 2> scale, std::array<double, 2> ratio,
                                double flip_probability, double center_fraction,
-                               std::array<float, 3> mean, std::array<float, 3> std) {
+                               std::array<float, 3> mean, std::array<float, 3> std,
+                               bool fast_decode) {
   TransformOptions t;
   if (kind == "train") {
     t.kind = TransformOptions::Kind::kTrain;
@@ -98,6 +99,7 @@ TransformOptions MakeTransform(const std::string& kind, int size, bool normalize
   t.center_fraction = center_fraction;
   t.mean = mean;
   t.std = std;
+  t.fast_decode = fast_decode;
   return t;
 }
 
@@ -113,7 +115,8 @@ void register_loader(nb::module_& m) {
           [](PyLoader* self, const std::string& uri, int64_t batch_size, const std::string& kind,
              int size, bool normalize, std::array<double, 2> scale, std::array<double, 2> ratio,
              double flip_probability, double center_fraction, std::array<float, 3> mean,
-             std::array<float, 3> std, bool shuffle, uint64_t seed, bool drop_last, int threads,
+             std::array<float, 3> std, bool fast_decode, bool shuffle, uint64_t seed,
+             bool drop_last, int threads,
              const std::string& on_error, int prefetch_batches, int64_t max_pixels, int64_t rank,
              int64_t world_size, const std::string& endpoint_url) {
             LoaderOptions o;
@@ -121,7 +124,7 @@ void register_loader(nb::module_& m) {
             o.endpoint_url = endpoint_url;
             o.batch_size = batch_size;
             o.transform = MakeTransform(kind, size, normalize, scale, ratio, flip_probability,
-                                        center_fraction, mean, std);
+                                        center_fraction, mean, std, fast_decode);
             o.shuffle = shuffle;
             o.seed = seed;
             o.drop_last = drop_last;
@@ -140,7 +143,8 @@ void register_loader(nb::module_& m) {
           },
           nb::arg("uri"), nb::arg("batch_size"), nb::arg("kind"), nb::arg("size"),
           nb::arg("normalize"), nb::arg("scale"), nb::arg("ratio"), nb::arg("flip_probability"),
-          nb::arg("center_fraction"), nb::arg("mean"), nb::arg("std"), nb::arg("shuffle"),
+          nb::arg("center_fraction"), nb::arg("mean"), nb::arg("std"), nb::arg("fast_decode"),
+          nb::arg("shuffle"),
           nb::arg("seed"), nb::arg("drop_last"), nb::arg("threads"), nb::arg("on_error"),
           nb::arg("prefetch_batches"), nb::arg("max_pixels"), nb::arg("rank"),
           nb::arg("world_size"), nb::arg("endpoint_url") = "")

@@ -68,7 +68,7 @@ class Loader:
             os.fspath(uri), batch_size, transform.kind, transform.size, transform.normalize,
             tuple(transform.scale), tuple(transform.ratio), transform.flip_probability,
             transform.center_fraction, tuple(transform.mean), tuple(transform.std),
-            bool(shuffle), int(seed), bool(drop_last), int(threads), on_error,
+            bool(transform.fast_decode), bool(shuffle), int(seed), bool(drop_last), int(threads), on_error,
             int(prefetch_batches), int(max_pixels), int(rank), int(world_size),
             endpoint_url or "")
         self.rank, self.world_size = rank, world_size

@@ -135,6 +135,7 @@ Result<Region> Decoder::DecodeRegion(std::span<const uint8_t> bytes, const CropF
   req.out_w = out_w;
   req.out_h = out_h;
   req.max_pixels = impl_->options.max_pixels;
+  req.fast = impl_->options.fast;
   return impl_->Decode(req);
 }
 

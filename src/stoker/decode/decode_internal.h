@@ -39,6 +39,7 @@ struct DecodeRequest {
   int out_w = 0;
   int out_h = 0;
   int64_t max_pixels = 0;
+  bool fast = false;  // JDCT_IFAST and plain upsampling (DecodeOptions::fast)
 };
 
 // Validates `r` against a width x height image: finite, non-empty, clamped

@@ -145,6 +145,7 @@ struct Plan {
   Rect crop;      // in source pixels
   int denom = 1;  // 1, 2, 4 or 8
   bool cmyk = false;
+  bool fast = false;
 };
 
 // The decoded area, in scaled pixels.
@@ -204,7 +205,10 @@ struct JpegDecoder::State {
     cinfo.scale_num = 1;
     cinfo.scale_denom = static_cast<unsigned>(plan.denom);
     cinfo.out_color_space = plan.cmyk ? JCS_CMYK : JCS_RGB;
-    cinfo.dct_method = JDCT_ISLOW;
+    cinfo.dct_method = plan.fast ? JDCT_IFAST : JDCT_ISLOW;
+    // Always fancy upsampling: plain upsampling selects libjpeg-turbo 2.1's
+    // merged upsampler, whose jpeg_skip_scanlines reads uninitialised rows
+    // (wrong pixels, and crashes under concurrency, seen in our tests).
     cinfo.do_fancy_upsampling = TRUE;
     cinfo.buffered_image = FALSE;
     cinfo.raw_data_out = FALSE;
@@ -357,6 +361,7 @@ Result<Region> JpegDecoder::Decode(const DecodeRequest& req) {
   }
 
   Plan plan;
+  plan.fast = req.fast;
   plan.cmyk = s.cinfo.jpeg_color_space == JCS_CMYK || s.cinfo.jpeg_color_space == JCS_YCCK;
   if (req.crop != nullptr) {
     STOKER_ASSIGN_OR_RETURN(plan.crop, ClampCrop((*req.crop)(width, height), width, height));

@@ -31,7 +31,8 @@ CropParams SampleCropParams(int width, int height, const TransformOptions& trans
 Result<std::vector<uint8_t>> TransformImage(std::span<const uint8_t> bytes,
                                             const TransformOptions& transform, uint64_t seed,
                                             int64_t epoch, uint64_t position, int64_t max_pixels) {
-  decode::Decoder decoder(decode::DecodeOptions{max_pixels});
+  decode::Decoder decoder(
+      decode::DecodeOptions{.max_pixels = max_pixels, .fast = transform.fast_decode});
   transform::Scratch scratch;
   std::vector<uint8_t> out(pipeline::SampleImageBytes(transform));
   STOKER_RETURN_IF_ERROR(

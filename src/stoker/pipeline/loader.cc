@@ -268,7 +268,8 @@ class Run : public std::enable_shared_from_this<Run> {
   }
 
   void DecodeLoop() {
-    decode::Decoder decoder(decode::DecodeOptions{c_.options.max_pixels});
+    decode::Decoder decoder(decode::DecodeOptions{.max_pixels = c_.options.max_pixels,
+                                                  .fast = c_.options.transform.fast_decode});
     transform::Scratch scratch;
     const int64_t bs = c_.options.batch_size;
     const auto& t = c_.options.transform;
