@@ -8,7 +8,8 @@ BUILD ?= build/cpp
 CMAKE := $(VENV)/bin/cmake
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps venv install build test test-cpp test-python demo bench peer-venv clean
+.PHONY: all deps venv install build test test-cpp test-python test-integration demo bench \
+	bench-s3 peer-venv clean
 
 all: install build
 
@@ -41,7 +42,11 @@ test-cpp: build
 test-python: install
 	$(PY) -m pytest -q tests/python
 
-test: test-cpp test-python
+# A real S3-compatible server (moto) on loopback, started by the tests.
+test-integration: install build
+	STOKER_TESTS_BINARY=$(BUILD)/stoker_tests $(PY) -m pytest -q tests/integration
+
+test: test-cpp test-python test-integration
 
 # The peer: PyTorch's DataLoader with torchvision. torchvision only imports
 # with torch 2.14.1 (a CUDA build, used on the CPU), so it gets its own venv.
@@ -60,6 +65,9 @@ demo: install peer-venv
 
 bench: install peer-venv
 	$(PY) bench/compare_torch.py
+
+bench-s3: install
+	$(PY) bench/s3_bench.py
 
 clean:
 	rm -rf build

@@ -1,0 +1,429 @@
+#include "stoker/storage/http/curl_transport.h"
+
+#include <curl/curl.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <map>
+#include <mutex>
+#include <thread>
+#include <unordered_set>
+#include <vector>
+
+#include "stoker/base/cpu_time.h"
+#include "stoker/storage/http/url.h"
+
+namespace stoker::storage::http {
+namespace {
+
+void GlobalInit() {
+  static std::once_flag once;
+  std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
+}
+
+NetError Classify(CURLcode code) {
+  switch (code) {
+    case CURLE_OPERATION_TIMEDOUT: return NetError::kTimeout;
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_RESOLVE_PROXY:
+    case CURLE_COULDNT_CONNECT: return NetError::kConnect;
+    case CURLE_SEND_ERROR:
+    case CURLE_RECV_ERROR:
+    case CURLE_GOT_NOTHING:
+    case CURLE_PARTIAL_FILE:
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_HTTP2:
+    case CURLE_HTTP2_STREAM:
+    case CURLE_WEIRD_SERVER_REPLY: return NetError::kReset;
+    default: return NetError::kOther;
+  }
+}
+
+// Caps what a Content-Length may make us reserve up front; a larger body
+// still arrives, it just grows the buffer as it comes.
+constexpr size_t kMaxReserve = size_t{256} << 20;
+
+struct Pending {
+  Request request;
+  Transport::Callback done;
+};
+
+// One transfer on the multi handle.
+struct Active {
+  CURL* easy = nullptr;
+  curl_slist* headers = nullptr;
+  Transport::Callback done;
+  Response response;
+  double start = 0;
+  bool custom_method = false;
+  char error[CURL_ERROR_SIZE] = {};
+};
+
+size_t OnBody(char* data, size_t size, size_t n, void* user) {
+  auto* a = static_cast<Active*>(user);
+  const size_t bytes = size * n;
+  a->response.body.insert(a->response.body.end(), reinterpret_cast<uint8_t*>(data),
+                          reinterpret_cast<uint8_t*>(data) + bytes);
+  return bytes;
+}
+
+size_t OnHeader(char* data, size_t size, size_t n, void* user) {
+  auto* a = static_cast<Active*>(user);
+  const size_t bytes = size * n;
+  std::string_view line(data, bytes);
+  while (!line.empty() && (line.back() == '\n' || line.back() == '\r')) line.remove_suffix(1);
+  if (line.rfind("HTTP/", 0) == 0) {
+    // A new status line (after 100 Continue): forget the previous headers.
+    a->response.headers.clear();
+    return bytes;
+  }
+  const auto colon = line.find(':');
+  if (colon == std::string_view::npos || colon == 0) return bytes;
+  std::string name = ToLower(Trim(line.substr(0, colon)));
+  std::string value(Trim(line.substr(colon + 1)));
+  if (name == "content-length") {
+    size_t len = 0;
+    bool digits = !value.empty();
+    for (char c : value) {
+      if (c < '0' || c > '9' || len > kMaxReserve) {
+        digits = false;
+        break;
+      }
+      len = len * 10 + static_cast<size_t>(c - '0');
+    }
+    if (digits) a->response.body.reserve(std::min(len, kMaxReserve));
+  }
+  a->response.headers.emplace_back(std::move(name), std::move(value));
+  return bytes;
+}
+
+// Everything the I/O thread touches. Shared between the thread and the
+// Transport object, so the Transport can be destroyed on the I/O thread
+// itself (from inside a callback) without joining itself.
+struct State {
+  CurlOptions options;
+  CURLM* multi = nullptr;
+
+  std::mutex mu;
+  std::vector<std::pair<double, Pending>> incoming;  // guarded by mu: (due time, request)
+  bool stop = false;                                 // guarded by mu
+
+  // Readiness comes from epoll through curl's socket API: each wakeup
+  // touches only the connections that have data, not every transfer (which
+  // is what curl_multi_perform does, one poll() per transfer per call).
+  int epoll_fd = -1;
+  int wake_fd = -1;  // eventfd: Send() and the destructor wake the loop
+
+  // I/O thread only.
+  std::multimap<double, Pending> delayed;
+  std::vector<CURL*> idle_easy;
+  std::unordered_set<Active*> active;  // on the multi handle
+  double curl_deadline = -1;           // when curl wants a timeout call; -1: never
+
+  State() {
+    epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+    wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.fd = wake_fd;
+    epoll_ctl(epoll_fd, EPOLL_CTL_ADD, wake_fd, &ev);
+  }
+
+  ~State() {
+    for (CURL* e : idle_easy) curl_easy_cleanup(e);
+    if (multi) curl_multi_cleanup(multi);
+    if (wake_fd >= 0) ::close(wake_fd);
+    if (epoll_fd >= 0) ::close(epoll_fd);
+  }
+
+  void Wake() {
+    const uint64_t one = 1;
+    // A full counter already means "wake up"; nothing to do on failure.
+    [[maybe_unused]] ssize_t n = ::write(wake_fd, &one, sizeof(one));
+  }
+
+  // CURLMOPT_SOCKETFUNCTION: curl says which events it wants on socket `s`.
+  static int OnSocket(CURL*, curl_socket_t s, int what, void* user, void*) {
+    auto* st = static_cast<State*>(user);
+    if (what == CURL_POLL_REMOVE) {
+      epoll_ctl(st->epoll_fd, EPOLL_CTL_DEL, s, nullptr);  // may already be closed: fine
+      return 0;
+    }
+    epoll_event ev{};
+    ev.events = (what & CURL_POLL_IN ? EPOLLIN : 0u) | (what & CURL_POLL_OUT ? EPOLLOUT : 0u);
+    ev.data.fd = s;
+    if (epoll_ctl(st->epoll_fd, EPOLL_CTL_MOD, s, &ev) != 0 && errno == ENOENT) {
+      epoll_ctl(st->epoll_fd, EPOLL_CTL_ADD, s, &ev);
+    }
+    return 0;
+  }
+
+  // CURLMOPT_TIMERFUNCTION: curl wants a timeout call in `ms` (-1: never).
+  static int OnTimer(CURLM*, long ms, void* user) {
+    auto* st = static_cast<State*>(user);
+    st->curl_deadline = ms < 0 ? -1 : WallSeconds() + static_cast<double>(ms) * 1e-3;
+    return 0;
+  }
+
+  void ReapCompleted() {
+    int left = 0;
+    while (CURLMsg* msg = curl_multi_info_read(multi, &left)) {
+      if (msg->msg == CURLMSG_DONE) Done(msg->easy_handle, msg->data.result);
+    }
+  }
+
+  void Start(Pending p) {
+    auto* a = new Active;
+    a->done = std::move(p.done);
+    a->start = WallSeconds();
+    CURL* e;
+    if (!idle_easy.empty()) {
+      // A reused handle keeps the options that never change (set below when
+      // it was made); only the per-request ones are set again.
+      e = idle_easy.back();
+      idle_easy.pop_back();
+    } else {
+      e = NewEasy();
+    }
+    if (!e) {
+      Fail(a, NetError::kOther, "cannot create a curl handle");
+      return;
+    }
+    a->easy = e;
+    const Request& r = p.request;
+    for (const auto& [k, v] : r.headers) {
+      std::string line = k + ": " + v;
+      if (v.empty()) line = k + ";";  // curl's way to send an empty header
+      a->headers = curl_slist_append(a->headers, line.c_str());
+    }
+    // No "Expect: 100-continue" round trip.
+    a->headers = curl_slist_append(a->headers, "Expect:");
+    curl_easy_setopt(e, CURLOPT_URL, r.url.c_str());
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, a->headers);
+    if (r.method == "HEAD") {
+      curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+    } else {
+      curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);  // also clears NOBODY
+      if (r.method != "GET") {
+        curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, r.method.c_str());
+        a->custom_method = true;
+      }
+    }
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, a);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, a);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, a->error);
+    curl_easy_setopt(e, CURLOPT_PRIVATE, a);
+    if (CURLMcode mc = curl_multi_add_handle(multi, e); mc != CURLM_OK) {
+      Fail(a, NetError::kOther, curl_multi_strerror(mc));
+      return;
+    }
+    active.insert(a);
+  }
+
+  // A handle with the options every request shares.
+  CURL* NewEasy() {
+    CURL* e = curl_easy_init();
+    if (!e) return nullptr;
+    curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);  // S3 keys are literal: keep "./" and "//"
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);  // a redirect would break the signature
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
+    curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 256L * 1024);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, options.connect_timeout_ms);
+    curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, options.low_speed_bytes_per_s);
+    curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, options.low_speed_time_s);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, options.total_timeout_ms);
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, options.verify_tls ? 1L : 0L);
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, options.verify_tls ? 2L : 0L);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, OnBody);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, OnHeader);
+    return e;
+  }
+
+  // Completes `a` without it ever being on the multi handle.
+  void Fail(Active* a, NetError error, const std::string& message) {
+    a->response.error = error;
+    a->response.error_message = message;
+    Complete(a);
+  }
+
+  void Done(CURL* e, CURLcode code) {
+    Active* a = nullptr;
+    curl_easy_getinfo(e, CURLINFO_PRIVATE, reinterpret_cast<char**>(&a));
+    curl_multi_remove_handle(multi, e);
+    active.erase(a);
+    if (code == CURLE_OK) {
+      long status = 0;
+      curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
+      a->response.status = static_cast<int>(status);
+    } else {
+      a->response.error = Classify(code);
+      a->response.error_message = a->error[0] ? std::string(a->error) : curl_easy_strerror(code);
+      a->response.body.clear();
+    }
+    Complete(a);
+  }
+
+  void Complete(Active* a) {
+    a->response.seconds = WallSeconds() - a->start;
+    if (a->headers) curl_slist_free_all(a->headers);
+    if (a->easy) {
+      // Keep handles for reuse; their buffers stay allocated. A handle that
+      // ran a custom method is not reused (it would keep it).
+      curl_easy_setopt(a->easy, CURLOPT_HTTPHEADER, nullptr);
+      curl_easy_setopt(a->easy, CURLOPT_ERRORBUFFER, nullptr);
+      if (idle_easy.size() < 512 && !a->custom_method) {
+        idle_easy.push_back(a->easy);
+      } else {
+        curl_easy_cleanup(a->easy);
+      }
+    }
+    auto done = std::move(a->done);
+    Response response = std::move(a->response);
+    delete a;
+    done(std::move(response));
+  }
+
+  void Loop() {
+    constexpr int kMaxEvents = 256;
+    epoll_event events[kMaxEvents];
+    while (true) {
+      std::vector<std::pair<double, Pending>> batch;
+      bool stopping;
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        batch.swap(incoming);
+        stopping = stop;
+      }
+      if (stopping) {
+        for (auto& [due, p] : batch) delayed.emplace(due, std::move(p));
+        break;
+      }
+      double now = WallSeconds();
+      for (auto& [due, p] : batch) {
+        if (due <= now) {
+          Start(std::move(p));
+        } else {
+          delayed.emplace(due, std::move(p));
+        }
+      }
+      while (!delayed.empty() && delayed.begin()->first <= now) {
+        Pending p = std::move(delayed.begin()->second);
+        delayed.erase(delayed.begin());
+        Start(std::move(p));
+      }
+      int running = 0;
+      if (curl_deadline >= 0 && curl_deadline <= WallSeconds()) {
+        curl_deadline = -1;
+        curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
+      }
+      ReapCompleted();
+      // Sleep until a socket is ready, a request arrives, curl's timer or a
+      // delayed request falls due, or a second passes.
+      now = WallSeconds();
+      double wake_at = now + 1.0;
+      if (curl_deadline >= 0) wake_at = std::min(wake_at, curl_deadline);
+      if (!delayed.empty()) wake_at = std::min(wake_at, delayed.begin()->first);
+      const int timeout_ms =
+          std::clamp(static_cast<int>(std::ceil((wake_at - now) * 1000.0)), 0, 1000);
+      const int n = epoll_wait(epoll_fd, events, kMaxEvents, timeout_ms);
+      for (int i = 0; i < n; ++i) {
+        const int fd = events[i].data.fd;
+        if (fd == wake_fd) {
+          uint64_t count;
+          [[maybe_unused]] ssize_t r = ::read(wake_fd, &count, sizeof(count));
+          continue;
+        }
+        const uint32_t e = events[i].events;
+        const int mask = (e & EPOLLIN ? CURL_CSELECT_IN : 0) | (e & EPOLLOUT ? CURL_CSELECT_OUT : 0) |
+                         (e & (EPOLLERR | EPOLLHUP) ? CURL_CSELECT_ERR : 0);
+        curl_multi_socket_action(multi, fd, mask, &running);
+      }
+      ReapCompleted();
+    }
+    // Shutting down: every request still here completes as cancelled.
+    std::vector<Active*> left(active.begin(), active.end());
+    active.clear();
+    for (Active* a : left) {
+      curl_multi_remove_handle(multi, a->easy);
+      a->response = Response{};
+      a->response.error = NetError::kCancelled;
+      a->response.error_message = "transport shut down";
+      Complete(a);
+    }
+    for (auto& [due, p] : delayed) {
+      Response r;
+      r.error = NetError::kCancelled;
+      r.error_message = "transport shut down";
+      p.done(std::move(r));
+    }
+    delayed.clear();
+  }
+};
+
+class CurlTransport final : public Transport {
+ public:
+  explicit CurlTransport(const CurlOptions& options) : state_(std::make_shared<State>()) {
+    GlobalInit();
+    state_->options = options;
+    state_->multi = curl_multi_init();
+    curl_multi_setopt(state_->multi, CURLMOPT_MAXCONNECTS, options.max_idle_connections);
+    curl_multi_setopt(state_->multi, CURLMOPT_SOCKETFUNCTION, &State::OnSocket);
+    curl_multi_setopt(state_->multi, CURLMOPT_SOCKETDATA, state_.get());
+    curl_multi_setopt(state_->multi, CURLMOPT_TIMERFUNCTION, &State::OnTimer);
+    curl_multi_setopt(state_->multi, CURLMOPT_TIMERDATA, state_.get());
+    thread_ = std::thread([s = state_] { s->Loop(); });
+  }
+
+  ~CurlTransport() override {
+    {
+      std::lock_guard<std::mutex> lock(state_->mu);
+      state_->stop = true;
+    }
+    state_->Wake();
+    if (thread_.get_id() == std::this_thread::get_id()) {
+      // Destroyed from a callback on the I/O thread: it cannot join itself;
+      // it finishes on its own, owning the state.
+      thread_.detach();
+    } else {
+      thread_.join();
+    }
+  }
+
+  void Send(Request request, std::chrono::nanoseconds delay, Callback done) override {
+    const double due = WallSeconds() + std::chrono::duration<double>(delay).count();
+    {
+      std::lock_guard<std::mutex> lock(state_->mu);
+      if (!state_->stop) {
+        state_->incoming.emplace_back(due, Pending{std::move(request), std::move(done)});
+        done = nullptr;
+      }
+    }
+    if (done) {
+      Response r;
+      r.error = NetError::kCancelled;
+      r.error_message = "transport shut down";
+      done(std::move(r));
+      return;
+    }
+    state_->Wake();
+  }
+
+ private:
+  std::shared_ptr<State> state_;
+  std::thread thread_;
+};
+
+}  // namespace
+
+std::unique_ptr<Transport> NewCurlTransport(const CurlOptions& options) {
+  return std::make_unique<CurlTransport>(options);
+}
+
+}  // namespace stoker::storage::http

@@ -1,0 +1,108 @@
+// Many requests in flight over one Transport: a FIFO queue in front of an
+// adaptive in-flight limit (Little's law, concurrency.h), retries with
+// exponential backoff and full jitter (retry.h), counters.
+//
+//   Submit ──► FIFO ──(in flight < limit)──► prepare (sign) ──► Transport
+//                ▲                                               │
+//                └── next in line ◄── done ◄── classify ◄────────┘
+//                                         └─ transient: backoff, re-prepare, send again
+//
+// A request holds its slot from its first attempt until its final outcome,
+// backoff waits included, so retries never push the total in flight above
+// the limit.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <random>
+
+#include "stoker/status.h"
+#include "stoker/storage/http/concurrency.h"
+#include "stoker/storage/http/http.h"
+#include "stoker/storage/http/retry.h"
+
+namespace stoker::storage::http {
+
+struct DispatcherOptions {
+  RetryPolicy retry;
+  ConcurrencyOptions concurrency;
+  // Seed of the backoff jitter; 0 picks one at random.
+  uint64_t seed = 0;
+};
+
+// What a response means for the request that got it.
+struct Verdict {
+  enum Kind {
+    kDone,   // deliver the response
+    kRetry,  // transient: try again; `status` is the outcome if attempts run out
+    kFail,   // deliver `status`
+  };
+  Kind kind = kDone;
+  Status status;
+
+  static Verdict Done() { return {kDone, Status::Ok()}; }
+  static Verdict Retry(Status s) { return {kRetry, std::move(s)}; }
+  static Verdict Fail(Status s) { return {kFail, std::move(s)}; }
+};
+
+struct DispatcherStats {
+  int64_t requests = 0;  // attempts sent, retries included
+  int64_t retries = 0;   // attempts after the first
+  int in_flight = 0;
+  int queued = 0;
+  int limit = 0;
+  double rate = 0;       // smoothed arrivals per second
+  double latency_s = 0;  // smoothed seconds per attempt
+};
+
+class Dispatcher : public std::enable_shared_from_this<Dispatcher> {
+ public:
+  struct Call {
+    // Builds the request for each attempt (so each attempt is signed anew).
+    std::function<Result<Request>()> prepare;
+    // Decides on each response (a network error included).
+    std::function<Verdict(const Response&)> classify;
+    // The final outcome, exactly once, on the transport's thread (or on the
+    // caller's thread, if prepare fails at once).
+    std::function<void(Result<Response>)> done;
+  };
+
+  static std::shared_ptr<Dispatcher> Create(std::unique_ptr<Transport> transport,
+                                            const DispatcherOptions& options);
+
+  // Queues `call`; returns at once. Pending calls keep the Dispatcher alive.
+  void Submit(Call call);
+
+  DispatcherStats stats() const;
+
+ private:
+  struct Op {
+    Call call;
+    int attempt = 0;
+    double attempt_start = 0;  // seconds on the steady clock
+  };
+
+  Dispatcher(std::unique_ptr<Transport> transport, const DispatcherOptions& options);
+  void Attempt(std::shared_ptr<Op> op, std::chrono::nanoseconds delay);
+  void OnResponse(const std::shared_ptr<Op>& op, Response response);
+  void Finish(const std::shared_ptr<Op>& op, Result<Response> result);
+
+  const DispatcherOptions options_;
+  std::unique_ptr<Transport> transport_;
+
+  mutable std::mutex mu_;
+  std::deque<std::shared_ptr<Op>> queue_;  // guarded by mu_
+  int in_flight_ = 0;                      // guarded by mu_
+  bool cancelled_ = false;                 // guarded by mu_: the transport shut down
+  ConcurrencyController controller_;       // guarded by mu_
+  std::mt19937_64 rng_;                    // guarded by mu_
+
+  std::atomic<int64_t> requests_{0};
+  std::atomic<int64_t> retries_{0};
+};
+
+}  // namespace stoker::storage::http

@@ -1,0 +1,70 @@
+// HTTP behind an interface: the S3 and plain-HTTP backends talk to a
+// Transport; production uses libcurl's multi interface (curl_transport.h),
+// unit tests a canned-response MockTransport (mock_transport.h).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace stoker::storage::http {
+
+using Headers = std::vector<std::pair<std::string, std::string>>;
+
+struct Request {
+  std::string method = "GET";  // GET or HEAD
+  // Absolute URL, already percent-encoded: sent exactly as given (no dot
+  // segment removal: S3 keys are literal).
+  std::string url;
+  // Sent as given, in order. May hold an Authorization header: a Transport
+  // never logs or reports header values.
+  Headers headers;
+};
+
+// Why no HTTP status came back. Every kind except kOther and kCancelled is
+// worth retrying: the request may succeed on a fresh connection.
+enum class NetError {
+  kNone = 0,
+  kTimeout,    // connect, low-speed or total timeout
+  kConnect,    // could not resolve or connect
+  kReset,      // connection reset or closed early, body cut short
+  kOther,      // bad URL, TLS verification, out of memory: retrying won't help
+  kCancelled,  // the transport shut down before the request finished
+};
+
+const char* NetErrorName(NetError e);
+
+struct Response {
+  NetError error = NetError::kNone;
+  std::string error_message;  // set when error != kNone; never holds header values
+  int status = 0;             // HTTP status when error == kNone
+  Headers headers;            // names lower-cased, values trimmed
+  std::vector<uint8_t> body;
+  double seconds = 0;         // from the first byte sent to the last received
+
+  // The first header named `name` (lower-case), or nullptr.
+  const std::string* Header(std::string_view name) const;
+  std::string_view BodyText() const {
+    return {reinterpret_cast<const char*>(body.data()), body.size()};
+  }
+};
+
+class Transport {
+ public:
+  virtual ~Transport() = default;
+
+  using Callback = std::function<void(Response)>;
+
+  // Sends `request` once `delay` has passed (zero: at once) and calls `done`
+  // exactly once with the outcome, on the transport's own thread (or, for a
+  // mock, whichever thread it documents). Returns at once; safe to call from
+  // any thread, including from inside a `done` callback. A Transport destroyed
+  // with requests outstanding completes them with NetError::kCancelled.
+  virtual void Send(Request request, std::chrono::nanoseconds delay, Callback done) = 0;
+};
+
+}  // namespace stoker::storage::http

@@ -1,0 +1,37 @@
+// Plain http:// and https:// URLs (a manifest whose paths are URLs, a
+// public dataset behind a web server): GET with the same many-in-flight
+// dispatcher and retries as S3, no signing. Cannot list.
+#pragma once
+
+#include <atomic>
+#include <memory>
+
+#include "stoker/storage/http/curl_transport.h"
+#include "stoker/storage/http/dispatcher.h"
+#include "stoker/storage/storage.h"
+
+namespace stoker::storage::http {
+
+class HttpStorage final : public Storage {
+ public:
+  explicit HttpStorage(std::unique_ptr<Transport> transport = NewCurlTransport(),
+                       const DispatcherOptions& options = {});
+
+  // Unsupported: HTTP has no listing; use a manifest.
+  Result<std::vector<ObjectInfo>> List(const std::string& prefix_uri) override;
+  // Blocks; do not call from a ReadAsync callback.
+  Result<Bytes> Read(const std::string& uri) override;
+  void ReadAsync(const std::string& uri, ReadCallback done) override;
+  std::string Join(const std::string& base, const std::string& key) const override;
+  StorageCounters counters() const override;
+
+ private:
+  std::shared_ptr<Dispatcher> dispatcher_;
+  std::shared_ptr<std::atomic<int64_t>> bytes_read_;
+};
+
+// What a plain HTTP reply means: done on 2xx, retry on transient failures,
+// NotFound on 404/410, PermissionDenied on 401/403, IOError otherwise.
+Verdict ClassifyHttpReply(const Response& reply, const std::string& uri);
+
+}  // namespace stoker::storage::http

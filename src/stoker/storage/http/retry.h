@@ -1,0 +1,33 @@
+// When and how long to wait before trying a request again.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string_view>
+
+#include "stoker/storage/http/http.h"
+
+namespace stoker::storage::http {
+
+struct RetryPolicy {
+  // Attempts in all, the first included; 1 disables retries.
+  int max_attempts = 10;
+  // Backoff before retry n (1-based) is uniform in [0, min(max, base * 2^(n-1))]:
+  // "full jitter", which spreads clients that failed together.
+  std::chrono::milliseconds base_backoff{50};
+  std::chrono::milliseconds max_backoff{5000};
+};
+
+// Full-jitter backoff before retry number `retry` (1 for the first retry),
+// from a uniformly distributed 64-bit `random`.
+std::chrono::nanoseconds Backoff(const RetryPolicy& policy, int retry, uint64_t random);
+
+// True for failures that a later attempt may not see: timeouts, refused or
+// reset connections, truncated bodies; HTTP 500, 502, 503, 504 and 429.
+bool IsTransient(const Response& response);
+
+// S3 (and generic AWS) error codes that mean "slow down or try again",
+// whatever the HTTP status: SlowDown, InternalError, RequestTimeout, ...
+bool IsTransientErrorCode(std::string_view code);
+
+}  // namespace stoker::storage::http

@@ -1,0 +1,91 @@
+// S3 and S3-compatible object stores: s3://bucket/prefix/ and s3://bucket/key.
+//
+//   ReadAsync ──► Dispatcher (FIFO, adaptive in-flight limit, retries) ──►
+//   curl multi on one I/O thread ──► callback on that thread
+//
+// Configuration comes from the environment and ~/.aws the way the AWS CLI
+// reads it (config.h); StorageOptions.endpoint_url overrides the endpoint.
+// Errors name the URI, bucket, key, HTTP status, S3 error code and message;
+// never credentials.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+
+#include "stoker/storage/http/curl_transport.h"
+#include "stoker/storage/http/dispatcher.h"
+#include "stoker/storage/s3/config.h"
+#include "stoker/storage/s3/request.h"
+#include "stoker/storage/storage.h"
+
+namespace stoker::storage::s3 {
+
+struct S3Options {
+  http::DispatcherOptions dispatch;
+  http::CurlOptions curl;
+};
+
+struct ObjectMeta {
+  int64_t size = -1;
+  std::string etag;
+};
+
+class S3Storage final : public Storage {
+ public:
+  // Resolves the configuration (config.h) and starts the I/O thread.
+  static Result<std::shared_ptr<S3Storage>> Open(const StorageOptions& options,
+                                                 const S3Options& s3 = {});
+  // With a resolved configuration and a transport of the caller's (tests).
+  static Result<std::shared_ptr<S3Storage>> Create(const S3Config& config,
+                                                   std::unique_ptr<http::Transport> transport,
+                                                   const S3Options& s3 = {});
+
+  // Every object under `prefix_uri` (ListObjectsV2, all pages), keys
+  // relative to the prefix, sorted; "folder" markers (keys ending in '/')
+  // left out. "s3://b/train" lists "train/". NotFound when nothing is there.
+  Result<std::vector<ObjectInfo>> List(const std::string& prefix_uri) override;
+
+  // Whole object. Blocks; do not call from a ReadAsync callback.
+  Result<Bytes> Read(const std::string& uri) override;
+
+  // Queues a GET and returns at once; `done` runs on the I/O thread.
+  void ReadAsync(const std::string& uri, ReadCallback done) override;
+
+  // Bytes [offset, offset + length) of the object (length < 0: to its end),
+  // fewer if it ends sooner. Not part of the Storage interface yet: the
+  // shard formats that need ranges will add it there.
+  void ReadRangeAsync(const std::string& uri, int64_t offset, int64_t length, ReadCallback done);
+  Result<Bytes> ReadRange(const std::string& uri, int64_t offset, int64_t length);
+
+  // HEAD: the object's size and ETag.
+  Result<ObjectMeta> Head(const std::string& uri);
+
+  std::string Join(const std::string& base, const std::string& key) const override;
+  StorageCounters counters() const override;
+  http::DispatcherStats dispatcher_stats() const { return dispatcher_->stats(); }
+  const S3Config& config() const { return builder_->config(); }
+
+ private:
+  S3Storage(std::shared_ptr<const RequestBuilder> builder,
+            std::shared_ptr<http::Dispatcher> dispatcher);
+  // GET or HEAD of `uri` with `headers`; `done` gets the 2xx response.
+  void Send(const std::string& method, const std::string& uri, http::Headers headers,
+            std::function<void(Result<http::Response>)> done);
+
+  std::shared_ptr<const RequestBuilder> builder_;
+  std::shared_ptr<http::Dispatcher> dispatcher_;
+  // Shared with callbacks that may outlive this object.
+  std::shared_ptr<std::atomic<int64_t>> bytes_read_;
+};
+
+// What a reply means for a request on `uri` (bucket `bucket`, key `key`):
+// done on 2xx; retry on timeouts, resets, 500/502/503/504/429 and
+// SlowDown-like codes; otherwise fail with NotFound (404, NoSuchKey,
+// NoSuchBucket), PermissionDenied (401, 403), InvalidArgument (400, 416) or
+// IOError. `credentials` are scrubbed from the message, `credentials_source`
+// added to permission errors.
+http::Verdict ClassifyS3Reply(const http::Response& reply, const std::string& uri,
+                              const S3Uri& where, const S3Config& config);
+
+}  // namespace stoker::storage::s3

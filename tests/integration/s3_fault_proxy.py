@@ -1,0 +1,327 @@
+"""A fault-injecting HTTP/1.1 proxy to put in front of an S3-compatible server
+(the kernel here has no netem).
+
+Per request it can wait a set latency before forwarding, and at a given rate
+answer instead with 503 SlowDown or 500 InternalError, reset the connection
+(TCP RST, nothing sent), or forward the reply but cut its body short and then
+reset. Keep-alive connections are kept on both sides, one upstream
+connection per client connection, so the latency is added per request, not
+per connection. The client side stays keep-alive even when the server
+closes every connection (moto's development server does; S3 does not).
+
+    python s3_fault_proxy.py --upstream 127.0.0.1:5000 --latency-ms 20 \\
+        --fault-rate 0.1 --faults 503,500,reset,truncate
+
+prints ``PORT <n>`` on its first line once it listens and runs until killed.
+``GET /__proxy__/stats`` (answered by the proxy itself, no latency) returns
+JSON counts: requests forwarded and faults injected by kind.
+
+With ``--serve-dir DIR --bucket B --prefix P`` it is itself a minimal
+S3 stub instead of a proxy: the files under DIR, held in memory, answer
+path-style GET and HEAD of /B/P<relative path> and ListObjectsV2 (pages of
+1,000, continuation tokens, encoding-type=url), without checking signatures.
+It costs a fraction of moto's CPU per request, so a benchmark can show what
+the loader does when the server is not what saturates the machine's cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import socket
+import struct
+import sys
+from pathlib import Path
+from urllib.parse import parse_qs, quote, unquote, urlsplit
+from xml.sax.saxutils import escape
+
+FAULT_KINDS = ("503", "500", "reset", "truncate")
+
+
+class HttpError(Exception):
+    pass
+
+
+async def read_head(reader: asyncio.StreamReader) -> bytes | None:
+    """One request or response head, or None on a clean EOF before it."""
+    try:
+        return await reader.readuntil(b"\r\n\r\n")
+    except asyncio.IncompleteReadError as e:
+        if not e.partial:
+            return None
+        raise HttpError("connection closed inside a message head") from e
+    except asyncio.LimitOverrunError as e:
+        raise HttpError("message head too large") from e
+
+
+def parse_head(head: bytes):
+    lines = head.decode("latin-1").split("\r\n")
+    first = lines[0]
+    headers = {}
+    for line in lines[1:]:
+        if not line:
+            continue
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return first, headers
+
+
+async def read_body(reader, headers, method=None, status=None) -> tuple[bytes, bool]:
+    """The raw body bytes as framed on the wire, and whether the message was
+    delimited by closing the connection."""
+    if method == "HEAD" or (status is not None and (status < 200 or status in (204, 304))):
+        return b"", False
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        out = bytearray()
+        while True:
+            size_line = await reader.readuntil(b"\r\n")
+            out += size_line
+            size = int(size_line.split(b";")[0].strip(), 16)
+            if size == 0:
+                # Trailers, then the blank line.
+                while True:
+                    line = await reader.readuntil(b"\r\n")
+                    out += line
+                    if line == b"\r\n":
+                        return bytes(out), False
+            out += await reader.readexactly(size + 2)
+    if "content-length" in headers:
+        return await reader.readexactly(int(headers["content-length"])), False
+    if status is None:  # a request without a length has no body
+        return b"", False
+    return await reader.read(), True
+
+
+def error_reply(status: int, code: str, message: str) -> bytes:
+    body = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f"<Error><Code>{code}</Code><Message>{message}</Message>"
+        "<RequestId>PROXYFAULT</RequestId></Error>"
+    ).encode()
+    reason = {503: "Slow Down", 500: "Internal Server Error"}.get(status, "Error")
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/xml\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    return head + body
+
+
+def keep_alive_head(head: bytes, body_len: int | None) -> bytes:
+    """The response head without "Connection: close" (and with a
+    Content-Length when the body was delimited by closing): the client side
+    stays keep-alive, as S3 does, even when the server behind (moto's
+    development server) closes every connection."""
+    lines = head.decode("latin-1").split("\r\n")
+    out = [lines[0]]
+    for line in lines[1:]:
+        if not line:
+            continue
+        name = line.partition(":")[0].strip().lower()
+        if name == "connection" or (body_len is not None and name == "content-length"):
+            continue
+        out.append(line)
+    if body_len is not None:
+        out.append(f"Content-Length: {body_len}")
+    return ("\r\n".join(out) + "\r\n\r\n").encode("latin-1")
+
+
+def reset(writer: asyncio.StreamWriter) -> None:
+    """Closes with a TCP RST rather than a FIN."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+    writer.transport.abort()
+
+
+class MemoryS3:
+    """Objects in memory behind path-style GET, HEAD and ListObjectsV2."""
+
+    def __init__(self, root: str, bucket: str, prefix: str):
+        self.bucket = bucket
+        self.objects = {}
+        base = Path(root)
+        for p in sorted(base.rglob("*")):
+            rel = p.relative_to(base)
+            if p.is_file() and not any(part.startswith(".") for part in rel.parts):
+                self.objects[prefix + rel.as_posix()] = p.read_bytes()
+        self.keys = sorted(self.objects)
+
+    def reply(self, method: str, target: str) -> bytes:
+        url = urlsplit(target)
+        path = unquote(url.path)
+        bucket, _, key = path.lstrip("/").partition("/")
+        if bucket != self.bucket:
+            return error_reply(404, "NoSuchBucket", "The specified bucket does not exist")
+        if not key:
+            return self.list(parse_qs(url.query, keep_blank_values=True))
+        data = self.objects.get(key)
+        if data is None:
+            return error_reply(404, "NoSuchKey", "The specified key does not exist.")
+        head = (f"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+                f"Content-Length: {len(data)}\r\nETag: \"{len(data):x}\"\r\n\r\n").encode()
+        return head if method == "HEAD" else head + data
+
+    def list(self, q) -> bytes:
+        prefix = q.get("prefix", [""])[0]
+        after = q.get("continuation-token", [""])[0]
+        url_enc = q.get("encoding-type", [""])[0] == "url"
+        import bisect
+
+        i = bisect.bisect_right(self.keys, after) if after else bisect.bisect_left(self.keys, prefix)
+        page = []
+        while i < len(self.keys) and self.keys[i].startswith(prefix) and len(page) < 1000:
+            page.append(self.keys[i])
+            i += 1
+        more = i < len(self.keys) and self.keys[i].startswith(prefix)
+        enc = (lambda k: quote(k, safe="/")) if url_enc else escape
+        parts = ['<?xml version="1.0" encoding="UTF-8"?><ListBucketResult>',
+                 f"<Name>{self.bucket}</Name><KeyCount>{len(page)}</KeyCount>",
+                 "<EncodingType>url</EncodingType>" if url_enc else "",
+                 f"<IsTruncated>{'true' if more else 'false'}</IsTruncated>"]
+        if more:
+            parts.append(f"<NextContinuationToken>{escape(page[-1])}</NextContinuationToken>")
+        for k in page:
+            parts.append(f"<Contents><Key>{enc(k)}</Key><Size>{len(self.objects[k])}</Size></Contents>")
+        parts.append("</ListBucketResult>")
+        body = "".join(parts).encode()
+        return (f"HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+class FaultProxy:
+    def __init__(self, upstream_host: str, upstream_port: int, latency_s: float = 0.0,
+                 fault_rate: float = 0.0, faults=FAULT_KINDS, seed: int = 0, store=None):
+        self.store = store
+        self.upstream = (upstream_host, upstream_port)
+        self.latency_s = latency_s
+        self.fault_rate = fault_rate
+        self.faults = tuple(faults)
+        self.rng = random.Random(seed)
+        self.stats = {"requests": 0, "forwarded": 0, **{f"fault_{k}": 0 for k in FAULT_KINDS}}
+
+    def pick_fault(self):
+        if self.fault_rate > 0 and self.faults and self.rng.random() < self.fault_rate:
+            return self.rng.choice(self.faults)
+        return None
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        up_reader = up_writer = None
+        try:
+            # Bounded: a client connection serves at most this many requests.
+            for _ in range(10_000_000):
+                head = await read_head(reader)
+                if head is None:
+                    return
+                first, headers = parse_head(head)
+                method, path = first.split(" ")[0], first.split(" ")[1]
+                body, _ = await read_body(reader, headers)
+                if path.startswith("/__proxy__/stats"):
+                    data = json.dumps(self.stats).encode()
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                                 b"Content-Length: %d\r\n\r\n%s" % (len(data), data))
+                    await writer.drain()
+                    continue
+                self.stats["requests"] += 1
+                if self.latency_s > 0:
+                    await asyncio.sleep(self.latency_s)
+                fault = self.pick_fault()
+                if fault is not None:
+                    self.stats[f"fault_{fault}"] += 1
+                if fault == "503":
+                    writer.write(error_reply(503, "SlowDown", "Please reduce your request rate."))
+                    await writer.drain()
+                    continue
+                if fault == "500":
+                    writer.write(error_reply(500, "InternalError",
+                                             "We encountered an internal error. Please try again."))
+                    await writer.drain()
+                    continue
+                if fault == "reset":
+                    reset(writer)
+                    return
+                if self.store is not None:
+                    writer.write(self.store.reply(method, path))
+                    await writer.drain()
+                    self.stats["forwarded"] += 1
+                    continue
+                if up_writer is None:
+                    up_reader, up_writer = await asyncio.open_connection(*self.upstream, limit=1 << 20)
+                up_writer.write(head + body)
+                await up_writer.drain()
+                rhead = await read_head(up_reader)
+                if rhead is None:
+                    raise HttpError("upstream closed the connection")
+                rfirst, rheaders = parse_head(rhead)
+                status = int(rfirst.split(" ")[1])
+                rbody, close_delimited = await read_body(up_reader, rheaders, method, status)
+                self.stats["forwarded"] += 1
+                upstream_closes = close_delimited or rheaders.get("connection", "").lower() == "close"
+                rhead = keep_alive_head(rhead, len(rbody) if close_delimited else None)
+                if fault == "truncate" and len(rbody) > 1:
+                    writer.write(rhead + rbody[: len(rbody) // 2])
+                    await writer.drain()
+                    reset(writer)
+                    return
+                writer.write(rhead + rbody)
+                await writer.drain()
+                if upstream_closes:
+                    up_writer.close()
+                    up_reader = up_writer = None
+                if headers.get("connection", "").lower() == "close":
+                    return
+        except (HttpError, ConnectionError, asyncio.IncompleteReadError, ValueError, IndexError):
+            writer.transport.abort()
+        finally:
+            if up_writer is not None:
+                up_writer.close()
+            if not writer.transport.is_closing():
+                writer.close()
+
+
+async def serve(proxy: FaultProxy, host: str, port: int, ready=None):
+    server = await asyncio.start_server(proxy.handle, host, port, limit=1 << 20, backlog=1024)
+    bound = server.sockets[0].getsockname()[1]
+    if ready is not None:
+        ready(bound)
+    async with server:
+        await server.serve_forever()
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--upstream", default="127.0.0.1:0", help="host:port of the S3 server")
+    ap.add_argument("--serve-dir", help="be an in-memory S3 stub serving this folder instead")
+    ap.add_argument("--bucket", default="bench")
+    ap.add_argument("--prefix", default="")
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--latency-ms", type=float, default=0.0)
+    ap.add_argument("--fault-rate", type=float, default=0.0)
+    ap.add_argument("--faults", default=",".join(FAULT_KINDS))
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    host, _, port = args.upstream.rpartition(":")
+    faults = [f for f in args.faults.split(",") if f]
+    for f in faults:
+        if f not in FAULT_KINDS:
+            ap.error(f"unknown fault {f!r}; choose from {', '.join(FAULT_KINDS)}")
+    store = MemoryS3(args.serve_dir, args.bucket, args.prefix) if args.serve_dir else None
+    proxy = FaultProxy(host, int(port), args.latency_ms / 1000.0, args.fault_rate, faults, args.seed,
+                       store)
+
+    def ready(bound):
+        print(f"PORT {bound}", flush=True)
+
+    try:
+        asyncio.run(serve(proxy, args.host, args.port, ready))
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())

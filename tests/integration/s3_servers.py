@@ -1,0 +1,160 @@
+"""Starts and stops the S3-compatible server (moto in server mode) and the
+fault proxy on loopback, for the integration tests and bench/s3_bench.py.
+
+Both run as separate processes, so they neither share the GIL with the
+process under test nor hide their CPU time: cpu_seconds(pid) reads it from
+/proc.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+               "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_listening(proc: subprocess.Popen, port: int, what: str) -> None:
+    # Bounded: 600 tries, 50 ms apart.
+    for _ in range(600):
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode} before listening")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{what} is not listening on port {port}")
+
+
+class Server:
+    """A child process serving HTTP on 127.0.0.1:port."""
+
+    def __init__(self, proc: subprocess.Popen, port: int):
+        self.proc = proc
+        self.port = port
+        self.endpoint = f"http://127.0.0.1:{port}"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def cpu_seconds(self) -> float:
+        return cpu_seconds(self.proc.pid)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def start_moto(env: dict | None = None) -> Server:
+    """moto's S3 (and IAM) server. env: extra environment, e.g.
+    INITIAL_NO_AUTH_ACTION_COUNT to turn on request authentication after that
+    many requests."""
+    port = free_port()
+    child_env = {**os.environ, **CREDENTIALS, **(env or {})}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        env=child_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_listening(proc, port, "moto server")
+    except Exception:
+        proc.kill()
+        raise
+    return Server(proc, port)
+
+
+def start_proxy(upstream_port: int, latency_ms: float = 0.0, fault_rate: float = 0.0,
+                faults=("503", "500", "reset", "truncate"), seed: int = 0) -> Server:
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "s3_fault_proxy.py"), "--upstream",
+         f"127.0.0.1:{upstream_port}", "--latency-ms", str(latency_ms), "--fault-rate",
+         str(fault_rate), "--faults", ",".join(faults), "--seed", str(seed)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    line = proc.stdout.readline()
+    if not line.startswith("PORT "):
+        proc.kill()
+        raise RuntimeError(f"fault proxy did not start: {line!r}")
+    port = int(line.split()[1])
+    _wait_listening(proc, port, "fault proxy")
+    return Server(proc, port)
+
+
+def start_memory_s3(root, bucket: str, prefix: str, latency_ms: float = 0.0) -> Server:
+    """The fault proxy as an in-memory S3 stub serving the files under root
+    as s3://bucket/prefix<relative path> (no moto behind it)."""
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "s3_fault_proxy.py"), "--serve-dir", str(root), "--bucket",
+         bucket, "--prefix", prefix, "--latency-ms", str(latency_ms)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    line = proc.stdout.readline()
+    if not line.startswith("PORT "):
+        proc.kill()
+        raise RuntimeError(f"in-memory S3 stub did not start: {line!r}")
+    port = int(line.split()[1])
+    _wait_listening(proc, port, "in-memory S3 stub")
+    return Server(proc, port)
+
+
+def proxy_stats(proxy: Server) -> dict:
+    with urllib.request.urlopen(proxy.endpoint + "/__proxy__/stats", timeout=30) as r:
+        return json.load(r)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (all its threads) so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def s3_client(endpoint: str, **kw):
+    import boto3
+    from botocore.config import Config
+
+    args = dict(endpoint_url=endpoint, region_name="us-east-1",
+                aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+                config=Config(s3={"addressing_style": "path"},
+                              max_pool_connections=32, retries={"max_attempts": 10}))
+    args.update(kw)
+    return boto3.client("s3", **args)
+
+
+def upload_tree(client, bucket: str, root: Path, prefix: str, workers: int = 16) -> int:
+    """Uploads every file under root (but hidden ones) as prefix + relative
+    path; returns how many."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    files = sorted(p for p in Path(root).rglob("*")
+                   if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts))
+
+    def put(p: Path):
+        key = prefix + p.relative_to(root).as_posix()
+        client.put_object(Bucket=bucket, Key=key, Body=p.read_bytes())
+
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(put, files))
+    return len(files)
