@@ -310,7 +310,9 @@ class Run : public std::enable_shared_from_this<Run> {
         }
         if (!st.ok()) st = st.WithContext(c_.dataset->samples[index].uri);
       }
-      item.reset();  // free the encoded bytes before waiting again
+      // Give the encoded bytes back before waiting again.
+      if (item->bytes.ok()) c_.storage->Recycle(std::move(item->bytes).value());
+      item.reset();
       AddSeconds(c_.counters->decode.busy_ns, ThreadCpuSeconds() - cpu0);
       if (st.ok()) {
         c_.counters->decode.items.fetch_add(1, std::memory_order_relaxed);

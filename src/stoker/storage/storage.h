@@ -43,6 +43,12 @@ class Storage {
   using ReadCallback = std::function<void(Result<Bytes>)>;
   virtual void ReadAsync(const std::string& uri, ReadCallback done) { done(Read(uri)); }
 
+  // Hands back a buffer a read returned, once its bytes are no longer
+  // needed, so a backend can reuse its capacity for the next read: steady
+  // state then allocates no sample-sized blocks (which fragment malloc's
+  // per-thread arenas and make resident memory creep). Optional.
+  virtual void Recycle(Bytes bytes) { (void)bytes; }
+
   // Joins `base` (a prefix URI) and a relative key into an object URI.
   virtual std::string Join(const std::string& base, const std::string& key) const = 0;
 

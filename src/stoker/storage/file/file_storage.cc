@@ -82,7 +82,7 @@ Result<Bytes> FileStorage::Read(const std::string& uri) {
     ::close(fd);
     return ErrnoStatus(EISDIR, path);
   }
-  Bytes data;
+  Bytes data = TakeBuffer();
   // Regular files: one read of the known size; others: read until EOF.
   size_t cap = S_ISREG(st.st_mode) ? static_cast<size_t>(st.st_size) : 1 << 16;
   data.resize(cap);
@@ -110,6 +110,23 @@ Result<Bytes> FileStorage::Read(const std::string& uri) {
   data.resize(got);
   bytes_read_.fetch_add(static_cast<int64_t>(got), std::memory_order_relaxed);
   return data;
+}
+
+namespace {
+constexpr size_t kMaxFreeBuffers = 512;
+}  // namespace
+
+Bytes FileStorage::TakeBuffer() {
+  std::lock_guard<std::mutex> lock(free_mu_);
+  if (free_.empty()) return {};
+  Bytes b = std::move(free_.back());
+  free_.pop_back();
+  return b;
+}
+
+void FileStorage::Recycle(Bytes bytes) {
+  std::lock_guard<std::mutex> lock(free_mu_);
+  if (free_.size() < kMaxFreeBuffers) free_.push_back(std::move(bytes));
 }
 
 std::string FileStorage::Join(const std::string& base, const std::string& key) const {

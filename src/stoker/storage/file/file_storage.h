@@ -3,6 +3,8 @@
 
 #include <atomic>
 #include <memory>
+#include <mutex>
+#include <vector>
 
 #include "stoker/storage/storage.h"
 
@@ -13,13 +15,18 @@ class FileStorage final : public Storage {
   Result<std::vector<ObjectInfo>> List(const std::string& prefix_uri) override;
   Result<Bytes> Read(const std::string& uri) override;
   std::string Join(const std::string& base, const std::string& key) const override;
+  void Recycle(Bytes bytes) override;
   StorageCounters counters() const override;
 
   // "file:///a/b" -> "/a/b"; plain paths unchanged.
   static std::string ToPath(const std::string& uri);
 
  private:
+  Bytes TakeBuffer();
+
   std::atomic<int64_t> requests_{0};
+  std::mutex free_mu_;
+  std::vector<Bytes> free_;  // recycled read buffers (capacity kept)
   std::atomic<int64_t> bytes_read_{0};
 };
 
