@@ -9,7 +9,7 @@ CMAKE := $(VENV)/bin/cmake
 JOBS ?= $(shell nproc)
 
 .PHONY: all deps venv install build test test-cpp test-python test-integration demo bench \
-	bench-s3 peer-venv clean
+	bench-s3 peer-venv clean test-asan test-tsan
 
 all: install build
 
@@ -65,6 +65,20 @@ demo: install peer-venv
 
 bench: install peer-venv
 	$(PY) bench/compare_torch.py
+
+# The C++ suite under sanitizers (ASan + UBSan + LSan, or TSan), each in
+# its own build folder.
+test-asan: venv
+	$(CMAKE) -S . -B build/asan -G Ninja -DCMAKE_MAKE_PROGRAM=$(abspath $(VENV)/bin/ninja) \
+	  -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSTOKER_SANITIZE=address -DSTOKER_BUILD_EXAMPLES=OFF >/dev/null
+	$(CMAKE) --build build/asan -j $(JOBS)
+	cd build/asan && UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ctest --output-on-failure -j $(JOBS)
+
+test-tsan: venv
+	$(CMAKE) -S . -B build/tsan -G Ninja -DCMAKE_MAKE_PROGRAM=$(abspath $(VENV)/bin/ninja) \
+	  -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSTOKER_SANITIZE=thread -DSTOKER_BUILD_EXAMPLES=OFF >/dev/null
+	$(CMAKE) --build build/tsan -j $(JOBS)
+	cd build/tsan && ctest --output-on-failure -j $(JOBS)
 
 bench-s3: install
 	$(PY) bench/s3_bench.py
