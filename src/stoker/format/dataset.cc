@@ -1,5 +1,7 @@
 #include "stoker/format/dataset.h"
 
+#include "stoker/base/utf8.h"
+
 #include <algorithm>
 #include <cctype>
 #include <charconv>
@@ -117,22 +119,7 @@ Result<std::string> ParseJsonString(std::string_view s, size_t& i, const std::st
             i += 6;
           }
         }
-        // UTF-8 encode.
-        if (cp < 0x80) {
-          out += static_cast<char>(cp);
-        } else if (cp < 0x800) {
-          out += static_cast<char>(0xC0 | (cp >> 6));
-          out += static_cast<char>(0x80 | (cp & 0x3F));
-        } else if (cp < 0x10000) {
-          out += static_cast<char>(0xE0 | (cp >> 12));
-          out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-          out += static_cast<char>(0x80 | (cp & 0x3F));
-        } else {
-          out += static_cast<char>(0xF0 | (cp >> 18));
-          out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-          out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-          out += static_cast<char>(0x80 | (cp & 0x3F));
-        }
+        AppendUtf8(out, cp);
         break;
       }
       default: return InvalidArgument(where + ": bad escape in string");

@@ -1,5 +1,7 @@
 #include "stoker/storage/s3/xml.h"
 
+#include "stoker/base/utf8.h"
+
 #include <charconv>
 
 #include "stoker/storage/http/url.h"
@@ -20,24 +22,6 @@ bool IsNameChar(char c) {
 std::string_view LocalName(std::string_view qname) {
   const auto colon = qname.rfind(':');
   return colon == std::string_view::npos ? qname : qname.substr(colon + 1);
-}
-
-void AppendUtf8(std::string& out, uint32_t cp) {
-  if (cp < 0x80) {
-    out += static_cast<char>(cp);
-  } else if (cp < 0x800) {
-    out += static_cast<char>(0xC0 | (cp >> 6));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else if (cp < 0x10000) {
-    out += static_cast<char>(0xE0 | (cp >> 12));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else {
-    out += static_cast<char>(0xF0 | (cp >> 18));
-    out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  }
 }
 
 // Appends `raw` character data to `out`, decoding entity references.
