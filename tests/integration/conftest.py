@@ -23,6 +23,13 @@ BLOB_SIZE = 1 << 20
 _AWS_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
              "AWS_DEFAULT_PROFILE", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL",
              "AWS_ENDPOINT_URL_S3", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE")
+import importlib.util as _ilu
+from pathlib import Path as _Path
+
+_spec = _ilu.spec_from_file_location(
+    "stoker_behaviour_log", _Path(__file__).resolve().parent.parent / "behaviour_log.py")
+_behaviour_log = _ilu.module_from_spec(_spec)
+_spec.loader.exec_module(_behaviour_log)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -110,3 +117,9 @@ def blob(s3):
     s3.put_object(Bucket=BUCKET, Key="ranges/blob.bin", Body=blob_bytes())
     s3.put_object(Bucket=BUCKET, Key="odd keys/a b+c%20d/\u00e9t\u00e9 (1)~.bin", Body=b"odd")
     return f"s3://{BUCKET}/ranges/blob.bin"
+
+
+@pytest.fixture()
+def record_behaviour():
+    """record(category, case, outcome): one row of docs/behaviour.md (see tests/behaviour_log.py)."""
+    return _behaviour_log.record

@@ -4,6 +4,13 @@ import os
 import numpy as np
 import pytest
 from PIL import Image
+import importlib.util as _ilu
+from pathlib import Path as _Path
+
+_spec = _ilu.spec_from_file_location(
+    "stoker_behaviour_log", _Path(__file__).resolve().parent.parent / "behaviour_log.py")
+_behaviour_log = _ilu.module_from_spec(_spec)
+_spec.loader.exec_module(_behaviour_log)
 
 
 def textured(rng, w, h):
@@ -44,3 +51,9 @@ def image_folder(tmp_path_factory):
             (root / cls / f"{k:03d}.{ext}").write_bytes(data)
             i += 1
     return root
+
+
+@pytest.fixture()
+def record_behaviour():
+    """record(category, case, outcome): one row of docs/behaviour.md (see tests/behaviour_log.py)."""
+    return _behaviour_log.record
