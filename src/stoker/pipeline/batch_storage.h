@@ -17,13 +17,18 @@ struct FreeDeleter {
 };
 using Buffer = std::unique_ptr<uint8_t, FreeDeleter>;
 
-// Fixed-size, 64-byte aligned buffers. Returned buffers are kept (up to
-// `max_free`) and handed out again; a batch the consumer still holds simply
-// keeps its buffer until it is dropped.
+// Fixed-size, 64-byte aligned buffers, recycled. The pool keeps at most
+// `max_buffers` buffers in existence (in use plus free) in the steady state:
+// when timing makes one more batch live for a moment (the consumer holds two
+// while the pipeline fills its prefetch slots), the extra buffer is freed when
+// it comes back instead of being kept, so resident memory returns to the same
+// level after every such spike (a batch buffer is tens of MB: malloc hands it
+// back to the kernel on free). A batch the consumer still holds keeps its
+// buffer until it is dropped.
 class BufferPool {
  public:
-  BufferPool(size_t buffer_bytes, size_t max_free)
-      : buffer_bytes_(buffer_bytes), max_free_(max_free) {}
+  BufferPool(size_t buffer_bytes, size_t max_buffers)
+      : buffer_bytes_(buffer_bytes), max_buffers_(max_buffers) {}
 
   size_t buffer_bytes() const { return buffer_bytes_; }
 
@@ -35,21 +40,42 @@ class BufferPool {
         free_.pop_back();
         return b;
       }
+      ++allocated_;
     }
     size_t rounded = (buffer_bytes_ + 63) / 64 * 64;
-    return Buffer(static_cast<uint8_t*>(std::aligned_alloc(64, rounded == 0 ? 64 : rounded)));
+    Buffer b(static_cast<uint8_t*>(std::aligned_alloc(64, rounded == 0 ? 64 : rounded)));
+    if (!b) {
+      std::lock_guard<std::mutex> lock(mu_);
+      --allocated_;
+    }
+    return b;
   }
 
   void Put(Buffer b) {
+    if (!b) return;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (allocated_ <= max_buffers_) {
+        free_.push_back(std::move(b));
+        return;
+      }
+      --allocated_;
+    }
+    b.reset();  // outside the lock: unmapping tens of MB takes a while
+  }
+
+  // Buffers in existence (in use or free); for tests.
+  size_t allocated() const {
     std::lock_guard<std::mutex> lock(mu_);
-    if (free_.size() < max_free_) free_.push_back(std::move(b));
+    return allocated_;
   }
 
  private:
   const size_t buffer_bytes_;
-  const size_t max_free_;
-  std::mutex mu_;
+  const size_t max_buffers_;
+  mutable std::mutex mu_;
   std::vector<Buffer> free_;
+  size_t allocated_ = 0;
 };
 
 }  // namespace stoker::pipeline

@@ -299,6 +299,9 @@ class Run : public std::enable_shared_from_this<Run> {
       Status st;
       if (!item->bytes.ok()) {
         st = item->bytes.status();
+      } else if (!slot->storage->images) {
+        st = ResourceExhausted("out of memory for a batch buffer of " +
+                               std::to_string(c_.pool->buffer_bytes()) + " bytes");
       } else {
         uint8_t* dst = slot->storage->images.get() + static_cast<size_t>(j) * sample_bytes_;
         try {

@@ -83,23 +83,38 @@ Result<Bytes> FileStorage::Read(const std::string& uri) {
     return ErrnoStatus(EISDIR, path);
   }
   Bytes data = TakeBuffer();
-  // Regular files: one read of the known size; others: read until EOF.
-  size_t cap = S_ISREG(st.st_mode) ? static_cast<size_t>(st.st_size) : 1 << 16;
+  // Regular files: one read of the known size, then a 1-byte probe into a
+  // local (not a resize, which would reallocate and copy the whole buffer
+  // when it is exactly full) to catch growth since fstat; others: read
+  // until EOF. A recycled buffer too small for this file is replaced, not
+  // grown: growing would copy its stale contents.
+  const bool regular = S_ISREG(st.st_mode);
+  const size_t cap = regular ? static_cast<size_t>(st.st_size) : size_t{1} << 16;
+  if (data.capacity() < cap) Bytes().swap(data);
   data.resize(cap);
   size_t got = 0;
   while (true) {
     if (got == data.size()) {
-      if (S_ISREG(st.st_mode)) {
-        // Check for growth since fstat with a 1-byte probe.
-        data.resize(data.size() + 1);
-      } else {
-        data.resize(data.size() * 2);
+      if (regular) {
+        uint8_t probe;
+        const ssize_t n = ::read(fd, &probe, 1);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) {
+          const int err = errno;
+          ::close(fd);
+          return ErrnoStatus(err, path);
+        }
+        if (n == 0) break;
+        data.resize(data.size() * 2 + 1);  // the file grew: rare, copying is fine
+        data[got++] = probe;
+        continue;
       }
+      data.resize(data.size() * 2);
     }
-    ssize_t n = ::read(fd, data.data() + got, data.size() - got);
+    const ssize_t n = ::read(fd, data.data() + got, data.size() - got);
     if (n < 0) {
       if (errno == EINTR) continue;
-      int err = errno;
+      const int err = errno;
       ::close(fd);
       return ErrnoStatus(err, path);
     }
