@@ -206,11 +206,15 @@ class TreeSampler:
     """
 
     def __init__(self, pid: Optional[int] = None, interval_s: float = 0.025,
-                 pss: bool = False, pss_interval_s: float = 0.5) -> None:
+                 pss: bool = False, pss_interval_s: float = 2.0,
+                 tree_interval_s: float = 0.25) -> None:
         self.pid = pid or os.getpid()
         self.interval_s = interval_s
         self.pss = pss and _HAS_PROC and os.path.exists(f"/proc/{self.pid}/smaps_rollup")
         self.pss_interval_s = pss_interval_s
+        self.tree_interval_s = tree_interval_s
+        self._pids: List[int] = []
+        self._next_tree = 0.0
         self.peak_rss_bytes = 0
         self.peak_pss_bytes = 0
         self.peak_processes = 0
@@ -229,10 +233,16 @@ class TreeSampler:
 
     def sample(self) -> int:
         """Takes one sample now; returns the tree's current summed RSS."""
-        pids = [self.pid] + descendants(self.pid)
+        # Finding the descendants reads a file per thread of every process
+        # in the tree: refreshed every tree_interval_s, not every sample, so
+        # the sampler takes little CPU from what it measures.
+        now = time.monotonic()
+        if now >= self._next_tree or not self._pids:
+            self._next_tree = now + self.tree_interval_s
+            self._pids = [self.pid] + descendants(self.pid)
+        pids = self._pids
         rss = sum(rss_bytes(p) for p in pids)
         pss = 0
-        now = time.monotonic()
         if self.pss and now >= self._next_pss:
             self._next_pss = now + self.pss_interval_s
             pss = sum(pss_bytes(p) for p in pids)
@@ -268,6 +278,7 @@ class TreeSampler:
             self._thread.join()
             self._thread = None
             self._next_pss = 0.0
+            self._next_tree = 0.0
             self.sample()
 
     def __enter__(self) -> "TreeSampler":
