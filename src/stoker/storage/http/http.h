@@ -23,6 +23,9 @@ struct Request {
   // Sent as given, in order. May hold an Authorization header: a Transport
   // never logs or reports header values.
   Headers headers;
+  // This attempt's time limit, connect to last byte (the request's remaining
+  // deadline); zero: only the transport's own timeouts apply.
+  std::chrono::milliseconds timeout{0};
 };
 
 // Why no HTTP status came back. Every kind except kOther and kCancelled is
