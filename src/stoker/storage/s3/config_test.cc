@@ -178,17 +178,19 @@ TEST_F(ConfigTest, MaxAttemptsFromEnvironmentThenProfile) {
   c = Resolve();
   ASSERT_TRUE(c.ok()) << c.status().ToString();
   EXPECT_EQ(c->max_attempts, 4);
-  env_["AWS_MAX_ATTEMPTS"] = "7";
+  // Whole strings, not literals, assigned: GCC 12 warns falsely (-Wrestrict)
+  // on re-assigning a literal to a map's string.
+  env_["AWS_MAX_ATTEMPTS"] = std::string("7");
   c = Resolve();
   ASSERT_TRUE(c.ok());
   EXPECT_EQ(c->max_attempts, 7);
-  env_["AWS_MAX_ATTEMPTS"] = "three";
+  env_["AWS_MAX_ATTEMPTS"] = std::string("three");
   c = Resolve();
   ASSERT_FALSE(c.ok());
   EXPECT_NE(c.status().message().find("AWS_MAX_ATTEMPTS must be a positive integer, got 'three'"),
             std::string::npos)
       << c.status().message();
-  env_["AWS_MAX_ATTEMPTS"] = "0";
+  env_["AWS_MAX_ATTEMPTS"] = std::string("0");
   EXPECT_FALSE(Resolve().ok());
 }
 
