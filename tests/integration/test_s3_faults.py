@@ -226,3 +226,19 @@ def test_outage_shorter_than_io_timeout_is_ridden_out(moto, small_folder, record
     assert s["retries"] >= 1 and s["samples_skipped"] == 0, s
     record_behaviour("storage fault", "server gone for 1.5 s mid-epoch (io_timeout=30)",
                      f"epoch complete, every sample once; {s['retries']} retries")
+
+
+def test_cli_fails_clearly_when_the_server_is_gone(moto, small_folder):
+    """`stoker ls` and `stoker bench` take --io-timeout and say why they stop."""
+    import subprocess
+    import sys
+
+    with start_proxy(moto.port) as proxy:
+        proxy_control(proxy, "gone", mode="refuse")
+        for cmd in (["ls"], ["bench", "--json", "--epochs", "1"]):
+            r = subprocess.run([sys.executable, "-m", "stoker.cli", *cmd, f"s3://{BUCKET}/train/",
+                                "--endpoint-url", proxy.endpoint, "--io-timeout", "1"],
+                               capture_output=True, text=True, timeout=120)
+            assert r.returncode == 1, (r.returncode, r.stderr[-2000:])
+            assert f"stoker {cmd[0]}: storage unavailable: cannot list: s3://data/train/" in r.stderr
+            assert "(io_timeout 1 s)" in r.stderr and r.stdout == "", r.stderr[-2000:]
