@@ -242,3 +242,26 @@ def test_cli_fails_clearly_when_the_server_is_gone(moto, small_folder):
             assert r.returncode == 1, (r.returncode, r.stderr[-2000:])
             assert f"stoker {cmd[0]}: storage unavailable: cannot list: s3://data/train/" in r.stderr
             assert "(io_timeout 1 s)" in r.stderr and r.stdout == "", r.stderr[-2000:]
+
+
+def test_failure_while_the_consumer_is_away_is_raised_not_an_end_of_epoch(small_folder, tmp_path):
+    """The storage fails while the training loop is busy elsewhere (not in
+    next()): the next call raises; the epoch does not just end short."""
+    from s3_servers import free_port
+
+    local = sorted(p for p in small_folder.rglob("*.jpg"))[0]
+    manifest = tmp_path / "mixed.csv"
+    manifest.write_text("path,label\n" + f"{local},0\n" +
+                        "".join(f"s3://{BUCKET}/train/ant/{k:03d}.jpg,0\n" for k in range(1, 4)))
+    nobody = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    loader = stoker.Loader(manifest, endpoint_url=nobody, batch_size=1, prefetch_batches=4,
+                           transform=stoker.transforms.imagenet_val(16), threads=1, io_timeout=1,
+                           on_error="skip")
+    it = iter(loader)
+    first = next(it)  # the local sample; the S3 ones are being fetched
+    assert first["index"].tolist() == [0]
+    time.sleep(2.5)  # they fail (io_timeout 1 s) while nobody waits in next()
+    with pytest.raises(stoker.Error) as e:
+        next(it)
+    assert str(e.value).startswith("storage unavailable: s3://data/train/ant/00"), str(e.value)
+    assert f"no answer from {nobody}" in str(e.value)

@@ -147,6 +147,9 @@ class Run : public std::enable_shared_from_this<Run> {
     int64_t b;
     {
       std::unique_lock<std::mutex> lock(mu_);
+      // A pass that failed keeps saying why: a failure while the consumer
+      // was away from Next() must not read as the end of the epoch.
+      if (fatal_) return *fatal_;
       if (next_deliver_ >= c_.num_batches || stop_) return std::optional<Batch>();
       b = next_deliver_;
       const double t0 = WallSeconds();

@@ -32,7 +32,7 @@ struct Request {
 // worth retrying: the request may succeed on a fresh connection.
 enum class NetError {
   kNone = 0,
-  kTimeout,    // connect, low-speed or total timeout
+  kTimeout,    // connect, read (a stall), low-speed or total timeout
   kConnect,    // could not resolve or connect
   kReset,      // connection reset or closed early, body cut short
   kOther,      // bad URL, TLS verification, out of memory: retrying won't help
