@@ -80,18 +80,20 @@ def test_stalls_before_and_inside_the_reply_are_cut_by_read_timeout(moto, small_
     assert sorted(seen) == list(range(25))
     stalls = faults["fault_stall"] + faults["fault_stall_body"]
     assert faults["fault_stall"] >= 1 and faults["fault_stall_body"] >= 1, faults
-    assert s["timeouts"] == stalls, (s, faults)
-    assert s["retries"] == stalls, (s, faults)
+    # Every stall was cut (one waited out would end without a timeout). A
+    # reply slowed by a busy machine may add a timeout of its own.
+    assert s["timeouts"] >= stalls and s["retries"] >= stalls, (s, faults)
     record_behaviour("storage fault", "30% of replies stalled 3 s, before the first byte or mid-body "
                      "(read_timeout=0.5)", f"epoch complete; {stalls} stalls cut and retried")
 
 
 def test_slow_but_steady_replies_are_not_cut(moto, small_folder, record_behaviour):
-    """Every reply takes 1.5 s, in ten pieces 0.15 s apart: longer than
-    read_timeout=0.5 in all, but never silent that long. No timeouts."""
-    with start_proxy(moto.port, fault_rates={"slow": 1.0}, slow_s=1.5, seed=1) as proxy:
+    """Every reply takes 4 s, in ten pieces 0.4 s apart: far longer than
+    read_timeout=1.5 in all, but never silent that long (the margin is for
+    moto's own time before the first piece). No timeouts."""
+    with start_proxy(moto.port, fault_rates={"slow": 1.0}, slow_s=4, seed=1) as proxy:
         loader = stoker.Loader(f"s3://{BUCKET}/train/", endpoint_url=proxy.endpoint, batch_size=25,
-                               transform=stoker.transforms.imagenet_val(16), read_timeout=0.5,
+                               transform=stoker.transforms.imagenet_val(16), read_timeout=1.5,
                                on_error="raise")
         seen = indices_of_epoch(loader)
         s = loader.stats()
@@ -99,7 +101,7 @@ def test_slow_but_steady_replies_are_not_cut(moto, small_folder, record_behaviou
     assert sorted(seen) == list(range(25))
     assert faults["fault_slow"] == 26, faults  # the listing and the 25 GETs
     assert s["timeouts"] == 0 and s["retries"] == 0, s
-    record_behaviour("storage fault", "every reply slow (1.5 s) but steady, read_timeout=0.5",
+    record_behaviour("storage fault", "every reply slow (4 s) but steady, read_timeout=1.5",
                      "epoch complete, no timeouts, no retries")
 
 
@@ -228,7 +230,7 @@ def test_outage_shorter_than_io_timeout_is_ridden_out(moto, small_folder, record
                      f"epoch complete, every sample once; {s['retries']} retries")
 
 
-def test_cli_fails_clearly_when_the_server_is_gone(moto, small_folder):
+def test_cli_fails_clearly_when_the_server_is_gone(moto, small_folder, record_behaviour):
     """`stoker ls` and `stoker bench` take --io-timeout and say why they stop."""
     import subprocess
     import sys
@@ -242,9 +244,12 @@ def test_cli_fails_clearly_when_the_server_is_gone(moto, small_folder):
             assert r.returncode == 1, (r.returncode, r.stderr[-2000:])
             assert f"stoker {cmd[0]}: storage unavailable: cannot list: s3://data/train/" in r.stderr
             assert "(io_timeout 1 s)" in r.stderr and r.stdout == "", r.stderr[-2000:]
+    record_behaviour("storage fault", "stoker ls / bench --io-timeout 1, server gone",
+                     "exit status 1, one line: storage unavailable, endpoint, attempts")
 
 
-def test_failure_while_the_consumer_is_away_is_raised_not_an_end_of_epoch(small_folder, tmp_path):
+def test_failure_while_the_consumer_is_away_is_raised_not_an_end_of_epoch(small_folder, tmp_path,
+                                                                        record_behaviour):
     """The storage fails while the training loop is busy elsewhere (not in
     next()): the next call raises; the epoch does not just end short."""
     from s3_servers import free_port
@@ -265,3 +270,5 @@ def test_failure_while_the_consumer_is_away_is_raised_not_an_end_of_epoch(small_
         next(it)
     assert str(e.value).startswith("storage unavailable: s3://data/train/ant/00"), str(e.value)
     assert f"no answer from {nobody}" in str(e.value)
+    record_behaviour("storage fault", "server unreachable while the training loop is between batches",
+                     "the next next() raises 'storage unavailable' (not a short epoch)")
