@@ -53,9 +53,11 @@ struct IoOptions {
   double read_timeout_s = 5;
   // Deadline of one storage request (a sample's GET or a listing page),
   // retries and backoff included, from its first attempt. When it passes the
-  // request fails with the last reason and the attempts made; if nothing
-  // the server said in that time succeeded, with StatusCode::kUnavailable,
-  // which ends the epoch whatever `on_error` says.
+  // request fails with the endpoint, the last reason and the attempts made.
+  // If the server gave no request a final answer (success, or a definite
+  // error such as 404) since this one first failed, the code is
+  // StatusCode::kUnavailable, which ends the epoch whatever `on_error` says;
+  // otherwise (one object failing while others arrive) it is kIOError.
   double io_timeout_s = 120;
   // Attempts per request, the first included. 0: AWS_MAX_ATTEMPTS, else the
   // AWS profile's max_attempts (s3:// only), else no cap: retried until
