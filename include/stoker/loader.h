@@ -78,6 +78,9 @@ struct LoaderStats {
   int64_t bytes_read = 0;
   int64_t requests = 0;
   int64_t retries = 0;
+  // Attempts aborted by a connect, read or deadline timeout (each is also
+  // retried, and counted in `retries`, unless the deadline passed).
+  int64_t timeouts = 0;
   double stall_s = 0;  // time the consumer waited inside Next()
   // Skipped samples by reason kind ("corrupt", "not found", ...).
   std::map<std::string, int64_t> errors_by_kind;

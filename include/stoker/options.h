@@ -40,6 +40,31 @@ enum class OnError {
   kRaise,  // Next() returns the error, naming the URI and the reason
 };
 
+// How requests to remote storage (s3://, http(s)://) are timed out and
+// retried. Local files ignore these.
+struct IoOptions {
+  // One attempt's TCP (and TLS) connect.
+  double connect_timeout_s = 10;
+  // Longest silence once connected: waiting for the reply's first byte or
+  // between bytes of its body (botocore's read_timeout; S3's advice for small
+  // GETs is to retry after ~2 s without a first byte). A stalled attempt is
+  // aborted, counted in LoaderStats::timeouts, and retried; a reply that keeps
+  // sending, however slowly, is never cut. 0: no limit.
+  double read_timeout_s = 5;
+  // Deadline of one storage request (a sample's GET or a listing page),
+  // retries and backoff included, from its first attempt. When it passes the
+  // request fails with the endpoint, the last reason and the attempts made.
+  // If the server gave no request a final answer (success, or a definite
+  // error such as 404) since this one first failed, the code is
+  // StatusCode::kUnavailable, which ends the epoch whatever `on_error` says;
+  // otherwise (one object failing while others arrive) it is kIOError.
+  double io_timeout_s = 120;
+  // Attempts per request, the first included. 0: AWS_MAX_ATTEMPTS, else the
+  // AWS profile's max_attempts (s3:// only), else no cap: retried until
+  // io_timeout_s.
+  int max_attempts = 0;
+};
+
 struct LoaderOptions {
   // A local folder (ImageFolder layout), `file://` URI, or a manifest file
   // (.csv with header `path,label`, or .jsonl with keys `path`, `label`).
@@ -47,6 +72,8 @@ struct LoaderOptions {
   // S3 endpoint override (else AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, the
   // AWS config profile, or AWS itself).
   std::string endpoint_url;
+  // Timeouts and retries of remote storage requests.
+  IoOptions io;
   int64_t batch_size = 64;
   TransformOptions transform;
   bool shuffle = false;

@@ -21,6 +21,11 @@ enum class StatusCode {
   kIOError,          // storage failed to deliver bytes
   kCancelled,        // the pipeline was stopped
   kInternal,
+  // Storage gave no usable answer for a request's whole retry window
+  // (LoaderOptions::io.io_timeout_s or its attempts): the server is gone,
+  // unreachable or failing every request. Fails the epoch even with
+  // OnError::kSkip, which is for bad samples, not for an absent dataset.
+  kUnavailable,
 };
 
 // Returns a short lower-case name for `code`, e.g. "corrupt".
@@ -56,6 +61,7 @@ inline Status ResourceExhausted(std::string m) { return {StatusCode::kResourceEx
 inline Status IOError(std::string m) { return {StatusCode::kIOError, std::move(m)}; }
 inline Status Cancelled(std::string m) { return {StatusCode::kCancelled, std::move(m)}; }
 inline Status Internal(std::string m) { return {StatusCode::kInternal, std::move(m)}; }
+inline Status Unavailable(std::string m) { return {StatusCode::kUnavailable, std::move(m)}; }
 
 // A value or the Status explaining why there is none.
 template <typename T>

@@ -51,6 +51,7 @@ nb::dict StatsToDict(const LoaderStats& s) {
   d["bytes_read"] = s.bytes_read;
   d["requests"] = s.requests;
   d["retries"] = s.retries;
+  d["timeouts"] = s.timeouts;
   d["stall_s"] = s.stall_s;
   nb::dict errors;
   for (const auto& [k, v] : s.errors_by_kind) errors[nb::str(k.c_str())] = v;
@@ -118,10 +119,15 @@ void register_loader(nb::module_& m) {
              std::array<float, 3> std, bool fast_decode, bool shuffle, uint64_t seed,
              bool drop_last, int threads,
              const std::string& on_error, int prefetch_batches, int64_t max_pixels, int64_t rank,
-             int64_t world_size, const std::string& endpoint_url) {
+             int64_t world_size, const std::string& endpoint_url, double connect_timeout,
+             double read_timeout, double io_timeout, int max_attempts) {
             LoaderOptions o;
             o.uri = uri;
             o.endpoint_url = endpoint_url;
+            o.io.connect_timeout_s = connect_timeout;
+            o.io.read_timeout_s = read_timeout;
+            o.io.io_timeout_s = io_timeout;
+            o.io.max_attempts = max_attempts;
             o.batch_size = batch_size;
             o.transform = MakeTransform(kind, size, normalize, scale, ratio, flip_probability,
                                         center_fraction, mean, std, fast_decode);
@@ -147,7 +153,10 @@ void register_loader(nb::module_& m) {
           nb::arg("shuffle"),
           nb::arg("seed"), nb::arg("drop_last"), nb::arg("threads"), nb::arg("on_error"),
           nb::arg("prefetch_batches"), nb::arg("max_pixels"), nb::arg("rank"),
-          nb::arg("world_size"), nb::arg("endpoint_url") = "")
+          nb::arg("world_size"), nb::arg("endpoint_url") = "",
+          nb::arg("connect_timeout") = IoOptions{}.connect_timeout_s,
+          nb::arg("read_timeout") = IoOptions{}.read_timeout_s,
+          nb::arg("io_timeout") = IoOptions{}.io_timeout_s, nb::arg("max_attempts") = 0)
       .def("__len__", [](const PyLoader& l) { return l.impl->num_batches(); })
       .def_prop_ro("num_samples", [](const PyLoader& l) { return l.impl->num_samples(); })
       .def_prop_ro("classes", [](const PyLoader& l) { return l.impl->info().classes; })

@@ -42,6 +42,20 @@ class Loader:
         torch.distributed when initialised, else RANK / WORLD_SIZE, else 0 / 1.
     endpoint_url: S3 endpoint (else AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL,
         the AWS config profile, or AWS).
+    connect_timeout: seconds for one attempt's connect (s3://, http(s)://).
+    read_timeout: seconds of silence, once connected, before an attempt is
+        aborted as stalled and retried: no first byte of the reply, or a pause
+        inside its body (botocore's read_timeout). A reply that keeps sending,
+        however slowly, is not cut. 0: no limit.
+    io_timeout: deadline in seconds for one storage request (a sample, a
+        listing page), retries included. Past it the request fails with the
+        endpoint, bucket, key, reason and attempts made; when the server
+        answered nothing in that time (gone, unreachable, failing every
+        request) the error is "storage unavailable" and ends the epoch, raised
+        from next() whatever on_error says.
+    max_attempts: attempts per request, the first included; None: the
+        AWS_MAX_ATTEMPTS variable, else the AWS profile's max_attempts, else
+        no cap (retried until io_timeout).
 
     Iterating yields dicts: ``image`` (N x 3 x H x W uint8, or float32 when
     the transform normalises), ``label`` (int64), ``index`` (int64 position of
@@ -55,12 +69,16 @@ class Loader:
                  threads: Union[int, str] = "auto", on_error: str = "skip",
                  prefetch_batches: int = 2, max_pixels: int = 178956970,
                  rank: Optional[int] = None, world_size: Optional[int] = None,
-                 endpoint_url: Optional[str] = None):
+                 endpoint_url: Optional[str] = None, connect_timeout: float = 10.0,
+                 read_timeout: float = 5.0, io_timeout: float = 120.0,
+                 max_attempts: Optional[int] = None):
         transform = transform if transform is not None else imagenet_val(224)
         if threads == "auto":
             threads = 0
         elif not isinstance(threads, int) or threads < 1:
             raise ValueError(f"threads must be a positive int or 'auto', got {threads!r}")
+        if max_attempts is not None and (not isinstance(max_attempts, int) or max_attempts < 1):
+            raise ValueError(f"max_attempts must be a positive int or None, got {max_attempts!r}")
         rank, world_size = _distributed_defaults(rank, world_size)
         self.transform = transform
         self.batch_size = batch_size
@@ -70,7 +88,8 @@ class Loader:
             transform.center_fraction, tuple(transform.mean), tuple(transform.std),
             bool(transform.fast_decode), bool(shuffle), int(seed), bool(drop_last), int(threads), on_error,
             int(prefetch_batches), int(max_pixels), int(rank), int(world_size),
-            endpoint_url or "")
+            endpoint_url or "", float(connect_timeout), float(read_timeout), float(io_timeout),
+            int(max_attempts or 0))
         self.rank, self.world_size = rank, world_size
 
     def __len__(self) -> int:
@@ -122,7 +141,7 @@ class Loader:
     def stats(self) -> Dict[str, Any]:
         """Counters since the loader was made: samples_delivered,
         samples_skipped, batches_delivered, bytes_read, requests, retries,
-        stall_s (time spent waiting in next), errors_by_kind, and one dict
+        timeouts (attempts cut by a connect, read or io timeout), stall_s (time spent waiting in next), errors_by_kind, and one dict
         per stage (items, bytes, busy_cpu_s, idle_s)."""
         return self._core.stats()
 

@@ -3,18 +3,33 @@
 
 Per request it can wait a set latency before forwarding, and at a given rate
 answer instead with 503 SlowDown or 500 InternalError, reset the connection
-(TCP RST, nothing sent), or forward the reply but cut its body short and then
-reset. Keep-alive connections are kept on both sides, one upstream
-connection per client connection, so the latency is added per request, not
-per connection. The client side stays keep-alive even when the server
-closes every connection (moto's development server does; S3 does not).
+(TCP RST, nothing sent), forward the reply but cut its body short and then
+reset, hold the reply for --stall-s seconds before its first byte ("stall")
+or in the middle of its body ("stall_body"), or send it slowly but steadily:
+head and body in ten pieces spread over --slow-s seconds ("slow"). Keep-alive
+connections are kept on both sides, one upstream connection per client
+connection, so the latency is added per request, not per connection. The
+client side stays keep-alive even when the server closes every connection
+(moto's development server does; S3 does not).
 
     python s3_fault_proxy.py --upstream 127.0.0.1:5000 --latency-ms 20 \\
         --fault-rate 0.1 --faults 503,500,reset,truncate
+    python s3_fault_proxy.py --upstream 127.0.0.1:5000 \\
+        --fault-rates 503=0.10,reset=0.05,stall=0.01 --stall-s 10
 
-prints ``PORT <n>`` on its first line once it listens and runs until killed.
-``GET /__proxy__/stats`` (answered by the proxy itself, no latency) returns
-JSON counts: requests forwarded and faults injected by kind.
+prints ``PORT <n> CONTROL <m>`` on its first line once it listens and runs
+until killed. ``GET /__proxy__/stats`` on the proxy port (answered by the
+proxy itself, no latency) returns JSON counts: requests, requests forwarded
+and faults injected by kind. The control port answers, whatever state the
+proxy is in:
+
+    GET  /stats                 the same counts
+    POST /gone?mode=refuse      the server goes away for good: stop listening
+                                (new connections are refused) and reset every
+                                open connection
+    POST /gone?mode=blackhole   the server hangs: connections are accepted and
+                                requests read, but nothing is ever answered
+    POST /back                  forward again (listening on the same port)
 
 With ``--serve-dir DIR --bucket B --prefix P`` it is itself a minimal
 S3 stub instead of a proxy: the files under DIR, held in memory, answer
@@ -37,7 +52,10 @@ from pathlib import Path
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 from xml.sax.saxutils import escape
 
-FAULT_KINDS = ("503", "500", "reset", "truncate")
+FAULT_KINDS = ("503", "500", "reset", "truncate", "stall", "stall_body", "slow")
+# What --faults means without a list: the kinds that answer at once.
+DEFAULT_FAULTS = ("503", "500", "reset", "truncate")
+GONE_MODES = ("refuse", "blackhole")
 
 
 class HttpError(Exception):
@@ -193,23 +211,89 @@ class MemoryS3:
                 f"Content-Length: {len(body)}\r\n\r\n").encode() + body
 
 
+def parse_rates(text: str) -> dict:
+    """"503=0.1,reset=0.05" -> {"503": 0.1, "reset": 0.05}."""
+    rates = {}
+    for part in filter(None, text.split(",")):
+        kind, _, rate = part.partition("=")
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault {kind!r}; choose from {', '.join(FAULT_KINDS)}")
+        rates[kind] = float(rate)
+    if sum(rates.values()) > 1:
+        raise ValueError("fault rates add up to more than 1")
+    return rates
+
+
 class FaultProxy:
     def __init__(self, upstream_host: str, upstream_port: int, latency_s: float = 0.0,
-                 fault_rate: float = 0.0, faults=FAULT_KINDS, seed: int = 0, store=None):
+                 fault_rate: float = 0.0, faults=DEFAULT_FAULTS, seed: int = 0, store=None,
+                 fault_rates: dict | None = None, stall_s: float = 10.0, slow_s: float = 2.0):
         self.store = store
         self.upstream = (upstream_host, upstream_port)
         self.latency_s = latency_s
-        self.fault_rate = fault_rate
-        self.faults = tuple(faults)
+        # Per kind: the share of requests that get it.
+        if fault_rates:
+            self.rates = dict(fault_rates)
+        else:
+            faults = tuple(faults)
+            self.rates = {k: fault_rate / len(faults) for k in faults} if faults else {}
+        self.stall_s = stall_s
+        self.slow_s = slow_s
         self.rng = random.Random(seed)
-        self.stats = {"requests": 0, "forwarded": 0, **{f"fault_{k}": 0 for k in FAULT_KINDS}}
+        self.stats = {"requests": 0, "forwarded": 0, "gone": None, "unanswered": 0,
+                      **{f"fault_{k}": 0 for k in FAULT_KINDS}}
+        self.host = "127.0.0.1"
+        self.port = 0
+        self.server = None
+        self.clients = set()  # writers of open client connections
+        self.gone = None      # None, "refuse" or "blackhole"
+        self.back = asyncio.Event()
 
     def pick_fault(self):
-        if self.fault_rate > 0 and self.faults and self.rng.random() < self.fault_rate:
-            return self.rng.choice(self.faults)
+        r = self.rng.random()
+        for kind, rate in self.rates.items():
+            if r < rate:
+                return kind
+            r -= rate
         return None
 
+    async def listen(self):
+        self.server = await asyncio.start_server(self.handle, self.host, self.port, limit=1 << 20,
+                                                 backlog=1024, reuse_address=True)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def go_away(self, mode: str):
+        """The server disappears: refuse (closed port, open connections
+        reset) or blackhole (nothing is answered any more)."""
+        if self.gone is not None:
+            return
+        self.gone = mode
+        self.stats["gone"] = mode
+        self.back = asyncio.Event()
+        if mode == "refuse":
+            self.server.close()
+            self.server = None
+            for w in list(self.clients):
+                reset(w)
+
+    async def come_back(self):
+        if self.gone is None:
+            return
+        if self.server is None:
+            await self.listen()
+        self.gone = None
+        self.stats["gone"] = None
+        self.back.set()
+
+    async def hold(self, seconds: float) -> None:
+        """A stalled reply: nothing sent for `seconds`."""
+        await asyncio.sleep(seconds)
+
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        if self.gone == "refuse":
+            reset(writer)
+            return
+        self.clients.add(writer)
         up_reader = up_writer = None
         try:
             # Bounded: a client connection serves at most this many requests.
@@ -227,6 +311,16 @@ class FaultProxy:
                     await writer.drain()
                     continue
                 self.stats["requests"] += 1
+                if self.gone == "blackhole":
+                    # Read, never answered: the client's read timeout has to
+                    # notice. Once back, this connection is dropped.
+                    self.stats["unanswered"] += 1
+                    await self.back.wait()
+                    reset(writer)
+                    return
+                if self.gone == "refuse":
+                    reset(writer)
+                    return
                 if self.latency_s > 0:
                     await asyncio.sleep(self.latency_s)
                 fault = self.pick_fault()
@@ -244,6 +338,9 @@ class FaultProxy:
                 if fault == "reset":
                     reset(writer)
                     return
+                if fault == "stall":
+                    # Nothing at all for stall_s, then the reply as usual.
+                    await self.hold(self.stall_s)
                 if self.store is not None:
                     writer.write(self.store.reply(method, path))
                     await writer.drain()
@@ -267,6 +364,29 @@ class FaultProxy:
                     await writer.drain()
                     reset(writer)
                     return
+                if fault == "stall_body" and len(rbody) > 1:
+                    # The head and half the body, then silence, then the rest.
+                    writer.write(rhead + rbody[: len(rbody) // 2])
+                    await writer.drain()
+                    await self.hold(self.stall_s)
+                    writer.write(rbody[len(rbody) // 2:])
+                    await writer.drain()
+                    if upstream_closes:
+                        up_writer.close()
+                        up_reader = up_writer = None
+                    continue
+                if fault == "slow":
+                    # Slow but never silent for long: ten pieces, evenly spread.
+                    data = rhead + rbody
+                    step = max(1, -(-len(data) // 10))
+                    for i in range(0, len(data), step):
+                        await asyncio.sleep(self.slow_s / 10)
+                        writer.write(data[i:i + step])
+                        await writer.drain()
+                    if upstream_closes:
+                        up_writer.close()
+                        up_reader = up_writer = None
+                    continue
                 writer.write(rhead + rbody)
                 await writer.drain()
                 if upstream_closes:
@@ -274,22 +394,60 @@ class FaultProxy:
                     up_reader = up_writer = None
                 if headers.get("connection", "").lower() == "close":
                     return
-        except (HttpError, ConnectionError, asyncio.IncompleteReadError, ValueError, IndexError):
+        except (HttpError, ConnectionError, asyncio.IncompleteReadError, ValueError, IndexError,
+                OSError):
             writer.transport.abort()
         finally:
+            self.clients.discard(writer)
             if up_writer is not None:
                 up_writer.close()
             if not writer.transport.is_closing():
                 writer.close()
 
 
+async def control(proxy: FaultProxy, reader: asyncio.StreamReader,
+                  writer: asyncio.StreamWriter) -> None:
+    """One request on the control port; see the module's docstring."""
+    try:
+        head = await read_head(reader)
+        if head is None:
+            return
+        first, _ = parse_head(head)
+        method, target = first.split(" ")[0], first.split(" ")[1]
+        url = urlsplit(target)
+        status, reply = 200, None
+        if url.path == "/stats":
+            reply = proxy.stats
+        elif url.path == "/gone" and method == "POST":
+            mode = parse_qs(url.query).get("mode", ["refuse"])[0]
+            if mode not in GONE_MODES:
+                status, reply = 400, {"error": f"mode must be one of {GONE_MODES}"}
+            else:
+                await proxy.go_away(mode)
+                reply = proxy.stats
+        elif url.path == "/back" and method == "POST":
+            await proxy.come_back()
+            reply = proxy.stats
+        else:
+            status, reply = 404, {"error": "no such control"}
+        data = json.dumps(reply).encode()
+        writer.write(b"HTTP/1.1 %d X\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                     b"Content-Length: %d\r\n\r\n%s" % (status, len(data), data))
+        await writer.drain()
+    except (HttpError, ConnectionError, IndexError, ValueError):
+        pass
+    finally:
+        writer.close()
+
+
 async def serve(proxy: FaultProxy, host: str, port: int, ready=None):
-    server = await asyncio.start_server(proxy.handle, host, port, limit=1 << 20, backlog=1024)
-    bound = server.sockets[0].getsockname()[1]
+    proxy.host, proxy.port = host, port
+    await proxy.listen()
+    ctl = await asyncio.start_server(lambda r, w: control(proxy, r, w), host, 0)
     if ready is not None:
-        ready(bound)
-    async with server:
-        await server.serve_forever()
+        ready(proxy.port, ctl.sockets[0].getsockname()[1])
+    async with ctl:
+        await ctl.serve_forever()
 
 
 def main(argv=None):
@@ -302,7 +460,12 @@ def main(argv=None):
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--latency-ms", type=float, default=0.0)
     ap.add_argument("--fault-rate", type=float, default=0.0)
-    ap.add_argument("--faults", default=",".join(FAULT_KINDS))
+    ap.add_argument("--faults", default=",".join(DEFAULT_FAULTS),
+                    help="kinds sharing --fault-rate equally")
+    ap.add_argument("--fault-rates", default="",
+                    help="per-kind rates instead, e.g. 503=0.1,reset=0.05,stall=0.01")
+    ap.add_argument("--stall-s", type=float, default=10.0, help="how long a stall holds the reply")
+    ap.add_argument("--slow-s", type=float, default=2.0, help="how long a slow reply takes to send")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     host, _, port = args.upstream.rpartition(":")
@@ -310,15 +473,24 @@ def main(argv=None):
     for f in faults:
         if f not in FAULT_KINDS:
             ap.error(f"unknown fault {f!r}; choose from {', '.join(FAULT_KINDS)}")
+    try:
+        rates = parse_rates(args.fault_rates)
+    except ValueError as e:
+        ap.error(str(e))
     store = MemoryS3(args.serve_dir, args.bucket, args.prefix) if args.serve_dir else None
-    proxy = FaultProxy(host, int(port), args.latency_ms / 1000.0, args.fault_rate, faults, args.seed,
-                       store)
 
-    def ready(bound):
-        print(f"PORT {bound}", flush=True)
+    def ready(bound, ctl):
+        print(f"PORT {bound} CONTROL {ctl}", flush=True)
+
+    async def run():
+        # Made inside the loop: the proxy holds asyncio events.
+        proxy = FaultProxy(host, int(port), args.latency_ms / 1000.0, args.fault_rate, faults,
+                           args.seed, store, fault_rates=rates, stall_s=args.stall_s,
+                           slow_s=args.slow_s)
+        await serve(proxy, args.host, args.port, ready)
 
     try:
-        asyncio.run(serve(proxy, args.host, args.port, ready))
+        asyncio.run(run())
     except KeyboardInterrupt:
         pass
 

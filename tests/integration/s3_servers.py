@@ -86,19 +86,40 @@ def start_moto(env: dict | None = None) -> Server:
 
 
 def start_proxy(upstream_port: int, latency_ms: float = 0.0, fault_rate: float = 0.0,
-                faults=("503", "500", "reset", "truncate"), seed: int = 0) -> Server:
-    proc = subprocess.Popen(
-        [sys.executable, str(HERE / "s3_fault_proxy.py"), "--upstream",
-         f"127.0.0.1:{upstream_port}", "--latency-ms", str(latency_ms), "--fault-rate",
-         str(fault_rate), "--faults", ",".join(faults), "--seed", str(seed)],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                faults=("503", "500", "reset", "truncate"), seed: int = 0,
+                fault_rates: dict | None = None, stall_s: float = 10.0,
+                slow_s: float = 2.0) -> Server:
+    """The fault proxy in front of 127.0.0.1:upstream_port. fault_rate is
+    shared equally by `faults`; fault_rates ({"503": 0.1, "stall": 0.01})
+    gives each kind its own rate instead. The returned Server has .control,
+    the port of the proxy's control interface (proxy_control)."""
+    cmd = [sys.executable, str(HERE / "s3_fault_proxy.py"), "--upstream",
+           f"127.0.0.1:{upstream_port}", "--latency-ms", str(latency_ms), "--fault-rate",
+           str(fault_rate), "--faults", ",".join(faults), "--seed", str(seed),
+           "--stall-s", str(stall_s), "--slow-s", str(slow_s)]
+    if fault_rates:
+        cmd += ["--fault-rates", ",".join(f"{k}={v}" for k, v in fault_rates.items())]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     line = proc.stdout.readline()
     if not line.startswith("PORT "):
         proc.kill()
         raise RuntimeError(f"fault proxy did not start: {line!r}")
-    port = int(line.split()[1])
+    words = line.split()
+    port = int(words[1])
     _wait_listening(proc, port, "fault proxy")
-    return Server(proc, port)
+    server = Server(proc, port)
+    server.control = int(words[3])
+    return server
+
+
+def proxy_control(proxy: Server, action: str, **query) -> dict:
+    """POST /<action> on the proxy's control port: "gone" (mode="refuse" or
+    "blackhole") or "back". Returns the proxy's counts."""
+    qs = "&".join(f"{k}={v}" for k, v in query.items())
+    url = f"http://127.0.0.1:{proxy.control}/{action}" + (f"?{qs}" if qs else "")
+    req = urllib.request.Request(url, data=b"", method="POST")
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.load(r)
 
 
 def start_memory_s3(root, bucket: str, prefix: str, latency_ms: float = 0.0) -> Server:
@@ -118,7 +139,11 @@ def start_memory_s3(root, bucket: str, prefix: str, latency_ms: float = 0.0) -> 
 
 
 def proxy_stats(proxy: Server) -> dict:
-    with urllib.request.urlopen(proxy.endpoint + "/__proxy__/stats", timeout=30) as r:
+    """The proxy's counts (from its control port: they are there even when
+    the proxy plays a server that is gone)."""
+    port = getattr(proxy, "control", None)
+    url = (f"http://127.0.0.1:{port}/stats" if port else proxy.endpoint + "/__proxy__/stats")
+    with urllib.request.urlopen(url, timeout=30) as r:
         return json.load(r)
 
 

@@ -57,6 +57,7 @@ def run_bench(uri: str, *, batch_size: int = 64, threads: Union[int, str] = "aut
               epochs: int = 3, transform: str = "train", normalize: bool = False,
               size: int = 224, seed: int = 0, shuffle: bool = True, prefetch_batches: int = 3,
               on_error: str = "skip", endpoint_url: Optional[str] = None,
+              read_timeout: Optional[float] = None, io_timeout: Optional[float] = None,
               log: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
     """Loads `uri` for `epochs` epochs and returns the measurements (the
     object `stoker bench --json` prints)."""
@@ -72,6 +73,10 @@ def run_bench(uri: str, *, batch_size: int = 64, threads: Union[int, str] = "aut
     baseline_rss = measure.rss_bytes()
     t0 = time.perf_counter()
     extra = {"endpoint_url": endpoint_url} if endpoint_url else {}
+    if read_timeout is not None:
+        extra["read_timeout"] = read_timeout
+    if io_timeout is not None:
+        extra["io_timeout"] = io_timeout
     loader = stoker.Loader(uri, batch_size=batch_size, transform=tf, shuffle=shuffle, seed=seed,
                            threads=threads, on_error=on_error, prefetch_batches=prefetch_batches,
                            **extra)
@@ -136,6 +141,7 @@ def run_bench(uri: str, *, batch_size: int = 64, threads: Union[int, str] = "aut
         "bytes_read": stats.get("bytes_read", 0),
         "requests": stats.get("requests", 0),
         "retries": stats.get("retries", 0),
+        "timeouts": stats.get("timeouts", 0),
         "errors_skipped": stats.get("samples_skipped", 0),
         "errors_by_kind": stats.get("errors_by_kind", {}),
         "images": images,
@@ -172,7 +178,8 @@ def format_report(r: Dict[str, Any]) -> str:
         f"median {r['images_per_s']:,.0f} images/s; {r['cpu_s_per_image'] * 1e3:.2f} CPU-ms per image; "
         f"peak RSS {mb(r['peak_rss_bytes'])} (PSS {mb(r['peak_pss_bytes'])}); "
         f"stall {r['stall_fraction']:.1%} of wall time",
-        f"read {mb(r['bytes_read'])} in {r['requests']:,} requests ({r['retries']} retries); "
+        f"read {mb(r['bytes_read'])} in {r['requests']:,} requests ({r['retries']} retries, "
+        f"{r.get('timeouts', 0)} timeouts); "
         f"{r['errors_skipped']} samples skipped"
         + (f" {r['errors_by_kind']}" if r["errors_by_kind"] else ""),
     ]
@@ -209,8 +216,18 @@ def add_parser(subparsers) -> None:
     p.add_argument("--on-error", choices=("skip", "raise"), default="skip")
     p.add_argument("--endpoint-url", help="S3 endpoint (else AWS_ENDPOINT_URL_S3, "
                                           "AWS_ENDPOINT_URL or the AWS config profile)")
+    add_io_arguments(p)
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.set_defaults(func=_run)
+
+
+def add_io_arguments(p) -> None:
+    """--read-timeout and --io-timeout: the Loader's read_timeout and io_timeout."""
+    p.add_argument("--read-timeout", type=float, default=None, metavar="S",
+                   help="seconds without a byte before a storage request is retried (default 5)")
+    p.add_argument("--io-timeout", type=float, default=None, metavar="S",
+                   help="seconds a storage request may take, retries included, before the "
+                        "run fails (default 120)")
 
 
 def _run(args) -> int:
@@ -218,6 +235,7 @@ def _run(args) -> int:
     r = run_bench(args.uri, batch_size=args.batch_size, threads=args.threads, epochs=args.epochs,
                   transform=args.transform, normalize=args.normalize, size=args.size,
                   seed=args.seed, shuffle=args.shuffle, prefetch_batches=args.prefetch_batches,
-                  on_error=args.on_error, endpoint_url=args.endpoint_url, log=log)
+                  on_error=args.on_error, endpoint_url=args.endpoint_url,
+                  read_timeout=args.read_timeout, io_timeout=args.io_timeout, log=log)
     print(json.dumps(measure.jsonable(r)) if args.json else format_report(r))
     return 0

@@ -28,11 +28,14 @@ def _local_path(uri: str) -> Optional[str]:
 
 
 def list_dataset(uri: str, with_bytes: Optional[bool] = None,
-                 endpoint_url: Optional[str] = None) -> Dict[str, Any]:
+                 endpoint_url: Optional[str] = None, read_timeout: Optional[float] = None,
+                 io_timeout: Optional[float] = None) -> Dict[str, Any]:
     """{uri, num_samples, num_classes, classes: [{label, name, count}],
     total_bytes (None when not computed)}. with_bytes: None = only when
     local and cheap, True = whenever local, False = never."""
-    loader = stoker.Loader(uri, batch_size=1, endpoint_url=endpoint_url)
+    io = {k: v for k, v in (("read_timeout", read_timeout), ("io_timeout", io_timeout))
+          if v is not None}
+    loader = stoker.Loader(uri, batch_size=1, endpoint_url=endpoint_url, **io)
     try:
         n = loader.num_samples
         names = list(loader.classes)
@@ -79,11 +82,15 @@ def add_parser(subparsers) -> None:
                    help="do not sum file sizes")
     p.add_argument("--endpoint-url", help="S3 endpoint (else AWS_ENDPOINT_URL_S3, "
                                           "AWS_ENDPOINT_URL or the AWS config profile)")
+    from stoker.cli.bench import add_io_arguments
+
+    add_io_arguments(p)
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.set_defaults(func=_run)
 
 
 def _run(args) -> int:
-    r = list_dataset(args.uri, args.with_bytes, args.endpoint_url)
+    r = list_dataset(args.uri, args.with_bytes, args.endpoint_url, args.read_timeout,
+                     args.io_timeout)
     print(json.dumps(r) if args.json else format_listing(r), file=sys.stdout)
     return 0

@@ -147,6 +147,9 @@ class Run : public std::enable_shared_from_this<Run> {
     int64_t b;
     {
       std::unique_lock<std::mutex> lock(mu_);
+      // A pass that failed keeps saying why: a failure while the consumer
+      // was away from Next() must not read as the end of the epoch.
+      if (fatal_) return *fatal_;
       if (next_deliver_ >= c_.num_batches || stop_) return std::optional<Batch>();
       b = next_deliver_;
       const double t0 = WallSeconds();
@@ -253,6 +256,12 @@ class Run : public std::enable_shared_from_this<Run> {
   }
 
   void OnFetched(int64_t k, Result<storage::Bytes> bytes) {
+    if (!bytes.ok() && bytes.status().code() == StatusCode::kUnavailable) {
+      // The storage, not this sample, failed (no answer for io_timeout):
+      // skipping would skip the rest of the dataset one deadline at a time.
+      Fail(bytes.status());
+      return;
+    }
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (stop_) return;
@@ -512,6 +521,7 @@ class LoaderImpl final : public Loader {
     s.bytes_read = sc.bytes_read;
     s.requests = sc.requests;
     s.retries = sc.retries;
+    s.timeouts = sc.timeouts;
     s.stall_s = Seconds(c.stall_ns);
     {
       std::lock_guard<std::mutex> lock(counters_->mu);
@@ -564,6 +574,11 @@ Status Validate(const LoaderOptions& o) {
     return InvalidArgument("center_fraction must be in (0, 1]");
   for (float s : t.std)
     if (!(s > 0)) return InvalidArgument("normalisation std must be positive");
+  const IoOptions& io = o.io;
+  if (!(io.connect_timeout_s >= 0) || !(io.read_timeout_s >= 0))
+    return InvalidArgument("connect_timeout and read_timeout must be >= 0 seconds (0: no limit)");
+  if (!(io.io_timeout_s > 0)) return InvalidArgument("io_timeout must be > 0 seconds");
+  if (io.max_attempts < 0) return InvalidArgument("max_attempts must be >= 1 (0 or None: default)");
   return Status::Ok();
 }
 
@@ -572,7 +587,8 @@ Status Validate(const LoaderOptions& o) {
 
 Result<std::unique_ptr<Loader>> Loader::Open(const LoaderOptions& options) {
   STOKER_RETURN_IF_ERROR(pipeline::Validate(options));
-  auto storage = storage::OpenStorage(options.uri, {.endpoint_url = options.endpoint_url});
+  auto storage =
+      storage::OpenStorage(options.uri, {.endpoint_url = options.endpoint_url, .io = options.io});
   if (!storage.ok()) return storage.status();
   auto dataset = format::OpenDataset(options.uri, **storage);
   if (!dataset.ok()) return dataset.status();

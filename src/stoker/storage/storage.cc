@@ -29,7 +29,11 @@ Result<std::shared_ptr<Storage>> OpenBackend(const std::string& key, const std::
     STOKER_ASSIGN_OR_RETURN(auto s3, s3::S3Storage::Open(options));
     return std::shared_ptr<Storage>(std::move(s3));
   }
-  if (key == "http") return std::shared_ptr<Storage>(std::make_shared<http::HttpStorage>());
+  if (key == "http") {
+    return std::shared_ptr<Storage>(std::make_shared<http::HttpStorage>(
+        http::NewCurlTransport(http::CurlOptionsFor(options.io)),
+        http::DispatcherOptions{.retry = http::RetryPolicyFor(options.io, 0)}));
+  }
   return Unsupported(uri + ": no storage backend for scheme '" + uri.substr(0, uri.find("://")) +
                      "' (file, s3, http and https are supported)");
 }
@@ -73,6 +77,7 @@ class SchemeRouter final : public Storage {
       total.requests += c.requests;
       total.bytes_read += c.bytes_read;
       total.retries += c.retries;
+      total.timeouts += c.timeouts;
     }
     return total;
   }

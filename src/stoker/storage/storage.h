@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "stoker/options.h"
 #include "stoker/status.h"
 
 namespace stoker::storage {
@@ -24,6 +25,7 @@ struct StorageCounters {
   int64_t requests = 0;
   int64_t bytes_read = 0;
   int64_t retries = 0;
+  int64_t timeouts = 0;  // attempts aborted by a timeout
 };
 
 class Storage {
@@ -58,6 +60,8 @@ class Storage {
 struct StorageOptions {
   // Overrides the S3 endpoint (e.g. http://127.0.0.1:9000 for MinIO or moto).
   std::string endpoint_url;
+  // Timeouts and retries of remote backends (S3, http).
+  IoOptions io;
 };
 
 // The backend for `uri`'s scheme. Plain paths and file:// are local files.

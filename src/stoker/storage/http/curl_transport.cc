@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
+#include <cstdio>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -59,6 +60,10 @@ struct Active {
   Transport::Callback done;
   Response response;
   double start = 0;
+  // When bytes last arrived (or the connection became ready): the read
+  // timeout counts from here. Zero until connected: connecting has its own
+  // timeout.
+  double last_activity = 0;
   bool custom_method = false;
   char error[CURL_ERROR_SIZE] = {};
 };
@@ -66,6 +71,7 @@ struct Active {
 size_t OnBody(char* data, size_t size, size_t n, void* user) {
   auto* a = static_cast<Active*>(user);
   const size_t bytes = size * n;
+  a->last_activity = WallSeconds();
   a->response.body.insert(a->response.body.end(), reinterpret_cast<uint8_t*>(data),
                           reinterpret_cast<uint8_t*>(data) + bytes);
   return bytes;
@@ -74,6 +80,7 @@ size_t OnBody(char* data, size_t size, size_t n, void* user) {
 size_t OnHeader(char* data, size_t size, size_t n, void* user) {
   auto* a = static_cast<Active*>(user);
   const size_t bytes = size * n;
+  a->last_activity = WallSeconds();
   std::string_view line(data, bytes);
   while (!line.empty() && (line.back() == '\n' || line.back() == '\r')) line.remove_suffix(1);
   if (line.rfind("HTTP/", 0) == 0) {
@@ -101,6 +108,13 @@ size_t OnHeader(char* data, size_t size, size_t n, void* user) {
   return bytes;
 }
 
+// CURLOPT_PREREQFUNCTION: the connection is up (new or reused) and the
+// request is about to go out; from now on silence counts as a stall.
+int OnConnected(void* user, char*, char*, int, int) {
+  static_cast<Active*>(user)->last_activity = WallSeconds();
+  return CURL_PREREQFUNC_OK;
+}
+
 // Everything the I/O thread touches. Shared between the thread and the
 // Transport object, so the Transport can be destroyed on the I/O thread
 // itself (from inside a callback) without joining itself.
@@ -123,6 +137,12 @@ struct State {
   std::vector<CURL*> idle_easy;
   std::unordered_set<Active*> active;  // on the multi handle
   double curl_deadline = -1;           // when curl wants a timeout call; -1: never
+  // No connected transfer can reach its read timeout before this; +inf when
+  // none is connected. Activity only moves deadlines later and a transfer
+  // that connects now has the latest one, so it only needs recomputing when
+  // it falls due.
+  double next_stall_check = kNever;
+  static constexpr double kNever = 1e300;
 
   State() {
     epoll_fd = epoll_create1(EPOLL_CLOEXEC);
@@ -217,6 +237,13 @@ struct State {
     curl_easy_setopt(e, CURLOPT_HEADERDATA, a);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, a->error);
     curl_easy_setopt(e, CURLOPT_PRIVATE, a);
+    curl_easy_setopt(e, CURLOPT_PREREQDATA, a);
+    long timeout_ms = options.total_timeout_ms;
+    if (r.timeout.count() > 0) {
+      const long own = static_cast<long>(std::max<int64_t>(1, r.timeout.count()));
+      timeout_ms = timeout_ms > 0 ? std::min(timeout_ms, own) : own;
+    }
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms);
     if (CURLMcode mc = curl_multi_add_handle(multi, e); mc != CURLM_OK) {
       Fail(a, NetError::kOther, curl_multi_strerror(mc));
       return;
@@ -237,8 +264,11 @@ struct State {
     curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 256L * 1024);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, options.connect_timeout_ms);
     curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, options.low_speed_bytes_per_s);
-    curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, options.low_speed_time_s);
-    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, options.total_timeout_ms);
+    // Waiting for the first byte is "low speed" too: never let this check
+    // cut an attempt before the read timeout would.
+    curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME,
+                     std::max(options.low_speed_time_s, (options.read_timeout_ms + 999) / 1000));
+    curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, &OnConnected);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, options.verify_tls ? 1L : 0L);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, options.verify_tls ? 2L : 0L);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, OnBody);
@@ -290,6 +320,47 @@ struct State {
     done(std::move(response));
   }
 
+  // Aborts connected transfers that received nothing for the read timeout.
+  // Runs when the earliest such deadline falls due, not on every wakeup.
+  void AbortStalled(double now) {
+    if (options.read_timeout_ms <= 0) return;
+    if (next_stall_check == kNever) {
+      // Transfers connected since the last scan (their deadlines are the
+      // latest there are): find the earliest.
+      for (Active* a : active) {
+        if (a->last_activity > 0) next_stall_check = std::min(next_stall_check, a->last_activity + ReadTimeout());
+      }
+    }
+    if (now < next_stall_check) return;
+    next_stall_check = kNever;
+    std::vector<Active*> stalled;
+    for (Active* a : active) {
+      if (a->last_activity <= 0) continue;
+      const double due = a->last_activity + ReadTimeout();
+      if (due <= now) {
+        stalled.push_back(a);
+      } else {
+        next_stall_check = std::min(next_stall_check, due);
+      }
+    }
+    for (Active* a : stalled) {
+      // Removing a transfer mid-reply makes curl close its connection: the
+      // late bytes of a stalled reply can never be read as the next one's.
+      curl_multi_remove_handle(multi, a->easy);
+      active.erase(a);
+      const double silent = now - a->last_activity;
+      a->response = Response{};
+      a->response.error = NetError::kTimeout;
+      char msg[160];
+      std::snprintf(msg, sizeof(msg), "no data from the server for %.1f s (read timeout %.1f s)",
+                    silent, ReadTimeout());
+      a->response.error_message = msg;
+      Complete(a);
+    }
+  }
+
+  double ReadTimeout() const { return static_cast<double>(options.read_timeout_ms) * 1e-3; }
+
   void Loop() {
     constexpr int kMaxEvents = 256;
     epoll_event events[kMaxEvents];
@@ -324,10 +395,12 @@ struct State {
         curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
       }
       ReapCompleted();
-      // Sleep until a socket is ready, a request arrives, curl's timer or a
-      // delayed request falls due, or a second passes.
+      AbortStalled(WallSeconds());
+      // Sleep until a socket is ready, a request arrives, curl's timer, a
+      // delayed request or a read timeout falls due, or a second passes.
       now = WallSeconds();
       double wake_at = now + 1.0;
+      if (next_stall_check != kNever) wake_at = std::min(wake_at, next_stall_check);
       if (curl_deadline >= 0) wake_at = std::min(wake_at, curl_deadline);
       if (!delayed.empty()) wake_at = std::min(wake_at, delayed.begin()->first);
       const int timeout_ms =
@@ -421,6 +494,16 @@ class CurlTransport final : public Transport {
 };
 
 }  // namespace
+
+CurlOptions CurlOptionsFor(const IoOptions& io) {
+  CurlOptions c;
+  const auto ms = [](double s) { return static_cast<long>(std::llround(std::max(0.0, s) * 1000.0)); };
+  // curl reads 0 as its built-in 300 s connect timeout; keep "0: no limit"
+  // close to that meaning with a long one.
+  c.connect_timeout_ms = io.connect_timeout_s > 0 ? std::max(1L, ms(io.connect_timeout_s)) : 300000;
+  c.read_timeout_ms = io.read_timeout_s > 0 ? std::max(1L, ms(io.read_timeout_s)) : 0;
+  return c;
+}
 
 std::unique_ptr<Transport> NewCurlTransport(const CurlOptions& options) {
   return std::make_unique<CurlTransport>(options);

@@ -5,6 +5,7 @@
 
 #include <memory>
 
+#include "stoker/options.h"
 #include "stoker/storage/http/http.h"
 
 namespace stoker::storage::http {
@@ -12,17 +13,27 @@ namespace stoker::storage::http {
 struct CurlOptions {
   // Give up connecting after this long.
   long connect_timeout_ms = 10000;
+  // Abort an attempt that, once connected, receives nothing for this long:
+  // no first byte of the reply, or a pause inside its body (a stalled
+  // server). Progress of any size restarts the clock, so a slow reply that
+  // keeps coming is never cut. 0: no limit. Reported as NetError::kTimeout.
+  long read_timeout_ms = 5000;
   // Abort a transfer that moves fewer than `low_speed_bytes_per_s` for
-  // `low_speed_time_s` seconds: a stalled reply cannot hang the loader.
+  // `low_speed_time_s` seconds (a trickle that keeps the read timeout at
+  // bay). Never shorter than the read timeout.
   long low_speed_bytes_per_s = 1024;
   long low_speed_time_s = 15;
-  // Hard cap on one attempt, connect to last byte; 0: none.
-  long total_timeout_ms = 300000;
+  // Hard cap on one attempt, connect to last byte; 0: none. A request's own
+  // Request::timeout (its remaining deadline) also applies; the shorter wins.
+  long total_timeout_ms = 0;
   // Idle connections kept for reuse.
   long max_idle_connections = 512;
   // Verify TLS peers (leave on outside tests).
   bool verify_tls = true;
 };
+
+// The transport options for a Loader's IoOptions.
+CurlOptions CurlOptionsFor(const IoOptions& io);
 
 // Starts the I/O thread. Responses are delivered on it.
 std::unique_ptr<Transport> NewCurlTransport(const CurlOptions& options = {});

@@ -1,6 +1,9 @@
 #include "stoker/storage/http/dispatcher.h"
 
 #include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <string_view>
 #include <vector>
 
 #include "stoker/base/cpu_time.h"
@@ -57,6 +60,13 @@ void Dispatcher::Attempt(std::shared_ptr<Op> op, std::chrono::nanoseconds delay)
   requests_.fetch_add(1, std::memory_order_relaxed);
   if (op->attempt > 1) retries_.fetch_add(1, std::memory_order_relaxed);
   op->attempt_start = WallSeconds() + std::chrono::duration<double>(delay).count();
+  if (op->attempt == 1) op->first_start = op->attempt_start;
+  if (options_.retry.deadline.count() > 0) {
+    // The attempt may use what is left of the request's deadline, no more.
+    const double left = op->first_start + std::chrono::duration<double>(options_.retry.deadline).count() -
+                        op->attempt_start;
+    request->timeout = std::chrono::milliseconds(std::max<int64_t>(1, static_cast<int64_t>(std::ceil(left * 1e3))));
+  }
   auto self = shared_from_this();
   transport_->Send(std::move(*request), delay, [self, op](Response r) {
     self->OnResponse(op, std::move(r));
@@ -69,28 +79,73 @@ void Dispatcher::OnResponse(const std::shared_ptr<Op>& op, Response response) {
     return;
   }
   const double now = WallSeconds();
+  if (response.error == NetError::kTimeout) timeouts_.fetch_add(1, std::memory_order_relaxed);
   Verdict verdict = op->call.classify(response);
+  if (verdict.kind != Verdict::kRetry && response.error == NetError::kNone) {
+    last_answer_ns_.store(static_cast<int64_t>(now * 1e9), std::memory_order_relaxed);
+  }
+  const RetryPolicy& policy = options_.retry;
+  const bool attempts_left = policy.max_attempts <= 0 || op->attempt < policy.max_attempts;
   std::chrono::nanoseconds backoff(0);
   {
     std::lock_guard<std::mutex> lock(mu_);
     controller_.OnCompletion(now, now - op->attempt_start, static_cast<int64_t>(queue_.size()));
-    if (verdict.kind == Verdict::kRetry && op->attempt < options_.retry.max_attempts) {
-      backoff = Backoff(options_.retry, op->attempt, rng_());
+    if (verdict.kind == Verdict::kRetry && attempts_left) {
+      backoff = Backoff(policy, op->attempt, rng_());
     }
   }
   switch (verdict.kind) {
     case Verdict::kDone: Finish(op, std::move(response)); return;
     case Verdict::kFail: Finish(op, std::move(verdict.status)); return;
-    case Verdict::kRetry:
-      if (op->attempt < options_.retry.max_attempts) {
-        Attempt(op, backoff);
-      } else {
-        const Status& s = verdict.status;
-        Finish(op, Status(s.code(), s.message() + " (gave up after " +
-                                        std::to_string(op->attempt) + " attempts)"));
+    case Verdict::kRetry: {
+      if (op->first_failure == 0) op->first_failure = now;
+      if (!attempts_left) {
+        Finish(op, GiveUp(*op, verdict.status, now, "max_attempts"));
+        return;
       }
+      const double deadline_s = std::chrono::duration<double>(policy.deadline).count();
+      if (deadline_s > 0) {
+        // Retry until the deadline, not short of it: a backoff that would
+        // cross it is shortened so one more attempt still fits (a server
+        // back a moment before the deadline is still used); with no room
+        // left for an attempt, give up.
+        const double room = std::min(0.1, deadline_s * 0.1);
+        const double left = op->first_start + deadline_s - now;
+        if (left <= room) {
+          Finish(op, GiveUp(*op, verdict.status, now, "io_timeout"));
+          return;
+        }
+        backoff = std::min<std::chrono::nanoseconds>(
+            backoff, std::chrono::nanoseconds(static_cast<int64_t>((left - room) * 1e9)));
+      }
+      Attempt(op, backoff);
       return;
+    }
   }
+}
+
+Status Dispatcher::GiveUp(const Op& op, const Status& last, double now, const char* why) const {
+  char span[96];
+  if (std::string_view(why) == "io_timeout") {
+    std::snprintf(span, sizeof(span), " in %.1f s (io_timeout %g s)", now - op.first_start,
+                  std::chrono::duration<double>(options_.retry.deadline).count());
+  } else {
+    std::snprintf(span, sizeof(span), " in %.1f s (max_attempts %d)", now - op.first_start,
+                  options_.retry.max_attempts);
+  }
+  std::string msg = last.message() + "; gave up after " + std::to_string(op.attempt) +
+                    (op.attempt == 1 ? " attempt" : " attempts") + span;
+  if (!options_.server.empty()) msg += " at " + options_.server;
+  // The server gave no request a final answer since this one first failed:
+  // not this object, the server (or the way to it) is failing.
+  const double last_answer =
+      static_cast<double>(last_answer_ns_.load(std::memory_order_relaxed)) * 1e-9;
+  if (last_answer < op.first_failure) {
+    msg += "; no answer from " + (options_.server.empty() ? std::string("the server") : options_.server) +
+           " to any request since: the storage is unreachable or failing";
+    return Unavailable(std::move(msg));
+  }
+  return Status(last.code(), std::move(msg));
 }
 
 void Dispatcher::Finish(const std::shared_ptr<Op>& op, Result<Response> result) {
@@ -122,6 +177,7 @@ DispatcherStats Dispatcher::stats() const {
   DispatcherStats s;
   s.requests = requests_.load(std::memory_order_relaxed);
   s.retries = retries_.load(std::memory_order_relaxed);
+  s.timeouts = timeouts_.load(std::memory_order_relaxed);
   std::lock_guard<std::mutex> lock(mu_);
   s.in_flight = in_flight_;
   s.queued = static_cast<int>(queue_.size());

@@ -19,6 +19,7 @@
 #include <memory>
 #include <mutex>
 #include <random>
+#include <string>
 
 #include "stoker/status.h"
 #include "stoker/storage/http/concurrency.h"
@@ -32,6 +33,9 @@ struct DispatcherOptions {
   ConcurrencyOptions concurrency;
   // Seed of the backoff jitter; 0 picks one at random.
   uint64_t seed = 0;
+  // The server, as messages name it ("http://127.0.0.1:9000"); empty when
+  // each request's URI says it (plain http).
+  std::string server;
 };
 
 // What a response means for the request that got it.
@@ -52,6 +56,7 @@ struct Verdict {
 struct DispatcherStats {
   int64_t requests = 0;  // attempts sent, retries included
   int64_t retries = 0;   // attempts after the first
+  int64_t timeouts = 0;  // attempts that ended in NetError::kTimeout
   int in_flight = 0;
   int queued = 0;
   int limit = 0;
@@ -67,7 +72,11 @@ class Dispatcher : public std::enable_shared_from_this<Dispatcher> {
     // Decides on each response (a network error included).
     std::function<Verdict(const Response&)> classify;
     // The final outcome, exactly once, on the transport's thread (or on the
-    // caller's thread, if prepare fails at once).
+    // caller's thread, if prepare fails at once). A request that runs out of
+    // attempts or deadline ends with its last verdict's status, the attempts,
+    // time and server added; its code becomes kUnavailable when the server
+    // gave no final answer (success or a definite error) to any request since
+    // this one first failed.
     std::function<void(Result<Response>)> done;
   };
 
@@ -83,8 +92,13 @@ class Dispatcher : public std::enable_shared_from_this<Dispatcher> {
   struct Op {
     Call call;
     int attempt = 0;
-    double attempt_start = 0;  // seconds on the steady clock
+    double first_start = 0;    // seconds (WallSeconds) when the first attempt began
+    double attempt_start = 0;  // seconds (WallSeconds)
+    double first_failure = 0;  // when the first attempt that calls for a retry ended; 0: none yet
   };
+
+  // The status of a request that gives up after `last`.
+  Status GiveUp(const Op& op, const Status& last, double now, const char* why) const;
 
   Dispatcher(std::unique_ptr<Transport> transport, const DispatcherOptions& options);
   void Attempt(std::shared_ptr<Op> op, std::chrono::nanoseconds delay);
@@ -103,6 +117,10 @@ class Dispatcher : public std::enable_shared_from_this<Dispatcher> {
 
   std::atomic<int64_t> requests_{0};
   std::atomic<int64_t> retries_{0};
+  std::atomic<int64_t> timeouts_{0};
+  // When the server last gave some request a final answer (nanoseconds of
+  // WallSeconds; 0: never): tells a dead server from one bad object.
+  std::atomic<int64_t> last_answer_ns_{0};
 };
 
 }  // namespace stoker::storage::http

@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <future>
+#include <thread>
 
 #include "stoker/storage/http/mock_transport.h"
 
@@ -93,11 +94,86 @@ TEST(Dispatcher, GivesUpAfterMaxAttempts) {
       std::make_unique<MockTransport>([](const Request&) { return Reply(503); }, state), Options());
   auto r = Get(*d, "http://h/a").get();
   ASSERT_FALSE(r.ok());
-  EXPECT_EQ(r.status().code(), StatusCode::kIOError);
+  // Nothing but 503s from the server: it is failing, not this object.
+  EXPECT_EQ(r.status().code(), StatusCode::kUnavailable);
   EXPECT_NE(r.status().message().find("HTTP 503"), std::string::npos);
   EXPECT_NE(r.status().message().find("gave up after 5 attempts"), std::string::npos);
+  EXPECT_NE(r.status().message().find("(max_attempts 5)"), std::string::npos);
+  EXPECT_NE(r.status().message().find("no answer from the server to any request since"),
+            std::string::npos)
+      << r.status().message();
   EXPECT_EQ(state->sent().size(), 5u);
   EXPECT_EQ(d->stats().retries, 4);
+}
+
+TEST(Dispatcher, OneFailingRequestWhileOthersSucceedIsAnIOError) {
+  DispatcherOptions o = Options();
+  o.server = "http://h";
+  auto state = std::make_shared<MockTransport::State>();
+  auto d = Dispatcher::Create(std::make_unique<MockTransport>(nullptr, state), o);  // manual
+  auto bad = Get(*d, "http://h/bad");
+  auto good = Get(*d, "http://h/good");
+  ASSERT_TRUE(state->Reply([](const Request&) { return Reply(503); }));  // bad, attempt 1
+  ASSERT_TRUE(state->Reply([](const Request& r) { return Reply(200, r.url); }));  // good
+  for (int i = 0; i < 4; ++i) {
+    ASSERT_TRUE(state->Reply([](const Request& r) {
+      EXPECT_EQ(r.url, "http://h/bad");
+      return Reply(503);
+    }));
+  }
+  ASSERT_TRUE(good.get().ok());
+  auto r = bad.get();
+  ASSERT_FALSE(r.ok());
+  // The server answered meanwhile: a problem of this object, which a loader
+  // may skip.
+  EXPECT_EQ(r.status().code(), StatusCode::kIOError) << r.status().ToString();
+  EXPECT_NE(r.status().message().find("gave up after 5 attempts"), std::string::npos);
+  EXPECT_NE(r.status().message().find("(max_attempts 5) at http://h"), std::string::npos)
+      << r.status().message();
+  EXPECT_EQ(r.status().message().find("no answer"), std::string::npos);
+}
+
+TEST(Dispatcher, DeadlineEndsRetriesAndBoundsEachAttempt) {
+  DispatcherOptions o = Options();
+  o.retry.max_attempts = 0;  // no cap: only the deadline
+  o.retry.deadline = milliseconds(300);
+  o.server = "http://gone.test:9";
+  auto state = std::make_shared<MockTransport::State>();
+  auto d = Dispatcher::Create(std::make_unique<MockTransport>(
+                                  [](const Request&) {
+                                    // Each attempt takes 20 ms to time out.
+                                    std::this_thread::sleep_for(milliseconds(20));
+                                    Response r;
+                                    r.error = NetError::kTimeout;
+                                    r.error_message = "no data from the server for 0.0 s";
+                                    return r;
+                                  },
+                                  state),
+                              o);
+  const auto t0 = std::chrono::steady_clock::now();
+  auto r = Get(*d, "http://gone.test:9/a").get();
+  const auto elapsed = std::chrono::steady_clock::now() - t0;
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kUnavailable) << r.status().ToString();
+  const std::string& msg = r.status().message();
+  EXPECT_NE(msg.find("(io_timeout 0.3 s) at http://gone.test:9"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("no answer from http://gone.test:9"), std::string::npos) << msg;
+  // It retried until the deadline, not after it. (An upper bound is the
+  // deadline plus one backoff; the slack only guards against a hang.)
+  EXPECT_GE(elapsed, milliseconds(250));
+  EXPECT_LT(elapsed, std::chrono::seconds(5));
+  const auto sent = state->sent();
+  ASSERT_GE(sent.size(), 3u);
+  // Each attempt may only use what is left of the deadline after its
+  // backoff: attempt i starts at least 20 ms x i after the first.
+  for (size_t i = 0; i < sent.size(); ++i) {
+    const auto delay = std::chrono::duration_cast<milliseconds>(sent[i].delay);
+    EXPECT_GT(sent[i].request.timeout, milliseconds(0)) << i;
+    EXPECT_LE(sent[i].request.timeout + delay, milliseconds(300 + 1 - 20 * static_cast<int>(i))) << i;
+  }
+  const auto s = d->stats();
+  EXPECT_EQ(s.timeouts, static_cast<int64_t>(sent.size()));
+  EXPECT_EQ(s.retries, static_cast<int64_t>(sent.size()) - 1);
 }
 
 TEST(Dispatcher, ClientErrorsAreNotRetried) {

@@ -23,13 +23,16 @@ struct Request {
   // Sent as given, in order. May hold an Authorization header: a Transport
   // never logs or reports header values.
   Headers headers;
+  // This attempt's time limit, connect to last byte (the request's remaining
+  // deadline); zero: only the transport's own timeouts apply.
+  std::chrono::milliseconds timeout{0};
 };
 
 // Why no HTTP status came back. Every kind except kOther and kCancelled is
 // worth retrying: the request may succeed on a fresh connection.
 enum class NetError {
   kNone = 0,
-  kTimeout,    // connect, low-speed or total timeout
+  kTimeout,    // connect, read (a stall), low-speed or total timeout
   kConnect,    // could not resolve or connect
   kReset,      // connection reset or closed early, body cut short
   kOther,      // bad URL, TLS verification, out of memory: retrying won't help

@@ -67,7 +67,7 @@ std::string HttpStorage::Join(const std::string& base, const std::string& key) c
 
 StorageCounters HttpStorage::counters() const {
   const auto s = dispatcher_->stats();
-  return {s.requests, bytes_read_->load(std::memory_order_relaxed), s.retries};
+  return {s.requests, bytes_read_->load(std::memory_order_relaxed), s.retries, s.timeouts};
 }
 
 }  // namespace stoker::storage::http

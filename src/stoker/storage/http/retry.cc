@@ -4,6 +4,13 @@
 
 namespace stoker::storage::http {
 
+RetryPolicy RetryPolicyFor(const IoOptions& io, int configured_max_attempts) {
+  RetryPolicy p;
+  p.max_attempts = io.max_attempts > 0 ? io.max_attempts : std::max(0, configured_max_attempts);
+  p.deadline = std::chrono::nanoseconds(static_cast<int64_t>(std::max(0.0, io.io_timeout_s) * 1e9));
+  return p;
+}
+
 std::chrono::nanoseconds Backoff(const RetryPolicy& policy, int retry, uint64_t random) {
   using std::chrono::nanoseconds;
   const auto base = std::chrono::duration_cast<nanoseconds>(policy.base_backoff).count();

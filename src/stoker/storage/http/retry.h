@@ -5,18 +5,29 @@
 #include <cstdint>
 #include <string_view>
 
+#include "stoker/options.h"
 #include "stoker/storage/http/http.h"
 
 namespace stoker::storage::http {
 
 struct RetryPolicy {
-  // Attempts in all, the first included; 1 disables retries.
+  // Attempts in all, the first included; 1 disables retries, 0 sets no cap
+  // (then only `deadline` ends the retries).
   int max_attempts = 10;
+  // A request gives up this long after its first attempt began, retries and
+  // backoff included: each attempt is cut short at it, and a backoff that
+  // would cross it is shortened so a last attempt fits. Zero: no deadline.
+  std::chrono::nanoseconds deadline{0};
   // Backoff before retry n (1-based) is uniform in [0, min(max, base * 2^(n-1))]:
   // "full jitter", which spreads clients that failed together.
   std::chrono::milliseconds base_backoff{50};
   std::chrono::milliseconds max_backoff{5000};
 };
+
+// The policy for a Loader's IoOptions: io.max_attempts, else
+// `configured_max_attempts` (AWS_MAX_ATTEMPTS or the profile's; 0: none),
+// else no cap; the deadline is io.io_timeout_s.
+RetryPolicy RetryPolicyFor(const IoOptions& io, int configured_max_attempts);
 
 // Full-jitter backoff before retry number `retry` (1 for the first retry),
 // from a uniformly distributed 64-bit `random`.

@@ -173,6 +173,28 @@ Result<S3Config> ResolveS3Config(const std::string& endpoint_override, const Env
     }
   }
 
+  // Attempts: the AWS SDKs' AWS_MAX_ATTEMPTS / max_attempts.
+  {
+    std::optional<std::string> v = env("AWS_MAX_ATTEMPTS");
+    std::string where = "AWS_MAX_ATTEMPTS";
+    if (!v) {
+      v = from_config.Get("max_attempts");
+      where = config_path + ": profile '" + profile_name + "': max_attempts";
+    }
+    if (v) {
+      int n = 0;
+      bool valid = !v->empty() && v->size() <= 6;
+      for (char c : *v) {
+        if (c < '0' || c > '9') valid = false;
+        if (valid) n = n * 10 + (c - '0');
+      }
+      if (!valid || n < 1) {
+        return InvalidArgument(where + " must be a positive integer, got '" + *v + "'");
+      }
+      cfg.max_attempts = n;
+    }
+  }
+
   // Credentials.
   auto id = env("AWS_ACCESS_KEY_ID");
   auto secret = env("AWS_SECRET_ACCESS_KEY");

@@ -13,7 +13,10 @@
 //                AWS_CONFIG_FILE or ~/.aws/config
 //   addressing:  profile's `s3 = addressing_style` (auto, path, virtual);
 //                auto is virtual-hosted for AWS, path-style for a custom endpoint
+//   attempts:    AWS_MAX_ATTEMPTS > profile's `max_attempts` > not set
+//                (IoOptions::max_attempts, when set, wins over both)
 //
+// AWS_RETRY_MODE is not read: retries always use full-jitter backoff.
 // Not read (yet): SSO, assume-role, credential_process, web identity, and the
 // EC2/ECS instance metadata services.
 #pragma once
@@ -39,6 +42,8 @@ struct S3Config {
   // Where the credentials came from, for messages: "environment",
   // "profile 'x' in /home/u/.aws/credentials", "none (anonymous)".
   std::string credentials_source = "none (anonymous)";
+  // Attempts per request from AWS_MAX_ATTEMPTS or the profile; 0: not set.
+  int max_attempts = 0;
 };
 
 // Looks up an environment variable; nullopt when unset. Empty values count

@@ -170,5 +170,29 @@ TEST(Ini, ParsesSectionsCommentsAndNestedKeys) {
   EXPECT_TRUE(ParseIni("", "t").ok());
 }
 
+TEST_F(ConfigTest, MaxAttemptsFromEnvironmentThenProfile) {
+  auto c = Resolve();
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->max_attempts, 0);  // not set
+  Write(".aws/config", "[default]\nmax_attempts = 4\n");
+  c = Resolve();
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->max_attempts, 4);
+  // Whole strings, not literals, assigned: GCC 12 warns falsely (-Wrestrict)
+  // on re-assigning a literal to a map's string.
+  env_["AWS_MAX_ATTEMPTS"] = std::string("7");
+  c = Resolve();
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->max_attempts, 7);
+  env_["AWS_MAX_ATTEMPTS"] = std::string("three");
+  c = Resolve();
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find("AWS_MAX_ATTEMPTS must be a positive integer, got 'three'"),
+            std::string::npos)
+      << c.status().message();
+  env_["AWS_MAX_ATTEMPTS"] = std::string("0");
+  EXPECT_FALSE(Resolve().ok());
+}
+
 }  // namespace
 }  // namespace stoker::storage::s3

@@ -71,6 +71,18 @@ StatusCode CodeFor(int status, const std::string& s3_code) {
   return StatusCode::kIOError;
 }
 
+// The endpoint as messages name it, without any user:password@ part.
+std::string ServerName(const S3Config& config) {
+  if (config.endpoint_url.empty()) return "https://s3." + config.region + ".amazonaws.com";
+  std::string url = config.endpoint_url;
+  const size_t scheme = url.find("://");
+  const size_t start = scheme == std::string::npos ? 0 : scheme + 3;
+  const size_t end = url.find_first_of("/?#", start);
+  const size_t at = url.rfind('@', end == std::string::npos ? url.size() : end);
+  if (at != std::string::npos && at >= start) url.erase(start, at + 1 - start);
+  return Sanitize(url, 200);
+}
+
 }  // namespace
 
 http::Verdict ClassifyS3Reply(const http::Response& r, const std::string& uri, const S3Uri& where,
@@ -123,11 +135,27 @@ Result<std::shared_ptr<S3Storage>> S3Storage::Open(const StorageOptions& options
   return Create(config, http::NewCurlTransport(s3.curl), s3);
 }
 
+S3Options S3OptionsFor(const IoOptions& io, const S3Config& config) {
+  S3Options o;
+  o.curl = http::CurlOptionsFor(io);
+  o.dispatch.retry = http::RetryPolicyFor(io, config.max_attempts);
+  return o;
+}
+
+Result<std::shared_ptr<S3Storage>> S3Storage::Open(const StorageOptions& options) {
+  STOKER_ASSIGN_OR_RETURN(S3Config config, ResolveS3Config(options.endpoint_url, ProcessEnv()));
+  STOKER_RETURN_IF_ERROR(RequestBuilder::Create(config).status());
+  const S3Options s3 = S3OptionsFor(options.io, config);
+  return Create(config, http::NewCurlTransport(s3.curl), s3);
+}
+
 Result<std::shared_ptr<S3Storage>> S3Storage::Create(const S3Config& config,
                                                      std::unique_ptr<http::Transport> transport,
                                                      const S3Options& s3) {
   STOKER_ASSIGN_OR_RETURN(RequestBuilder builder, RequestBuilder::Create(config));
-  auto dispatcher = http::Dispatcher::Create(std::move(transport), s3.dispatch);
+  http::DispatcherOptions dispatch = s3.dispatch;
+  if (dispatch.server.empty()) dispatch.server = ServerName(config);
+  auto dispatcher = http::Dispatcher::Create(std::move(transport), dispatch);
   return std::shared_ptr<S3Storage>(new S3Storage(
       std::make_shared<const RequestBuilder>(std::move(builder)), std::move(dispatcher)));
 }
@@ -310,6 +338,7 @@ StorageCounters S3Storage::counters() const {
   StorageCounters c;
   c.requests = s.requests;
   c.retries = s.retries;
+  c.timeouts = s.timeouts;
   c.bytes_read = bytes_read_->load(std::memory_order_relaxed);
   return c;
 }

@@ -33,9 +33,12 @@ struct ObjectMeta {
 
 class S3Storage final : public Storage {
  public:
-  // Resolves the configuration (config.h) and starts the I/O thread.
+  // Resolves the configuration (config.h) and starts the I/O thread, with
+  // the timeouts and retries of options.io (and AWS_MAX_ATTEMPTS).
+  static Result<std::shared_ptr<S3Storage>> Open(const StorageOptions& options);
+  // The same with transport and dispatcher options given whole (tests).
   static Result<std::shared_ptr<S3Storage>> Open(const StorageOptions& options,
-                                                 const S3Options& s3 = {});
+                                                 const S3Options& s3);
   // With a resolved configuration and a transport of the caller's (tests).
   static Result<std::shared_ptr<S3Storage>> Create(const S3Config& config,
                                                    std::unique_ptr<http::Transport> transport,
@@ -78,6 +81,10 @@ class S3Storage final : public Storage {
   // Shared with callbacks that may outlive this object.
   std::shared_ptr<std::atomic<int64_t>> bytes_read_;
 };
+
+// The S3Options for a Loader's IoOptions: its timeouts, its max_attempts or
+// else the configured one (AWS_MAX_ATTEMPTS, profile), its io_timeout.
+S3Options S3OptionsFor(const IoOptions& io, const S3Config& config);
 
 // What a reply means for a request on `uri` (bucket `bucket`, key `key`):
 // done on 2xx; retry on timeouts, resets, 500/502/503/504/429 and

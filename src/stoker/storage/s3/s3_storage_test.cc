@@ -403,9 +403,14 @@ TEST_F(S3StorageTest, GivesUpWithTheLastReason) {
   auto s = Open(o);
   auto r = s->Read("s3://bkt/train/cat/1.jpg");
   ASSERT_FALSE(r.ok());
-  EXPECT_EQ(r.status().code(), StatusCode::kIOError);
+  // Only SlowDown for every attempt: the storage is unavailable, and the
+  // message names the endpoint, bucket, key, reason and attempts.
+  EXPECT_EQ(r.status().code(), StatusCode::kUnavailable);
   EXPECT_NE(r.status().message().find("HTTP 503 SlowDown"), std::string::npos);
+  EXPECT_NE(r.status().message().find("bucket 'bkt', key 'train/cat/1.jpg'"), std::string::npos);
   EXPECT_NE(r.status().message().find("gave up after 4 attempts"), std::string::npos);
+  EXPECT_NE(r.status().message().find("no answer from http://s3.test:9000"), std::string::npos)
+      << r.status().message();
   EXPECT_EQ(s->counters().retries, 3);
 }
 

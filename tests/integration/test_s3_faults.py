@@ -1,0 +1,274 @@
+"""Storage faults through the fault proxy in front of moto: error replies,
+resets, stalled and slow replies, and a server that goes away.
+
+What a user may rely on (README, "Storage faults"):
+- transient faults (5xx, resets, stalls caught by read_timeout) are retried:
+  the epoch delivers every sample exactly once, the retries and timeouts are
+  counted in stats();
+- a reply that is slow but keeps coming is not cut;
+- a server that goes away fails the epoch with a "storage unavailable" error
+  naming the endpoint, bucket, key, reason and attempts, raised from next()
+  within io_timeout (whatever on_error says), or from Loader() when it is gone
+  at the start; never a hang;
+- an outage shorter than io_timeout is ridden out.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+import stoker
+from conftest import BIG_COUNT, BUCKET
+from s3_servers import proxy_control, proxy_stats, start_proxy
+
+# Bounds that only catch a hang: far above what the deadline allows.
+HANG_SLACK_S = 20.0
+
+
+def indices_of_epoch(loader):
+    seen = []
+    for batch in loader:
+        seen += batch["index"].tolist()
+    return seen
+
+
+def test_503_resets_and_10s_stalls_every_sample_once(moto, big_prefix, record_behaviour):
+    """The issue's mix: 10% 503 SlowDown, 5% connection resets, 1% replies
+    stalled for 10 s. The default read_timeout (5 s) cuts the stalls, the
+    retries get every sample, exactly once."""
+    rates = {"503": 0.10, "reset": 0.05, "stall": 0.01}
+    with start_proxy(moto.port, latency_ms=1, fault_rates=rates, stall_s=10, seed=21) as proxy:
+        # A deep prefetch lets the stalls overlap instead of holding up one
+        # batch after another.
+        loader = stoker.Loader(big_prefix, endpoint_url=proxy.endpoint, batch_size=128,
+                               prefetch_batches=8, shuffle=True, seed=3,
+                               transform=stoker.transforms.imagenet_val(16), threads=2,
+                               on_error="raise")
+        seen = indices_of_epoch(loader)
+        s = loader.stats()
+        faults = proxy_stats(proxy)
+    assert len(seen) == BIG_COUNT and sorted(seen) == list(range(BIG_COUNT))
+    assert s["samples_skipped"] == 0 and s["samples_delivered"] == BIG_COUNT
+    assert faults["fault_503"] > 50 and faults["fault_reset"] > 20 and faults["fault_stall"] >= 3, faults
+    # Every stalled reply was cut by the read timeout (none waited out: that
+    # would not count as a timeout), and each was retried.
+    assert s["timeouts"] >= faults["fault_stall"], (s, faults)
+    # Each 503 and each stall cost one retry; a reset may also be retried
+    # inside curl (a stale keep-alive connection to it), unseen by stoker.
+    injected = faults["fault_503"] + faults["fault_reset"] + faults["fault_stall"]
+    assert faults["fault_503"] + faults["fault_stall"] <= s["retries"] <= injected + s["timeouts"], (s, faults)
+    record_behaviour("storage fault", "10% 503 + 5% resets + 1% stalled 10 s (default timeouts)",
+                     f"epoch complete, every sample once; {s['retries']} retries, "
+                     f"{s['timeouts']} timeouts counted")
+
+
+def test_stalls_before_and_inside_the_reply_are_cut_by_read_timeout(moto, small_folder,
+                                                                   record_behaviour):
+    """Stalls before the first byte and in the middle of a body, shorter
+    ones (3 s) against read_timeout=0.5: each is aborted and retried."""
+    rates = {"stall": 0.15, "stall_body": 0.15}
+    with start_proxy(moto.port, fault_rates=rates, stall_s=3, seed=4) as proxy:
+        loader = stoker.Loader(f"s3://{BUCKET}/train/", endpoint_url=proxy.endpoint, batch_size=25,
+                               transform=stoker.transforms.imagenet_val(16), read_timeout=0.5,
+                               on_error="raise")
+        seen = indices_of_epoch(loader)
+        s = loader.stats()
+        faults = proxy_stats(proxy)
+    assert sorted(seen) == list(range(25))
+    stalls = faults["fault_stall"] + faults["fault_stall_body"]
+    assert faults["fault_stall"] >= 1 and faults["fault_stall_body"] >= 1, faults
+    # Every stall was cut (one waited out would end without a timeout). A
+    # reply slowed by a busy machine may add a timeout of its own.
+    assert s["timeouts"] >= stalls and s["retries"] >= stalls, (s, faults)
+    record_behaviour("storage fault", "30% of replies stalled 3 s, before the first byte or mid-body "
+                     "(read_timeout=0.5)", f"epoch complete; {stalls} stalls cut and retried")
+
+
+def test_slow_but_steady_replies_are_not_cut(moto, small_folder, record_behaviour):
+    """Every reply takes 4 s, in ten pieces 0.4 s apart: far longer than
+    read_timeout=1.5 in all, but never silent that long (the margin is for
+    moto's own time before the first piece). No timeouts."""
+    with start_proxy(moto.port, fault_rates={"slow": 1.0}, slow_s=4, seed=1) as proxy:
+        loader = stoker.Loader(f"s3://{BUCKET}/train/", endpoint_url=proxy.endpoint, batch_size=25,
+                               transform=stoker.transforms.imagenet_val(16), read_timeout=1.5,
+                               on_error="raise")
+        seen = indices_of_epoch(loader)
+        s = loader.stats()
+        faults = proxy_stats(proxy)
+    assert sorted(seen) == list(range(25))
+    assert faults["fault_slow"] == 26, faults  # the listing and the 25 GETs
+    assert s["timeouts"] == 0 and s["retries"] == 0, s
+    record_behaviour("storage fault", "every reply slow (4 s) but steady, read_timeout=1.5",
+                     "epoch complete, no timeouts, no retries")
+
+
+def _consume_until_error(loader, after_batches, on_gone):
+    """Iterates; after `after_batches` batches calls on_gone(). Returns (the
+    exception, seconds from on_gone() to it, indices seen)."""
+    seen, t_gone = [], None
+    it = iter(loader)
+    for _ in range(10_000):  # bounded; each next() itself must return or raise
+        try:
+            batch = next(it)
+        except stoker.Error as e:
+            return e, time.monotonic() - t_gone, seen
+        except StopIteration:
+            pytest.fail(f"epoch ended without an error after {len(seen)} samples")
+        seen += batch["index"].tolist()
+        if t_gone is None and len(seen) >= after_batches * batch["index"].shape[0]:
+            on_gone()
+            t_gone = time.monotonic()
+    pytest.fail("no error after 10,000 batches")
+
+
+@pytest.mark.parametrize("mode", ["refuse", "blackhole"])
+@pytest.mark.parametrize("on_error", ["raise", "skip"])
+def test_server_gone_mid_epoch_fails_within_io_timeout(moto, small_folder, mode, on_error,
+                                                       record_behaviour):
+    """The server goes away for good after a few batches: refused
+    connections, or accepted ones that never get an answer. next() raises
+    "storage unavailable" after retrying for io_timeout, also with
+    on_error="skip": skipping every remaining sample is not what anyone
+    wants."""
+    io_timeout = 3.0
+    with start_proxy(moto.port, latency_ms=1) as proxy:
+        loader = stoker.Loader(f"s3://{BUCKET}/train/", endpoint_url=proxy.endpoint, batch_size=2,
+                               prefetch_batches=1, transform=stoker.transforms.imagenet_val(16),
+                               threads=1, read_timeout=0.5, io_timeout=io_timeout,
+                               on_error=on_error)
+        err, elapsed, seen = _consume_until_error(
+            loader, 3, lambda: proxy_control(proxy, "gone", mode=mode))
+        s = loader.stats()
+        faults = proxy_stats(proxy)
+    msg = str(err)
+    assert msg.startswith("storage unavailable: s3://data/train/"), msg
+    assert f"at {proxy.endpoint}" in msg and f"no answer from {proxy.endpoint}" in msg, msg
+    assert "bucket 'data', key 'train/" in msg, msg
+    assert f"(io_timeout {io_timeout:g} s)" in msg and "gave up after" in msg, msg
+    reason = "connection failed: " if mode == "refuse" else "timeout: "
+    assert reason in msg, msg
+    # Retried for the deadline (the request that failed began at most a
+    # moment before the server went), and not much longer.
+    assert io_timeout - 1.0 <= elapsed <= io_timeout + HANG_SLACK_S, (elapsed, msg)
+    assert len(seen) >= 6 and len(set(seen)) == len(seen)
+    assert s["retries"] >= 2, s
+    if mode == "blackhole":
+        assert s["timeouts"] >= 2 and faults["unanswered"] >= 2, (s, faults)
+    record_behaviour("storage fault", f"server gone mid-epoch ({mode}), on_error={on_error}, "
+                     f"io_timeout={io_timeout:g}",
+                     f"next() raised 'storage unavailable' after {elapsed:.1f} s naming endpoint, "
+                     f"bucket, key, reason and attempts")
+
+
+def test_server_gone_at_start_fails_loader_creation(moto, small_folder, record_behaviour):
+    with start_proxy(moto.port) as proxy:
+        proxy_control(proxy, "gone", mode="refuse")
+        t0 = time.monotonic()
+        with pytest.raises(stoker.Error) as e:
+            stoker.Loader(f"s3://{BUCKET}/train/", endpoint_url=proxy.endpoint, io_timeout=2)
+        elapsed = time.monotonic() - t0
+    msg = str(e.value)
+    assert msg.startswith("storage unavailable: cannot list: s3://data/train/"), msg
+    assert "connection failed" in msg and "bucket 'data'" in msg, msg
+    assert f"no answer from {proxy.endpoint}" in msg and "(io_timeout 2 s)" in msg, msg
+    assert 1.5 <= elapsed <= 2 + HANG_SLACK_S, elapsed
+    record_behaviour("storage fault", "server gone before the listing (io_timeout=2)",
+                     f"Loader() raised 'storage unavailable' after {elapsed:.1f} s")
+
+
+def test_aws_max_attempts_caps_the_retries(moto, small_folder, monkeypatch, record_behaviour):
+    """AWS_MAX_ATTEMPTS, the AWS SDKs' setting, is honoured: 3 attempts and
+    the listing fails without waiting for io_timeout."""
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "3")
+    with start_proxy(moto.port) as proxy:
+        proxy_control(proxy, "gone", mode="refuse")
+        t0 = time.monotonic()
+        with pytest.raises(stoker.Error) as e:
+            stoker.Loader(f"s3://{BUCKET}/train/", endpoint_url=proxy.endpoint, io_timeout=600)
+        elapsed = time.monotonic() - t0
+    msg = str(e.value)
+    assert "gave up after 3 attempts" in msg and "(max_attempts 3)" in msg, msg
+    assert elapsed < HANG_SLACK_S, elapsed
+    # The Loader's own max_attempts wins over the variable.
+    with start_proxy(moto.port) as proxy:
+        proxy_control(proxy, "gone", mode="refuse")
+        with pytest.raises(stoker.Error) as e:
+            stoker.Loader(f"s3://{BUCKET}/train/", endpoint_url=proxy.endpoint, max_attempts=2)
+    assert "gave up after 2 attempts" in str(e.value), str(e.value)
+    record_behaviour("storage fault", "server gone, AWS_MAX_ATTEMPTS=3",
+                     "Loader() raised after 3 attempts")
+
+
+def test_outage_shorter_than_io_timeout_is_ridden_out(moto, small_folder, record_behaviour):
+    """The server goes away for 1.5 s and comes back: with io_timeout=30
+    the requests are retried through the outage and the epoch completes."""
+    with start_proxy(moto.port, latency_ms=1) as proxy:
+        loader = stoker.Loader(f"s3://{BUCKET}/train/", endpoint_url=proxy.endpoint, batch_size=2,
+                               prefetch_batches=1, transform=stoker.transforms.imagenet_val(16),
+                               threads=1, io_timeout=30, on_error="raise")
+        back = threading.Timer(1.5, lambda: proxy_control(proxy, "back"))
+
+        def gone():
+            proxy_control(proxy, "gone", mode="refuse")
+            back.start()
+
+        seen, it = [], iter(loader)
+        try:
+            for batch in it:
+                seen += batch["index"].tolist()
+                if len(seen) == 6:
+                    gone()
+        finally:
+            back.join()
+        s = loader.stats()
+    assert sorted(seen) == list(range(25))
+    assert s["retries"] >= 1 and s["samples_skipped"] == 0, s
+    record_behaviour("storage fault", "server gone for 1.5 s mid-epoch (io_timeout=30)",
+                     f"epoch complete, every sample once; {s['retries']} retries")
+
+
+def test_cli_fails_clearly_when_the_server_is_gone(moto, small_folder, record_behaviour):
+    """`stoker ls` and `stoker bench` take --io-timeout and say why they stop."""
+    import subprocess
+    import sys
+
+    with start_proxy(moto.port) as proxy:
+        proxy_control(proxy, "gone", mode="refuse")
+        for cmd in (["ls"], ["bench", "--json", "--epochs", "1"]):
+            r = subprocess.run([sys.executable, "-m", "stoker.cli", *cmd, f"s3://{BUCKET}/train/",
+                                "--endpoint-url", proxy.endpoint, "--io-timeout", "1"],
+                               capture_output=True, text=True, timeout=120)
+            assert r.returncode == 1, (r.returncode, r.stderr[-2000:])
+            assert f"stoker {cmd[0]}: storage unavailable: cannot list: s3://data/train/" in r.stderr
+            assert "(io_timeout 1 s)" in r.stderr and r.stdout == "", r.stderr[-2000:]
+    record_behaviour("storage fault", "stoker ls / bench --io-timeout 1, server gone",
+                     "exit status 1, one line: storage unavailable, endpoint, attempts")
+
+
+def test_failure_while_the_consumer_is_away_is_raised_not_an_end_of_epoch(small_folder, tmp_path,
+                                                                        record_behaviour):
+    """The storage fails while the training loop is busy elsewhere (not in
+    next()): the next call raises; the epoch does not just end short."""
+    from s3_servers import free_port
+
+    local = sorted(p for p in small_folder.rglob("*.jpg"))[0]
+    manifest = tmp_path / "mixed.csv"
+    manifest.write_text("path,label\n" + f"{local},0\n" +
+                        "".join(f"s3://{BUCKET}/train/ant/{k:03d}.jpg,0\n" for k in range(1, 4)))
+    nobody = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    loader = stoker.Loader(manifest, endpoint_url=nobody, batch_size=1, prefetch_batches=4,
+                           transform=stoker.transforms.imagenet_val(16), threads=1, io_timeout=1,
+                           on_error="skip")
+    it = iter(loader)
+    first = next(it)  # the local sample; the S3 ones are being fetched
+    assert first["index"].tolist() == [0]
+    time.sleep(2.5)  # they fail (io_timeout 1 s) while nobody waits in next()
+    with pytest.raises(stoker.Error) as e:
+        next(it)
+    assert str(e.value).startswith("storage unavailable: s3://data/train/ant/00"), str(e.value)
+    assert f"no answer from {nobody}" in str(e.value)
+    record_behaviour("storage fault", "server unreachable while the training loop is between batches",
+                     "the next next() raises 'storage unavailable' (not a short epoch)")
