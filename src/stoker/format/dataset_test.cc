@@ -119,6 +119,30 @@ TEST_F(DatasetTest, JsonlErrorsNameTheLine) {
   }
 }
 
+TEST_F(DatasetTest, ImageFolderDoesNotFollowASymlinkLoop) {
+  Touch("c/a.jpg");
+  Touch("c/sub/b.jpg");
+  fs::create_directory_symlink("..", root_ / "c/sub/up");  // back to c/
+  fs::create_directory_symlink(root_ / "c/sub", root_ / "c/alias");  // not a loop: listed twice
+  auto ds = ListImageFolder(root_.string(), storage_);
+  ASSERT_TRUE(ds.ok()) << ds.status().ToString();
+  std::vector<std::string> uris;
+  for (const auto& s : ds->samples) uris.push_back(s.uri.substr(root_.string().size()));
+  EXPECT_EQ(uris, (std::vector<std::string>{"/c/a.jpg", "/c/alias/b.jpg", "/c/sub/b.jpg"}));
+}
+
+TEST_F(DatasetTest, ImageFolderKeepsNonUtf8NamesAsBytes) {
+  const std::string name = "caf\xE9.jpg";  // Latin-1, not valid UTF-8
+  Touch("c/" + name, "bytes");
+  auto ds = ListImageFolder(root_.string(), storage_);
+  ASSERT_TRUE(ds.ok()) << ds.status().ToString();
+  ASSERT_EQ(ds->samples.size(), 1u);
+  EXPECT_EQ(ds->samples[0].uri, (root_ / "c" / name).string());
+  auto bytes = storage_.Read(ds->samples[0].uri);
+  ASSERT_TRUE(bytes.ok()) << bytes.status().ToString();
+  EXPECT_EQ(bytes->size(), 5u);
+}
+
 TEST_F(DatasetTest, FileStorageReadsExactBytesAndNamesMissingFiles) {
   std::string content("\x00\x01\xff binary", 10);
   Touch("f.bin", content);

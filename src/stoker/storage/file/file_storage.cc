@@ -10,6 +10,8 @@
 #include <filesystem>
 #include <system_error>
 
+#include "stoker/base/logging.h"
+
 namespace stoker::storage {
 namespace fs = std::filesystem;
 
@@ -42,25 +44,51 @@ Result<std::vector<ObjectInfo>> FileStorage::List(const std::string& prefix_uri)
     if (!fs::exists(root, ec)) return NotFound(root.string() + ": no such directory");
     return InvalidArgument(root.string() + ": not a directory");
   }
+  // Depth first with an explicit stack, so that an error names the folder
+  // that could not be read. A folder that cannot be listed fails the whole
+  // listing: skipping it would silently drop every sample inside it.
+  // Directory symlinks are followed, except one that leads back to a folder
+  // on the current path (a loop): following it would list the same files
+  // again at ever longer paths until the kernel gives up (ELOOP), about 40
+  // times over. It holds nothing the listing does not already have.
+  struct Dir {
+    fs::path path;
+    std::vector<std::pair<dev_t, ino_t>> ancestors;  // including this folder
+  };
   std::vector<ObjectInfo> out;
-  auto it = fs::recursive_directory_iterator(
-      root, fs::directory_options::follow_directory_symlink |
-                fs::directory_options::skip_permission_denied,
-      ec);
-  if (ec) return IOError(root.string() + ": cannot list: " + ec.message());
-  for (auto end = fs::recursive_directory_iterator(); it != end; it.increment(ec)) {
-    if (ec) return IOError(root.string() + ": cannot list: " + ec.message());
-    std::error_code sec;
-    // Directories are not objects. Broken symlinks and other non-directories
-    // are listed: reading them gives the sample its own error.
-    if (it->is_directory(sec)) continue;
-    ObjectInfo info;
-    info.key = fs::relative(it->path(), root, sec).generic_string();
-    if (sec) info.key = it->path().lexically_relative(root).generic_string();
-    std::error_code zec;
-    auto size = it->is_regular_file(zec) ? fs::file_size(it->path(), zec) : 0;
-    info.size = zec ? -1 : static_cast<int64_t>(size);
-    out.push_back(std::move(info));
+  struct stat root_st;
+  if (::stat(root.c_str(), &root_st) != 0) return ErrnoStatus(errno, root.string());
+  std::vector<Dir> stack;
+  stack.push_back({root, {{root_st.st_dev, root_st.st_ino}}});
+  while (!stack.empty()) {
+    Dir dir = std::move(stack.back());
+    stack.pop_back();
+    fs::directory_iterator it(dir.path, ec);
+    if (ec) return ErrnoStatus(ec.value(), dir.path.string()).WithContext("cannot list");
+    for (auto end = fs::directory_iterator(); it != end; it.increment(ec)) {
+      if (ec) return ErrnoStatus(ec.value(), dir.path.string()).WithContext("cannot list");
+      const fs::path& path = it->path();
+      struct stat st;
+      // stat follows symlinks; a broken one (or a loop of file symlinks) is
+      // listed as a file: reading it gives the sample its own error.
+      const bool stat_ok = ::stat(path.c_str(), &st) == 0;
+      if (stat_ok && S_ISDIR(st.st_mode)) {
+        const std::pair<dev_t, ino_t> id{st.st_dev, st.st_ino};
+        if (std::find(dir.ancestors.begin(), dir.ancestors.end(), id) != dir.ancestors.end()) {
+          LogWarning("not following " + path.string() +
+                     ": a directory symlink back to a folder that contains it");
+          continue;
+        }
+        Dir child{path, dir.ancestors};
+        child.ancestors.push_back(id);
+        stack.push_back(std::move(child));
+        continue;
+      }
+      ObjectInfo info;
+      info.key = path.lexically_relative(root).generic_string();
+      info.size = stat_ok && S_ISREG(st.st_mode) ? static_cast<int64_t>(st.st_size) : -1;
+      out.push_back(std::move(info));
+    }
   }
   std::sort(out.begin(), out.end(),
             [](const ObjectInfo& a, const ObjectInfo& b) { return a.key < b.key; });
