@@ -89,6 +89,19 @@ TEST_F(DatasetTest, CsvBadLabelNamesTheLine) {
   EXPECT_NE(ds.status().message().find("cat"), std::string::npos);
 }
 
+TEST_F(DatasetTest, CsvFieldCountMustMatchTheHeader) {
+  // "label,path" then an unquoted comma in the path: taking the first two
+  // fields would silently load "b" instead of "b, c.jpg".
+  auto more = ParseCsvManifest("label,path\n1,a.jpg\n2,b, c.jpg\n", "m.csv", "/b", storage_);
+  ASSERT_FALSE(more.ok());
+  EXPECT_EQ(more.status().message(),
+            "m.csv:3: expected 2 fields as in the header, got 3 (quote a path that contains a "
+            "comma)");
+  auto fewer = ParseCsvManifest("path,label,split\na.jpg,1\n", "m.csv", "/b", storage_);
+  ASSERT_FALSE(fewer.ok());
+  EXPECT_EQ(fewer.status().message(), "m.csv:2: expected 3 fields as in the header, got 2");
+}
+
 TEST_F(DatasetTest, CsvNeedsHeader) {
   auto ds = ParseCsvManifest("a.jpg,1\n", "m.csv", "/b", storage_);
   ASSERT_FALSE(ds.ok());
@@ -117,6 +130,48 @@ TEST_F(DatasetTest, JsonlErrorsNameTheLine) {
     EXPECT_NE(ds.status().message().find("m.jsonl:2"), std::string::npos)
         << bad << " -> " << ds.status().message();
   }
+}
+
+TEST_F(DatasetTest, JsonlByteOrderMarkAndCrlf) {
+  auto ds = ParseJsonlManifest(
+      "\xEF\xBB\xBF{\"path\": \"a.jpg\", \"label\": 1}\r\n\r\n{\"path\": \"b,c.jpg\", \"label\": 2}\r\n",
+      "m.jsonl", "/base", storage_);
+  ASSERT_TRUE(ds.ok()) << ds.status().ToString();
+  ASSERT_EQ(ds->samples.size(), 2u);
+  EXPECT_EQ(ds->samples[0].uri, "/base/a.jpg");
+  EXPECT_EQ(ds->samples[1].uri, "/base/b,c.jpg");
+  EXPECT_EQ(ds->samples[1].label, 2);
+  // A BOM is only a BOM at the start of the file.
+  auto mid = ParseJsonlManifest("{\"path\": \"a.jpg\", \"label\": 1}\n\xEF\xBB\xBF{}\n", "m.jsonl",
+                                "/base", storage_);
+  ASSERT_FALSE(mid.ok());
+  EXPECT_NE(mid.status().message().find("m.jsonl:2"), std::string::npos) << mid.status().message();
+}
+
+TEST_F(DatasetTest, JsonlTextAfterTheObjectIsAnError) {
+  // Two objects on one line (a lost newline) must not lose the second.
+  for (const char* bad : {"{\"path\": \"a.jpg\", \"label\": 1}{\"path\": \"b.jpg\", \"label\": 2}",
+                          "{\"path\": \"a.jpg\", \"label\": 1} x"}) {
+    auto ds = ParseJsonlManifest(bad, "m.jsonl", "/b", storage_);
+    ASSERT_FALSE(ds.ok()) << bad;
+    EXPECT_EQ(ds.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(ds.status().message().find("m.jsonl:1: unexpected text after the JSON object"),
+              std::string::npos)
+        << ds.status().message();
+  }
+  EXPECT_TRUE(ParseJsonlManifest("{\"path\": \"a.jpg\", \"label\": 1}  \t\r\n", "m.jsonl", "/b",
+                                 storage_)
+                  .ok());
+}
+
+TEST_F(DatasetTest, CsvByteOrderMarkCrlfAndQuotedCommas) {
+  auto ds = ParseCsvManifest("\xEF\xBB\xBFpath,label\r\n\"x, y.jpg\",3\r\n\r\n\"q\"\"uote.jpg\",4\r\n",
+                             "m.csv", "/base", storage_);
+  ASSERT_TRUE(ds.ok()) << ds.status().ToString();
+  ASSERT_EQ(ds->samples.size(), 2u);
+  EXPECT_EQ(ds->samples[0].uri, "/base/x, y.jpg");
+  EXPECT_EQ(ds->samples[0].label, 3);
+  EXPECT_EQ(ds->samples[1].uri, "/base/q\"uote.jpg");
 }
 
 TEST_F(DatasetTest, ImageFolderDoesNotFollowASymlinkLoop) {
