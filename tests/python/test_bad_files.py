@@ -37,6 +37,9 @@ BAD_FILES = {
     "truncated.png": ("truncated PNG (first half)", "corrupt", "truncated PNG data"),
     "broken_link.jpg": ("broken symlink", "not found", "No such file or directory"),
     "loop.jpg": ("symlink to itself (ELOOP)", "I/O error", "Too many levels of symbolic links"),
+    "fifo.jpg": ("FIFO named .jpg, no writer", "invalid argument", "not a regular file (a FIFO)"),
+    "zero.jpg": ("symlink to /dev/zero named .jpg", "invalid argument",
+                 "not a regular file (a character device)"),
 }
 
 
@@ -64,11 +67,14 @@ def folder_with_bad_files(tmp_path):
         (bad / name).write_bytes(content)
     os.symlink(tmp_path / "does-not-exist.jpg", bad / "broken_link.jpg")
     os.symlink("loop.jpg", bad / "loop.jpg")
+    os.mkfifo(bad / "fifo.jpg")  # reading it must not wait for a writer
+    os.symlink("/dev/zero", bad / "zero.jpg")  # nor read forever
     (bad / "dir.jpg").mkdir()  # a directory named like an image is not a sample
     (bad / "dir.jpg" / "inner.txt").write_text("not an image")
     # A PNG named .jpg is a valid image: decoded by its content, not its name.
     (good / "png_named.jpg").write_bytes(encode(textured(rng, 64, 64), "PNG"))
-    assert sorted(list(data) + ["broken_link.jpg", "loop.jpg"]) == sorted(BAD_FILES)
+    assert sorted(list(data) + ["broken_link.jpg", "loop.jpg", "fifo.jpg", "zero.jpg"]) == \
+        sorted(BAD_FILES)
     return tmp_path, sorted(BAD_FILES)
 
 

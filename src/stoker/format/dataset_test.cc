@@ -5,6 +5,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include <sys/stat.h>
+
 #include "stoker/storage/file/file_storage.h"
 
 namespace stoker::format {
@@ -214,6 +216,17 @@ TEST_F(DatasetTest, FileStorageReadsExactBytesAndNamesMissingFiles) {
   auto dir = storage_.Read(root_.string());
   ASSERT_FALSE(dir.ok());
   EXPECT_NE(dir.status().message().find("directory"), std::string::npos);
+  // Neither hangs: a FIFO with no writer, a device that never ends.
+  ASSERT_EQ(::mkfifo((root_ / "fifo.jpg").c_str(), 0644), 0);
+  auto fifo = storage_.Read((root_ / "fifo.jpg").string());
+  ASSERT_FALSE(fifo.ok());
+  EXPECT_EQ(fifo.status().message(), (root_ / "fifo.jpg").string() + ": not a regular file (a FIFO)");
+  fs::create_symlink("/dev/zero", root_ / "zero.jpg");
+  auto zero = storage_.Read((root_ / "zero.jpg").string());
+  ASSERT_FALSE(zero.ok());
+  EXPECT_EQ(zero.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(zero.status().message().find("not a regular file (a character device)"),
+            std::string::npos);
   auto c = storage_.counters();
   EXPECT_EQ(c.bytes_read, 20);
 }

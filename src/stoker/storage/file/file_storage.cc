@@ -98,7 +98,9 @@ Result<std::vector<ObjectInfo>> FileStorage::List(const std::string& prefix_uri)
 Result<Bytes> FileStorage::Read(const std::string& uri) {
   const std::string path = ToPath(uri);
   requests_.fetch_add(1, std::memory_order_relaxed);
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: opening a FIFO would otherwise wait for a writer forever.
+  // It changes nothing for the regular files read below.
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) return ErrnoStatus(errno, path);
   struct stat st;
   if (::fstat(fd, &st) != 0) {
@@ -106,24 +108,24 @@ Result<Bytes> FileStorage::Read(const std::string& uri) {
     ::close(fd);
     return ErrnoStatus(err, path);
   }
-  if (S_ISDIR(st.st_mode)) {
+  if (!S_ISREG(st.st_mode)) {
     ::close(fd);
-    return ErrnoStatus(EISDIR, path);
+    if (S_ISDIR(st.st_mode)) return ErrnoStatus(EISDIR, path);
+    // A FIFO can block or never end, a device (say /dev/zero behind a
+    // symlink) never ends: reading one would hang or exhaust memory.
+    const char* kind = S_ISFIFO(st.st_mode)  ? "a FIFO"
+                       : S_ISCHR(st.st_mode) ? "a character device"
+                       : S_ISBLK(st.st_mode) ? "a block device"
+                       : S_ISSOCK(st.st_mode) ? "a socket"
+                                              : "of an unknown type";
+    return InvalidArgument(path + ": not a regular file (" + kind + ")");
   }
   Bytes data = TakeBuffer();
-  // Regular files: one read of the known size; others: read until EOF.
-  size_t cap = S_ISREG(st.st_mode) ? static_cast<size_t>(st.st_size) : 1 << 16;
-  data.resize(cap);
+  // One read of the known size, then a 1-byte probe for growth since fstat.
+  data.resize(static_cast<size_t>(st.st_size));
   size_t got = 0;
   while (true) {
-    if (got == data.size()) {
-      if (S_ISREG(st.st_mode)) {
-        // Check for growth since fstat with a 1-byte probe.
-        data.resize(data.size() + 1);
-      } else {
-        data.resize(data.size() * 2);
-      }
-    }
+    if (got == data.size()) data.resize(data.size() + 1);
     ssize_t n = ::read(fd, data.data() + got, data.size() - got);
     if (n < 0) {
       if (errno == EINTR) continue;
