@@ -417,3 +417,27 @@ def test_image_larger_than_max_pixels(tmp_path, record_behaviour):
     assert [b["index"].tolist() for b in ok] == [[0]]
     record_behaviour("image file", "image with more pixels than max_pixels=",
                      f"refused from the header; raise: '{info.value}'; exactly max_pixels loads")
+
+
+def test_file_too_large_to_hold(tmp_path, record_behaviour):
+    """An 8 TiB sparse file named .jpg (no disk used): allocating its bytes
+    fails at once, and that is this sample's error."""
+    with open("/proc/sys/vm/overcommit_memory") as f:
+        if f.read().strip() == "1":
+            pytest.skip("overcommit_memory=1 would let the allocation succeed and fill RAM")
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "ok.jpg").write_bytes(encode(textured(np.random.default_rng(1), 40, 40)))
+    with open(tmp_path / "c" / "sparse.jpg", "wb") as f:
+        f.truncate(8 << 40)
+    loader = stoker.Loader(tmp_path, batch_size=2, transform=stoker.transforms.imagenet_val(16))
+    assert [b["index"].tolist() for b in loader] == [[0]]
+    assert loader.stats()["errors_by_kind"] == {"resource exhausted": 1}
+    loader = stoker.Loader(tmp_path, batch_size=2, on_error="raise",
+                           transform=stoker.transforms.imagenet_val(16))
+    with pytest.raises(stoker.Error) as info:
+        list(loader)
+    assert str(info.value) == (f"resource exhausted: {tmp_path / 'c' / 'sparse.jpg'}: file of "
+                               f"{8 << 40} bytes does not fit in memory")
+    record_behaviour("file system", "8 TiB sparse file named .jpg",
+                     f"skip: skipped, counted as 'resource exhausted'; raise: '{info.value}' "
+                     "(a file is read whole: there is no byte cap below what allocation refuses)")

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <new>
 #include <system_error>
 
 #include "stoker/base/logging.h"
@@ -122,7 +123,15 @@ Result<Bytes> FileStorage::Read(const std::string& uri) {
   }
   Bytes data = TakeBuffer();
   // One read of the known size, then a 1-byte probe for growth since fstat.
-  data.resize(static_cast<size_t>(st.st_size));
+  // A file too large to hold (a sparse file of terabytes named .jpg) is this
+  // sample's error, not the end of the epoch.
+  try {
+    data.resize(static_cast<size_t>(st.st_size));
+  } catch (const std::bad_alloc&) {
+    ::close(fd);
+    return ResourceExhausted(path + ": file of " + std::to_string(st.st_size) +
+                             " bytes does not fit in memory");
+  }
   size_t got = 0;
   while (true) {
     if (got == data.size()) data.resize(data.size() + 1);
