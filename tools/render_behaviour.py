@@ -31,11 +31,11 @@ DATE_PREFIX = "Generated on "
 
 # Run-to-run noise in recorded messages, most specific first.
 _VOLATILE = [
-    # pytest's tmp_path / tmp_path_factory folders.
-    (re.compile(r"/tmp/pytest-of-[^/\s]+/pytest-\d+/[^/\s'\"]+"), "<tmp>"),
-    (re.compile(r"/tmp/pytest-of-[^/\s]+/pytest-\d+"), "<tmp>"),
-    # tempfile.mkdtemp() / TemporaryDirectory() names.
-    (re.compile(r"/tmp/tmp[A-Za-z0-9_]{6,}"), "<tmp>"),
+    # pytest's tmp_path / tmp_path_factory folders, under any TMPDIR.
+    (re.compile(r"(/[^\s'\"/]+)*/pytest-of-[^/\s'\"]+/pytest-\d+/[^/\s'\"]+"), "<tmp>"),
+    (re.compile(r"(/[^\s'\"/]+)*/pytest-of-[^/\s'\"]+/pytest-\d+"), "<tmp>"),
+    # tempfile.mkdtemp() / TemporaryDirectory() folders ("tmp" + 8 characters).
+    (re.compile(r"(/[^\s'\"/]+)*/tmp[a-z0-9_]{8}(?![A-Za-z0-9_.])"), "<tmp>"),
     # Ports of servers the tests start on loopback.
     (re.compile(r"\b(127\.0\.0\.1|localhost):\d{2,5}\b"), r"\1:<port>"),
 ]
