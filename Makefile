@@ -9,7 +9,7 @@ CMAKE := $(VENV)/bin/cmake
 JOBS ?= $(shell nproc)
 
 .PHONY: all deps venv install build test test-cpp test-python test-integration demo bench \
-	bench-s3 peer-venv clean test-asan test-tsan
+	bench-s3 peer-venv clean test-asan test-tsan docs-behaviour
 
 all: install build
 
@@ -47,6 +47,18 @@ test-integration: install build
 	STOKER_TESTS_BINARY=$(BUILD)/stoker_tests $(PY) -m pytest -q tests/integration
 
 test: test-cpp test-python test-integration
+
+# docs/behaviour.md, the table of bad inputs and faults and what stoker does,
+# rendered from the rows the Python and integration tests record after their
+# assertions (tests/behaviour_log.py); never edited by hand. .ci/run checks
+# that the committed file matches what its own test run recorded.
+BEHAVIOUR_LOG ?= build/behaviour.jsonl
+docs-behaviour: install build
+	@mkdir -p $(dir $(BEHAVIOUR_LOG)) && rm -f $(BEHAVIOUR_LOG)
+	STOKER_BEHAVIOUR_LOG=$(abspath $(BEHAVIOUR_LOG)) $(PY) -m pytest -q tests/python
+	STOKER_BEHAVIOUR_LOG=$(abspath $(BEHAVIOUR_LOG)) STOKER_TESTS_BINARY=$(BUILD)/stoker_tests \
+	  $(PY) -m pytest -q tests/integration
+	$(PY) tools/render_behaviour.py $(BEHAVIOUR_LOG) --out docs/behaviour.md
 
 # The peer: PyTorch's DataLoader with torchvision. torchvision only imports
 # with torch 2.14.1 (a CUDA build, used on the CPU), so it gets its own venv.

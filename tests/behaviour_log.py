@@ -17,6 +17,10 @@ def record(category: str, case: str, outcome: str, **details) -> None:
     if not path:
         return
     row = {"category": category, "case": case, "outcome": outcome}
+    # The test file that asserted it ("tests/python/test_x.py::test_y[p] (call)").
+    current = os.environ.get("PYTEST_CURRENT_TEST", "")
+    if current:
+        row["test"] = current.split("::", 1)[0]
     row.update(details)
     with open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps(row, sort_keys=True) + "\n")

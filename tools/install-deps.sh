@@ -3,6 +3,7 @@
 # Idempotent: does nothing when they are already there.
 set -euo pipefail
 pkgs=(pkg-config libjpeg62-turbo-dev libspng-dev libopencv-imgproc-dev libgtest-dev libgmock-dev
+      libjpeg-turbo-progs  # cjpeg -arithmetic: the arithmetic-coded JPEG in tests/python
       libcurl4-openssl-dev libssl-dev)
 missing=()
 for p in "${pkgs[@]}"; do

@@ -4,6 +4,7 @@
 #include <nanobind/nanobind.h>
 
 #include <stdexcept>
+#include <string>
 
 #include "stoker/status.h"
 
@@ -24,6 +25,10 @@ T ValueOrThrow(Result<T> r) {
   ThrowIfError(r.status());
   return std::move(r).value();
 }
+
+// A file name or URI as Python sees one: os.fsdecode of the bytes (names
+// that are not UTF-8 round-trip through surrogateescape).
+nanobind::str DecodePath(const std::string& s);
 
 void register_errors(nanobind::module_& m);
 void register_loader(nanobind::module_& m);

@@ -113,7 +113,7 @@ void register_loader(nb::module_& m) {
   nb::class_<PyLoader>(m, "Loader")
       .def(
           "__init__",
-          [](PyLoader* self, const std::string& uri, int64_t batch_size, const std::string& kind,
+          [](PyLoader* self, nb::bytes uri, int64_t batch_size, const std::string& kind,
              int size, bool normalize, std::array<double, 2> scale, std::array<double, 2> ratio,
              double flip_probability, double center_fraction, std::array<float, 3> mean,
              std::array<float, 3> std, bool fast_decode, bool shuffle, uint64_t seed,
@@ -122,7 +122,7 @@ void register_loader(nb::module_& m) {
              int64_t world_size, const std::string& endpoint_url, double connect_timeout,
              double read_timeout, double io_timeout, int max_attempts) {
             LoaderOptions o;
-            o.uri = uri;
+            o.uri.assign(uri.c_str(), uri.size());  // os.fsencode()d: any bytes
             o.endpoint_url = endpoint_url;
             o.io.connect_timeout_s = connect_timeout;
             o.io.read_timeout_s = read_timeout;
@@ -159,8 +159,21 @@ void register_loader(nb::module_& m) {
           nb::arg("io_timeout") = IoOptions{}.io_timeout_s, nb::arg("max_attempts") = 0)
       .def("__len__", [](const PyLoader& l) { return l.impl->num_batches(); })
       .def_prop_ro("num_samples", [](const PyLoader& l) { return l.impl->num_samples(); })
-      .def_prop_ro("classes", [](const PyLoader& l) { return l.impl->info().classes; })
-      .def("sample_uri", [](const PyLoader& l, int64_t i) { return l.impl->sample_uri(i); })
+      .def_prop_ro("classes",
+                   [](const PyLoader& l) {
+                     nb::list out;
+                     for (const auto& c : l.impl->info().classes) out.append(DecodePath(c));
+                     return out;
+                   })
+      .def("sample_uri",
+           [](const PyLoader& l, int64_t i) {
+             if (i < 0 || i >= l.impl->num_samples()) {
+               throw nb::index_error(("sample index " + std::to_string(i) + " is outside [0, " +
+                                      std::to_string(l.impl->num_samples()) + ")")
+                                         .c_str());
+             }
+             return DecodePath(l.impl->sample_uri(i));
+           })
       .def("sample_label", [](const PyLoader& l, int64_t i) { return l.impl->sample_label(i); })
       .def("set_epoch", [](PyLoader& l, int64_t e) { l.impl->SetEpoch(e); },
            nb::call_guard<nb::gil_scoped_release>())

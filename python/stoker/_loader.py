@@ -32,7 +32,10 @@ class Loader:
     """Batches of decoded, transformed images from a dataset URI.
 
     uri: an ImageFolder root (local path or file://), or a manifest
-        (.csv with header ``path,label`` or .jsonl with keys path, label).
+        (.csv with header ``path,label`` or .jsonl with keys path, label);
+        str, bytes or path-like. File names need not be UTF-8: they come
+        back (sample_uri, classes, error messages) as os.fsdecode() gives
+        them, so os.fsencode() recovers the bytes.
     transform: stoker.transforms.imagenet_train(...) or imagenet_val(...)
         (default imagenet_val(224)).
     threads: decode threads, "auto" for one per core.
@@ -63,7 +66,7 @@ class Loader:
     installed, else NumPy arrays; either way no copy is made.
     """
 
-    def __init__(self, uri: Union[str, os.PathLike], batch_size: int = 64,
+    def __init__(self, uri: Union[str, bytes, os.PathLike], batch_size: int = 64,
                  transform: Optional[Transform] = None, shuffle: bool = False,
                  seed: int = 0, drop_last: bool = False,
                  threads: Union[int, str] = "auto", on_error: str = "skip",
@@ -83,7 +86,7 @@ class Loader:
         self.transform = transform
         self.batch_size = batch_size
         self._core = _core.Loader(
-            os.fspath(uri), batch_size, transform.kind, transform.size, transform.normalize,
+            os.fsencode(uri), batch_size, transform.kind, transform.size, transform.normalize,
             tuple(transform.scale), tuple(transform.ratio), transform.flip_probability,
             transform.center_fraction, tuple(transform.mean), tuple(transform.std),
             bool(transform.fast_decode), bool(shuffle), int(seed), bool(drop_last), int(threads), on_error,

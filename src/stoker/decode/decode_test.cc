@@ -394,6 +394,13 @@ TEST(DecodeErrors, RandomBytesAfterJpegMagicAreCorrupt) {
     EXPECT_TRUE(r.status().code() == StatusCode::kCorrupt ||
                 r.status().code() == StatusCode::kUnsupported)
         << r.status().ToString();
+    // The message says it is a JPEG and what is wrong, not just libjpeg's
+    // "Unsupported marker type 0xf1".
+    const std::string& m = r.status().message();
+    EXPECT_TRUE(m.rfind("invalid JPEG data: ", 0) == 0 ||
+                m.rfind("unsupported JPEG variant: ", 0) == 0 ||
+                m.rfind("truncated JPEG data", 0) == 0)
+        << m;
   }
 }
 
@@ -509,6 +516,31 @@ TEST(DecodeJpeg, ProgressiveArithmeticAndRestarts) {
     EXPECT_TRUE(SameArea(*r, RefDecode(jpeg, 1), 0, 0));
     CheckRegionsAtAllScales(jpeg, 213, 157, c.name, 10);
   }
+}
+
+TEST(DecodeJpeg, ExifOrientationIsIgnored) {
+  // An APP1 Exif segment (big-endian TIFF, one IFD entry: Orientation = 6,
+  // "rotate 90 clockwise to display") right after SOI. stoker, like
+  // torchvision's Image.open loader, returns the pixels as stored.
+  const Bytes plain = EncodeJpeg(48, 24);
+  const uint8_t tiff[] = {'M', 'M', 0, 42, 0, 0, 0, 8,          // header, IFD at 8
+                          0, 1,                                 // one entry
+                          0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, 6, 0, 0,  // Orientation SHORT 6
+                          0, 0, 0, 0};                          // no next IFD
+  Bytes app1 = {0xFF, 0xE1, 0, 0, 'E', 'x', 'i', 'f', 0, 0};
+  app1.insert(app1.end(), std::begin(tiff), std::end(tiff));
+  const size_t len = app1.size() - 2;
+  app1[2] = static_cast<uint8_t>(len >> 8);
+  app1[3] = static_cast<uint8_t>(len & 0xFF);
+  Bytes rotated(plain.begin(), plain.begin() + 2);
+  rotated.insert(rotated.end(), app1.begin(), app1.end());
+  rotated.insert(rotated.end(), plain.begin() + 2, plain.end());
+  Decoder dec;
+  auto r = dec.DecodeFull(S(rotated));
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->width, 48);
+  EXPECT_EQ(r->height, 24);
+  EXPECT_TRUE(SameArea(*r, RefDecode(plain, 1), 0, 0));
 }
 
 // ---------------------------------------------------------------------------
@@ -867,6 +899,8 @@ TEST(DecodeErrors, UnsupportedJpegVariants) {
   auto r = dec.DecodeFull(S(jpeg));
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), StatusCode::kUnsupported) << r.status().ToString();
+  EXPECT_EQ(r.status().message().rfind("unsupported JPEG variant: ", 0), 0u)
+      << r.status().message();
   // Lossless (SOF3).
   Bytes lossless = EncodeJpeg(16, 16);
   for (size_t i = 2; i + 1 < lossless.size(); ++i) {
@@ -1092,6 +1126,7 @@ TEST(DecodePng, PngBytesUnderAnyNameAndTruncation) {
     auto t = dec.DecodeFull(S(cut));
     ASSERT_FALSE(t.ok()) << frac;
     EXPECT_EQ(t.status().code(), StatusCode::kCorrupt) << t.status().ToString();
+    EXPECT_EQ(t.status().message().rfind("truncated PNG data", 0), 0u) << t.status().message();
   }
   for (size_t n : {size_t{4}, size_t{8}, size_t{20}, size_t{33}}) {
     Bytes cut(png.begin(), png.begin() + static_cast<long>(n));

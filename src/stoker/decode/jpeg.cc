@@ -74,9 +74,14 @@ StatusCode CodeForError(int msg_code) {
   if (message != nullptr) {
     std::snprintf(err->message, sizeof err->message, "%s", message);
   } else {
+    // libjpeg's own text ("Unsupported marker type 0xf1") does not say
+    // that it is about a JPEG, nor what is wrong with it: say both.
     char buf[JMSG_LENGTH_MAX];
     (*cinfo->err->format_message)(cinfo, buf);
-    std::snprintf(err->message, sizeof err->message, "%s", buf);
+    const char* what = code == StatusCode::kCorrupt       ? "invalid JPEG data"
+                       : code == StatusCode::kUnsupported ? "unsupported JPEG variant"
+                                                          : "JPEG";
+    std::snprintf(err->message, sizeof err->message, "%s: %s", what, buf);
   }
   std::longjmp(err->jmp, 1);
 }

@@ -43,6 +43,7 @@ Status PngError(int code, const char* what) {
     case SPNG_ECHUNK_LIMITS:
     case SPNG_EOVERFLOW:
       return ResourceExhausted(std::move(msg));
+    case SPNG_IO_EOF:  // the buffer ended (libspng says "end of stream")
     case SPNG_EOF:
     case SPNG_EIDAT_TOO_SHORT:
       return Corrupt("truncated PNG data (" + std::string(spng_strerror(code)) + ")");

@@ -193,6 +193,7 @@ Result<Dataset> ParseCsvManifest(std::string_view text, const std::string& name,
   Dataset ds;
   size_t pos = 0, line = 0;
   int path_col = -1, label_col = -1;
+  size_t header_fields = 0;
   bool have_header = false;
   while (pos < text.size()) {
     ++line;
@@ -219,12 +220,17 @@ Result<Dataset> ParseCsvManifest(std::string_view text, const std::string& name,
         return InvalidArgument(LineRef(name, line) + ": expected a header with columns 'path' and 'label'");
       }
       have_header = true;
+      header_fields = f.size();
       continue;
     }
     const std::string where = LineRef(name, line);
-    if (static_cast<int>(f.size()) <= std::max(path_col, label_col)) {
-      return InvalidArgument(where + ": expected " + std::to_string(std::max(path_col, label_col) + 1) +
-                             " fields, got " + std::to_string(f.size()));
+    // As many fields as the header has columns: an unquoted comma in a path
+    // would otherwise shift the fields and give a wrong path or label.
+    if (f.size() != header_fields) {
+      return InvalidArgument(where + ": expected " + std::to_string(header_fields) +
+                             " fields as in the header, got " + std::to_string(f.size()) +
+                             (f.size() > header_fields ? " (quote a path that contains a comma)"
+                                                       : ""));
     }
     const std::string& path = f[path_col];
     if (path.empty()) return InvalidArgument(where + ": empty path");
@@ -248,6 +254,8 @@ Result<Dataset> ParseJsonlManifest(std::string_view text, const std::string& nam
     pos = end + 1;
     ++line;
     const std::string where = LineRef(name, line);
+    // A UTF-8 byte order mark (Windows editors write one) is not content.
+    if (line == 1 && s.substr(0, 3) == "\xEF\xBB\xBF") s.remove_prefix(3);
     size_t i = 0;
     SkipSpace(s, i);
     if (i == s.size()) continue;  // blank line
@@ -287,6 +295,11 @@ Result<Dataset> ParseJsonlManifest(std::string_view text, const std::string& nam
       if (i < s.size() && s[i] == '}') break;
       return InvalidArgument(where + ": expected ',' or '}'");
     }
+    ++i;  // the closing '}'
+    SkipSpace(s, i);
+    // One object per line: text after it is a malformed line (often two
+    // objects on one line), not something to drop silently.
+    if (i != s.size()) return InvalidArgument(where + ": unexpected text after the JSON object");
     if (!path || path->empty()) return InvalidArgument(where + ": missing \"path\"");
     if (!label) return InvalidArgument(where + ": missing \"label\"");
     ds.samples.push_back({IsAbsoluteUri(*path) ? *path : storage.Join(base_uri, *path), *label});

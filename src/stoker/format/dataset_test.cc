@@ -5,6 +5,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include <sys/stat.h>
+
 #include "stoker/storage/file/file_storage.h"
 
 namespace stoker::format {
@@ -89,6 +91,19 @@ TEST_F(DatasetTest, CsvBadLabelNamesTheLine) {
   EXPECT_NE(ds.status().message().find("cat"), std::string::npos);
 }
 
+TEST_F(DatasetTest, CsvFieldCountMustMatchTheHeader) {
+  // "label,path" then an unquoted comma in the path: taking the first two
+  // fields would silently load "b" instead of "b, c.jpg".
+  auto more = ParseCsvManifest("label,path\n1,a.jpg\n2,b, c.jpg\n", "m.csv", "/b", storage_);
+  ASSERT_FALSE(more.ok());
+  EXPECT_EQ(more.status().message(),
+            "m.csv:3: expected 2 fields as in the header, got 3 (quote a path that contains a "
+            "comma)");
+  auto fewer = ParseCsvManifest("path,label,split\na.jpg,1\n", "m.csv", "/b", storage_);
+  ASSERT_FALSE(fewer.ok());
+  EXPECT_EQ(fewer.status().message(), "m.csv:2: expected 3 fields as in the header, got 2");
+}
+
 TEST_F(DatasetTest, CsvNeedsHeader) {
   auto ds = ParseCsvManifest("a.jpg,1\n", "m.csv", "/b", storage_);
   ASSERT_FALSE(ds.ok());
@@ -119,6 +134,72 @@ TEST_F(DatasetTest, JsonlErrorsNameTheLine) {
   }
 }
 
+TEST_F(DatasetTest, JsonlByteOrderMarkAndCrlf) {
+  auto ds = ParseJsonlManifest(
+      "\xEF\xBB\xBF{\"path\": \"a.jpg\", \"label\": 1}\r\n\r\n{\"path\": \"b,c.jpg\", \"label\": 2}\r\n",
+      "m.jsonl", "/base", storage_);
+  ASSERT_TRUE(ds.ok()) << ds.status().ToString();
+  ASSERT_EQ(ds->samples.size(), 2u);
+  EXPECT_EQ(ds->samples[0].uri, "/base/a.jpg");
+  EXPECT_EQ(ds->samples[1].uri, "/base/b,c.jpg");
+  EXPECT_EQ(ds->samples[1].label, 2);
+  // A BOM is only a BOM at the start of the file.
+  auto mid = ParseJsonlManifest("{\"path\": \"a.jpg\", \"label\": 1}\n\xEF\xBB\xBF{}\n", "m.jsonl",
+                                "/base", storage_);
+  ASSERT_FALSE(mid.ok());
+  EXPECT_NE(mid.status().message().find("m.jsonl:2"), std::string::npos) << mid.status().message();
+}
+
+TEST_F(DatasetTest, JsonlTextAfterTheObjectIsAnError) {
+  // Two objects on one line (a lost newline) must not lose the second.
+  for (const char* bad : {"{\"path\": \"a.jpg\", \"label\": 1}{\"path\": \"b.jpg\", \"label\": 2}",
+                          "{\"path\": \"a.jpg\", \"label\": 1} x"}) {
+    auto ds = ParseJsonlManifest(bad, "m.jsonl", "/b", storage_);
+    ASSERT_FALSE(ds.ok()) << bad;
+    EXPECT_EQ(ds.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(ds.status().message().find("m.jsonl:1: unexpected text after the JSON object"),
+              std::string::npos)
+        << ds.status().message();
+  }
+  EXPECT_TRUE(ParseJsonlManifest("{\"path\": \"a.jpg\", \"label\": 1}  \t\r\n", "m.jsonl", "/b",
+                                 storage_)
+                  .ok());
+}
+
+TEST_F(DatasetTest, CsvByteOrderMarkCrlfAndQuotedCommas) {
+  auto ds = ParseCsvManifest("\xEF\xBB\xBFpath,label\r\n\"x, y.jpg\",3\r\n\r\n\"q\"\"uote.jpg\",4\r\n",
+                             "m.csv", "/base", storage_);
+  ASSERT_TRUE(ds.ok()) << ds.status().ToString();
+  ASSERT_EQ(ds->samples.size(), 2u);
+  EXPECT_EQ(ds->samples[0].uri, "/base/x, y.jpg");
+  EXPECT_EQ(ds->samples[0].label, 3);
+  EXPECT_EQ(ds->samples[1].uri, "/base/q\"uote.jpg");
+}
+
+TEST_F(DatasetTest, ImageFolderDoesNotFollowASymlinkLoop) {
+  Touch("c/a.jpg");
+  Touch("c/sub/b.jpg");
+  fs::create_directory_symlink("..", root_ / "c/sub/up");  // back to c/
+  fs::create_directory_symlink(root_ / "c/sub", root_ / "c/alias");  // not a loop: listed twice
+  auto ds = ListImageFolder(root_.string(), storage_);
+  ASSERT_TRUE(ds.ok()) << ds.status().ToString();
+  std::vector<std::string> uris;
+  for (const auto& s : ds->samples) uris.push_back(s.uri.substr(root_.string().size()));
+  EXPECT_EQ(uris, (std::vector<std::string>{"/c/a.jpg", "/c/alias/b.jpg", "/c/sub/b.jpg"}));
+}
+
+TEST_F(DatasetTest, ImageFolderKeepsNonUtf8NamesAsBytes) {
+  const std::string name = "caf\xE9.jpg";  // Latin-1, not valid UTF-8
+  Touch("c/" + name, "bytes");
+  auto ds = ListImageFolder(root_.string(), storage_);
+  ASSERT_TRUE(ds.ok()) << ds.status().ToString();
+  ASSERT_EQ(ds->samples.size(), 1u);
+  EXPECT_EQ(ds->samples[0].uri, (root_ / "c" / name).string());
+  auto bytes = storage_.Read(ds->samples[0].uri);
+  ASSERT_TRUE(bytes.ok()) << bytes.status().ToString();
+  EXPECT_EQ(bytes->size(), 5u);
+}
+
 TEST_F(DatasetTest, FileStorageReadsExactBytesAndNamesMissingFiles) {
   std::string content("\x00\x01\xff binary", 10);
   Touch("f.bin", content);
@@ -135,6 +216,17 @@ TEST_F(DatasetTest, FileStorageReadsExactBytesAndNamesMissingFiles) {
   auto dir = storage_.Read(root_.string());
   ASSERT_FALSE(dir.ok());
   EXPECT_NE(dir.status().message().find("directory"), std::string::npos);
+  // Neither hangs: a FIFO with no writer, a device that never ends.
+  ASSERT_EQ(::mkfifo((root_ / "fifo.jpg").c_str(), 0644), 0);
+  auto fifo = storage_.Read((root_ / "fifo.jpg").string());
+  ASSERT_FALSE(fifo.ok());
+  EXPECT_EQ(fifo.status().message(), (root_ / "fifo.jpg").string() + ": not a regular file (a FIFO)");
+  fs::create_symlink("/dev/zero", root_ / "zero.jpg");
+  auto zero = storage_.Read((root_ / "zero.jpg").string());
+  ASSERT_FALSE(zero.ok());
+  EXPECT_EQ(zero.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(zero.status().message().find("not a regular file (a character device)"),
+            std::string::npos);
   auto c = storage_.counters();
   EXPECT_EQ(c.bytes_read, 20);
 }

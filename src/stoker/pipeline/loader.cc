@@ -142,7 +142,18 @@ class Run : public std::enable_shared_from_this<Run> {
                                                          c_.sampler.world_size());
   }
 
+  // A batch whose every sample was skipped is not handed out: an empty
+  // batch breaks a training step (BatchNorm, a mean over no samples), and
+  // nothing in it could be trained on. The next batch comes instead.
   Result<std::optional<Batch>> Next() {
+    while (true) {
+      auto r = NextIncludingEmpty();
+      if (!r.ok() || !r->has_value() || (*r)->size() > 0) return r;
+    }
+  }
+
+ private:
+  Result<std::optional<Batch>> NextIncludingEmpty() {
     std::unique_ptr<Slot> slot;
     int64_t b;
     {
@@ -170,7 +181,6 @@ class Run : public std::enable_shared_from_this<Run> {
     return Finish(std::move(slot));
   }
 
- private:
   struct Slot {
     std::unique_ptr<Batch::Storage> storage;
     int64_t remaining = 0;
@@ -376,7 +386,7 @@ class Run : public std::enable_shared_from_this<Run> {
     st.labels.resize(kept);
     st.indices.resize(kept);
     counters.delivered.fetch_add(kept, std::memory_order_relaxed);
-    counters.batches.fetch_add(1, std::memory_order_relaxed);
+    if (kept > 0) counters.batches.fetch_add(1, std::memory_order_relaxed);
     return std::optional<Batch>(Batch(std::shared_ptr<Batch::Storage>(std::move(slot->storage))));
   }
 

@@ -171,5 +171,40 @@ TEST_F(LoaderTest, BadFilesAreSkippedAndCountedOrRaised) {
   EXPECT_TRUE(raised);
 }
 
+TEST_F(LoaderTest, ABatchOfOnlyBadFilesIsNotDelivered) {
+  // Unshuffled, batch 4: listing positions 0-3 are class0's first four
+  // files; make them all bad. No empty batch comes out, nothing is lost.
+  std::vector<fs::path> files;
+  for (const auto& e : fs::directory_iterator(root_ / "class0")) files.push_back(e.path());
+  std::sort(files.begin(), files.end());
+  for (int i = 0; i < 4; ++i) std::ofstream(files[i], std::ios::trunc) << "bad";
+  LoaderOptions o = Options(2);
+  o.shuffle = false;
+  auto loader = Loader::Open(o);
+  ASSERT_TRUE(loader.ok());
+  (*loader)->Start();
+  std::vector<int64_t> indices;
+  int batches = 0;
+  while (true) {
+    auto batch = (*loader)->Next();
+    ASSERT_TRUE(batch.ok()) << batch.status().ToString();
+    if (!batch->has_value()) break;
+    EXPECT_GT((*batch)->size(), 0);
+    indices.insert(indices.end(), (*batch)->indices_data(),
+                   (*batch)->indices_data() + (*batch)->size());
+    ++batches;
+  }
+  std::vector<int64_t> want;
+  for (int64_t i = 4; i < kImages; ++i) want.push_back(i);
+  EXPECT_EQ(indices, want);
+  EXPECT_EQ(batches, 5);  // of 6: the first held only bad files
+  auto stats = (*loader)->stats();
+  EXPECT_EQ(stats.samples_skipped, 4);
+  EXPECT_EQ(stats.batches_delivered, 5);
+  // The state after the last batch is the end of the epoch.
+  EXPECT_EQ((*loader)->state().position, 0);
+  EXPECT_EQ((*loader)->state().epoch, 1);
+}
+
 }  // namespace
 }  // namespace stoker

@@ -8,7 +8,10 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <new>
 #include <system_error>
+
+#include "stoker/base/logging.h"
 
 namespace stoker::storage {
 namespace fs = std::filesystem;
@@ -42,25 +45,51 @@ Result<std::vector<ObjectInfo>> FileStorage::List(const std::string& prefix_uri)
     if (!fs::exists(root, ec)) return NotFound(root.string() + ": no such directory");
     return InvalidArgument(root.string() + ": not a directory");
   }
+  // Depth first with an explicit stack, so that an error names the folder
+  // that could not be read. A folder that cannot be listed fails the whole
+  // listing: skipping it would silently drop every sample inside it.
+  // Directory symlinks are followed, except one that leads back to a folder
+  // on the current path (a loop): following it would list the same files
+  // again at ever longer paths until the kernel gives up (ELOOP), about 40
+  // times over. It holds nothing the listing does not already have.
+  struct Dir {
+    fs::path path;
+    std::vector<std::pair<dev_t, ino_t>> ancestors;  // including this folder
+  };
   std::vector<ObjectInfo> out;
-  auto it = fs::recursive_directory_iterator(
-      root, fs::directory_options::follow_directory_symlink |
-                fs::directory_options::skip_permission_denied,
-      ec);
-  if (ec) return IOError(root.string() + ": cannot list: " + ec.message());
-  for (auto end = fs::recursive_directory_iterator(); it != end; it.increment(ec)) {
-    if (ec) return IOError(root.string() + ": cannot list: " + ec.message());
-    std::error_code sec;
-    // Directories are not objects. Broken symlinks and other non-directories
-    // are listed: reading them gives the sample its own error.
-    if (it->is_directory(sec)) continue;
-    ObjectInfo info;
-    info.key = fs::relative(it->path(), root, sec).generic_string();
-    if (sec) info.key = it->path().lexically_relative(root).generic_string();
-    std::error_code zec;
-    auto size = it->is_regular_file(zec) ? fs::file_size(it->path(), zec) : 0;
-    info.size = zec ? -1 : static_cast<int64_t>(size);
-    out.push_back(std::move(info));
+  struct stat root_st;
+  if (::stat(root.c_str(), &root_st) != 0) return ErrnoStatus(errno, root.string());
+  std::vector<Dir> stack;
+  stack.push_back({root, {{root_st.st_dev, root_st.st_ino}}});
+  while (!stack.empty()) {
+    Dir dir = std::move(stack.back());
+    stack.pop_back();
+    fs::directory_iterator it(dir.path, ec);
+    if (ec) return ErrnoStatus(ec.value(), dir.path.string()).WithContext("cannot list");
+    for (auto end = fs::directory_iterator(); it != end; it.increment(ec)) {
+      if (ec) return ErrnoStatus(ec.value(), dir.path.string()).WithContext("cannot list");
+      const fs::path& path = it->path();
+      struct stat st;
+      // stat follows symlinks; a broken one (or a loop of file symlinks) is
+      // listed as a file: reading it gives the sample its own error.
+      const bool stat_ok = ::stat(path.c_str(), &st) == 0;
+      if (stat_ok && S_ISDIR(st.st_mode)) {
+        const std::pair<dev_t, ino_t> id{st.st_dev, st.st_ino};
+        if (std::find(dir.ancestors.begin(), dir.ancestors.end(), id) != dir.ancestors.end()) {
+          LogWarning("not following " + path.string() +
+                     ": a directory symlink back to a folder that contains it");
+          continue;
+        }
+        Dir child{path, dir.ancestors};
+        child.ancestors.push_back(id);
+        stack.push_back(std::move(child));
+        continue;
+      }
+      ObjectInfo info;
+      info.key = path.lexically_relative(root).generic_string();
+      info.size = stat_ok && S_ISREG(st.st_mode) ? static_cast<int64_t>(st.st_size) : -1;
+      out.push_back(std::move(info));
+    }
   }
   std::sort(out.begin(), out.end(),
             [](const ObjectInfo& a, const ObjectInfo& b) { return a.key < b.key; });
@@ -70,7 +99,9 @@ Result<std::vector<ObjectInfo>> FileStorage::List(const std::string& prefix_uri)
 Result<Bytes> FileStorage::Read(const std::string& uri) {
   const std::string path = ToPath(uri);
   requests_.fetch_add(1, std::memory_order_relaxed);
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: opening a FIFO would otherwise wait for a writer forever.
+  // It changes nothing for the regular files read below.
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) return ErrnoStatus(errno, path);
   struct stat st;
   if (::fstat(fd, &st) != 0) {
@@ -78,38 +109,49 @@ Result<Bytes> FileStorage::Read(const std::string& uri) {
     ::close(fd);
     return ErrnoStatus(err, path);
   }
-  if (S_ISDIR(st.st_mode)) {
+  if (!S_ISREG(st.st_mode)) {
     ::close(fd);
-    return ErrnoStatus(EISDIR, path);
+    if (S_ISDIR(st.st_mode)) return ErrnoStatus(EISDIR, path);
+    // A FIFO can block or never end, a device (say /dev/zero behind a
+    // symlink) never ends: reading one would hang or exhaust memory.
+    const char* kind = S_ISFIFO(st.st_mode)  ? "a FIFO"
+                       : S_ISCHR(st.st_mode) ? "a character device"
+                       : S_ISBLK(st.st_mode) ? "a block device"
+                       : S_ISSOCK(st.st_mode) ? "a socket"
+                                              : "of an unknown type";
+    return InvalidArgument(path + ": not a regular file (" + kind + ")");
   }
   Bytes data = TakeBuffer();
-  // Regular files: one read of the known size, then a 1-byte probe into a
-  // local (not a resize, which would reallocate and copy the whole buffer
-  // when it is exactly full) to catch growth since fstat; others: read
-  // until EOF. A recycled buffer too small for this file is replaced, not
-  // grown: growing would copy its stale contents.
-  const bool regular = S_ISREG(st.st_mode);
-  const size_t cap = regular ? static_cast<size_t>(st.st_size) : size_t{1} << 16;
-  if (data.capacity() < cap) Bytes().swap(data);
-  data.resize(cap);
+  // One read of the known size, then a 1-byte probe into a local to catch
+  // growth since fstat (a resize of the full buffer would reallocate and
+  // copy every file's bytes). A recycled buffer too small for this file is
+  // replaced, not grown: growing would copy its stale contents. A file too
+  // large to hold (a sparse file of terabytes named .jpg) is this sample's
+  // error, not the end of the epoch.
+  const size_t size = static_cast<size_t>(st.st_size);
+  try {
+    if (data.capacity() < size) Bytes().swap(data);
+    data.resize(size);
+  } catch (const std::bad_alloc&) {
+    ::close(fd);
+    return ResourceExhausted(path + ": file of " + std::to_string(st.st_size) +
+                             " bytes does not fit in memory");
+  }
   size_t got = 0;
   while (true) {
     if (got == data.size()) {
-      if (regular) {
-        uint8_t probe;
-        const ssize_t n = ::read(fd, &probe, 1);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) {
-          const int err = errno;
-          ::close(fd);
-          return ErrnoStatus(err, path);
-        }
-        if (n == 0) break;
-        data.resize(data.size() * 2 + 1);  // the file grew: rare, copying is fine
-        data[got++] = probe;
-        continue;
+      uint8_t probe;
+      const ssize_t n = ::read(fd, &probe, 1);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) {
+        const int err = errno;
+        ::close(fd);
+        return ErrnoStatus(err, path);
       }
-      data.resize(data.size() * 2);
+      if (n == 0) break;
+      data.resize(data.size() * 2 + 1);  // the file grew: rare, copying is fine
+      data[got++] = probe;
+      continue;
     }
     const ssize_t n = ::read(fd, data.data() + got, data.size() - got);
     if (n < 0) {

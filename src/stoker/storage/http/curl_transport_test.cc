@@ -122,22 +122,25 @@ TEST(CurlTransport, StallInsideTheBodyIsCutByTheReadTimeout) {
 }
 
 TEST(CurlTransport, SlowReplyThatKeepsComingIsNotCut) {
-  // Ten pieces 150 ms apart: 1.5 s in all, well over the read timeout,
-  // never silent for a quarter of it.
-  ScriptedServer server([](int fd) {
-    const std::string all = kHead + "0123456789";
-    const size_t step = all.size() / 10 + 1;
+  // Thirty pieces 100 ms apart: 3 s in all, well over the 2 s read timeout,
+  // never silent for a twentieth of it (a wide margin: on a loaded machine a
+  // sleeping thread can wake hundreds of milliseconds late).
+  const std::string body(60, 'x');
+  ScriptedServer server([&](int fd) {
+    const std::string all =
+        "HTTP/1.1 200 OK\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+    const size_t step = all.size() / 30 + 1;
     for (size_t i = 0; i < all.size(); i += step) {
-      std::this_thread::sleep_for(milliseconds(150));
+      std::this_thread::sleep_for(milliseconds(100));
       ScriptedServer::Send(fd, all.substr(i, step));
     }
   });
-  auto t = NewCurlTransport(Options(600));
+  auto t = NewCurlTransport(Options(2000));
   const Response r = Get(*t, server.url());
   ASSERT_EQ(r.error, NetError::kNone) << r.error_message;
   EXPECT_EQ(r.status, 200);
-  EXPECT_EQ(r.BodyText(), "0123456789");
-  EXPECT_GT(r.seconds, 0.9);  // the case is what it says: longer than the read timeout
+  EXPECT_EQ(r.BodyText(), body);
+  EXPECT_GT(r.seconds, 2.0);  // the case is what it says: longer than the read timeout
 }
 
 TEST(CurlTransport, RequestTimeoutCutsAnAttemptWithoutAReadTimeout) {
