@@ -4,7 +4,11 @@
 #include "stoker/loader.h"
 
 #include <gtest/gtest.h>
+#include <fcntl.h>
 #include <jpeglib.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -12,6 +16,7 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <thread>
 #include <vector>
 
 namespace stoker {
@@ -105,6 +110,25 @@ class LoaderTest : public ::testing::Test {
     return e;
   }
 
+  // A CSV manifest listing a FIFO first, then every image. With a writer
+  // held open on the FIFO (O_RDWR never blocks on Linux) its read waits
+  // for data that never comes: a pipeline stalled on storage.
+  std::string StalledManifest() const {
+    const fs::path fifo = root_ / "stalled.jpg";
+    EXPECT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+    std::ofstream m(root_ / "manifest.csv");
+    m << "path,label\n" << fifo.string() << ",0\n";
+    for (const auto& e : fs::recursive_directory_iterator(root_)) {
+      if (e.is_regular_file() && e.path().extension() == ".jpg") m << e.path().string() << ",1\n";
+    }
+    return (root_ / "manifest.csv").string();
+  }
+
+  static int Threads() {
+    return static_cast<int>(std::distance(fs::directory_iterator("/proc/self/task"),
+                                          fs::directory_iterator()));
+  }
+
   fs::path root_;
 };
 
@@ -169,6 +193,90 @@ TEST_F(LoaderTest, BadFilesAreSkippedAndCountedOrRaised) {
     if (!batch->has_value()) break;
   }
   EXPECT_TRUE(raised);
+}
+
+TEST_F(LoaderTest, StopFromAnotherThreadEndsANextWaitingOnStalledStorage) {
+  LoaderOptions o = Options(2);
+  o.uri = StalledManifest();
+  o.shuffle = false;
+  const int writer = ::open((root_ / "stalled.jpg").c_str(), O_RDWR | O_NONBLOCK);
+  ASSERT_GE(writer, 0);
+  const int base = Threads();
+  auto loader = Loader::Open(o);
+  ASSERT_TRUE(loader.ok()) << loader.status().ToString();
+  // Batch 0 holds the FIFO: it cannot complete, so no wait ends ready.
+  EXPECT_FALSE((*loader)->WaitForNext(std::chrono::milliseconds(20)));
+  EXPECT_GT(Threads(), base);
+  std::optional<Result<std::optional<Batch>>> got;
+  std::thread consumer([&] { got.emplace((*loader)->Next()); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));  // let it wait; not a timing check
+  (*loader)->Stop();  // the fetch thread is inside the FIFO read
+  consumer.join();
+  ASSERT_TRUE(got.has_value());
+  ASSERT_TRUE(got->ok()) << got->status().ToString();
+  EXPECT_FALSE((*got)->has_value());
+  EXPECT_EQ(Threads(), base);
+  // Stopped, not closed: the next pass runs, and stalls again on the FIFO.
+  (*loader)->Start();
+  EXPECT_FALSE((*loader)->WaitForNext(std::chrono::milliseconds(20)));
+  (*loader)->Close();
+  EXPECT_EQ(Threads(), base);
+  EXPECT_TRUE((*loader)->WaitForNext(std::chrono::milliseconds(20)));
+  auto closed = (*loader)->Next();
+  ASSERT_FALSE(closed.ok());
+  EXPECT_EQ(closed.status().code(), StatusCode::kCancelled);
+  (*loader)->Start();  // does nothing once closed
+  EXPECT_EQ(Threads(), base);
+  ::close(writer);
+}
+
+TEST_F(LoaderTest, AFifoWithoutWriterIsAnEmptySampleNotAHang) {
+  LoaderOptions o = Options(2);
+  o.uri = StalledManifest();
+  auto loader = Loader::Open(o);
+  ASSERT_TRUE(loader.ok());
+  Epoch e = Run(**loader, 0);
+  EXPECT_EQ(e.indices.size(), static_cast<size_t>(kImages));
+  EXPECT_EQ((*loader)->stats().samples_skipped, 1);
+}
+
+TEST_F(LoaderTest, AForkedChildGetsAnErrorFromAnInheritedLoaderAndCanOpenItsOwn) {
+  auto loader = Loader::Open(Options(2));
+  ASSERT_TRUE(loader.ok());
+  (*loader)->Start();
+  ASSERT_TRUE((*loader)->Next().ok());  // mid-epoch: threads working ahead
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ::alarm(60);  // a hang ends the child by SIGALRM, which the parent reports
+    int failures = 0;
+    auto inherited = (*loader)->Next();
+    if (inherited.ok() || inherited.status().message().find("is a fork of it") == std::string::npos)
+      ++failures;
+    (*loader)->Stop();   // nothing to stop here
+    loader->reset();     // frees nothing the parent's threads used; must not join them
+    auto own = Loader::Open(Options(2));
+    if (!own.ok()) ::_exit(10);
+    std::vector<int64_t> seen = Run(**own, 1).indices;
+    std::sort(seen.begin(), seen.end());
+    std::vector<int64_t> want(kImages);
+    for (int i = 0; i < kImages; ++i) want[i] = i;
+    if (seen != want) ++failures;
+    ::_exit(failures == 0 ? 0 : 11);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status)) << "child ended by signal " << WTERMSIG(status);
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  // The parent's epoch carries on.
+  int64_t rest = 0;
+  while (true) {
+    auto b = (*loader)->Next();
+    ASSERT_TRUE(b.ok());
+    if (!b->has_value()) break;
+    rest += (**b).size();
+  }
+  EXPECT_EQ(rest, kImages - 4);
 }
 
 }  // namespace

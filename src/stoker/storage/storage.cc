@@ -54,12 +54,15 @@ class SchemeRouter final : public Storage {
     return s->Read(uri);
   }
   void ReadAsync(const std::string& uri, ReadCallback done) override {
+    ReadAsync(uri, std::move(done), std::stop_token());
+  }
+  void ReadAsync(const std::string& uri, ReadCallback done, std::stop_token stop) override {
     auto s = Backend(uri);
     if (!s.ok()) {
       done(s.status());
       return;
     }
-    (*s)->ReadAsync(uri, std::move(done));
+    (*s)->ReadAsync(uri, std::move(done), std::move(stop));
   }
   std::string Join(const std::string& base, const std::string& key) const override {
     return primary_->Join(base, key);

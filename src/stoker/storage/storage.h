@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <stop_token>
 #include <string>
 #include <vector>
 
@@ -42,6 +43,15 @@ class Storage {
   // many reads in flight; the default reads synchronously.
   using ReadCallback = std::function<void(Result<Bytes>)>;
   virtual void ReadAsync(const std::string& uri, ReadCallback done) { done(Read(uri)); }
+
+  // As above, for a caller that may give up: once `stop` is requested, a read
+  // that could otherwise block without end (a FIFO or pipe nobody writes)
+  // finishes with Cancelled, so a stopped pipeline never waits on storage.
+  // Backends whose ReadAsync never blocks the caller need not override it.
+  virtual void ReadAsync(const std::string& uri, ReadCallback done, std::stop_token stop) {
+    (void)stop;
+    ReadAsync(uri, std::move(done));
+  }
 
   // Hands back a buffer a read returned, once its bytes are no longer
   // needed, so a backend can reuse its capacity for the next read: steady

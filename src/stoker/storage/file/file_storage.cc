@@ -3,6 +3,7 @@
 #include <cerrno>
 #include <cstring>
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -67,10 +68,14 @@ Result<std::vector<ObjectInfo>> FileStorage::List(const std::string& prefix_uri)
   return out;
 }
 
-Result<Bytes> FileStorage::Read(const std::string& uri) {
+Result<Bytes> FileStorage::Read(const std::string& uri) { return Read(uri, std::stop_token()); }
+
+Result<Bytes> FileStorage::Read(const std::string& uri, std::stop_token stop) {
   const std::string path = ToPath(uri);
   requests_.fetch_add(1, std::memory_order_relaxed);
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: opening a FIFO must not wait for a writer, and reading one
+  // must not wait for data past a stop. Regular files ignore the flag.
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) return ErrnoStatus(errno, path);
   struct stat st;
   if (::fstat(fd, &st) != 0) {
@@ -82,23 +87,33 @@ Result<Bytes> FileStorage::Read(const std::string& uri) {
     ::close(fd);
     return ErrnoStatus(EISDIR, path);
   }
+  const bool regular = S_ISREG(st.st_mode);
   Bytes data = TakeBuffer();
   // Regular files: one read of the known size; others: read until EOF.
-  size_t cap = S_ISREG(st.st_mode) ? static_cast<size_t>(st.st_size) : 1 << 16;
+  size_t cap = regular ? static_cast<size_t>(st.st_size) : 1 << 16;
   data.resize(cap);
   size_t got = 0;
   while (true) {
     if (got == data.size()) {
-      if (S_ISREG(st.st_mode)) {
+      if (regular) {
         // Check for growth since fstat with a 1-byte probe.
         data.resize(data.size() + 1);
       } else {
         data.resize(data.size() * 2);
       }
     }
+    if (!regular && stop.stop_requested()) {
+      ::close(fd);
+      return Cancelled(path + ": read stopped");
+    }
     ssize_t n = ::read(fd, data.data() + got, data.size() - got);
     if (n < 0) {
       if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        pollfd p{.fd = fd, .events = POLLIN, .revents = 0};
+        ::poll(&p, 1, kPollMs);
+        continue;
+      }
       int err = errno;
       ::close(fd);
       return ErrnoStatus(err, path);
