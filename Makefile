@@ -67,12 +67,19 @@ bench: install peer-venv
 	$(PY) bench/compare_torch.py
 
 # The C++ suite under sanitizers (ASan + UBSan + LSan, or TSan), each in
-# its own build folder.
+# its own build folder. test-asan also builds the extension with ASan +
+# UBSan in the same folder and runs the Python suite against it, loaded
+# into the venv's CPython with libasan preloaded and LSan on at every
+# process exit (tools/sanitizers/test_python.sh; suppressions for CPython's
+# and torch's own memory in tools/sanitizers/lsan-python.supp).
+ASAN_PYTHON_TESTS ?= tests/python
 test-asan: venv
 	$(CMAKE) -S . -B build/asan -G Ninja -DCMAKE_MAKE_PROGRAM=$(abspath $(VENV)/bin/ninja) \
-	  -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSTOKER_SANITIZE=address -DSTOKER_BUILD_EXAMPLES=OFF >/dev/null
+	  -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSTOKER_SANITIZE=address -DSTOKER_BUILD_EXAMPLES=OFF \
+	  -DSTOKER_BUILD_PYTHON=ON -DPython_EXECUTABLE=$(abspath $(PY)) >/dev/null
 	$(CMAKE) --build build/asan -j $(JOBS)
 	cd build/asan && UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ctest --output-on-failure -j $(JOBS)
+	tools/sanitizers/test_python.sh address build/asan $(PY) -q $(ASAN_PYTHON_TESTS)
 
 test-tsan: venv
 	$(CMAKE) -S . -B build/tsan -G Ninja -DCMAKE_MAKE_PROGRAM=$(abspath $(VENV)/bin/ninja) \

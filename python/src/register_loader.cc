@@ -11,6 +11,7 @@
 #include <memory>
 #include <set>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "errors.h"

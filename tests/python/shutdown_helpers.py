@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 # Generous: only a hang gets anywhere near it.
 HANG_TIMEOUT_S = 120
@@ -16,6 +17,21 @@ def native_threads() -> int:
     """Threads of this process, native ones included (stoker's are not
     Python threads)."""
     return len(os.listdir("/proc/self/task"))
+
+
+def threads_after_join(expected: int, timeout: float = 30.0) -> int:
+    """Thread count once it reaches `expected`, or after `timeout` (a hang).
+
+    A joined thread can stay listed in /proc for a moment: join returns when
+    the kernel clears its tid, a little before the task is reaped. So the
+    count is polled; the generous timeout only detects threads that are
+    never joined."""
+    deadline = time.monotonic() + timeout
+    n = native_threads()
+    while n != expected and time.monotonic() < deadline:
+        time.sleep(0.01)
+        n = native_threads()
+    return n
 
 
 def stalled_manifest(root, good_paths, fifo_at=0):
