@@ -72,7 +72,12 @@ bench: install peer-venv
 # into the venv's CPython with libasan preloaded and LSan on at every
 # process exit (tools/sanitizers/test_python.sh; suppressions for CPython's
 # and torch's own memory in tools/sanitizers/lsan-python.supp).
-ASAN_PYTHON_TESTS ?= tests/python
+# Not the fork tests: GCC 12's libasan has no fork interceptor (newer ones lock
+# their allocator around fork), so a child forked while a stoker thread is in malloc can
+# block forever on the allocator's lock (seen as an occasional hang of
+# test_fork.py under ASan only), and LSan in a child that exits normally
+# reports what only the parent's vanished threads referenced.
+ASAN_PYTHON_TESTS ?= tests/python --ignore=tests/python/test_fork.py
 test-asan: venv
 	$(CMAKE) -S . -B build/asan -G Ninja -DCMAKE_MAKE_PROGRAM=$(abspath $(VENV)/bin/ninja) \
 	  -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSTOKER_SANITIZE=address -DSTOKER_BUILD_EXAMPLES=OFF \

@@ -114,7 +114,7 @@ def test_fork_while_a_loader_is_mid_epoch(case, image_folder, record_behaviour):
     p = run_python(code, image_folder)
     assert p.returncode == 0, p.stderr
     out = last_json(p.stdout)
-    assert out["status"] == 0
+    assert out["status"] == 0, p.stderr
     assert out["coverage"] is True
     assert out["parent_coverage"] is True
     if not case.startswith("torch"):
