@@ -17,6 +17,7 @@
 //   }
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -107,6 +108,11 @@ struct LoaderState {
   int64_t position = 0;  // global positions consumed in `epoch`
 };
 
+// Fork: a Loader belongs to the process that opened it. In a child forked
+// from that process its threads do not exist; there Next() returns an error
+// saying so, Stop() does nothing, and destroying it frees nothing that a
+// thread of the parent might have been using (it is left to the process's
+// exit). A Loader opened in the child works normally.
 class Loader {
  public:
   // Lists the dataset and validates `options`. Fails with the URI and the
@@ -135,8 +141,20 @@ class Loader {
   // (with OnError::kRaise) the error of the first bad sample in this batch.
   // Blocks while the batch is being prepared. Calls Start() if needed.
   virtual Result<std::optional<Batch>> Next() = 0;
-  // Stops the worker threads; Next() then returns the end of the epoch.
+  // Waits at most `timeout` for Next() to have something to return (a batch,
+  // the end of the epoch or an error) and says whether it has: then the next
+  // Next() does not block. Lets a caller that must react to something else
+  // (a signal, in the Python binding) wait in slices. Calls Start() if needed.
+  virtual bool WaitForNext(std::chrono::milliseconds timeout) = 0;
+  // Stops the worker threads and joins them; Next() then returns the end of
+  // the epoch, and the next Start() begins the epoch again. May be called
+  // from any thread, also while another thread waits in Next() or
+  // WaitForNext(): that call then returns at once.
   virtual void Stop() = 0;
+  // Stop(), for good: Start() does nothing after it and Next() returns
+  // Cancelled. For shutdown (the Python binding closes every loader when the
+  // interpreter exits). Any thread, like Stop().
+  virtual void Close() = 0;
 
   virtual LoaderStats stats() const = 0;
 

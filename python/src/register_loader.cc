@@ -4,7 +4,15 @@
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
 #include <memory>
+#include <set>
+#include <thread>
+#include <type_traits>
+#include <vector>
 
 #include "errors.h"
 #include "stoker/loader.h"
@@ -104,10 +112,103 @@ TransformOptions MakeTransform(const std::string& kind, int size, bool normalize
   return t;
 }
 
+// Shutdown, signals and fork (README: "Shutdown, signals and fork").
+//
+// - next() waits in slices of kSignalPoll with the GIL released and, between
+//   slices, runs Python's signal handlers: Ctrl-C raises KeyboardInterrupt
+//   within a slice even while the pipeline is stalled; the loader is stopped
+//   (threads joined) first, and the next iteration starts the epoch afresh.
+// - At interpreter exit an atexit hook (_shutdown, registered by the stoker
+//   package) closes every live loader, so no stoker thread runs while the
+//   interpreter and the C++ statics are torn down. A daemon thread that is
+//   inside a stoker call then never takes the GIL again (it parks until the
+//   process ends): re-taking it during finalisation would make CPython end
+//   the thread with pthread_exit from inside a C++ destructor, which aborts.
+// - A loader inherited through fork() (the child of a process that had one)
+//   raises a clear error on use; stop()/close() do nothing and deleting it
+//   frees nothing the parent's threads were using.
+constexpr auto kSignalPoll = std::chrono::milliseconds(100);
+
+std::atomic<bool> g_exiting{false};
+std::thread::id g_exit_thread;  // the thread running the exit; set before g_exiting
+
+struct PyLoader;
+std::set<PyLoader*> g_live;  // guarded by the GIL
+
 // The Python-side object: owns the C++ Loader.
 struct PyLoader {
+  explicit PyLoader(std::unique_ptr<Loader> l) : impl(std::move(l)) { g_live.insert(this); }
+  ~PyLoader() {
+    g_live.erase(this);
+    if (!impl) return;
+    if (g_exiting.load()) {
+      impl.reset();  // closed by _shutdown: nothing left to join
+      return;
+    }
+    nb::gil_scoped_release release;  // joining the threads may take a moment
+    impl.reset();
+  }
+  PyLoader(const PyLoader&) = delete;
+  PyLoader& operator=(const PyLoader&) = delete;
+
   std::unique_ptr<Loader> impl;
+  const pid_t pid = ::getpid();
 };
+
+// True in a thread other than the one running the interpreter's exit, once
+// that exit has begun: such a thread must not take the GIL again.
+bool MustNotReturnToPython() {
+  return g_exiting.load() && std::this_thread::get_id() != g_exit_thread;
+}
+
+// Runs f with the GIL released. If the interpreter began to exit meanwhile,
+// a thread other than the exiting one (a daemon thread) waits for the
+// process to end instead of taking the GIL back.
+template <typename F>
+auto WithoutGil(F&& f) {
+  nb::gil_scoped_release release;
+  auto park_if_exiting = [] {
+    while (MustNotReturnToPython()) std::this_thread::sleep_for(std::chrono::hours(1));
+  };
+  if constexpr (std::is_void_v<decltype(f())>) {
+    f();
+    park_if_exiting();
+  } else {
+    auto r = f();
+    park_if_exiting();
+    return r;
+  }
+}
+
+void RequireOwnProcess(const PyLoader& l) {
+  if (l.pid == ::getpid()) return;
+  throw Error("this stoker.Loader was created in process " + std::to_string(l.pid) +
+              ", and this process (" + std::to_string(::getpid()) +
+              ") is a fork of it: its threads do not exist here. Create a new stoker.Loader "
+              "in this process");
+}
+
+nb::object NextBatch(PyLoader& l, bool torch) {
+  RequireOwnProcess(l);
+  Result<std::optional<Batch>> r = Internal("no batch");
+  while (true) {
+    const bool ready = WithoutGil([&] {
+      if (!l.impl->WaitForNext(kSignalPoll)) return false;
+      r = l.impl->Next();
+      return true;
+    });
+    if (ready) break;
+    if (PyErr_CheckSignals() != 0) {
+      // A KeyboardInterrupt (or whatever the handler raised): leave no
+      // thread working for a batch nobody will take.
+      WithoutGil([&] { l.impl->Stop(); });
+      throw nb::python_error();
+    }
+  }
+  std::optional<Batch> b = ValueOrThrow(std::move(r));
+  if (!b) return nb::none();
+  return torch ? BatchToArrays<nb::pytorch>(*b) : BatchToArrays<nb::numpy>(*b);
+}
 
 void register_loader(nb::module_& m) {
   nb::class_<PyLoader>(m, "Loader")
@@ -140,12 +241,9 @@ void register_loader(nb::module_& m) {
             o.max_pixels = max_pixels;
             o.rank = rank;
             o.world_size = world_size;
-            Result<std::unique_ptr<Loader>> r = Internal("not opened");
-            {
-              nb::gil_scoped_release release;
-              r = Loader::Open(o);
-            }
-            new (self) PyLoader{ValueOrThrow(std::move(r))};
+            Result<std::unique_ptr<Loader>> r =
+                WithoutGil([&] { return Loader::Open(o); });
+            new (self) PyLoader(ValueOrThrow(std::move(r)));
           },
           nb::arg("uri"), nb::arg("batch_size"), nb::arg("kind"), nb::arg("size"),
           nb::arg("normalize"), nb::arg("scale"), nb::arg("ratio"), nb::arg("flip_probability"),
@@ -175,28 +273,30 @@ void register_loader(nb::module_& m) {
              return DecodePath(l.impl->sample_uri(i));
            })
       .def("sample_label", [](const PyLoader& l, int64_t i) { return l.impl->sample_label(i); })
-      .def("set_epoch", [](PyLoader& l, int64_t e) { l.impl->SetEpoch(e); },
-           nb::call_guard<nb::gil_scoped_release>())
+      .def("set_epoch",
+           [](PyLoader& l, int64_t e) {
+             RequireOwnProcess(l);
+             WithoutGil([&] { l.impl->SetEpoch(e); });
+           })
       .def_prop_ro("epoch", [](const PyLoader& l) { return l.impl->epoch(); })
-      .def("start", [](PyLoader& l) { l.impl->Start(); }, nb::call_guard<nb::gil_scoped_release>())
-      .def("stop", [](PyLoader& l) { l.impl->Stop(); }, nb::call_guard<nb::gil_scoped_release>())
-      .def(
-          "next",
-          [](PyLoader& l, bool torch) -> nb::object {
-            Result<std::optional<Batch>> r = Internal("no batch");
-            {
-              nb::gil_scoped_release release;
-              r = l.impl->Next();
-            }
-            std::optional<Batch> b = ValueOrThrow(std::move(r));
-            if (!b) return nb::none();
-            return torch ? BatchToArrays<nb::pytorch>(*b) : BatchToArrays<nb::numpy>(*b);
-          },
-          nb::arg("torch"),
-          "Next batch as (images, labels, indices), or None at the end of the epoch.")
-      .def("stats", [](const PyLoader& l) { return StatsToDict(l.impl->stats()); })
+      .def("start",
+           [](PyLoader& l) {
+             RequireOwnProcess(l);
+             WithoutGil([&] { l.impl->Start(); });
+           })
+      // Stops and joins the threads; a no-op in a forked child (nothing of
+      // this loader runs there), so cleanup code never fails after a fork.
+      .def("stop", [](PyLoader& l) { WithoutGil([&] { l.impl->Stop(); }); })
+      .def("next", &NextBatch, nb::arg("torch"),
+           "Next batch as (images, labels, indices), or None at the end of the epoch.")
+      .def("stats",
+           [](const PyLoader& l) {
+             RequireOwnProcess(l);
+             return StatsToDict(l.impl->stats());
+           })
       .def("state_dict",
            [](const PyLoader& l) {
+             RequireOwnProcess(l);
              LoaderState st = l.impl->state();
              nb::dict d;
              d["version"] = st.version;
@@ -208,6 +308,7 @@ void register_loader(nb::module_& m) {
              return d;
            })
       .def("load_state_dict", [](PyLoader& l, nb::dict d) {
+        RequireOwnProcess(l);
         LoaderState st;
         try {
           st.version = nb::cast<int64_t>(d["version"]);
@@ -221,9 +322,30 @@ void register_loader(nb::module_& m) {
               (std::string("not a stoker state_dict (keys version, seed, shuffle, num_samples, "
                            "epoch, position): ") + e.what()).c_str());
         }
-        nb::gil_scoped_release release;
-        ThrowIfError(l.impl->LoadState(st));
+        ThrowIfError(WithoutGil([&] { return l.impl->LoadState(st); }));
       });
+
+  // Registered with atexit by the stoker package: closes every live loader
+  // (threads joined) before the interpreter is torn down.
+  m.def("_shutdown", [] {
+    g_exit_thread = std::this_thread::get_id();
+    g_exiting.store(true);
+    std::vector<nb::object> live;
+    for (PyLoader* p : g_live) {
+      if (nb::object o = nb::find(*p); o.is_valid()) live.push_back(std::move(o));
+    }
+    // A loader still alive here may be held by a daemon thread's frame,
+    // which CPython never frees: nanobind would then list it (and every
+    // binding) as leaked on stderr at exit. Closed, it holds nothing that
+    // matters, so those warnings are turned off in that case only.
+    if (!live.empty()) nb::set_leak_warnings(false);
+    for (auto& o : live) {
+      PyLoader* p = nb::inst_ptr<PyLoader>(o);
+      if (p->pid != ::getpid()) continue;
+      nb::gil_scoped_release release;
+      p->impl->Close();
+    }
+  });
 }
 
 }  // namespace stoker::python

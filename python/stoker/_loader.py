@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 from typing import Any, Dict, Iterator, Optional, Union
 
@@ -12,6 +13,12 @@ try:  # torch is optional: without it batches are NumPy arrays.
     import torch as _torch
 except ImportError:  # pragma: no cover - exercised in environments without torch
     _torch = None
+
+
+# Close every live loader (threads joined) before the interpreter tears down
+# modules and C++ statics; daemon threads still inside a stoker call then wait
+# for the process to end instead of re-entering a finalising interpreter.
+atexit.register(_core._shutdown)
 
 
 def _distributed_defaults(rank: Optional[int], world_size: Optional[int]):

@@ -9,6 +9,7 @@
 // first so the batch the consumer waits for completes first.
 #include <pthread.h>
 #include <sched.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -18,7 +19,12 @@
 #include <map>
 #include <mutex>
 #include <set>
+#include <stop_token>
 #include <thread>
+
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/lsan_interface.h>
+#endif
 
 #include "stoker/base/cpu_time.h"
 #include "stoker/base/logging.h"
@@ -48,6 +54,17 @@ std::shared_ptr<void> Batch::keep_alive() const { return storage_; }
 
 namespace pipeline {
 namespace {
+
+// Keeps `p` for the rest of the process, on purpose; LeakSanitizer is told
+// so, and still checks everything else.
+template <typename T>
+void LeakOnPurpose(T* p) {
+#if defined(__SANITIZE_ADDRESS__)
+  __lsan_ignore_object(p);
+#else
+  (void)p;
+#endif
+}
 
 int AvailableCores() {
   cpu_set_t set;
@@ -113,14 +130,18 @@ class Run : public std::enable_shared_from_this<Run> {
     }
   }
 
+  // Any thread; returns once the pass's threads are joined. A fetch thread
+  // waiting on storage is woken through the stop token.
   void Stop() {
     {
       std::lock_guard<std::mutex> lock(mu_);
       stop_ = true;
     }
+    stop_source_.request_stop();
     cv_fetch_.notify_all();
     cv_decode_.notify_all();
     cv_consumer_.notify_all();
+    std::lock_guard<std::mutex> join_lock(join_mu_);  // two stoppers never join one thread
     for (auto& t : threads_) {
       if (t.joinable()) t.join();
     }
@@ -142,6 +163,17 @@ class Run : public std::enable_shared_from_this<Run> {
                                                          c_.sampler.world_size());
   }
 
+  // True when Next() would return without waiting (or, when the batch that
+  // is ready had every sample skipped, wait only for the one after it).
+  bool Wait(std::chrono::milliseconds timeout) {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (next_deliver_ >= c_.num_batches || stop_) return true;
+    const double t0 = WallSeconds();
+    const bool ready = cv_consumer_.wait_for(lock, timeout, [&] { return NextReady(); });
+    AddSeconds(c_.counters->stall_ns, WallSeconds() - t0);
+    return ready;
+  }
+
   // A batch whose every sample was skipped is not handed out: an empty
   // batch breaks a training step (BatchNorm, a mean over no samples), and
   // nothing in it could be trained on. The next batch comes instead.
@@ -155,24 +187,18 @@ class Run : public std::enable_shared_from_this<Run> {
  private:
   Result<std::optional<Batch>> NextIncludingEmpty() {
     std::unique_ptr<Slot> slot;
-    int64_t b;
     {
       std::unique_lock<std::mutex> lock(mu_);
       // A pass that failed keeps saying why: a failure while the consumer
       // was away from Next() must not read as the end of the epoch.
       if (fatal_) return *fatal_;
       if (next_deliver_ >= c_.num_batches || stop_) return std::optional<Batch>();
-      b = next_deliver_;
       const double t0 = WallSeconds();
-      cv_consumer_.wait(lock, [&] {
-        if (stop_ || fatal_) return true;
-        auto it = slots_.find(b);
-        return it != slots_.end() && it->second->remaining == 0;
-      });
+      cv_consumer_.wait(lock, [&] { return NextReady(); });
       AddSeconds(c_.counters->stall_ns, WallSeconds() - t0);
       if (fatal_) return *fatal_;
-      if (stop_) return std::optional<Batch>();
-      auto it = slots_.find(b);
+      if (stop_ || next_deliver_ >= c_.num_batches) return std::optional<Batch>();
+      auto it = slots_.find(next_deliver_);
       slot = std::move(it->second);
       slots_.erase(it);
       ++next_deliver_;
@@ -191,6 +217,13 @@ class Run : public std::enable_shared_from_this<Run> {
     Result<storage::Bytes> bytes;
   };
   static bool Later(const Item& a, const Item& b) { return a.k > b.k; }
+
+  // Under mu_: the batch Next() waits for is complete, or the pass is over.
+  bool NextReady() const {
+    if (stop_ || fatal_ || next_deliver_ >= c_.num_batches) return true;
+    auto it = slots_.find(next_deliver_);
+    return it != slots_.end() && it->second->remaining == 0;
+  }
 
   // Runs a worker loop; an unexpected exception stops the pass with an error
   // instead of terminating the process.
@@ -211,6 +244,7 @@ class Run : public std::enable_shared_from_this<Run> {
       if (!fatal_) fatal_ = std::move(st);
       stop_ = true;
     }
+    stop_source_.request_stop();
     cv_fetch_.notify_all();
     cv_decode_.notify_all();
     cv_consumer_.notify_all();
@@ -241,8 +275,10 @@ class Run : public std::enable_shared_from_this<Run> {
         slot->storage->labels[j] = c_.dataset->samples[index].label;
       }
       const double cpu0 = ThreadCpuSeconds();
-      c_.storage->ReadAsync(c_.dataset->samples[index].uri,
-                            [self, k](Result<storage::Bytes> r) { self->OnFetched(k, std::move(r)); });
+      c_.storage->ReadAsync(
+          c_.dataset->samples[index].uri,
+          [self, k](Result<storage::Bytes> r) { self->OnFetched(k, std::move(r)); },
+          stop_source_.get_token());
       AddSeconds(c_.counters->fetch.busy_ns, ThreadCpuSeconds() - cpu0);
     }
   }
@@ -392,7 +428,9 @@ class Run : public std::enable_shared_from_this<Run> {
 
   const Config c_;
   const size_t sample_bytes_;
-  std::vector<std::thread> threads_;
+  std::mutex join_mu_;
+  std::vector<std::thread> threads_;  // guarded by join_mu_ once launched
+  std::stop_source stop_source_;      // asks storage reads in flight to give up
 
   mutable std::mutex mu_;
   std::condition_variable cv_fetch_, cv_decode_, cv_consumer_;
@@ -428,7 +466,17 @@ class LoaderImpl final : public Loader {
         static_cast<size_t>(opt_.prefetch_batches) + 2);
   }
 
-  ~LoaderImpl() override { Stop(); }
+  ~LoaderImpl() override {
+    if (Forked()) {
+      // The pass's threads, and the storage's I/O thread, ran in the parent:
+      // joining them here would wait forever, and their mutexes may be held
+      // by threads that do not exist here. Leave them to the process's exit.
+      LeakOnPurpose(new std::shared_ptr<Run>(std::move(run_)));
+      LeakOnPurpose(new std::shared_ptr<storage::Storage>(std::move(storage_)));
+      return;
+    }
+    Close();
+  }
 
   int64_t num_batches() const override { return num_batches_; }
   int64_t num_samples() const override { return info_.num_samples; }
@@ -437,6 +485,7 @@ class LoaderImpl final : public Loader {
   int64_t sample_label(int64_t index) const override { return dataset_->samples.at(index).label; }
 
   void SetEpoch(int64_t epoch) override {
+    if (Forked()) return;
     Stop();
     // A loaded state's position survives set_epoch(its epoch), the usual
     // first call of a resumed training loop.
@@ -450,11 +499,18 @@ class LoaderImpl final : public Loader {
   int64_t epoch() const override { return epoch_; }
 
   void Start() override {
+    if (Forked()) return;
+    std::lock_guard<std::mutex> lock(run_mu_);
+    StartLocked();
+  }
+
+  void StartLocked() {
+    if (closed_) return;
     if (run_) {
       // Without set_epoch(), each completed pass moves on to the next epoch,
       // as a shuffling DataLoader gives a fresh order each pass.
       if (run_->finished() && !explicit_epoch_) ++epoch_;
-      Stop();
+      run_->Stop();
     }
     explicit_epoch_ = false;
     sampler_.SetEpoch(epoch_, resume_start_);
@@ -473,10 +529,11 @@ class LoaderImpl final : public Loader {
     st.seed = opt_.seed;
     st.shuffle = opt_.shuffle;
     st.num_samples = info_.num_samples;
-    if (run_ && !resume_pending_) {
-      st.epoch = run_->epoch();
-      st.position = run_->position();
-      if (run_->finished()) {
+    const auto run = CurrentRun();
+    if (run && !resume_pending_) {
+      st.epoch = run->epoch();
+      st.position = run->position();
+      if (run->finished()) {
         // A finished pass: the next one is the following epoch.
         st.epoch += 1;
         st.position = 0;
@@ -503,8 +560,12 @@ class LoaderImpl final : public Loader {
                              (opt_.shuffle ? "on" : "off"));
     }
     if (st.epoch < 0 || st.position < 0) return InvalidArgument("state has a negative epoch or position");
+    if (Forked()) return ForkedError();
     Stop();
-    run_.reset();
+    {
+      std::lock_guard<std::mutex> lock(run_mu_);
+      run_.reset();
+    }
     epoch_ = st.epoch;
     resume_start_ = static_cast<uint64_t>(st.position);
     resume_pending_ = true;
@@ -513,12 +574,47 @@ class LoaderImpl final : public Loader {
   }
 
   Result<std::optional<Batch>> Next() override {
-    if (!run_) Start();
-    return run_->Next();
+    if (Forked()) return ForkedError();
+    std::shared_ptr<Run> run;
+    {
+      std::lock_guard<std::mutex> lock(run_mu_);
+      if (closed_) return Cancelled("the loader was closed");
+      if (!run_) StartLocked();
+      run = run_;
+    }
+    // Waits without run_mu_, so Stop() from another thread can wake it.
+    return run->Next();
+  }
+
+  bool WaitForNext(std::chrono::milliseconds timeout) override {
+    if (Forked()) return true;
+    std::shared_ptr<Run> run;
+    {
+      std::lock_guard<std::mutex> lock(run_mu_);
+      if (closed_) return true;
+      if (!run_) StartLocked();
+      run = run_;
+    }
+    return run->Wait(timeout);
   }
 
   void Stop() override {
-    if (run_) run_->Stop();
+    if (Forked()) return;
+    if (auto run = CurrentRun()) run->Stop();
+  }
+
+  void Close() override {
+    if (Forked()) return;
+    {
+      std::lock_guard<std::mutex> lock(run_mu_);
+      closed_ = true;
+    }
+    Stop();
+    // Requests still in flight for the stopped pass end now, so the
+    // storage's I/O thread does not go on retrying them for a loader that
+    // is gone (a pending request's callback holds the pass, which holds the
+    // storage: without this, nothing would free it before io_timeout).
+    storage_->Shutdown();
   }
 
   LoaderStats stats() const override {
@@ -556,12 +652,30 @@ class LoaderImpl final : public Loader {
                           : (samples + opt_.batch_size - 1) / opt_.batch_size;
   }
 
+  // True in a child forked after this loader was opened (see loader.h).
+  bool Forked() const { return ::getpid() != pid_; }
+  Status ForkedError() const {
+    return InvalidArgument("this Loader was opened in process " + std::to_string(pid_) +
+                           " and this process (" + std::to_string(::getpid()) +
+                           ") is a fork of it: its threads do not exist here; open a new "
+                           "Loader in this process");
+  }
+  std::shared_ptr<Run> CurrentRun() const {
+    std::lock_guard<std::mutex> lock(run_mu_);
+    return run_;
+  }
+
+  const pid_t pid_ = ::getpid();
   int64_t num_batches_ = 0;  // of a whole epoch
   int64_t epoch_ = 0;
   bool explicit_epoch_ = false;
   uint64_t resume_start_ = 0;    // global position the next pass starts at
   bool resume_pending_ = false;  // a loaded state waits for its pass
+  // run_ and closed_ are guarded by run_mu_, so that Stop() and Close() may
+  // come from any thread; the other calls come from the consumer's thread.
+  mutable std::mutex run_mu_;
   std::shared_ptr<Run> run_;
+  bool closed_ = false;
 };
 
 Status Validate(const LoaderOptions& o) {

@@ -4,7 +4,14 @@
 #include "stoker/loader.h"
 
 #include <gtest/gtest.h>
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <jpeglib.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -12,6 +19,7 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <thread>
 #include <vector>
 
 namespace stoker {
@@ -50,6 +58,30 @@ std::vector<uint8_t> EncodeJpeg(int w, int h, unsigned seed) {
   free(out);
   return bytes;
 }
+
+// A TCP listener that never accepts: connections complete in the kernel's
+// backlog, requests are sent, and no byte ever comes back.
+class BlackHole {
+ public:
+  BlackHole() {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    if (fd_ < 0 || ::bind(fd_, reinterpret_cast<sockaddr*>(&a), len) != 0 ||
+        ::listen(fd_, 1024) != 0 || ::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+      ADD_FAILURE() << "cannot listen on loopback: " << std::strerror(errno);
+    }
+    port_ = ntohs(a.sin_port);
+  }
+  ~BlackHole() { ::close(fd_); }
+  int port() const { return port_; }
+
+ private:
+  int fd_ = -1;
+  int port_ = 0;
+};
 
 class LoaderTest : public ::testing::Test {
  protected:
@@ -103,6 +135,34 @@ class LoaderTest : public ::testing::Test {
       e.pixels.insert(e.pixels.end(), p, p + x.size() * 3 * 16 * 16);
     }
     return e;
+  }
+
+  // A CSV manifest listing a FIFO first, then every image. With a writer
+  // held open on the FIFO (O_RDWR never blocks on Linux) its read waits
+  // for data that never comes: a pipeline stalled on storage.
+  // A manifest of objects in bucket "stalled" (served by a BlackHole).
+  std::string StalledManifest() const {
+    std::ofstream m(root_ / "stalled.csv");
+    m << "path,label\n";
+    for (int i = 0; i < kImages; ++i) m << "s3://stalled/k" << i << ".jpg,0\n";
+    return (root_ / "stalled.csv").string();
+  }
+
+  // The thread count once it is `want`, polled: a joined thread can stay
+  // listed in /proc for a moment after join returns. The 30 s bound only
+  // catches a thread that is never joined.
+  static int SettledThreads(int want) {
+    int n = Threads();
+    for (int i = 0; i < 3000 && n != want; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      n = Threads();
+    }
+    return n;
+  }
+
+  static int Threads() {
+    return static_cast<int>(std::distance(fs::directory_iterator("/proc/self/task"),
+                                          fs::directory_iterator()));
   }
 
   fs::path root_;
@@ -204,6 +264,117 @@ TEST_F(LoaderTest, ABatchOfOnlyBadFilesIsNotDelivered) {
   // The state after the last batch is the end of the epoch.
   EXPECT_EQ((*loader)->state().position, 0);
   EXPECT_EQ((*loader)->state().epoch, 1);
+}
+
+TEST_F(LoaderTest, StopFromAnotherThreadEndsANextWaitingOnStalledStorage) {
+  // Every sample is an object on a server that accepts connections and never
+  // answers: nothing arrives until io_timeout (far away), so no batch can
+  // complete and Next() waits on storage.
+  BlackHole server;
+  ::setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE", 1);
+  ::setenv("AWS_SECRET_ACCESS_KEY", "stall-test-secret", 1);
+  ::setenv("AWS_REGION", "us-east-1", 1);
+  LoaderOptions o = Options(2);
+  o.uri = StalledManifest();
+  o.endpoint_url = "http://127.0.0.1:" + std::to_string(server.port());
+  o.shuffle = false;
+  const int base = Threads();
+  {
+    auto loader = Loader::Open(o);
+    ASSERT_TRUE(loader.ok()) << loader.status().ToString();
+    EXPECT_FALSE((*loader)->WaitForNext(std::chrono::milliseconds(20)));
+    EXPECT_GT(Threads(), base);
+    std::optional<Result<std::optional<Batch>>> got;
+    std::thread consumer([&] { got.emplace((*loader)->Next()); });
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));  // let it wait; not a timing check
+    (*loader)->Stop();  // requests are in flight, none will answer
+    consumer.join();
+    ASSERT_TRUE(got.has_value());
+    ASSERT_TRUE(got->ok()) << got->status().ToString();
+    EXPECT_FALSE((*got)->has_value());
+    // The pipeline's threads are joined; the S3 client's I/O thread lives
+    // as long as the loader.
+    EXPECT_LE(Threads(), base + 1);
+    // Stopped, not closed: the next pass runs, and stalls again.
+    (*loader)->Start();
+    EXPECT_FALSE((*loader)->WaitForNext(std::chrono::milliseconds(20)));
+    (*loader)->Close();
+    EXPECT_LE(Threads(), base + 1);
+    EXPECT_TRUE((*loader)->WaitForNext(std::chrono::milliseconds(20)));
+    auto closed = (*loader)->Next();
+    ASSERT_FALSE(closed.ok());
+    EXPECT_EQ(closed.status().code(), StatusCode::kCancelled);
+    (*loader)->Start();  // does nothing once closed
+    EXPECT_LE(Threads(), base + 1);
+  }
+  const int settled = SettledThreads(base);
+  if (settled != base) {
+    for (const auto& e : fs::directory_iterator("/proc/self/task")) {
+      std::ifstream comm(e.path() / "comm");
+      std::string name;
+      std::getline(comm, name);
+      ADD_FAILURE() << "thread " << e.path().filename() << ": " << name;
+    }
+  }
+  EXPECT_EQ(settled, base);
+}
+
+TEST_F(LoaderTest, AFifoIsARefusedSampleNotAHang) {
+  // Nobody writes to it: opening it for reading would block for ever.
+  const fs::path fifo = root_ / "fifo.jpg";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  std::ofstream m(root_ / "fifo.csv");
+  m << "path,label\n" << fifo.string() << ",0\n";
+  for (const auto& e : fs::recursive_directory_iterator(root_)) {
+    if (e.is_regular_file() && e.path().extension() == ".jpg") m << e.path().string() << ",1\n";
+  }
+  m.close();
+  LoaderOptions o = Options(2);
+  o.uri = (root_ / "fifo.csv").string();
+  auto loader = Loader::Open(o);
+  ASSERT_TRUE(loader.ok());
+  Epoch e = Run(**loader, 0);
+  EXPECT_EQ(e.indices.size(), static_cast<size_t>(kImages));
+  EXPECT_EQ((*loader)->stats().samples_skipped, 1);
+}
+
+TEST_F(LoaderTest, AForkedChildGetsAnErrorFromAnInheritedLoaderAndCanOpenItsOwn) {
+  auto loader = Loader::Open(Options(2));
+  ASSERT_TRUE(loader.ok());
+  (*loader)->Start();
+  ASSERT_TRUE((*loader)->Next().ok());  // mid-epoch: threads working ahead
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ::alarm(60);  // a hang ends the child by SIGALRM, which the parent reports
+    int failures = 0;
+    auto inherited = (*loader)->Next();
+    if (inherited.ok() || inherited.status().message().find("is a fork of it") == std::string::npos)
+      ++failures;
+    (*loader)->Stop();   // nothing to stop here
+    loader->reset();     // frees nothing the parent's threads used; must not join them
+    auto own = Loader::Open(Options(2));
+    if (!own.ok()) ::_exit(10);
+    std::vector<int64_t> seen = Run(**own, 1).indices;
+    std::sort(seen.begin(), seen.end());
+    std::vector<int64_t> want(kImages);
+    for (int i = 0; i < kImages; ++i) want[i] = i;
+    if (seen != want) ++failures;
+    ::_exit(failures == 0 ? 0 : 11);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status)) << "child ended by signal " << WTERMSIG(status);
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  // The parent's epoch carries on.
+  int64_t rest = 0;
+  while (true) {
+    auto b = (*loader)->Next();
+    ASSERT_TRUE(b.ok());
+    if (!b->has_value()) break;
+    rest += (**b).size();
+  }
+  EXPECT_EQ(rest, kImages - 4);
 }
 
 }  // namespace

@@ -58,12 +58,15 @@ class SchemeRouter final : public Storage {
     return s->Read(uri);
   }
   void ReadAsync(const std::string& uri, ReadCallback done) override {
+    ReadAsync(uri, std::move(done), std::stop_token());
+  }
+  void ReadAsync(const std::string& uri, ReadCallback done, std::stop_token stop) override {
     auto s = Backend(uri);
     if (!s.ok()) {
       done(s.status());
       return;
     }
-    (*s)->ReadAsync(uri, std::move(done));
+    (*s)->ReadAsync(uri, std::move(done), std::move(stop));
   }
   std::string Join(const std::string& base, const std::string& key) const override {
     return primary_->Join(base, key);
@@ -80,6 +83,16 @@ class SchemeRouter final : public Storage {
       total.timeouts += c.timeouts;
     }
     return total;
+  }
+  void Shutdown() override {
+    std::vector<std::shared_ptr<Storage>> all;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (const auto& [k, s] : opened_) {
+        if (s.ok()) all.push_back(*s);
+      }
+    }
+    for (auto& s : all) s->Shutdown();  // not under mu_: callbacks may call Backend()
   }
 
  private:

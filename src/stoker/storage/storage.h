@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <stop_token>
 #include <string>
 #include <vector>
 
@@ -45,6 +46,15 @@ class Storage {
   using ReadCallback = std::function<void(Result<Bytes>)>;
   virtual void ReadAsync(const std::string& uri, ReadCallback done) { done(Read(uri)); }
 
+  // As above, for a caller that may give up: once `stop` is requested, a read
+  // that could otherwise block without end (a FIFO or pipe nobody writes)
+  // finishes with Cancelled, so a stopped pipeline never waits on storage.
+  // Backends whose ReadAsync never blocks the caller need not override it.
+  virtual void ReadAsync(const std::string& uri, ReadCallback done, std::stop_token stop) {
+    (void)stop;
+    ReadAsync(uri, std::move(done));
+  }
+
   // Hands back a buffer a read returned, once its bytes are no longer
   // needed, so a backend can reuse its capacity for the next read: steady
   // state then allocates no sample-sized blocks (which fragment malloc's
@@ -55,6 +65,13 @@ class Storage {
   virtual std::string Join(const std::string& base, const std::string& key) const = 0;
 
   virtual StorageCounters counters() const = 0;
+
+  // The owner is done with this storage: reads still in flight or waiting
+  // to be retried end now (their callbacks run with Cancelled) and later
+  // ones fail at once. Backends with background threads (S3, HTTP) need it:
+  // a pending read's callback can hold its owner, which holds the storage,
+  // so the storage would otherwise live, and retry, until its deadline.
+  virtual void Shutdown() {}
 };
 
 struct StorageOptions {

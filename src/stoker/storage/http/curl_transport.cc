@@ -454,15 +454,19 @@ class CurlTransport final : public Transport {
     thread_ = std::thread([s = state_] { s->Loop(); });
   }
 
-  ~CurlTransport() override {
+  ~CurlTransport() override { Shutdown(); }
+
+  void Shutdown() override {
     {
       std::lock_guard<std::mutex> lock(state_->mu);
       state_->stop = true;
     }
     state_->Wake();
+    std::lock_guard<std::mutex> lock(join_mu_);
+    if (!thread_.joinable()) return;
     if (thread_.get_id() == std::this_thread::get_id()) {
-      // Destroyed from a callback on the I/O thread: it cannot join itself;
-      // it finishes on its own, owning the state.
+      // From a callback on the I/O thread: it cannot join itself; it
+      // finishes on its own (cancelling what is left), owning the state.
       thread_.detach();
     } else {
       thread_.join();
@@ -490,6 +494,7 @@ class CurlTransport final : public Transport {
 
  private:
   std::shared_ptr<State> state_;
+  std::mutex join_mu_;
   std::thread thread_;
 };
 

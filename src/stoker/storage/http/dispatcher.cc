@@ -173,6 +173,19 @@ void Dispatcher::Finish(const std::shared_ptr<Op>& op, Result<Response> result) 
   for (auto& c : cancel) c->call.done(Cancelled("storage is shutting down"));
 }
 
+void Dispatcher::Shutdown() {
+  std::vector<std::shared_ptr<Op>> cancel;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    cancelled_ = true;
+    cancel.assign(queue_.begin(), queue_.end());
+    queue_.clear();
+  }
+  for (auto& c : cancel) c->call.done(Cancelled("storage is shutting down"));
+  // Those on the wire or waiting out a backoff come back cancelled.
+  transport_->Shutdown();
+}
+
 DispatcherStats Dispatcher::stats() const {
   DispatcherStats s;
   s.requests = requests_.load(std::memory_order_relaxed);

@@ -88,6 +88,11 @@ class Dispatcher : public std::enable_shared_from_this<Dispatcher> {
 
   DispatcherStats stats() const;
 
+  // Ends every pending call with Cancelled ("storage is shutting down") and
+  // refuses new ones: what a storage does when it is dropped, so requests in
+  // flight or waiting to retry do not keep the I/O thread alive.
+  void Shutdown();
+
  private:
   struct Op {
     Call call;

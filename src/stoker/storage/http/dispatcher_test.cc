@@ -275,5 +275,30 @@ TEST(Dispatcher, ShutdownCancelsWhatIsLeft) {
   EXPECT_EQ(rc.status().code(), StatusCode::kCancelled);
 }
 
+// What a storage does when it is dropped: everything pending ends now,
+// cancelled, so nothing keeps the transport's thread alive.
+TEST(Dispatcher, ShutdownEndsInFlightAndQueuedCalls) {
+  DispatcherOptions o = Options();
+  o.concurrency.min_in_flight = 1;
+  o.concurrency.initial_in_flight = 1;
+  o.concurrency.max_in_flight = 1;
+  auto state = std::make_shared<MockTransport::State>();
+  auto d = Dispatcher::Create(std::make_unique<MockTransport>(nullptr, state), o);
+  auto a = Get(*d, "http://h/a");  // on the wire
+  auto b = Get(*d, "http://h/b");  // queued behind it
+  d->Shutdown();
+  EXPECT_EQ(state->pending(), 0u);
+  for (auto* f : {&a, &b}) {
+    auto r = f->get();
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.status().code(), StatusCode::kCancelled);
+  }
+  auto c = Get(*d, "http://h/c").get();
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status().code(), StatusCode::kCancelled);
+  EXPECT_EQ(d->stats().in_flight, 0);
+  d->Shutdown();  // idempotent
+}
+
 }  // namespace
 }  // namespace stoker::storage::http

@@ -68,6 +68,12 @@ class Transport {
   // any thread, including from inside a `done` callback. A Transport destroyed
   // with requests outstanding completes them with NetError::kCancelled.
   virtual void Send(Request request, std::chrono::nanoseconds delay, Callback done) = 0;
+
+  // Completes every outstanding request with NetError::kCancelled and stops
+  // the transport: later Sends complete at once, cancelled. Returns once the
+  // callbacks have run, unless called from the transport's own thread (then
+  // they run as soon as the current callback returns). Idempotent.
+  virtual void Shutdown() {}
 };
 
 }  // namespace stoker::storage::http

@@ -29,6 +29,9 @@ Result<std::vector<ObjectInfo>> HttpStorage::List(const std::string& prefix_uri)
   return Unsupported(prefix_uri + ": http(s) URLs cannot be listed; use a manifest (.csv or .jsonl)");
 }
 
+HttpStorage::~HttpStorage() { dispatcher_->Shutdown(); }
+void HttpStorage::Shutdown() { dispatcher_->Shutdown(); }
+
 void HttpStorage::ReadAsync(const std::string& uri, ReadCallback done) {
   const std::string scheme = ToLower(uri.substr(0, uri.find("://")));
   if (scheme != "http" && scheme != "https") {

@@ -16,6 +16,9 @@ class HttpStorage final : public Storage {
  public:
   explicit HttpStorage(std::unique_ptr<Transport> transport = NewCurlTransport(),
                        const DispatcherOptions& options = {});
+  // Cancels what is still in flight (see Dispatcher::Shutdown).
+  ~HttpStorage() override;
+  void Shutdown() override;
 
   // Unsupported: HTTP has no listing; use a manifest.
   Result<std::vector<ObjectInfo>> List(const std::string& prefix_uri) override;

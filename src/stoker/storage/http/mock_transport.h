@@ -75,6 +75,7 @@ class MockTransport final : public Transport {
     std::vector<Sent> sent_;
     std::deque<std::pair<Request, Callback>> pending_;
     bool stop_ = false;
+    bool shut_down_ = false;
   };
 
   explicit MockTransport(Handler handler = nullptr,
@@ -111,9 +112,25 @@ class MockTransport final : public Transport {
     return r;
   }
 
-  void Send(Request request, std::chrono::nanoseconds delay, Callback done) override {
+  // Manual mode: what waits is cancelled, and later Sends are cancelled at
+  // once, as with the real transport. (With a handler, its thread answers
+  // everything already sent.)
+  void Shutdown() override {
     {
       std::lock_guard<std::mutex> lock(state_->mu_);
+      state_->shut_down_ = true;
+    }
+    if (!state_->handler_) state_->CancelAll();
+  }
+
+  void Send(Request request, std::chrono::nanoseconds delay, Callback done) override {
+    {
+      std::unique_lock<std::mutex> lock(state_->mu_);
+      if (state_->shut_down_) {
+        lock.unlock();
+        done(Cancelled());
+        return;
+      }
       state_->sent_.push_back({request, delay});
       state_->pending_.emplace_back(std::move(request), std::move(done));
     }

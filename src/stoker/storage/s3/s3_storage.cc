@@ -166,6 +166,9 @@ S3Storage::S3Storage(std::shared_ptr<const RequestBuilder> builder,
       dispatcher_(std::move(dispatcher)),
       bytes_read_(std::make_shared<std::atomic<int64_t>>(0)) {}
 
+S3Storage::~S3Storage() { dispatcher_->Shutdown(); }
+void S3Storage::Shutdown() { dispatcher_->Shutdown(); }
+
 void S3Storage::Send(const std::string& method, const std::string& uri, http::Headers headers,
                      std::function<void(Result<http::Response>)> done) {
   auto where = ParseS3Uri(uri);

@@ -36,6 +36,9 @@ class S3Storage final : public Storage {
   // Resolves the configuration (config.h) and starts the I/O thread, with
   // the timeouts and retries of options.io (and AWS_MAX_ATTEMPTS).
   static Result<std::shared_ptr<S3Storage>> Open(const StorageOptions& options);
+  // Cancels what is still in flight (see Dispatcher::Shutdown).
+  ~S3Storage() override;
+  void Shutdown() override;
   // The same with transport and dispatcher options given whole (tests).
   static Result<std::shared_ptr<S3Storage>> Open(const StorageOptions& options,
                                                  const S3Options& s3);
