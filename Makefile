@@ -9,7 +9,7 @@ CMAKE := $(VENV)/bin/cmake
 JOBS ?= $(shell nproc)
 
 .PHONY: all deps venv install build test test-cpp test-python test-integration demo bench \
-	bench-s3 peer-venv clean test-asan test-tsan docs-behaviour
+	bench-s3 peer-venv clean test-asan test-tsan docs-behaviour fuzz-build fuzz fuzz-smoke
 
 all: install build
 
@@ -110,6 +110,27 @@ test-tsan: venv
 	$(CMAKE) --build build/tsan -j $(JOBS)
 	cd build/tsan && ctest --output-on-failure -j $(JOBS)
 	tools/sanitizers/test_python.sh thread build/tsan $(PY) -q $(TSAN_PYTHON_TESTS)
+
+# libFuzzer targets (clang, ASan + UBSan) in build/fuzz; `make fuzz` runs each
+# for FUZZ_SECONDS, `make fuzz-smoke` for 60 s (CI). A crash, a hang (an
+# input over 10 s) or memory over 2 GB fails the target; see docs/fuzzing.md.
+CLANG_VERSION ?= 14
+FUZZ_BUILD ?= build/fuzz
+FUZZ_SECONDS ?= 300
+FUZZ_TARGETS ?= decode manifest uri xml
+
+fuzz-build: venv
+	@CLANG_VERSION=$(CLANG_VERSION) bash tools/install-deps.sh fuzz
+	CC=clang-$(CLANG_VERSION) CXX=clang++-$(CLANG_VERSION) $(CMAKE) -S . -B $(FUZZ_BUILD) -G Ninja \
+	  -DCMAKE_MAKE_PROGRAM=$(abspath $(VENV)/bin/ninja) -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DSTOKER_BUILD_FUZZERS=ON -DSTOKER_BUILD_TESTS=OFF -DSTOKER_BUILD_EXAMPLES=OFF >/dev/null
+	$(CMAKE) --build $(FUZZ_BUILD) -j $(JOBS)
+
+fuzz: fuzz-build
+	PATH=/usr/lib/llvm-$(CLANG_VERSION)/bin:$$PATH tools/fuzz.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+fuzz-smoke:
+	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=60
 
 bench-s3: install
 	$(PY) bench/s3_bench.py

@@ -49,8 +49,9 @@ Result<Rect> ClampCrop(Rect r, int width, int height);
 // Formats "WxH (N pixels) exceeds max_pixels (M)".
 Status TooManyPixels(int64_t width, int64_t height, int64_t max_pixels);
 
-// JPEG via libjpeg-turbo. Owns one jpeg_decompress_struct that is reused for
-// every image (jpeg_abort_decompress between images, also after errors).
+// JPEG via libjpeg-turbo. A fresh jpeg_decompress_struct per image (a reused
+// one would lend its tables to the next image); the output buffers are
+// reused.
 class JpegDecoder {
  public:
   JpegDecoder();

@@ -631,6 +631,77 @@ TEST(DecodeRegion, ReusedDecodersOnTwoThreadsAgreeWithFreshOnes) {
   }
 }
 
+// `jpeg` without the marker segments of type `marker` (0xC4 DHT, 0xDB DQT)
+// that define table `id` (libjpeg writes one table per segment).
+Bytes StripTable(const Bytes& jpeg, uint8_t marker, int id) {
+  Bytes out(jpeg.begin(), jpeg.begin() + 2);
+  size_t i = 2;
+  while (i + 4 <= jpeg.size() && jpeg[i] == 0xFF && jpeg[i + 1] != 0xDA) {
+    const size_t len = (size_t{jpeg[i + 2]} << 8) | jpeg[i + 3];
+    const bool drop = jpeg[i + 1] == marker && (jpeg[i + 4] & 0x0F) == id;
+    if (!drop) out.insert(out.end(), jpeg.begin() + i, jpeg.begin() + i + 2 + len);
+    i += 2 + len;
+  }
+  out.insert(out.end(), jpeg.begin() + i, jpeg.end());  // SOS and the entropy data
+  return out;
+}
+
+// Found by decode_fuzz: an image that lacks a table used to be decoded with
+// the table the previous image on the same Decoder left in libjpeg (a fresh
+// decompressor falls back to the standard Huffman tables, and refuses a
+// missing quantisation table), so its pixels, or whether it decoded at all,
+// depended on what that thread had decoded before.
+TEST(DecodeErrors, FuzzFindingTablesDoNotLeakFromThePreviousImage) {
+  JpegSpec progressive;  // optimised Huffman tables, not the standard ones
+  progressive.progressive = true;
+  progressive.quality = 30;
+  const Bytes before = EncodeJpeg(64, 48, progressive);
+  const Bytes base = EncodeJpeg(Pattern(40, 24, 3, 5), JpegSpec{});
+  const Bytes no_chroma_huffman = StripTable(base, 0xC4, 1);
+  const Bytes no_chroma_quant = StripTable(base, 0xDB, 1);
+  ASSERT_LT(no_chroma_huffman.size(), base.size());
+  ASSERT_LT(no_chroma_quant.size(), base.size());
+
+  for (bool region : {false, true}) {
+    SCOPED_TRACE(region ? "DecodeRegion" : "DecodeFull");
+    auto decode = [&](Decoder& dec, const Bytes& b) -> Result<std::vector<uint8_t>> {
+      Result<ImageView> v = region ? [&]() -> Result<ImageView> {
+        auto r = dec.DecodeRegion(S(b), Fixed(Rect{0, 0, 40, 24}), 40, 24);
+        if (!r.ok()) return r.status();
+        return r->image;
+      }()
+                                   : dec.DecodeFull(S(b));
+      if (!v.ok()) return v.status();
+      std::vector<uint8_t> px;
+      for (int y = 0; y < v->height; ++y) {
+        px.insert(px.end(), v->data + y * v->stride, v->data + y * v->stride + v->width * 3);
+      }
+      return px;
+    };
+    // Missing Huffman table: the standard one, whatever came before.
+    Decoder fresh;
+    auto expected = decode(fresh, no_chroma_huffman);
+    ASSERT_TRUE(expected.ok()) << expected.status().ToString();
+    Decoder reused;
+    ASSERT_TRUE(decode(reused, before).ok());
+    auto got = decode(reused, no_chroma_huffman);
+    ASSERT_TRUE(got.ok()) << got.status().ToString();
+    EXPECT_TRUE(*got == *expected);
+
+    // Missing quantisation table: an error naming it, whatever came before.
+    Decoder fresh_q;
+    auto refused = decode(fresh_q, no_chroma_quant);
+    ASSERT_FALSE(refused.ok());
+    EXPECT_EQ(refused.status().code(), StatusCode::kCorrupt);
+    EXPECT_NE(refused.status().message().find("Quantization table 0x01"), std::string::npos)
+        << refused.status().ToString();
+    ASSERT_TRUE(decode(reused, base).ok());
+    auto refused_again = decode(reused, no_chroma_quant);
+    ASSERT_FALSE(refused_again.ok());
+    EXPECT_EQ(refused_again.status().message(), refused.status().message());
+  }
+}
+
 TEST(DecodeRegion, MatchesFullDecodeWithUnusualSampling) {
   // 4:1:1, 4:1:0 (4x2: at 1/2 and 1/4 scale the chroma IDCT is scaled up
   // and the result still upsampled 2x, where libjpeg-turbo 2.1's column

@@ -1,5 +1,6 @@
 #include "stoker/storage/http/url.h"
 
+#include <cctype>
 #include <charconv>
 
 namespace stoker::storage::http {
@@ -128,11 +129,17 @@ Result<Url> ParseUrl(std::string_view url) {
   if (host.empty() || host == "[]") {
     return InvalidArgument("endpoint URL '" + std::string(url) + "' has no host");
   }
-  for (char c : host) {
+  // ':' and brackets only in an IPv6 literal ("[::1]"), which holds nothing
+  // else: "http://a:b:80" would be host "a:b" here and host "a", port "b"
+  // to curl (found by uri_fuzz).
+  const bool ipv6 = host.front() == '[';
+  const std::string_view inner = ipv6 ? host.substr(1, host.size() - 2) : host;
+  for (char c : inner) {
     const auto u = static_cast<unsigned char>(c);
-    if (u <= 0x20 || u >= 0x7f || c == '\\' || c == '%') {
-      return InvalidArgument("endpoint URL '" + std::string(url) + "': bad character in host");
-    }
+    const bool bad = ipv6 ? !(std::isxdigit(u) || c == ':' || c == '.')
+                          : (u <= 0x20 || u >= 0x7f || c == '\\' || c == '%' || c == ':' ||
+                             c == '[' || c == ']');
+    if (bad) return InvalidArgument("endpoint URL '" + std::string(url) + "': bad character in host");
   }
   if (!port.empty()) {
     int p = 0;

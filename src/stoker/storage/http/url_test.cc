@@ -56,5 +56,22 @@ TEST(Url, RejectsBadEndpointsWithoutEchoingSecrets) {
   EXPECT_EQ(u.status().message().find("AKIDEXAMPLE"), std::string::npos);
 }
 
+// Found by uri_fuzz: "127.:01.0.1" was taken as the host, a host with a ':'
+// that curl would split into host "127." and port "01.0.1".
+TEST(Url, FuzzFindingColonInHostIsRefused) {
+  for (const char* bad : {"http://127.:01.0.1://bucketin/train/", "http://a:b:80", "http://h]:80",
+                          "http://[::1]]", "http://[[::1]", "http://[::1/x]:80", "http://[g::1]",
+                          "http://a[b"}) {
+    auto u = ParseUrl(bad);
+    ASSERT_FALSE(u.ok()) << bad << " parsed as host " << u->host;
+    EXPECT_NE(u.status().message().find("endpoint URL"), std::string::npos) << u.status().ToString();
+  }
+  // What stays accepted: IPv6 literals (with a port or not) and an empty port.
+  for (const char* good : {"http://[::1]", "http://[2001:db8::7]:9000/b", "http://[::ffff:1.2.3.4]",
+                           "http://host:/"}) {
+    EXPECT_TRUE(ParseUrl(good).ok()) << good;
+  }
+}
+
 }  // namespace
 }  // namespace stoker::storage::http

@@ -134,7 +134,8 @@ Status ParseXml(std::string_view s,
       const size_t name_start = j;
       while (j < s.size() && IsNameChar(s[j])) ++j;
       const std::string_view name = s.substr(name_start, j - name_start);
-      if (name.empty()) return Corrupt("XML: malformed start tag");
+      // "<a:>" has a prefix but no name (found by xml_fuzz).
+      if (LocalName(name).empty()) return Corrupt("XML: malformed start tag");
       if (path.empty() && seen_root) return Corrupt("XML: more than one root element");
       // Attributes: skipped, but their quoted values may hold '>' or '/'.
       bool self_closing = false;

@@ -138,5 +138,27 @@ TEST(Xml, SurvivesTruncationAndMutation) {
   }
 }
 
+// Found by xml_fuzz: "<a:/>" is a prefix without a name; it was reported
+// as an element with an empty name.
+TEST(Xml, FuzzFindingPrefixWithoutNameIsRefused) {
+  int calls = 0;
+  Status st = ParseXml("<a:/><E\xa2\xaa\xaa\xaa\xaa\xaa\xaaXe/\x9el\xff\xff\x10.",
+                       [&](const XmlPath&, std::string&) {
+                         ++calls;
+                         return Status::Ok();
+                       });
+  EXPECT_EQ(st.code(), StatusCode::kCorrupt);
+  EXPECT_EQ(calls, 0);
+  for (const char* bad : {"<a:/>", "<a:></a:>", "<ListBucketResult><x:/></ListBucketResult>"}) {
+    EXPECT_EQ(ParseXml(bad, [](const XmlPath&, std::string&) { return Status::Ok(); }).code(),
+              StatusCode::kCorrupt)
+        << bad;
+  }
+  // A prefixed name is still read by its local part.
+  auto page = ParseListObjectsV2("<s3:ListBucketResult><s3:IsTruncated>false</s3:IsTruncated>"
+                                 "</s3:ListBucketResult>");
+  EXPECT_TRUE(page.ok()) << page.status().ToString();
+}
+
 }  // namespace
 }  // namespace stoker::storage::s3

@@ -1,0 +1,115 @@
+#!/usr/bin/env python3
+"""Writes the seed corpora for the libFuzzer targets (make fuzz).
+
+    fuzz_seeds.py OUT_DIR
+
+creates OUT_DIR/{decode,manifest,uri,xml}/ with a few small valid inputs per
+target, so the fuzzers start from the formats' real structure instead of
+finding it byte by byte. Images are generated with Pillow (kept tiny: a
+fuzzer mutates faster on short inputs); the text formats are written
+inline. Decode seeds carry decode_fuzz.cc's 4 control bytes in front.
+"""
+import io
+import pathlib
+import sys
+
+from PIL import Image
+
+
+def images():
+    """(name, bytes) of tiny JPEGs and PNGs covering the decoder's branches."""
+    rgb = Image.new("RGB", (24, 16))
+    for y in range(16):
+        for x in range(24):
+            rgb.putpixel((x, y), (x * 10, y * 15, (x * y) % 256))
+    out = []
+
+    def save(name, img, fmt, **kw):
+        buf = io.BytesIO()
+        img.save(buf, fmt, **kw)
+        out.append((name, buf.getvalue()))
+
+    save("jpeg-420.jpg", rgb, "JPEG", quality=50, subsampling=2)
+    save("jpeg-422.jpg", rgb, "JPEG", quality=50, subsampling=1)
+    save("jpeg-444.jpg", rgb, "JPEG", quality=50, subsampling=0)
+    save("jpeg-progressive.jpg", rgb, "JPEG", quality=50, progressive=True)
+    save("jpeg-gray.jpg", rgb.convert("L"), "JPEG", quality=50)
+    save("jpeg-cmyk.jpg", rgb.convert("CMYK"), "JPEG", quality=50)
+    save("jpeg-restart.jpg", rgb.resize((40, 40)), "JPEG", quality=50)
+    save("png-rgb.png", rgb, "PNG")
+    save("png-rgba.png", rgb.convert("RGBA"), "PNG")
+    save("png-gray.png", rgb.convert("L"), "PNG")
+    save("png-gray16.png", rgb.convert("I;16"), "PNG")
+    save("png-palette.png", rgb.convert("P"), "PNG")
+    save("png-1bit.png", rgb.convert("1"), "PNG")
+    save("png-interlaced.png", rgb, "PNG", interlace=1)
+    return out
+
+
+MANIFESTS = {
+    "plain.csv": b"path,label\na/1.jpg,0\nb/2.jpg,1\n",
+    "quoted.csv": b'\xef\xbb\xbf label , path\r\n3,"x,""y"".jpg"\r\n\r\n4,"multi\nline.png"\r\n',
+    "absolute.csv": b"path,label,extra\n/abs/a.jpg,7,z\ns3://b/k.jpg,8,\nfile:///c.png,9,q\n",
+    "plain.jsonl": b'{"path": "a/1.jpg", "label": 0}\n{"label": 1, "path": "b/2.jpg"}\n',
+    "escapes.jsonl": b'{"path": "caf\\u00e9\\ud83d\\ude00\\n\\"q\\".jpg", "label": 3, '
+                     b'"meta": {"k": [1, "x", {"y": null}]}, "w": 1.5e3, "t": true}\n\n',
+    "mixed.jsonl": b'  {"path":"s3://b/k.png","label":12}  \r\n{"path": "/x.jpg", "label": 0}',
+}
+
+# endpoint URL, newline, dataset URI (see uri_fuzz.cc).
+URIS = {
+    "moto": b"http://127.0.0.1:9000\ns3://bucket/train/",
+    "aws": b"\ns3://my-bucket/imagenet/train/n01440764/x.JPEG",
+    "ipv6": b"https://[::1]:8443/base/\ns3://Bucket_1/a b/%41+c",
+    "dotted": b"https://S3.EU-WEST-1.amazonaws.com\ns3://a.b.c/key",
+    "file": b"\nfile:///data/manifest.csv",
+    "plain": b"\n/data/imagenet/train",
+    "http": b"http://host\nhttps://example.com/a/b.jpg?x=1",
+    "unknown": b"\ngs://bucket/object",
+}
+
+XMLS = {
+    "list.xml": b"""<?xml version="1.0" encoding="UTF-8"?>
+<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
+  <Name>bucket</Name><Prefix>train/</Prefix><KeyCount>2</KeyCount><MaxKeys>1000</MaxKeys>
+  <EncodingType>url</EncodingType><IsTruncated>true</IsTruncated>
+  <NextContinuationToken>1ueGcxLPRx1Tr/XYExHnhbYLgveDs2J/wm36Hy4vbOwM=</NextContinuationToken>
+  <Contents><Key>train/a%2Bb+c.jpg</Key><LastModified>2024-01-01T00:00:00.000Z</LastModified>
+    <ETag>&quot;abc&quot;</ETag><Size>1234</Size><StorageClass>STANDARD</StorageClass></Contents>
+  <Contents><Key>train/dir/</Key><Size>0</Size></Contents>
+</ListBucketResult>""",
+    "list-plain.xml": b"<ListBucketResult><IsTruncated>false</IsTruncated><Contents>"
+                      b"<Key><![CDATA[x&y]]> &#233;&#x1F600;&lt;&gt;&amp;&apos;</Key><Size>0</Size>"
+                      b"</Contents><CommonPrefixes><Prefix>p/</Prefix></CommonPrefixes>"
+                      b"<!-- comment --></ListBucketResult>",
+    "error.xml": b"""<?xml version="1.0" encoding="UTF-8"?>
+<Error><Code>PermanentRedirect</Code><Message>The bucket is elsewhere</Message>
+<Endpoint>bucket.s3.eu-west-1.amazonaws.com</Endpoint><Region>eu-west-1</Region>
+<RequestId>4442587FB7D0A2F9</RequestId></Error>""",
+    "attrs.xml": b"<a:Error xmlns:a='x' b=\"1>2\"><a:Code>SlowDown</a:Code><Message/></a:Error>",
+}
+
+
+def main():
+    out = pathlib.Path(sys.argv[1])
+    corpora = {
+        "decode": {},
+        "manifest": MANIFESTS,
+        "uri": URIS,
+        "xml": XMLS,
+    }
+    # Decode seeds: a few control-byte prefixes per image (full/val, train,
+    # fast, normalize; see decode_fuzz.cc).
+    for name, data in images():
+        for i, ctrl in enumerate((b"\x00\x00\x00\xff", b"\x0b\x40\x80\x40", b"\x1e\xff\x10\x20")):
+            corpora["decode"][f"{i}-{name}"] = ctrl + data
+    for target, files in corpora.items():
+        d = out / target
+        d.mkdir(parents=True, exist_ok=True)
+        for name, data in files.items():
+            (d / name).write_bytes(data)
+    print(f"seeds in {out}: " + ", ".join(f"{t} {len(f)}" for t, f in corpora.items()))
+
+
+if __name__ == "__main__":
+    main()
