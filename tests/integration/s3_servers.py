@@ -88,7 +88,7 @@ def start_moto(env: dict | None = None) -> Server:
 def start_proxy(upstream_port: int, latency_ms: float = 0.0, fault_rate: float = 0.0,
                 faults=("503", "500", "reset", "truncate"), seed: int = 0,
                 fault_rates: dict | None = None, stall_s: float = 10.0,
-                slow_s: float = 2.0) -> Server:
+                slow_s: float = 2.0, uvloop: bool = False) -> Server:
     """The fault proxy in front of 127.0.0.1:upstream_port. fault_rate is
     shared equally by `faults`; fault_rates ({"503": 0.1, "stall": 0.01})
     gives each kind its own rate instead. The returned Server has .control,
@@ -99,6 +99,8 @@ def start_proxy(upstream_port: int, latency_ms: float = 0.0, fault_rate: float =
            "--stall-s", str(stall_s), "--slow-s", str(slow_s)]
     if fault_rates:
         cmd += ["--fault-rates", ",".join(f"{k}={v}" for k, v in fault_rates.items())]
+    if uvloop:
+        cmd.append("--uvloop")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     line = proc.stdout.readline()
     if not line.startswith("PORT "):
@@ -122,12 +124,13 @@ def proxy_control(proxy: Server, action: str, **query) -> dict:
         return json.load(r)
 
 
-def start_memory_s3(root, bucket: str, prefix: str, latency_ms: float = 0.0) -> Server:
+def start_memory_s3(root, bucket: str, prefix: str, latency_ms: float = 0.0,
+                    uvloop: bool = False) -> Server:
     """The fault proxy as an in-memory S3 stub serving the files under root
     as s3://bucket/prefix<relative path> (no moto behind it)."""
     proc = subprocess.Popen(
         [sys.executable, str(HERE / "s3_fault_proxy.py"), "--serve-dir", str(root), "--bucket",
-         bucket, "--prefix", prefix, "--latency-ms", str(latency_ms)],
+         bucket, "--prefix", prefix, "--latency-ms", str(latency_ms)] + (["--uvloop"] if uvloop else []),
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     line = proc.stdout.readline()
     if not line.startswith("PORT "):
