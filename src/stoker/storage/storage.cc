@@ -84,6 +84,9 @@ class SchemeRouter final : public Storage {
     }
     return total;
   }
+  // Reads of the dataset's own scheme are nearly all of them: buffers go
+  // back to that backend (another backend's buffer is as good to it).
+  void Recycle(Bytes bytes) override { primary_->Recycle(std::move(bytes)); }
   void Shutdown() override {
     std::vector<std::shared_ptr<Storage>> all;
     {

@@ -121,7 +121,7 @@ Result<Bytes> FileStorage::Read(const std::string& uri) {
                                               : "of an unknown type";
     return InvalidArgument(path + ": not a regular file (" + kind + ")");
   }
-  Bytes data = TakeBuffer();
+  Bytes data = buffers_.Take();
   // One read of the known size, then a 1-byte probe into a local to catch
   // growth since fstat (a resize of the full buffer would reallocate and
   // copy every file's bytes). A recycled buffer too small for this file is
@@ -169,22 +169,7 @@ Result<Bytes> FileStorage::Read(const std::string& uri) {
   return data;
 }
 
-namespace {
-constexpr size_t kMaxFreeBuffers = 512;
-}  // namespace
-
-Bytes FileStorage::TakeBuffer() {
-  std::lock_guard<std::mutex> lock(free_mu_);
-  if (free_.empty()) return {};
-  Bytes b = std::move(free_.back());
-  free_.pop_back();
-  return b;
-}
-
-void FileStorage::Recycle(Bytes bytes) {
-  std::lock_guard<std::mutex> lock(free_mu_);
-  if (free_.size() < kMaxFreeBuffers) free_.push_back(std::move(bytes));
-}
+void FileStorage::Recycle(Bytes bytes) { buffers_.Put(std::move(bytes)); }
 
 std::string FileStorage::Join(const std::string& base, const std::string& key) const {
   if (base.empty()) return key;

@@ -22,11 +22,9 @@ class FileStorage final : public Storage {
   static std::string ToPath(const std::string& uri);
 
  private:
-  Bytes TakeBuffer();
 
   std::atomic<int64_t> requests_{0};
-  std::mutex free_mu_;
-  std::vector<Bytes> free_;  // recycled read buffers (capacity kept)
+  BufferRecycler buffers_;
   std::atomic<int64_t> bytes_read_{0};
 };
 

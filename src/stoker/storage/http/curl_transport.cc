@@ -200,6 +200,8 @@ struct State {
     auto* a = new Active;
     a->done = std::move(p.done);
     a->start = WallSeconds();
+    a->response.body = std::move(p.request.body_buffer);
+    a->response.body.clear();
     CURL* e;
     if (!idle_easy.empty()) {
       // A reused handle keeps the options that never change (set below when

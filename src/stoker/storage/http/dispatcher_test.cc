@@ -53,6 +53,15 @@ DispatcherOptions Options() {
   return o;
 }
 
+// A limit that does not adapt: exactly n requests in flight.
+DispatcherOptions FixedInFlight(int n) {
+  DispatcherOptions o = Options();
+  o.concurrency.min_in_flight = n;
+  o.concurrency.initial_in_flight = n;
+  o.concurrency.max_in_flight = n;
+  return o;
+}
+
 TEST(Dispatcher, RetriesTransientFailuresWithBackoffAndResigns) {
   std::atomic<int> calls{0};
   auto state = std::make_shared<MockTransport::State>();
@@ -187,10 +196,7 @@ TEST(Dispatcher, ClientErrorsAreNotRetried) {
 }
 
 TEST(Dispatcher, CapsInFlightAndStartsWaitingRequestsInOrder) {
-  DispatcherOptions o = Options();
-  o.concurrency.min_in_flight = 3;
-  o.concurrency.initial_in_flight = 3;
-  o.concurrency.max_in_flight = 3;
+  const DispatcherOptions o = FixedInFlight(3);
   auto state = std::make_shared<MockTransport::State>();
   auto d = Dispatcher::Create(std::make_unique<MockTransport>(nullptr, state), o);  // manual
   std::vector<std::future<Result<Response>>> results;
@@ -214,10 +220,7 @@ TEST(Dispatcher, CapsInFlightAndStartsWaitingRequestsInOrder) {
 }
 
 TEST(Dispatcher, RetriesKeepTheirSlot) {
-  DispatcherOptions o = Options();
-  o.concurrency.min_in_flight = 2;
-  o.concurrency.initial_in_flight = 2;
-  o.concurrency.max_in_flight = 2;
+  const DispatcherOptions o = FixedInFlight(2);
   auto state = std::make_shared<MockTransport::State>();
   auto d = Dispatcher::Create(std::make_unique<MockTransport>(nullptr, state), o);
   auto a = Get(*d, "http://h/a");
@@ -253,10 +256,7 @@ TEST(Dispatcher, PrepareFailureIsDelivered) {
 }
 
 TEST(Dispatcher, ShutdownCancelsWhatIsLeft) {
-  DispatcherOptions o = Options();
-  o.concurrency.min_in_flight = 1;
-  o.concurrency.initial_in_flight = 1;
-  o.concurrency.max_in_flight = 1;
+  const DispatcherOptions o = FixedInFlight(1);
   auto state = std::make_shared<MockTransport::State>();
   auto d = Dispatcher::Create(std::make_unique<MockTransport>(nullptr, state), o);
   auto a = Get(*d, "http://h/a");
@@ -278,10 +278,7 @@ TEST(Dispatcher, ShutdownCancelsWhatIsLeft) {
 // What a storage does when it is dropped: everything pending ends now,
 // cancelled, so nothing keeps the transport's thread alive.
 TEST(Dispatcher, ShutdownEndsInFlightAndQueuedCalls) {
-  DispatcherOptions o = Options();
-  o.concurrency.min_in_flight = 1;
-  o.concurrency.initial_in_flight = 1;
-  o.concurrency.max_in_flight = 1;
+  const DispatcherOptions o = FixedInFlight(1);
   auto state = std::make_shared<MockTransport::State>();
   auto d = Dispatcher::Create(std::make_unique<MockTransport>(nullptr, state), o);
   auto a = Get(*d, "http://h/a");  // on the wire

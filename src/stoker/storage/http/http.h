@@ -26,6 +26,9 @@ struct Request {
   // This attempt's time limit, connect to last byte (the request's remaining
   // deadline); zero: only the transport's own timeouts apply.
   std::chrono::milliseconds timeout{0};
+  // Optional: a buffer (say a recycled one) whose capacity the reply's body
+  // is received into, so steady reading allocates nothing.
+  std::vector<uint8_t> body_buffer;
 };
 
 // Why no HTTP status came back. Every kind except kOther and kCancelled is

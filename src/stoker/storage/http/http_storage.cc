@@ -39,9 +39,10 @@ void HttpStorage::ReadAsync(const std::string& uri, ReadCallback done) {
     return;
   }
   Dispatcher::Call call;
-  call.prepare = [uri]() -> Result<Request> {
+  call.prepare = [uri, buffers = buffers_]() -> Result<Request> {
     Request r;
     r.url = uri;  // sent as given: a presigned URL's query stays intact
+    r.body_buffer = buffers->Take();
     return r;
   };
   call.classify = [uri](const Response& r) { return ClassifyHttpReply(r, uri); };

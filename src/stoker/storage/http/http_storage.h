@@ -25,12 +25,14 @@ class HttpStorage final : public Storage {
   // Blocks; do not call from a ReadAsync callback.
   Result<Bytes> Read(const std::string& uri) override;
   void ReadAsync(const std::string& uri, ReadCallback done) override;
+  void Recycle(Bytes bytes) override { buffers_->Put(std::move(bytes)); }
   std::string Join(const std::string& base, const std::string& key) const override;
   StorageCounters counters() const override;
 
  private:
   std::shared_ptr<Dispatcher> dispatcher_;
   std::shared_ptr<std::atomic<int64_t>> bytes_read_;
+  std::shared_ptr<BufferRecycler> buffers_ = std::make_shared<BufferRecycler>();
 };
 
 // What a plain HTTP reply means: done on 2xx, retry on transient failures,

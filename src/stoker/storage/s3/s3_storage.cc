@@ -170,7 +170,7 @@ S3Storage::~S3Storage() { dispatcher_->Shutdown(); }
 void S3Storage::Shutdown() { dispatcher_->Shutdown(); }
 
 void S3Storage::Send(const std::string& method, const std::string& uri, http::Headers headers,
-                     std::function<void(Result<http::Response>)> done) {
+                     std::function<void(Result<http::Response>)> done, bool recycled_body) {
   auto where = ParseS3Uri(uri);
   if (!where.ok()) {
     done(where.status());
@@ -183,8 +183,11 @@ void S3Storage::Send(const std::string& method, const std::string& uri, http::He
   http::Dispatcher::Call call;
   auto b = builder_;
   auto w = std::make_shared<const S3Uri>(std::move(*where));
-  call.prepare = [b, w, method, headers = std::move(headers)]() {
-    return b->Build(method, w->bucket, w->key, {}, headers, std::chrono::system_clock::now());
+  std::shared_ptr<BufferRecycler> buffers = recycled_body ? buffers_ : nullptr;
+  call.prepare = [b, w, method, buffers, headers = std::move(headers)]() {
+    auto r = b->Build(method, w->bucket, w->key, {}, headers, std::chrono::system_clock::now());
+    if (r.ok() && buffers) r->body_buffer = buffers->Take();
+    return r;
   };
   call.classify = [b, w, uri](const http::Response& r) {
     return ClassifyS3Reply(r, uri, *w, b->config());
@@ -202,7 +205,7 @@ void S3Storage::ReadAsync(const std::string& uri, ReadCallback done) {
     }
     counter->fetch_add(static_cast<int64_t>(r->body.size()), std::memory_order_relaxed);
     done(std::move(r->body));
-  });
+  }, /*recycled_body=*/true);
 }
 
 void S3Storage::ReadRangeAsync(const std::string& uri, int64_t offset, int64_t length,

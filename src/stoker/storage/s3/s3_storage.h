@@ -57,6 +57,8 @@ class S3Storage final : public Storage {
 
   // Queues a GET and returns at once; `done` runs on the I/O thread.
   void ReadAsync(const std::string& uri, ReadCallback done) override;
+  // Object bodies come back here and are filled again by later reads.
+  void Recycle(Bytes bytes) override { buffers_->Put(std::move(bytes)); }
 
   // Bytes [offset, offset + length) of the object (length < 0: to its end),
   // fewer if it ends sooner. Not part of the Storage interface yet: the
@@ -76,13 +78,15 @@ class S3Storage final : public Storage {
   S3Storage(std::shared_ptr<const RequestBuilder> builder,
             std::shared_ptr<http::Dispatcher> dispatcher);
   // GET or HEAD of `uri` with `headers`; `done` gets the 2xx response.
+  // `recycled_body`: receive the body into a recycled buffer.
   void Send(const std::string& method, const std::string& uri, http::Headers headers,
-            std::function<void(Result<http::Response>)> done);
+            std::function<void(Result<http::Response>)> done, bool recycled_body = false);
 
   std::shared_ptr<const RequestBuilder> builder_;
   std::shared_ptr<http::Dispatcher> dispatcher_;
   // Shared with callbacks that may outlive this object.
   std::shared_ptr<std::atomic<int64_t>> bytes_read_;
+  std::shared_ptr<BufferRecycler> buffers_ = std::make_shared<BufferRecycler>();
 };
 
 // The S3Options for a Loader's IoOptions: its timeouts, its max_attempts or
