@@ -338,7 +338,22 @@ TEST_F(LoaderTest, AFifoIsARefusedSampleNotAHang) {
   EXPECT_EQ((*loader)->stats().samples_skipped, 1);
 }
 
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define STOKER_SANITIZED_BUILD 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define STOKER_SANITIZED_BUILD 1
+#endif
+#endif
+
 TEST_F(LoaderTest, AForkedChildGetsAnErrorFromAnInheritedLoaderAndCanOpenItsOwn) {
+#ifdef STOKER_SANITIZED_BUILD
+  // GCC 12's libasan has no fork interceptor: a child forked while another
+  // thread holds the sanitizer allocator's lock waits on it for ever (seen
+  // in CI), and TSan does not support fork() of a threaded process. The
+  // plain build runs this test; so does test_fork.py.
+  GTEST_SKIP() << "fork of a multi-threaded process is not supported under this sanitizer";
+#endif
   auto loader = Loader::Open(Options(2));
   ASSERT_TRUE(loader.ok());
   (*loader)->Start();
