@@ -34,7 +34,10 @@ case $kind in
     # detect_leaks: LSan at exit. Python leaves threads it never joins and
     # memory it never frees; the suppressions cover the interpreter's and
     # torch's allocators, not stoker's.
-    export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:detect_stack_use_after_return=0:${ASAN_OPTIONS:-}
+    # allocator_may_return_null: an allocation too large to satisfy throws
+    # std::bad_alloc, as without ASan (stoker turns it into a per-sample
+    # error; test_file_too_large_to_hold checks that) instead of aborting.
+    export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:detect_stack_use_after_return=0:allocator_may_return_null=1:${ASAN_OPTIONS:-}
     export LSAN_OPTIONS=suppressions=$here/lsan-python.supp:print_suppressions=0:${LSAN_OPTIONS:-}
     export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1:${UBSAN_OPTIONS:-}
     ;;
