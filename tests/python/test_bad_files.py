@@ -429,6 +429,11 @@ def test_image_larger_than_max_pixels(tmp_path, record_behaviour):
 def test_file_too_large_to_hold(tmp_path, record_behaviour):
     """An 8 TiB sparse file named .jpg (no disk used): allocating its bytes
     fails at once, and that is this sample's error."""
+    if "libasan" in os.environ.get("LD_PRELOAD", ""):
+        # ASan's allocator ends the process on a request this size (seen
+        # under make test-asan, even with allocator_may_return_null=1)
+        # where glibc's malloc fails and new throws std::bad_alloc.
+        pytest.skip("ASan's allocator does not fail an 8 TiB request the way malloc does")
     with open("/proc/sys/vm/overcommit_memory") as f:
         if f.read().strip() == "1":
             pytest.skip("overcommit_memory=1 would let the allocation succeed and fill RAM")
