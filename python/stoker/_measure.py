@@ -253,6 +253,13 @@ class TreeSampler:
             self.peak_processes = max(self.peak_processes, len(pids))
         return rss
 
+    def rescan(self) -> int:
+        """Lists the tree again and samples it now. For moments when the
+        caller knows the tree changed (DataLoader workers just started):
+        between timed rescans a short-lived child would otherwise be missed."""
+        self._next_tree = 0.0
+        return self.sample()
+
     def reset_peak(self) -> None:
         with self._lock:
             self.peak_rss_bytes = self.peak_pss_bytes = self.peak_processes = 0

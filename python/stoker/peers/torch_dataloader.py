@@ -264,6 +264,8 @@ def run(root, epochs=3, batch_size=64, workers=2, size=224, seed=0, persistent_w
             cpu0, t0 = measure.tree_cpu_seconds() - sampler.cpu_s, time.perf_counter()
             count, indices = 0, set()
             for batch in loader:
+                if count == 0:
+                    sampler.rescan()  # the workers are alive now, however short the epoch
                 images, targets = batch[0], batch[1]
                 count += int(targets.shape[0])
                 if verify:
