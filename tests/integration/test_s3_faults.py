@@ -35,6 +35,17 @@ def indices_of_epoch(loader):
     return seen
 
 
+def small_epoch_through_proxy(moto, read_timeout, **proxy_options):
+    """One epoch of the 25-image bucket through a fault proxy, raising on
+    any bad sample. Returns (indices seen, loader stats, proxy stats)."""
+    with start_proxy(moto.port, **proxy_options) as proxy:
+        loader = stoker.Loader(f"s3://{BUCKET}/train/", endpoint_url=proxy.endpoint, batch_size=25,
+                               transform=stoker.transforms.imagenet_val(16),
+                               read_timeout=read_timeout, on_error="raise")
+        seen = indices_of_epoch(loader)
+        return seen, loader.stats(), proxy_stats(proxy)
+
+
 def test_503_resets_and_10s_stalls_every_sample_once(moto, big_prefix, record_behaviour):
     """The issue's mix: 10% 503 SlowDown, 5% connection resets, 1% replies
     stalled for 10 s. The default read_timeout (5 s) cuts the stalls, the
@@ -69,14 +80,8 @@ def test_stalls_before_and_inside_the_reply_are_cut_by_read_timeout(moto, small_
                                                                    record_behaviour):
     """Stalls before the first byte and in the middle of a body, shorter
     ones (3 s) against read_timeout=0.5: each is aborted and retried."""
-    rates = {"stall": 0.15, "stall_body": 0.15}
-    with start_proxy(moto.port, fault_rates=rates, stall_s=3, seed=4) as proxy:
-        loader = stoker.Loader(f"s3://{BUCKET}/train/", endpoint_url=proxy.endpoint, batch_size=25,
-                               transform=stoker.transforms.imagenet_val(16), read_timeout=0.5,
-                               on_error="raise")
-        seen = indices_of_epoch(loader)
-        s = loader.stats()
-        faults = proxy_stats(proxy)
+    seen, s, faults = small_epoch_through_proxy(
+        moto, read_timeout=0.5, fault_rates={"stall": 0.15, "stall_body": 0.15}, stall_s=3, seed=4)
     assert sorted(seen) == list(range(25))
     stalls = faults["fault_stall"] + faults["fault_stall_body"]
     assert faults["fault_stall"] >= 1 and faults["fault_stall_body"] >= 1, faults
@@ -91,13 +96,8 @@ def test_slow_but_steady_replies_are_not_cut(moto, small_folder, record_behaviou
     """Every reply takes 4 s, in ten pieces 0.4 s apart: far longer than
     read_timeout=1.5 in all, but never silent that long (the margin is for
     moto's own time before the first piece). No timeouts."""
-    with start_proxy(moto.port, fault_rates={"slow": 1.0}, slow_s=4, seed=1) as proxy:
-        loader = stoker.Loader(f"s3://{BUCKET}/train/", endpoint_url=proxy.endpoint, batch_size=25,
-                               transform=stoker.transforms.imagenet_val(16), read_timeout=1.5,
-                               on_error="raise")
-        seen = indices_of_epoch(loader)
-        s = loader.stats()
-        faults = proxy_stats(proxy)
+    seen, s, faults = small_epoch_through_proxy(
+        moto, read_timeout=1.5, fault_rates={"slow": 1.0}, slow_s=4, seed=1)
     assert sorted(seen) == list(range(25))
     assert faults["fault_slow"] == 26, faults  # the listing and the 25 GETs
     assert s["timeouts"] == 0 and s["retries"] == 0, s

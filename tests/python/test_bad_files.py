@@ -43,6 +43,22 @@ BAD_FILES = {
 }
 
 
+def skip_then_raise(uri, kind, size=32):
+    """Two epochs over uri, in batches of 2: on_error="skip" must count
+    exactly one error, of `kind`; on_error="raise" must raise stoker.Error.
+    Returns (the indices the skipping epoch delivered, batch by batch, and
+    the error's message)."""
+    loader = stoker.Loader(uri, batch_size=2, transform=stoker.transforms.imagenet_val(size))
+    delivered = [b["index"].tolist() for b in loader]
+    assert loader.stats()["errors_by_kind"] == {kind: 1}
+    loader = stoker.Loader(uri, batch_size=2, on_error="raise",
+                           transform=stoker.transforms.imagenet_val(size))
+    with pytest.raises(stoker.Error) as info:
+        for _ in loader:
+            pass
+    return delivered, str(info.value)
+
+
 @pytest.fixture()
 def folder_with_bad_files(tmp_path):
     rng = np.random.default_rng(7)
@@ -115,18 +131,10 @@ def test_bad_file_skip_and_raise(folder_with_bad_files, name, record_behaviour):
     path = str(root / "bad" / name)
     manifest = root / "one.csv"
     manifest.write_text(f"path,label\ngood/0.jpg,0\n{path},1\n")
-    # skip: the good sample arrives, the bad one is counted under its kind.
-    loader = stoker.Loader(manifest, batch_size=2, transform=stoker.transforms.imagenet_val(32))
-    batches = list(loader)
-    assert [b["index"].tolist() for b in batches] == [[0]]
-    assert loader.stats()["errors_by_kind"] == {kind: 1}
+    # skip: the good sample arrives, the bad one is counted under its kind;
     # raise: stoker.Error naming the file and the reason.
-    loader = stoker.Loader(manifest, batch_size=2, on_error="raise",
-                           transform=stoker.transforms.imagenet_val(32))
-    with pytest.raises(stoker.Error) as info:
-        for _ in loader:
-            pass
-    message = str(info.value)
+    delivered, message = skip_then_raise(manifest, kind)
+    assert delivered == [[0]]
     assert path in message
     assert reason.lower() in message.lower()
     assert message.startswith(kind + ": ")
@@ -140,17 +148,12 @@ def test_directory_in_a_manifest(tmp_path, record_behaviour):
     (tmp_path / "a.jpg").write_bytes(encode(textured(rng, 60, 60)))
     (tmp_path / "b.jpg").mkdir()
     (tmp_path / "m.csv").write_text("path,label\na.jpg,0\nb.jpg,1\n")
-    loader = stoker.Loader(tmp_path / "m.csv", batch_size=2,
-                           transform=stoker.transforms.imagenet_val(16))
-    assert [b["index"].tolist() for b in loader] == [[0]]
-    assert loader.stats()["errors_by_kind"] == {"invalid argument": 1}
-    loader = stoker.Loader(tmp_path / "m.csv", batch_size=2, on_error="raise",
-                           transform=stoker.transforms.imagenet_val(16))
-    with pytest.raises(stoker.Error, match=r"b\.jpg: is a directory") as info:
-        list(loader)
+    delivered, message = skip_then_raise(tmp_path / "m.csv", "invalid argument", size=16)
+    assert delivered == [[0]]
+    assert f"{tmp_path / 'b.jpg'}: is a directory" in message
     record_behaviour("file system", "manifest entry that is a directory",
                      f"skip: skipped, counted as 'invalid argument'; raise: stoker.Error "
-                     f"'{info.value}'")
+                     f"'{message}'")
 
 
 def test_batch_of_only_bad_files_is_not_delivered(tmp_path, record_behaviour):
@@ -197,14 +200,8 @@ def test_huge_declared_size_is_refused(tmp_path, fmt, record_behaviour):
     (tmp_path / "c").mkdir()
     (tmp_path / "c" / f"huge.{fmt}").write_bytes(data)
     (tmp_path / "c" / "ok.jpg").write_bytes(encode(textured(np.random.default_rng(1), 40, 40)))
-    loader = stoker.Loader(tmp_path, batch_size=2, transform=stoker.transforms.imagenet_val(32))
-    assert [b["index"].tolist() for b in loader] == [[1]]
-    assert loader.stats()["errors_by_kind"] == {"resource exhausted": 1}
-    loader = stoker.Loader(tmp_path, batch_size=2, on_error="raise",
-                           transform=stoker.transforms.imagenet_val(32))
-    with pytest.raises(stoker.Error) as info:
-        list(loader)
-    message = str(info.value)
+    delivered, message = skip_then_raise(tmp_path, "resource exhausted")
+    assert delivered == [[1]]
     assert f"huge.{fmt}" in message
     assert "50000x50000 (2500000000 pixels), more than max_pixels (178956970)" in message
     record_behaviour("image file", f"small {fmt.upper()} (< 2 KB) declaring 50,000 x 50,000",
@@ -441,15 +438,10 @@ def test_file_too_large_to_hold(tmp_path, record_behaviour):
     (tmp_path / "c" / "ok.jpg").write_bytes(encode(textured(np.random.default_rng(1), 40, 40)))
     with open(tmp_path / "c" / "sparse.jpg", "wb") as f:
         f.truncate(8 << 40)
-    loader = stoker.Loader(tmp_path, batch_size=2, transform=stoker.transforms.imagenet_val(16))
-    assert [b["index"].tolist() for b in loader] == [[0]]
-    assert loader.stats()["errors_by_kind"] == {"resource exhausted": 1}
-    loader = stoker.Loader(tmp_path, batch_size=2, on_error="raise",
-                           transform=stoker.transforms.imagenet_val(16))
-    with pytest.raises(stoker.Error) as info:
-        list(loader)
-    assert str(info.value) == (f"resource exhausted: {tmp_path / 'c' / 'sparse.jpg'}: file of "
-                               f"{8 << 40} bytes does not fit in memory")
+    delivered, message = skip_then_raise(tmp_path, "resource exhausted", size=16)
+    assert delivered == [[0]]
+    assert message == (f"resource exhausted: {tmp_path / 'c' / 'sparse.jpg'}: file of "
+                       f"{8 << 40} bytes does not fit in memory")
     record_behaviour("file system", "8 TiB sparse file named .jpg",
-                     f"skip: skipped, counted as 'resource exhausted'; raise: '{info.value}' "
+                     f"skip: skipped, counted as 'resource exhausted'; raise: '{message}' "
                      "(a file is read whole: there is no byte cap below what allocation refuses)")

@@ -43,35 +43,28 @@ PROLOGUE = """
         return sorted(taken + rest) == list(range(parent.num_samples))
 """
 
-CASES = {
-    "os.fork, child exits with os._exit": """
+# os.fork with the child's report sent back through a pipe; EXIT is how the
+# child ends.
+OS_FORK = """
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
         os.close(r)
         os.write(w, json.dumps(child_work()).encode())
-        os._exit(0)
+        EXIT
     os.close(w)
     child = json.loads(os.read(r, 1 << 16).decode())
     _, status = os.waitpid(pid, 0)
     child["status"] = status
-    """,
+    """
+
+CASES = {
+    "os.fork, child exits with os._exit": OS_FORK.replace("EXIT", "os._exit(0)"),
     # The child tears its interpreter down: the inherited loader and its
     # suspended iterator are finalised there (stop() in the iterator's
     # cleanup, the loader's destructor) without touching the parent's threads.
-    "os.fork, child exits through interpreter shutdown": """
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(r)
-        os.write(w, json.dumps(child_work()).encode())
-        os.close(w)
-        sys.exit(0)
-    os.close(w)
-    child = json.loads(os.read(r, 1 << 16).decode())
-    _, status = os.waitpid(pid, 0)
-    child["status"] = status
-    """,
+    "os.fork, child exits through interpreter shutdown":
+        OS_FORK.replace("EXIT", "os.close(w)\n        sys.exit(0)"),
     "multiprocessing fork context": """
     import multiprocessing as mp
     ctx = mp.get_context("fork")
