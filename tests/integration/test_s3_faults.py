@@ -164,17 +164,22 @@ def test_server_gone_mid_epoch_fails_within_io_timeout(moto, small_folder, mode,
                      f"reason and attempts")
 
 
-def test_server_gone_at_start_fails_loader_creation(moto, small_folder, record_behaviour):
+def create_against_refusing_server(moto, **options):
+    """Loader() against a proxy that refuses every connection, which must
+    raise. Returns (the proxy's endpoint, the message, seconds it took)."""
     with start_proxy(moto.port) as proxy:
         proxy_control(proxy, "gone", mode="refuse")
         t0 = time.monotonic()
         with pytest.raises(stoker.Error) as e:
-            stoker.Loader(f"s3://{BUCKET}/train/", endpoint_url=proxy.endpoint, io_timeout=2)
-        elapsed = time.monotonic() - t0
-    msg = str(e.value)
+            stoker.Loader(f"s3://{BUCKET}/train/", endpoint_url=proxy.endpoint, **options)
+        return proxy.endpoint, str(e.value), time.monotonic() - t0
+
+
+def test_server_gone_at_start_fails_loader_creation(moto, small_folder, record_behaviour):
+    endpoint, msg, elapsed = create_against_refusing_server(moto, io_timeout=2)
     assert msg.startswith("storage unavailable: cannot list: s3://data/train/"), msg
     assert "connection failed" in msg and "bucket 'data'" in msg, msg
-    assert f"no answer from {proxy.endpoint}" in msg and "(io_timeout 2 s)" in msg, msg
+    assert f"no answer from {endpoint}" in msg and "(io_timeout 2 s)" in msg, msg
     assert 1.5 <= elapsed <= 2 + HANG_SLACK_S, elapsed
     record_behaviour("storage fault", "server gone before the listing (io_timeout=2)",
                      "Loader() raised 'storage unavailable' after io_timeout (1.5 s to 2 s + slack)")
@@ -184,21 +189,12 @@ def test_aws_max_attempts_caps_the_retries(moto, small_folder, monkeypatch, reco
     """AWS_MAX_ATTEMPTS, the AWS SDKs' setting, is honoured: 3 attempts and
     the listing fails without waiting for io_timeout."""
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "3")
-    with start_proxy(moto.port) as proxy:
-        proxy_control(proxy, "gone", mode="refuse")
-        t0 = time.monotonic()
-        with pytest.raises(stoker.Error) as e:
-            stoker.Loader(f"s3://{BUCKET}/train/", endpoint_url=proxy.endpoint, io_timeout=600)
-        elapsed = time.monotonic() - t0
-    msg = str(e.value)
+    _, msg, elapsed = create_against_refusing_server(moto, io_timeout=600)
     assert "gave up after 3 attempts" in msg and "(max_attempts 3)" in msg, msg
     assert elapsed < HANG_SLACK_S, elapsed
     # The Loader's own max_attempts wins over the variable.
-    with start_proxy(moto.port) as proxy:
-        proxy_control(proxy, "gone", mode="refuse")
-        with pytest.raises(stoker.Error) as e:
-            stoker.Loader(f"s3://{BUCKET}/train/", endpoint_url=proxy.endpoint, max_attempts=2)
-    assert "gave up after 2 attempts" in str(e.value), str(e.value)
+    _, msg, _ = create_against_refusing_server(moto, max_attempts=2)
+    assert "gave up after 2 attempts" in msg, msg
     record_behaviour("storage fault", "server gone, AWS_MAX_ATTEMPTS=3",
                      "Loader() raised after 3 attempts")
 
