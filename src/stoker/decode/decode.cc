@@ -55,13 +55,14 @@ uint8_t* ScratchBuffer::Get(size_t n) {
     small_uses_ = 0;
   }
   if (reallocate) {
-    data_.reset();  // free first: never hold the old and the new block at once
+    // Free first: never hold the old and the new block at once.
+    std::vector<uint8_t, LargeAllocator<uint8_t>>().swap(data_);
     capacity_ = 0;
-    data_.reset(new uint8_t[n]);  // default-initialised: not zeroed
+    data_.resize(n);  // default-initialised: not zeroed
     capacity_ = n;
     small_uses_ = 0;
   }
-  return data_.get();
+  return data_.data();
 }
 
 Result<Rect> ClampCrop(Rect r, int width, int height) {

@@ -5,7 +5,9 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <vector>
 
+#include "stoker/base/large_alloc.h"
 #include "stoker/decode/decode.h"
 #include "stoker/status.h"
 
@@ -26,7 +28,7 @@ class ScratchBuffer {
   size_t capacity() const { return capacity_; }
 
  private:
-  std::unique_ptr<uint8_t[]> data_;
+  std::vector<uint8_t, LargeAllocator<uint8_t>> data_;
   size_t capacity_ = 0;
   int small_uses_ = 0;  // consecutive calls that needed far less than capacity
 };

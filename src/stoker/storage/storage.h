@@ -12,36 +12,13 @@
 
 #include "stoker/options.h"
 #include "stoker/status.h"
+#include "stoker/storage/buffer_recycler.h"
 
 namespace stoker::storage {
 
-using Bytes = std::vector<uint8_t>;
-
-// Buffers handed back through Storage::Recycle, kept (up to a count) for
-// the next read to fill: capacity reused, nothing allocated or faulted in.
-class BufferRecycler {
- public:
-  explicit BufferRecycler(size_t max_kept = 512) : max_kept_(max_kept) {}
-  // A recycled buffer (emptied, capacity kept), or an empty new one.
-  Bytes Take() {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (kept_.empty()) return {};
-    Bytes b = std::move(kept_.back());
-    kept_.pop_back();
-    b.clear();
-    return b;
-  }
-  void Put(Bytes b) {
-    if (b.capacity() == 0) return;
-    std::lock_guard<std::mutex> lock(mu_);
-    if (kept_.size() < max_kept_) kept_.push_back(std::move(b));
-  }
-
- private:
-  const size_t max_kept_;
-  std::mutex mu_;
-  std::vector<Bytes> kept_;
-};
+// Sample bytes: large-buffer memory (stoker/base/large_alloc.h), and a
+// resize() that does not zero what the read overwrites.
+using Bytes = BufferRecycler::Bytes;
 
 struct ObjectInfo {
   std::string key;   // path relative to the listed prefix, '/'-separated

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "stoker/base/large_alloc.h"
 #include "stoker/decode/decode.h"
 
 namespace stoker::transform {
@@ -59,8 +60,9 @@ struct OutputSpec {
 // largest crop seen and are never shrunk: ResizeToCHW allocates nothing in
 // the steady state.
 struct Scratch {
-  std::vector<float> rows;      // intermediate rows, portable kernel
-  std::vector<int16_t> fixed;   // intermediate rows and taps, AVX2 kernel
+  // Intermediate rows: large-buffer memory (stoker/base/large_alloc.h).
+  std::vector<float, LargeAllocator<float>> rows;        // portable kernel
+  std::vector<int16_t, LargeAllocator<int16_t>> fixed;   // AVX2 kernel, rows and taps
   std::vector<float> weights;   // filter taps, both axes
   std::vector<int32_t> starts;  // first source pixel of each output, both axes
 };

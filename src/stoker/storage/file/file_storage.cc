@@ -121,16 +121,14 @@ Result<Bytes> FileStorage::Read(const std::string& uri) {
                                               : "of an unknown type";
     return InvalidArgument(path + ": not a regular file (" + kind + ")");
   }
-  Bytes data = buffers_.Take();
   // One read of the known size, then a 1-byte probe into a local to catch
   // growth since fstat (a resize of the full buffer would reallocate and
-  // copy every file's bytes). A recycled buffer too small for this file is
-  // replaced, not grown: growing would copy its stale contents. A file too
-  // large to hold (a sparse file of terabytes named .jpg) is this sample's
-  // error, not the end of the epoch.
+  // copy every file's bytes). A file too large to hold (a sparse file of
+  // terabytes named .jpg) is this sample's error, not the end of the epoch.
   const size_t size = static_cast<size_t>(st.st_size);
+  Bytes data;
   try {
-    if (data.capacity() < size) Bytes().swap(data);
+    data = buffers_.Take(size);
     data.resize(size);
   } catch (const std::bad_alloc&) {
     ::close(fd);

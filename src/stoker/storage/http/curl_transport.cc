@@ -59,6 +59,7 @@ struct Active {
   curl_slist* headers = nullptr;
   Transport::Callback done;
   Response response;
+  std::shared_ptr<storage::BufferRecycler> body_buffers;  // may be null
   double start = 0;
   // When bytes last arrived (or the connection became ready): the read
   // timeout counts from here. Zero until connected: connecting has its own
@@ -102,7 +103,19 @@ size_t OnHeader(char* data, size_t size, size_t n, void* user) {
       }
       len = len * 10 + static_cast<size_t>(c - '0');
     }
-    if (digits) a->response.body.reserve(std::min(len, kMaxReserve));
+    if (digits) {
+      len = std::min(len, kMaxReserve);
+      auto& body = a->response.body;
+      try {
+        if (a->body_buffers && body.empty() && body.capacity() < len) {
+          body = a->body_buffers->Take(len);
+        } else {
+          body.reserve(len);
+        }
+      } catch (const std::bad_alloc&) {
+        return 0;  // curl fails the transfer (CURLE_WRITE_ERROR)
+      }
+    }
   }
   a->response.headers.emplace_back(std::move(name), std::move(value));
   return bytes;
@@ -200,8 +213,7 @@ struct State {
     auto* a = new Active;
     a->done = std::move(p.done);
     a->start = WallSeconds();
-    a->response.body = std::move(p.request.body_buffer);
-    a->response.body.clear();
+    a->body_buffers = std::move(p.request.body_buffers);
     CURL* e;
     if (!idle_easy.empty()) {
       // A reused handle keeps the options that never change (set below when

@@ -6,10 +6,13 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
+
+#include "stoker/storage/buffer_recycler.h"
 
 namespace stoker::storage::http {
 
@@ -26,9 +29,10 @@ struct Request {
   // This attempt's time limit, connect to last byte (the request's remaining
   // deadline); zero: only the transport's own timeouts apply.
   std::chrono::milliseconds timeout{0};
-  // Optional: a buffer (say a recycled one) whose capacity the reply's body
-  // is received into, so steady reading allocates nothing.
-  std::vector<uint8_t> body_buffer;
+  // Optional: where the reply's body buffer comes from once its
+  // Content-Length is known (recycled buffers: steady reading allocates
+  // nothing). Without it, or without a Content-Length, the body grows.
+  std::shared_ptr<storage::BufferRecycler> body_buffers;
 };
 
 // Why no HTTP status came back. Every kind except kOther and kCancelled is
@@ -49,7 +53,7 @@ struct Response {
   std::string error_message;  // set when error != kNone; never holds header values
   int status = 0;             // HTTP status when error == kNone
   Headers headers;            // names lower-cased, values trimmed
-  std::vector<uint8_t> body;
+  BufferRecycler::Bytes body;
   double seconds = 0;         // from the first byte sent to the last received
 
   // The first header named `name` (lower-case), or nullptr.

@@ -42,7 +42,7 @@ void HttpStorage::ReadAsync(const std::string& uri, ReadCallback done) {
   call.prepare = [uri, buffers = buffers_]() -> Result<Request> {
     Request r;
     r.url = uri;  // sent as given: a presigned URL's query stays intact
-    r.body_buffer = buffers->Take();
+    r.body_buffers = buffers;
     return r;
   };
   call.classify = [uri](const Response& r) { return ClassifyHttpReply(r, uri); };

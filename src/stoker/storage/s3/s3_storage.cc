@@ -186,7 +186,7 @@ void S3Storage::Send(const std::string& method, const std::string& uri, http::He
   std::shared_ptr<BufferRecycler> buffers = recycled_body ? buffers_ : nullptr;
   call.prepare = [b, w, method, buffers, headers = std::move(headers)]() {
     auto r = b->Build(method, w->bucket, w->key, {}, headers, std::chrono::system_clock::now());
-    if (r.ok() && buffers) r->body_buffer = buffers->Take();
+    if (r.ok()) r->body_buffers = buffers;
     return r;
   };
   call.classify = [b, w, uri](const http::Response& r) {
