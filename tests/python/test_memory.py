@@ -38,7 +38,7 @@ def demo_like(tmp_path_factory):
                                     n_classes=4, seed=3)
 
 
-def test_rss_after_epoch_10_within_2_percent_of_epoch_2(demo_like, record_behaviour):
+def test_rss_after_epoch_10_within_2_percent_of_epoch_2(demo_like):
     pytest.importorskip("torch")
     p = subprocess.run([sys.executable, "-c", CHILD, str(demo_like)], stdout=subprocess.PIPE,
                        stderr=subprocess.PIPE, text=True, timeout=600)
@@ -49,5 +49,3 @@ def test_rss_after_epoch_10_within_2_percent_of_epoch_2(demo_like, record_behavi
     # hundred bytes a sample would not show, but a drift of MBs does.
     assert abs(after[9] - after[1]) <= 0.02 * after[1], mb
     assert max(after[1:]) - min(after[1:]) <= 0.02 * after[1], mb
-    record_behaviour("memory", "10 epochs of 400 demo-like JPEGs (threads=2, float32 output)",
-                     "RSS after each of epochs 2 to 10 within 2% of after epoch 2")
