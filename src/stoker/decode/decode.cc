@@ -48,8 +48,9 @@ uint8_t* ScratchBuffer::Get(size_t n) {
   if (n == 0) n = 1;
   constexpr size_t kShrinkAbove = size_t{32} << 20;  // 32 MiB
   constexpr int kShrinkAfter = 16;                   // consecutive small uses
-  bool reallocate = n > capacity_;
-  if (!reallocate && capacity_ > kShrinkAbove && n < capacity_ / 4) {
+  const size_t capacity = data_.size();
+  bool reallocate = n > capacity;
+  if (!reallocate && capacity > kShrinkAbove && n < capacity / 4) {
     reallocate = ++small_uses_ >= kShrinkAfter;
   } else {
     small_uses_ = 0;
@@ -57,9 +58,7 @@ uint8_t* ScratchBuffer::Get(size_t n) {
   if (reallocate) {
     // Free first: never hold the old and the new block at once.
     std::vector<uint8_t, LargeAllocator<uint8_t>>().swap(data_);
-    capacity_ = 0;
     data_.resize(n);  // default-initialised: not zeroed
-    capacity_ = n;
     small_uses_ = 0;
   }
   return data_.data();

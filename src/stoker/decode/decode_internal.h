@@ -25,11 +25,10 @@ class ScratchBuffer {
   // Returns at least `n` writable bytes; previous contents are not kept.
   // Throws std::bad_alloc when memory is exhausted.
   uint8_t* Get(size_t n);
-  size_t capacity() const { return capacity_; }
+  size_t capacity() const { return data_.size(); }
 
  private:
   std::vector<uint8_t, LargeAllocator<uint8_t>> data_;
-  size_t capacity_ = 0;
   int small_uses_ = 0;  // consecutive calls that needed far less than capacity
 };
 

@@ -34,7 +34,7 @@ TEST(BufferRecyclerTest, TakesTheBestFitAndNeverAMuchLargerBuffer) {
   BufferRecycler::Bytes b = r.Take(110000);  // the 120,000 one, not the 300,000 one
   EXPECT_EQ(b.capacity(), 120000u);
   EXPECT_TRUE(b.empty());
-  // Nothing kept fits 40,000 closely (50,000 is more than 1.25x its class):
+  // Nothing kept fits 30,000 closely (50,000 is more than 1.25x its class):
   // a new buffer of its class.
   BufferRecycler::Bytes c = r.Take(30000);
   EXPECT_EQ(c.capacity(), BufferRecycler::SizeClass(30000));
