@@ -83,6 +83,12 @@ struct LoaderStats {
   // retried, and counted in `retries`, unless the deadline passed).
   int64_t timeouts = 0;
   double stall_s = 0;  // time the consumer waited inside Next()
+  // Remote reads of an epoch's first batches issued while the epoch before
+  // it drained (counted in `requests` too), and how many of them a pass used:
+  // the rest were for an epoch that did not follow (set_epoch elsewhere, a
+  // resumed position, the loader closed or not iterated again).
+  int64_t lookahead_reads = 0;
+  int64_t lookahead_used = 0;
   // Skipped samples by reason kind ("corrupt", "not found", ...).
   std::map<std::string, int64_t> errors_by_kind;
   std::vector<StageStats> stages;

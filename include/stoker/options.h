@@ -86,6 +86,12 @@ struct LoaderOptions {
   // Batches prepared ahead of the consumer (each holds batch_size decoded
   // images: 38.5 MB at 64 x 3 x 224 x 224 float32).
   int prefetch_batches = 2;
+  // Remote samples (s3://, http(s)://): once a pass has asked for all of its
+  // samples, read the first min(prefetch_batches, 2) batches of the next
+  // epoch (epoch + 1, from its start) while this one drains, so the next
+  // pass does not begin with a round trip and idle decoders. Costs that many
+  // extra reads after the last epoch, or when set_epoch picks another one.
+  bool lookahead = true;
   // Images with more pixels than this are refused before any allocation
   // (decompression bombs). 0 disables the check.
   int64_t max_pixels = 178956970;  // Pillow's limit, 2x its warning threshold

@@ -61,6 +61,8 @@ nb::dict StatsToDict(const LoaderStats& s) {
   d["retries"] = s.retries;
   d["timeouts"] = s.timeouts;
   d["stall_s"] = s.stall_s;
+  d["lookahead_reads"] = s.lookahead_reads;
+  d["lookahead_used"] = s.lookahead_used;
   nb::dict errors;
   for (const auto& [k, v] : s.errors_by_kind) errors[nb::str(k.c_str())] = v;
   d["errors_by_kind"] = errors;
@@ -221,7 +223,7 @@ void register_loader(nb::module_& m) {
              bool drop_last, int threads,
              const std::string& on_error, int prefetch_batches, int64_t max_pixels, int64_t rank,
              int64_t world_size, const std::string& endpoint_url, double connect_timeout,
-             double read_timeout, double io_timeout, int max_attempts) {
+             double read_timeout, double io_timeout, int max_attempts, bool lookahead) {
             LoaderOptions o;
             o.uri.assign(uri.c_str(), uri.size());  // os.fsencode()d: any bytes
             o.endpoint_url = endpoint_url;
@@ -238,6 +240,7 @@ void register_loader(nb::module_& m) {
             o.threads = threads;
             o.on_error = ParseOnError(on_error);
             o.prefetch_batches = prefetch_batches;
+            o.lookahead = lookahead;
             o.max_pixels = max_pixels;
             o.rank = rank;
             o.world_size = world_size;
@@ -254,7 +257,8 @@ void register_loader(nb::module_& m) {
           nb::arg("world_size"), nb::arg("endpoint_url") = "",
           nb::arg("connect_timeout") = IoOptions{}.connect_timeout_s,
           nb::arg("read_timeout") = IoOptions{}.read_timeout_s,
-          nb::arg("io_timeout") = IoOptions{}.io_timeout_s, nb::arg("max_attempts") = 0)
+          nb::arg("io_timeout") = IoOptions{}.io_timeout_s, nb::arg("max_attempts") = 0,
+          nb::arg("lookahead") = true)
       .def("__len__", [](const PyLoader& l) { return l.impl->num_batches(); })
       .def_prop_ro("num_samples", [](const PyLoader& l) { return l.impl->num_samples(); })
       .def_prop_ro("classes",

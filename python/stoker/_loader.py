@@ -66,6 +66,12 @@ class Loader:
     max_attempts: attempts per request, the first included; None: the
         AWS_MAX_ATTEMPTS variable, else the AWS profile's max_attempts, else
         no cap (retried until io_timeout).
+    lookahead: for remote samples (s3://, http(s)://), once an epoch has
+        asked for all of its samples, read the first min(prefetch_batches,
+        2) batches of the next epoch (epoch + 1) while this one drains, so the
+        next pass starts without a round trip. A pass over another epoch,
+        or from a resumed position, leaves them unused; they show in
+        stats() as lookahead_reads and lookahead_used.
 
     Iterating yields dicts: ``image`` (N x 3 x H x W uint8, or float32 when
     the transform normalises), ``label`` (int64), ``index`` (int64 position of
@@ -81,7 +87,7 @@ class Loader:
                  rank: Optional[int] = None, world_size: Optional[int] = None,
                  endpoint_url: Optional[str] = None, connect_timeout: float = 10.0,
                  read_timeout: float = 5.0, io_timeout: float = 120.0,
-                 max_attempts: Optional[int] = None):
+                 max_attempts: Optional[int] = None, lookahead: bool = True):
         transform = transform if transform is not None else imagenet_val(224)
         if threads == "auto":
             threads = 0
@@ -99,7 +105,7 @@ class Loader:
             bool(transform.fast_decode), bool(shuffle), int(seed), bool(drop_last), int(threads), on_error,
             int(prefetch_batches), int(max_pixels), int(rank), int(world_size),
             endpoint_url or "", float(connect_timeout), float(read_timeout), float(io_timeout),
-            int(max_attempts or 0))
+            int(max_attempts or 0), bool(lookahead))
         self.rank, self.world_size = rank, world_size
 
     def __len__(self) -> int:
@@ -152,7 +158,10 @@ class Loader:
         """Counters since the loader was made: samples_delivered,
         samples_skipped, batches_delivered, bytes_read, requests, retries,
         timeouts (attempts cut by a connect, read or io timeout), stall_s (time spent waiting in next), errors_by_kind, and one dict
-        per stage (items, bytes, busy_cpu_s, idle_s)."""
+        per stage (items, bytes, busy_cpu_s, idle_s). lookahead_reads
+        counts remote reads of the next epoch's first batches issued while
+        an epoch drained (also in requests), lookahead_used how many of
+        them the next pass took."""
         return self._core.stats()
 
     def state_dict(self) -> Dict[str, Any]:

@@ -35,7 +35,10 @@ def run_epoch(loader):
 def test_imagefolder_from_s3_matches_local(moto, small_folder):
     kw = dict(batch_size=8, transform=stoker.transforms.imagenet_val(48), threads=2)
     local = stoker.Loader(small_folder, **kw)
-    remote = stoker.Loader(f"s3://{BUCKET}/train/", endpoint_url=moto.endpoint, **kw)
+    # No lookahead: bytes_read below counts this epoch's reads only (the
+    # next epoch's, read ahead, would land in it at any moment).
+    remote = stoker.Loader(f"s3://{BUCKET}/train/", endpoint_url=moto.endpoint, lookahead=False,
+                           **kw)
     assert remote.num_samples == local.num_samples == 25
     assert remote.classes == local.classes == ["ant", "bee", "cow"]
     assert remote.sample_uri(0) == f"s3://{BUCKET}/train/ant/000.jpg"
@@ -50,6 +53,46 @@ def test_imagefolder_from_s3_matches_local(moto, small_folder):
     assert stats["samples_delivered"] == 25 and stats["samples_skipped"] == 0
 
 
+def test_lookahead_serves_the_next_epoch_and_nothing_else(moto, small_folder):
+    # Once a pass has asked for all of its samples, the loader reads the
+    # first prefetch_batches batches of epoch + 1; a pass over that epoch
+    # from its start takes them. Every pass must yield exactly what local
+    # files (never read ahead) yield: same samples, order, crops, pixels.
+    kw = dict(batch_size=4, shuffle=True, seed=11, threads=2, prefetch_batches=2,
+              transform=stoker.transforms.imagenet_train(32))
+    local = stoker.Loader(small_folder, **kw)
+    remote = stoker.Loader(f"s3://{BUCKET}/train/", endpoint_url=moto.endpoint, **kw)
+    ahead = 2 * 4
+    # (epoch to select, or None to let the finished pass advance it;
+    #  lookahead reads the next pass should have taken)
+    steps = [(0, 0), (1, ahead), (None, ahead), (7, 0), (7, 0)]
+    used = 0
+    for n, (epoch, taken) in enumerate(steps):
+        for loader in (local, remote):
+            if epoch is not None:
+                loader.set_epoch(epoch)
+        li, ll, lx = run_epoch(local)
+        ri, rl, rx = run_epoch(remote)
+        assert sorted(rx.tolist()) == list(range(25)), n
+        assert torch.equal(lx, rx) and torch.equal(ll, rl), n
+        assert torch.equal(li, ri), n
+        s = remote.stats()
+        used += taken
+        assert s["lookahead_used"] == used, (n, s)
+        # One lookahead per finished pass; the second pass over epoch 7
+        # drops the one for epoch 8 and, once done, begins it again.
+        assert s["lookahead_reads"] == ahead * (n + 1), (n, s)
+        assert s["samples_delivered"] == 25 * (n + 1)
+    assert remote.epoch == 7
+    # A pass from a resumed position is not served from the lookahead.
+    state = remote.state_dict()
+    state.update(epoch=8, position=4)
+    remote.load_state_dict(state)
+    _, _, rx = run_epoch(remote)
+    assert len(rx) == 21 and remote.stats()["lookahead_used"] == used
+    remote.close()
+
+
 def test_endpoint_from_environment(moto, small_folder, monkeypatch):
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", moto.endpoint)
     loader = stoker.Loader(f"s3://{BUCKET}/train", batch_size=25,
@@ -60,7 +103,8 @@ def test_endpoint_from_environment(moto, small_folder, monkeypatch):
 
 def test_listing_more_than_1000_keys(moto, big_prefix):
     loader = stoker.Loader(big_prefix, endpoint_url=moto.endpoint, batch_size=100, shuffle=True,
-                           transform=stoker.transforms.imagenet_val(16), threads=2)
+                           transform=stoker.transforms.imagenet_val(16), threads=2,
+                           lookahead=False)  # requests below: this epoch's only
     assert loader.num_samples == BIG_COUNT
     assert loader.classes == ["c0", "c1"]
     seen = []
@@ -92,7 +136,11 @@ def test_manifests_in_the_bucket_and_local_with_s3_paths(moto, s3, small_folder,
                            transform=stoker.transforms.imagenet_val(16))
     _, labels, _ = run_epoch(loader)
     assert labels.tolist() == [0, 1, 2, 3]
-    assert loader.stats()["requests"] == 1 + 4  # the local manifest, then 4 GETs
+    # The local manifest, the 4 GETs, and the next epoch's 4 read ahead
+    # (issued before the pass's last batch was handed out, so counted).
+    s = loader.stats()
+    assert s["lookahead_reads"] == 4 and s["lookahead_used"] == 0
+    assert s["requests"] == 1 + 4 + 4, s
 
 
 def test_missing_key_names_bucket_and_key(moto, s3, small_folder):

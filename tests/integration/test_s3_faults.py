@@ -37,11 +37,13 @@ def indices_of_epoch(loader):
 
 def small_epoch_through_proxy(moto, read_timeout, **proxy_options):
     """One epoch of the 25-image bucket through a fault proxy, raising on
-    any bad sample. Returns (indices seen, loader stats, proxy stats)."""
+    any bad sample. Returns (indices seen, loader stats, proxy stats). No
+    lookahead: the counts are this epoch's (the next epoch's reads, read
+    ahead, would reach the proxy and the stats at any moment)."""
     with start_proxy(moto.port, **proxy_options) as proxy:
         loader = stoker.Loader(f"s3://{BUCKET}/train/", endpoint_url=proxy.endpoint, batch_size=25,
                                transform=stoker.transforms.imagenet_val(16),
-                               read_timeout=read_timeout, on_error="raise")
+                               read_timeout=read_timeout, on_error="raise", lookahead=False)
         seen = indices_of_epoch(loader)
         return seen, loader.stats(), proxy_stats(proxy)
 
@@ -57,7 +59,7 @@ def test_503_resets_and_10s_stalls_every_sample_once(moto, big_prefix, record_be
         loader = stoker.Loader(big_prefix, endpoint_url=proxy.endpoint, batch_size=128,
                                prefetch_batches=8, shuffle=True, seed=3,
                                transform=stoker.transforms.imagenet_val(16), threads=2,
-                               on_error="raise")
+                               on_error="raise", lookahead=False)  # counts: this epoch's
         seen = indices_of_epoch(loader)
         s = loader.stats()
         faults = proxy_stats(proxy)

@@ -28,9 +28,11 @@
 
 #include "stoker/base/cpu_time.h"
 #include "stoker/base/logging.h"
+#include "stoker/base/thread_name.h"
 #include "stoker/format/dataset.h"
 #include "stoker/loader.h"
 #include "stoker/pipeline/batch_storage.h"
+#include "stoker/pipeline/lookahead.h"
 #include "stoker/pipeline/sample.h"
 #include "stoker/sampler/sampler.h"
 #include "stoker/storage/storage.h"
@@ -118,21 +120,40 @@ class Run : public std::enable_shared_from_this<Run> {
     int64_t num_batches;
     int64_t total;  // samples this rank takes in this pass
     int threads;
+    // Reads of the next epoch's first positions, issued once this pass has
+    // issued all of its own (null: none), and the positions to read ahead.
+    std::shared_ptr<Lookahead> lookahead;
+    int64_t lookahead_count = 0;
+    int64_t full_pass_total = 0;  // samples this rank takes in a pass from an epoch's start
   };
 
   explicit Run(Config c) : c_(std::move(c)), sample_bytes_(SampleImageBytes(c_.options.transform)) {}
 
   void Launch() {
     auto self = shared_from_this();
-    threads_.emplace_back([self] { self->Guard("fetch", [&] { self->FetchLoop(); }); });
+    threads_.emplace_back([self] {
+      SetThreadName("stoker-fetch");
+      self->Guard("fetch", [&] { self->FetchLoop(); });
+    });
     for (int i = 0; i < c_.threads; ++i) {
-      threads_.emplace_back([self] { self->Guard("decode", [&] { self->DecodeLoop(); }); });
+      threads_.emplace_back([self] {
+        SetThreadName("stoker-decode");
+        self->Guard("decode", [&] { self->DecodeLoop(); });
+      });
     }
   }
 
   // Any thread; returns once the pass's threads are joined. A fetch thread
   // waiting on storage is woken through the stop token.
   void Stop() {
+    if (finished()) {
+      // Every batch was delivered, so every read was issued and the fetch
+      // thread is at most starting the next epoch's lookahead (which only
+      // queues reads): let it finish rather than cut it short, so that the
+      // next pass finds it whatever the timing.
+      std::lock_guard<std::mutex> join_lock(join_mu_);
+      if (!threads_.empty() && threads_.front().joinable()) threads_.front().join();
+    }
     {
       std::lock_guard<std::mutex> lock(mu_);
       stop_ = true;
@@ -258,6 +279,8 @@ class Run : public std::enable_shared_from_this<Run> {
   void FetchLoop() {
     const int64_t bs = c_.options.batch_size;
     auto self = shared_from_this();
+    // Only a pass from its epoch's start can use what was read ahead.
+    const bool claim = c_.lookahead && c_.sampler.start() == 0;
     for (int64_t k = 0; k < c_.total; ++k) {
       const int64_t b = k / bs;
       const uint64_t g = c_.sampler.GlobalPosition(static_cast<uint64_t>(k));
@@ -275,12 +298,38 @@ class Run : public std::enable_shared_from_this<Run> {
         slot->storage->labels[j] = c_.dataset->samples[index].label;
       }
       const double cpu0 = ThreadCpuSeconds();
-      c_.storage->ReadAsync(
-          c_.dataset->samples[index].uri,
-          [self, k](Result<storage::Bytes> r) { self->OnFetched(k, std::move(r)); },
-          stop_source_.get_token());
+      storage::Storage::ReadCallback done = [self, k](Result<storage::Bytes> r) {
+        self->OnFetched(k, std::move(r));
+      };
+      if (!claim || !c_.lookahead->Claim(c_.sampler.epoch(), k, index, done)) {
+        c_.storage->ReadAsync(c_.dataset->samples[index].uri, std::move(done),
+                              stop_source_.get_token());
+      }
       AddSeconds(c_.counters->fetch.busy_ns, ThreadCpuSeconds() - cpu0);
     }
+    ReadAhead();
+  }
+
+  // Every read of this pass is issued: start the next epoch's first reads
+  // (remote samples only; local reads are fast enough when asked for).
+  void ReadAhead() {
+    if (!c_.lookahead || c_.lookahead_count <= 0) return;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stop_) return;
+    }
+    sampler::Sampler next = c_.sampler;
+    next.SetEpoch(c_.sampler.epoch() + 1, 0);
+    const int64_t n = std::min(c_.lookahead_count, c_.full_pass_total);
+    std::vector<int64_t> indices(static_cast<size_t>(n));
+    std::vector<std::string> uris(static_cast<size_t>(n));
+    for (int64_t k = 0; k < n; ++k) {
+      const auto index = static_cast<int64_t>(next.IndexAt(next.GlobalPosition(static_cast<uint64_t>(k))));
+      const std::string& uri = c_.dataset->samples[index].uri;
+      indices[k] = index;
+      if (!storage::IsLocal(uri)) uris[k] = uri;
+    }
+    c_.lookahead->Begin(next.epoch(), std::move(indices), std::move(uris));
   }
 
   std::unique_ptr<Slot> NewSlot(int64_t b) {
@@ -461,6 +510,9 @@ class LoaderImpl final : public Loader {
     info_.classes = dataset_->classes;
     threads_ = opt_.threads > 0 ? opt_.threads : AvailableCores();
     num_batches_ = BatchesFor(static_cast<int64_t>(sampler_.per_rank()));
+    full_pass_total_ =
+        std::min(static_cast<int64_t>(sampler_.per_rank()), num_batches_ * opt_.batch_size);
+    if (opt_.lookahead) lookahead_ = std::make_shared<Lookahead>(storage_);
     pool_ = std::make_shared<BufferPool>(
         SampleImageBytes(opt_.transform) * static_cast<size_t>(opt_.batch_size),
         static_cast<size_t>(opt_.prefetch_batches) + 2);
@@ -473,6 +525,7 @@ class LoaderImpl final : public Loader {
       // by threads that do not exist here. Leave them to the process's exit.
       LeakOnPurpose(new std::shared_ptr<Run>(std::move(run_)));
       LeakOnPurpose(new std::shared_ptr<storage::Storage>(std::move(storage_)));
+      LeakOnPurpose(new std::shared_ptr<Lookahead>(std::move(lookahead_)));
       return;
     }
     Close();
@@ -514,13 +567,17 @@ class LoaderImpl final : public Loader {
     }
     explicit_epoch_ = false;
     sampler_.SetEpoch(epoch_, resume_start_);
+    // What was read ahead serves only a pass over that epoch from its start.
+    if (lookahead_ && (lookahead_->epoch() != epoch_ || sampler_.start() != 0)) lookahead_->Drop();
     resume_pending_ = false;
     resume_start_ = 0;
     const auto per_rank = static_cast<int64_t>(sampler_.per_rank());
     const int64_t batches = BatchesFor(per_rank);
     run_ = std::make_shared<Run>(Run::Config{opt_, dataset_, sampler_, storage_, pool_, counters_,
                                              batches, std::min(per_rank, batches * opt_.batch_size),
-                                             threads_});
+                                             threads_, lookahead_,
+                                             LookaheadBatches() * opt_.batch_size,
+                                             full_pass_total_});
     run_->Launch();
   }
 
@@ -610,6 +667,7 @@ class LoaderImpl final : public Loader {
       closed_ = true;
     }
     Stop();
+    if (lookahead_) lookahead_->Drop();
     // Requests still in flight for the stopped pass end now, so the
     // storage's I/O thread does not go on retrying them for a loader that
     // is gone (a pending request's callback holds the pass, which holds the
@@ -629,6 +687,10 @@ class LoaderImpl final : public Loader {
     s.retries = sc.retries;
     s.timeouts = sc.timeouts;
     s.stall_s = Seconds(c.stall_ns);
+    if (lookahead_) {
+      s.lookahead_reads = lookahead_->issued();
+      s.lookahead_used = lookahead_->used();
+    }
     {
       std::lock_guard<std::mutex> lock(counters_->mu);
       s.errors_by_kind = c.errors_by_kind;
@@ -647,6 +709,12 @@ class LoaderImpl final : public Loader {
   std::shared_ptr<BufferPool> pool_;
   DatasetInfo info_;
   int threads_ = 1;
+  int64_t full_pass_total_ = 0;
+  std::shared_ptr<Lookahead> lookahead_;
+  // Enough to start the next pass's decoders while its own first reads are
+  // in flight (one round trip); more would only be more reads wasted after
+  // the last epoch.
+  int64_t LookaheadBatches() const { return std::min(opt_.prefetch_batches, 2); }
   int64_t BatchesFor(int64_t samples) const {
     return opt_.drop_last ? samples / opt_.batch_size
                           : (samples + opt_.batch_size - 1) / opt_.batch_size;
