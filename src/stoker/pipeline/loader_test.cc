@@ -62,21 +62,27 @@ std::vector<uint8_t> EncodeJpeg(int w, int h, unsigned seed) {
   return bytes;
 }
 
+// A listening TCP socket on 127.0.0.1, on a port the kernel picks.
+int ListenOnLoopback(int* port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&a), len) != 0 || ::listen(fd, 1024) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+    ADD_FAILURE() << "cannot listen on loopback: " << std::strerror(errno);
+  }
+  *port = ntohs(a.sin_port);
+  return fd;
+}
+
 // A TCP listener that never accepts: connections complete in the kernel's
 // backlog, requests are sent, and no byte ever comes back.
 class BlackHole {
  public:
   BlackHole() {
-    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof a;
-    if (fd_ < 0 || ::bind(fd_, reinterpret_cast<sockaddr*>(&a), len) != 0 ||
-        ::listen(fd_, 1024) != 0 || ::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
-      ADD_FAILURE() << "cannot listen on loopback: " << std::strerror(errno);
-    }
-    port_ = ntohs(a.sin_port);
+    fd_ = ListenOnLoopback(&port_);
   }
   ~BlackHole() { ::close(fd_); }
   int port() const { return port_; }
@@ -94,16 +100,7 @@ class ObjectServer {
  public:
   explicit ObjectServer(std::map<std::string, std::vector<uint8_t>> objects)
       : objects_(std::move(objects)) {
-    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof a;
-    if (fd_ < 0 || ::bind(fd_, reinterpret_cast<sockaddr*>(&a), len) != 0 ||
-        ::listen(fd_, 1024) != 0 || ::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
-      ADD_FAILURE() << "cannot listen on loopback: " << std::strerror(errno);
-    }
-    port_ = ntohs(a.sin_port);
+    fd_ = ListenOnLoopback(&port_);
     acceptor_ = std::thread([this] { Accept(); });
   }
   ~ObjectServer() {
