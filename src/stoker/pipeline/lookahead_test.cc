@@ -52,6 +52,16 @@ class ManualStorage final : public storage::Storage {
     b.push_back(tag);
     p.done(std::move(b));
   }
+  // As a real backend's: reads still pending end now, with Cancelled. Their
+  // callbacks hold the Lookahead, which holds this storage.
+  void Shutdown() override {
+    std::map<std::string, Pending> left;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      left.swap(pending);
+    }
+    for (auto& [uri, p] : left) p.done(Cancelled(uri + ": storage is shutting down"));
+  }
   bool StopRequested(const std::string& uri) {
     std::lock_guard<std::mutex> lock(mu);
     return pending.at(uri).stop.stop_requested();
@@ -136,6 +146,7 @@ TEST(Lookahead, BeginForTheSameEpochTwiceReadsOnce) {
   la->Begin(1, {0, 1}, {"s3://b/0", "s3://b/1"});
   EXPECT_EQ(la->issued(), 2);
   EXPECT_EQ(storage->pending.size(), 2u);
+  storage->Shutdown();
 }
 
 TEST(Lookahead, DropCancelsReadsInFlightAndRecyclesEveryBuffer) {
@@ -167,6 +178,8 @@ TEST(Lookahead, DropCancelsReadsInFlightAndRecyclesEveryBuffer) {
   la->Begin(3, {4}, {"s3://b/4"});
   EXPECT_EQ(la->epoch(), 3);
   EXPECT_FALSE(storage->StopRequested("s3://b/4"));
+  storage->Shutdown();
+  EXPECT_EQ(storage->recycled.size(), 3u);  // a cancelled read has no buffer
 }
 
 TEST(Lookahead, BeginForAnotherEpochDropsTheEarlierOne) {
