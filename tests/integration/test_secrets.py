@@ -184,7 +184,10 @@ def test_cli_ls_and_bench_never_show_secrets(moto, small_folder, auth_moto):
     ]
     assert [r.returncode == 0 for r in runs] == [True, True, False, False, False], \
         [(r.returncode, r.stderr[-500:]) for r in runs]
-    assert "25 samples" in runs[0].stdout and json.loads(runs[1].stdout)["num_samples"] == 25
+    bench = json.loads(runs[1].stdout)
+    assert "25 samples" in runs[0].stdout and bench["num_samples"] == 25
+    # One epoch, then epoch 1's first 2 batches of 8 read ahead, unused.
+    assert (bench["lookahead_reads"], bench["lookahead_used"]) == (16, 0), bench
     assert "403" in runs[2].stderr and "Traceback" in runs[4].stderr, runs[4].stderr[-2000:]
     for r in runs:
         assert_no_secret(r.stdout + r.stderr, f"stoker {' '.join(r.args[3:5])}")

@@ -59,6 +59,7 @@ def test_bench_json(folder, capsys):
     assert r["images_per_s"] > 0 and r["cpu_s_per_image"] > 0
     assert 0.0 <= r["stall_fraction"] <= 1.0
     assert r["requests"] >= N and r["bytes_read"] >= _total_bytes(folder)
+    assert r["lookahead_reads"] == 0  # local files are never read ahead
     assert r["peak_rss_bytes"] >= max(r["rss_after_epoch"]) > 0
     assert {s["name"] for s in r["stages"]}, r["stages"]
     assert "epoch 0" in captured.err  # progress goes to stderr

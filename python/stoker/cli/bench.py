@@ -58,6 +58,7 @@ def run_bench(uri: str, *, batch_size: int = 64, threads: Union[int, str] = "aut
               size: int = 224, seed: int = 0, shuffle: bool = True, prefetch_batches: int = 3,
               on_error: str = "skip", endpoint_url: Optional[str] = None,
               read_timeout: Optional[float] = None, io_timeout: Optional[float] = None,
+              lookahead: bool = True,
               log: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
     """Loads `uri` for `epochs` epochs and returns the measurements (the
     object `stoker bench --json` prints)."""
@@ -72,7 +73,9 @@ def run_bench(uri: str, *, batch_size: int = 64, threads: Union[int, str] = "aut
     # the part of the peak that is not the loader's.
     baseline_rss = measure.rss_bytes()
     t0 = time.perf_counter()
-    extra = {"endpoint_url": endpoint_url} if endpoint_url else {}
+    extra: Dict[str, Any] = {"lookahead": lookahead}
+    if endpoint_url:
+        extra["endpoint_url"] = endpoint_url
     if read_timeout is not None:
         extra["read_timeout"] = read_timeout
     if io_timeout is not None:
@@ -142,6 +145,8 @@ def run_bench(uri: str, *, batch_size: int = 64, threads: Union[int, str] = "aut
         "requests": stats.get("requests", 0),
         "retries": stats.get("retries", 0),
         "timeouts": stats.get("timeouts", 0),
+        "lookahead_reads": stats.get("lookahead_reads", 0),
+        "lookahead_used": stats.get("lookahead_used", 0),
         "errors_skipped": stats.get("samples_skipped", 0),
         "errors_by_kind": stats.get("errors_by_kind", {}),
         "images": images,
@@ -183,6 +188,9 @@ def format_report(r: Dict[str, Any]) -> str:
         f"{r['errors_skipped']} samples skipped"
         + (f" {r['errors_by_kind']}" if r["errors_by_kind"] else ""),
     ]
+    if r.get("lookahead_reads"):
+        lines.append(f"lookahead: {r['lookahead_reads']:,} reads of a next epoch's first batches "
+                     f"issued while an epoch drained, {r['lookahead_used']:,} used")
     if r["stages"]:
         lines += ["", f"{'stage':<10} {'items':>9} {'MB':>9} {'busy CPU s':>11} {'idle s':>8} "
                       f"{'items/CPU-s':>12} {'CPU share':>10}"]
@@ -216,6 +224,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--on-error", choices=("skip", "raise"), default="skip")
     p.add_argument("--endpoint-url", help="S3 endpoint (else AWS_ENDPOINT_URL_S3, "
                                           "AWS_ENDPOINT_URL or the AWS config profile)")
+    p.add_argument("--lookahead", action=argparse.BooleanOptionalAction, default=True,
+                   help="remote storage: read the next epoch's first batches while an epoch "
+                        "drains (default: on)")
     add_io_arguments(p)
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.set_defaults(func=_run)
@@ -236,6 +247,7 @@ def _run(args) -> int:
                   transform=args.transform, normalize=args.normalize, size=args.size,
                   seed=args.seed, shuffle=args.shuffle, prefetch_batches=args.prefetch_batches,
                   on_error=args.on_error, endpoint_url=args.endpoint_url,
-                  read_timeout=args.read_timeout, io_timeout=args.io_timeout, log=log)
+                  read_timeout=args.read_timeout, io_timeout=args.io_timeout,
+                  lookahead=args.lookahead, log=log)
     print(json.dumps(measure.jsonable(r)) if args.json else format_report(r))
     return 0
