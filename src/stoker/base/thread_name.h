@@ -2,6 +2,8 @@
 
 #include <pthread.h>
 
+#include <cstdio>
+
 namespace stoker {
 
 // Names the calling thread, as top -H, perf and /proc/<pid>/task/*/comm show
@@ -10,9 +12,7 @@ namespace stoker {
 inline void SetThreadName(const char* name) {
 #if defined(__linux__)
   char buf[16];
-  int i = 0;
-  for (; i < 15 && name[i]; ++i) buf[i] = name[i];
-  buf[i] = '\0';
+  std::snprintf(buf, sizeof buf, "%s", name);
   pthread_setname_np(pthread_self(), buf);
 #else
   (void)name;

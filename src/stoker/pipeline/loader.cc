@@ -121,10 +121,9 @@ class Run : public std::enable_shared_from_this<Run> {
     int64_t total;  // samples this rank takes in this pass
     int threads;
     // Reads of the next epoch's first positions, issued once this pass has
-    // issued all of its own (null: none), and the positions to read ahead.
+    // issued all of its own (null: none), and how many positions to read.
     std::shared_ptr<Lookahead> lookahead;
     int64_t lookahead_count = 0;
-    int64_t full_pass_total = 0;  // samples this rank takes in a pass from an epoch's start
   };
 
   explicit Run(Config c) : c_(std::move(c)), sample_bytes_(SampleImageBytes(c_.options.transform)) {}
@@ -279,8 +278,6 @@ class Run : public std::enable_shared_from_this<Run> {
   void FetchLoop() {
     const int64_t bs = c_.options.batch_size;
     auto self = shared_from_this();
-    // Only a pass from its epoch's start can use what was read ahead.
-    const bool claim = c_.lookahead && c_.sampler.start() == 0;
     for (int64_t k = 0; k < c_.total; ++k) {
       const int64_t b = k / bs;
       const uint64_t g = c_.sampler.GlobalPosition(static_cast<uint64_t>(k));
@@ -301,7 +298,8 @@ class Run : public std::enable_shared_from_this<Run> {
       storage::Storage::ReadCallback done = [self, k](Result<storage::Bytes> r) {
         self->OnFetched(k, std::move(r));
       };
-      if (!claim || !c_.lookahead->Claim(c_.sampler.epoch(), k, index, done)) {
+      // The loader dropped any lookahead this pass may not use (StartLocked).
+      if (!c_.lookahead || !c_.lookahead->Claim(c_.sampler.epoch(), k, index, done)) {
         c_.storage->ReadAsync(c_.dataset->samples[index].uri, std::move(done),
                               stop_source_.get_token());
       }
@@ -320,7 +318,7 @@ class Run : public std::enable_shared_from_this<Run> {
     }
     sampler::Sampler next = c_.sampler;
     next.SetEpoch(c_.sampler.epoch() + 1, 0);
-    const int64_t n = std::min(c_.lookahead_count, c_.full_pass_total);
+    const int64_t n = c_.lookahead_count;
     std::vector<int64_t> indices(static_cast<size_t>(n));
     std::vector<std::string> uris(static_cast<size_t>(n));
     for (int64_t k = 0; k < n; ++k) {
@@ -510,9 +508,15 @@ class LoaderImpl final : public Loader {
     info_.classes = dataset_->classes;
     threads_ = opt_.threads > 0 ? opt_.threads : AvailableCores();
     num_batches_ = BatchesFor(static_cast<int64_t>(sampler_.per_rank()));
-    full_pass_total_ =
-        std::min(static_cast<int64_t>(sampler_.per_rank()), num_batches_ * opt_.batch_size);
-    if (opt_.lookahead) lookahead_ = std::make_shared<Lookahead>(storage_);
+    if (opt_.lookahead) {
+      lookahead_ = std::make_shared<Lookahead>(storage_);
+      // Enough to start the next pass's decoders while its own first reads
+      // are in flight (one round trip); more would only be more reads wasted
+      // after the last epoch. At most one pass from an epoch's start.
+      lookahead_count_ = std::min<int64_t>(
+          {int64_t{std::min(opt_.prefetch_batches, 2)} * opt_.batch_size,
+           static_cast<int64_t>(sampler_.per_rank()), num_batches_ * opt_.batch_size});
+    }
     pool_ = std::make_shared<BufferPool>(
         SampleImageBytes(opt_.transform) * static_cast<size_t>(opt_.batch_size),
         static_cast<size_t>(opt_.prefetch_batches) + 2);
@@ -575,9 +579,7 @@ class LoaderImpl final : public Loader {
     const int64_t batches = BatchesFor(per_rank);
     run_ = std::make_shared<Run>(Run::Config{opt_, dataset_, sampler_, storage_, pool_, counters_,
                                              batches, std::min(per_rank, batches * opt_.batch_size),
-                                             threads_, lookahead_,
-                                             LookaheadBatches() * opt_.batch_size,
-                                             full_pass_total_});
+                                             threads_, lookahead_, lookahead_count_});
     run_->Launch();
   }
 
@@ -709,12 +711,8 @@ class LoaderImpl final : public Loader {
   std::shared_ptr<BufferPool> pool_;
   DatasetInfo info_;
   int threads_ = 1;
-  int64_t full_pass_total_ = 0;
-  std::shared_ptr<Lookahead> lookahead_;
-  // Enough to start the next pass's decoders while its own first reads are
-  // in flight (one round trip); more would only be more reads wasted after
-  // the last epoch.
-  int64_t LookaheadBatches() const { return std::min(opt_.prefetch_batches, 2); }
+  std::shared_ptr<Lookahead> lookahead_;  // null when options.lookahead is off
+  int64_t lookahead_count_ = 0;
   int64_t BatchesFor(int64_t samples) const {
     return opt_.drop_last ? samples / opt_.batch_size
                           : (samples + opt_.batch_size - 1) / opt_.batch_size;

@@ -39,7 +39,7 @@ class Lookahead : public std::enable_shared_from_this<Lookahead> {
   // earlier lookahead. `indices` name the samples, checked again on Claim.
   void Begin(int64_t epoch, std::vector<int64_t> indices, std::vector<std::string> uris) {
     std::vector<storage::Bytes> dropped;
-    std::shared_ptr<std::stop_source> stop;
+    std::stop_token stop;
     uint64_t gen;
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -47,7 +47,8 @@ class Lookahead : public std::enable_shared_from_this<Lookahead> {
       DropLocked(&dropped);
       epoch_ = epoch;
       gen = gen_;
-      stop = stop_ = std::make_shared<std::stop_source>();
+      stop_ = std::stop_source();
+      stop = stop_.get_token();
       entries_.assign(indices.size(), Entry{});
       for (size_t k = 0; k < indices.size(); ++k) {
         entries_[k].index = uris[k].empty() ? -1 : indices[k];
@@ -60,7 +61,7 @@ class Lookahead : public std::enable_shared_from_this<Lookahead> {
       issued_.fetch_add(1, std::memory_order_relaxed);
       storage_->ReadAsync(
           uris[k], [self, gen, k](Result<storage::Bytes> r) { self->OnRead(gen, k, std::move(r)); },
-          stop->get_token());
+          stop);
     }
   }
 
@@ -134,8 +135,7 @@ class Lookahead : public std::enable_shared_from_this<Lookahead> {
   }
 
   void DropLocked(std::vector<storage::Bytes>* dropped) {
-    if (stop_) stop_->request_stop();
-    stop_.reset();
+    stop_.request_stop();
     for (auto& e : entries_) {
       if (e.result && e.result->ok()) dropped->push_back(std::move(*e.result).value());
     }
@@ -152,7 +152,7 @@ class Lookahead : public std::enable_shared_from_this<Lookahead> {
   mutable std::mutex mu_;
   int64_t epoch_ = -1;
   uint64_t gen_ = 0;
-  std::shared_ptr<std::stop_source> stop_;
+  std::stop_source stop_;  // of the reads in flight for epoch_
   std::vector<Entry> entries_;
   std::atomic<int64_t> issued_{0}, used_{0};
 };
