@@ -92,6 +92,11 @@ struct LoaderOptions {
   // pass does not begin with a round trip and idle decoders. Costs that many
   // extra reads after the last epoch, or when set_epoch picks another one.
   bool lookahead = true;
+  // Crops of baseline JPEGs: remember where each MCU row
+  // starts in each file's entropy-coded data (about 12 bytes a row, at most
+  // 128 MiB in all) and start later epochs' decodes at the row above the
+  // crop instead of Huffman-decoding every row from the top. Same pixels.
+  bool jpeg_row_index = true;
   // Images with more pixels than this are refused before any allocation
   // (decompression bombs). 0 disables the check.
   int64_t max_pixels = 178956970;  // Pillow's limit, 2x its warning threshold

@@ -72,6 +72,12 @@ class Loader:
         next pass starts without a round trip. A pass over another epoch,
         or from a resumed position, leaves them unused; they show in
         stats() as lookahead_reads and lookahead_used.
+    jpeg_row_index: remember where each MCU row of each baseline JPEG
+        begins (about 12 bytes a row, at most 128 MiB), so that later
+        epochs start decoding at the row above the crop instead of
+        Huffman-decoding every row from the top. The pixels are the same
+        either way; stats() shows jpeg_row_jumps, jpeg_rows_jumped and
+        jpeg_row_index_bytes.
 
     Iterating yields dicts: ``image`` (N x 3 x H x W uint8, or float32 when
     the transform normalises), ``label`` (int64), ``index`` (int64 position of
@@ -87,7 +93,8 @@ class Loader:
                  rank: Optional[int] = None, world_size: Optional[int] = None,
                  endpoint_url: Optional[str] = None, connect_timeout: float = 10.0,
                  read_timeout: float = 5.0, io_timeout: float = 120.0,
-                 max_attempts: Optional[int] = None, lookahead: bool = True):
+                 max_attempts: Optional[int] = None, lookahead: bool = True,
+                 jpeg_row_index: bool = True):
         transform = transform if transform is not None else imagenet_val(224)
         if threads == "auto":
             threads = 0
@@ -105,7 +112,7 @@ class Loader:
             bool(transform.fast_decode), bool(shuffle), int(seed), bool(drop_last), int(threads), on_error,
             int(prefetch_batches), int(max_pixels), int(rank), int(world_size),
             endpoint_url or "", float(connect_timeout), float(read_timeout), float(io_timeout),
-            int(max_attempts or 0), bool(lookahead))
+            int(max_attempts or 0), bool(lookahead), bool(jpeg_row_index))
         self.rank, self.world_size = rank, world_size
 
     def __len__(self) -> int:
@@ -161,7 +168,9 @@ class Loader:
         per stage (items, bytes, busy_cpu_s, idle_s). lookahead_reads
         counts remote reads of the next epoch's first batches issued while
         an epoch drained (also in requests), lookahead_used how many of
-        them the next pass took."""
+        them the next pass took. jpeg_row_jumps counts JPEG decodes that
+        started at a remembered row (jpeg_row_index), jpeg_rows_jumped the
+        MCU rows they did not decode, jpeg_row_index_bytes its memory."""
         return self._core.stats()
 
     def state_dict(self) -> Dict[str, Any]:

@@ -124,6 +124,11 @@ Decoder::~Decoder() = default;
 
 Result<Region> Decoder::DecodeRegion(std::span<const uint8_t> bytes, const CropFn& crop, int out_w,
                                      int out_h) {
+  return DecodeRegion(bytes, crop, out_w, out_h, RowIndexRef{});
+}
+
+Result<Region> Decoder::DecodeRegion(std::span<const uint8_t> bytes, const CropFn& crop, int out_w,
+                                     int out_h, const RowIndexRef& rows) {
   if (!crop) return InvalidArgument("DecodeRegion: no crop function");
   if (out_w <= 0 || out_h <= 0) {
     return InvalidArgument("DecodeRegion: output size must be positive, got " +
@@ -136,6 +141,7 @@ Result<Region> Decoder::DecodeRegion(std::span<const uint8_t> bytes, const CropF
   req.out_h = out_h;
   req.max_pixels = impl_->options.max_pixels;
   req.fast = impl_->options.fast;
+  req.rows = rows;
   return impl_->Decode(req);
 }
 

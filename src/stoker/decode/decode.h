@@ -38,6 +38,9 @@ struct ImageView {
   size_t stride = 0;
 };
 
+class JpegRowIndex;
+struct RowIndexRef;
+
 struct Region {
   // The decoded pixels: covers `crop` (possibly with a margin).
   ImageView image;
@@ -75,8 +78,14 @@ class Decoder {
   // Errors: kCorrupt (truncated or invalid data, empty input), kUnsupported
   // (not a JPEG/PNG, or an unsupported variant), kResourceExhausted (larger
   // than max_pixels). Messages say the reason; callers add the URI.
+  //
+  // With `rows` (jpeg_rows.h), a baseline JPEG decode starts at a
+  // remembered MCU row above the crop instead of entropy-decoding every row
+  // from the top; the pixels are the same.
   Result<Region> DecodeRegion(std::span<const uint8_t> bytes, const CropFn& crop, int out_w,
                               int out_h);
+  Result<Region> DecodeRegion(std::span<const uint8_t> bytes, const CropFn& crop, int out_w,
+                              int out_h, const RowIndexRef& rows);
 
   // Decodes the whole image at full scale (as Pillow would: ISLOW IDCT, fancy
   // upsampling). Same lifetime and errors as DecodeRegion.

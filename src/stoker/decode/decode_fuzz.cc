@@ -12,7 +12,10 @@
 // (which means a stoker bug) and a message; a decoded image has positive
 // dimensions within kMaxPixels and exactly width * height * 3 bytes; a
 // region lies inside its image; an image that decodes whole also decodes
-// as a region and through the transform.
+// as a region and through the transform; a region decoded through a JPEG
+// row index (a walk of the entropy-coded data, then a jump to a remembered
+// row) is the region decoded from the top, pixel for pixel, or the same
+// error.
 
 #include <cmath>
 #include <cstdint>
@@ -22,6 +25,7 @@
 #include <span>
 
 #include "stoker/decode/decode.h"
+#include "stoker/decode/jpeg_rows.h"
 #include "stoker/image.h"
 #include "stoker/pipeline/sample.h"
 
@@ -104,6 +108,37 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   } else {
     CheckError(region.status());
     if (full.ok()) Fail("decodes whole but not as a region", &region.status());
+  }
+
+  // 2b. The same region through a row index, twice: the first decode walks
+  // the rows above the crop, the second jumps to a remembered one.
+  {
+    static stoker::decode::Decoder jumping({.max_pixels = kMaxPixels, .fast = false});
+    static stoker::decode::Decoder jumping_fast({.max_pixels = kMaxPixels, .fast = true});
+    stoker::decode::Decoder& jd = fast ? jumping_fast : jumping;
+    stoker::decode::JpegRowIndex index(1);
+    for (int pass = 0; pass < 2; ++pass) {
+      auto jr = jd.DecodeRegion(bytes, crop, out_size, out_size,
+                                stoker::decode::RowIndexRef{&index, 0});
+      if (jr.ok() != region.ok()) Fail("a row jump changed whether the region decodes");
+      if (!jr.ok()) {
+        CheckError(jr.status());
+        if (jr.status().code() != region.status().code()) Fail("a row jump changed the error");
+        continue;
+      }
+      const auto& a = region->image;
+      const auto& b = jr->image;
+      if (a.width != b.width || a.height != b.height || jr->scale_denom != region->scale_denom ||
+          std::fabs(jr->crop.y - region->crop.y) > 1e-9) {
+        Fail("a row jump changed the region's geometry");
+      }
+      for (int y = 0; y < a.height; ++y) {
+        if (std::memcmp(a.data + a.stride * static_cast<size_t>(y),
+                        b.data + b.stride * static_cast<size_t>(y), size_t{3} * a.width) != 0) {
+          Fail("a row jump changed the pixels");
+        }
+      }
+    }
   }
 
   // 3. What a Loader writes for the sample.

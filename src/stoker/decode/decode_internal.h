@@ -9,6 +9,7 @@
 
 #include "stoker/base/large_alloc.h"
 #include "stoker/decode/decode.h"
+#include "stoker/decode/jpeg_rows.h"
 #include "stoker/status.h"
 
 namespace stoker::decode::internal {
@@ -41,6 +42,7 @@ struct DecodeRequest {
   int out_h = 0;
   int64_t max_pixels = 0;
   bool fast = false;  // JDCT_IFAST and plain upsampling (DecodeOptions::fast)
+  RowIndexRef rows;   // where to remember and find MCU row starts (JPEG crops)
 };
 
 // Validates `r` against a width x height image: finite, non-empty, clamped

@@ -29,6 +29,7 @@
 #include <spng.h>
 
 #include "stoker/decode/decode.h"
+#include "stoker/decode/jpeg_rows.h"
 
 namespace stoker::decode {
 namespace {
@@ -79,6 +80,7 @@ struct JpegSpec {
   bool progressive = false;
   bool arith = false;
   int restart_rows = 0;
+  bool optimize = false;  // optimal Huffman tables instead of the standard ones
   const std::vector<jpeg_scan_info>* scans = nullptr;  // custom progression
 };
 
@@ -120,6 +122,7 @@ Bytes EncodeJpeg(const Pixels& p, const JpegSpec& spec) {
   }
   cinfo.arith_code = spec.arith ? TRUE : FALSE;
   cinfo.restart_in_rows = spec.restart_rows;
+  cinfo.optimize_coding = spec.optimize ? TRUE : FALSE;
   jpeg_start_compress(&cinfo, TRUE);
   while (cinfo.next_scanline < cinfo.image_height) {
     JSAMPROW row = const_cast<uint8_t*>(p.at(0, static_cast<int>(cinfo.next_scanline)));
@@ -1271,6 +1274,210 @@ TEST(DecodePng, HostileChunkIsBounded) {
 #ifdef STOKER_DECODE_TEST_VERBOSE
   std::printf("hostile zTXt: %s\n", r.ok() ? "ok" : r.status().ToString().c_str());
 #endif
+}
+
+// ---------------------------------------------------------------------------
+// Row jumps (jpeg_rows.h): a decode that starts at a remembered MCU row gives
+// exactly the region a decode from the top gives.
+
+// Decodes each crop of `jpeg` through `index` (as sample `sample`) and
+// without it, and checks that the two agree: scale, view, crop and pixels.
+void ExpectSameAsWithoutIndex(JpegRowIndex& index, size_t sample, const Bytes& jpeg,
+                              const std::vector<std::pair<Rect, int>>& crops,
+                              const std::string& what) {
+  Decoder plain, jumping;
+  for (const auto& [crop, denom] : crops) {
+    SCOPED_TRACE(what + " denom=" + std::to_string(denom) + " crop=(" + std::to_string(crop.x) +
+                 "," + std::to_string(crop.y) + "," + std::to_string(crop.w) + "," +
+                 std::to_string(crop.h) + ")");
+    const int out_w = std::max(1, static_cast<int>(std::floor(crop.w / denom)));
+    const int out_h = std::max(1, static_cast<int>(std::floor(crop.h / denom)));
+    auto want = plain.DecodeRegion(S(jpeg), Fixed(crop), out_w, out_h);
+    auto got = jumping.DecodeRegion(S(jpeg), Fixed(crop), out_w, out_h,
+                                    RowIndexRef{&index, sample});
+    ASSERT_EQ(got.ok(), want.ok()) << (got.ok() ? want.status() : got.status()).ToString();
+    if (!want.ok()) {
+      EXPECT_EQ(got.status().code(), want.status().code());
+      continue;
+    }
+    ASSERT_EQ(got->scale_denom, want->scale_denom);
+    ASSERT_EQ(got->source_width, want->source_width);
+    ASSERT_EQ(got->source_height, want->source_height);
+    ASSERT_EQ(got->image.width, want->image.width);
+    ASSERT_EQ(got->image.height, want->image.height);
+    EXPECT_NEAR(got->crop.x, want->crop.x, 1e-9);
+    EXPECT_NEAR(got->crop.y, want->crop.y, 1e-9);
+    EXPECT_NEAR(got->crop.w, want->crop.w, 1e-9);
+    EXPECT_NEAR(got->crop.h, want->crop.h, 1e-9);
+    Pixels ref{want->image.width, want->image.height, 3, {}};
+    for (int y = 0; y < ref.h; ++y) {
+      const uint8_t* row = want->image.data + static_cast<size_t>(y) * want->image.stride;
+      ref.px.insert(ref.px.end(), row, row + static_cast<size_t>(ref.w) * 3);
+    }
+    ASSERT_TRUE(SameArea(got->image, ref, 0, 0));
+  }
+}
+
+// RandomResizedCrop-like crops at each scale, plus crops whose first row is
+// the first, second and last row of every `row_step`-th MCU row.
+std::vector<std::pair<Rect, int>> JumpCrops(int w, int h, int mcu_h, int random_crops,
+                                            uint32_t seed, int row_step = 1,
+                                            std::vector<int> denoms = {1, 2, 4, 8}) {
+  std::vector<std::pair<Rect, int>> crops;
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<double> u(0.0, 1.0);
+  for (int denom : denoms) {
+    for (int i = 0; i < random_crops; ++i) {
+      const double cw = std::floor(denom + u(rng) * (w - denom));
+      const double ch = std::floor(denom + u(rng) * (h - denom));
+      crops.push_back({{std::floor(u(rng) * (w - cw)), std::floor(u(rng) * (h - ch)), cw, ch},
+                       denom});
+    }
+    for (int top = mcu_h; top < h - denom; top += mcu_h * row_step) {
+      for (int dy : {0, denom, mcu_h - denom}) {
+        const double y = top + dy;
+        if (y + denom > h) continue;
+        crops.push_back({{3.0 * denom, y, double(w - 3 * denom), h - y}, denom});
+      }
+    }
+  }
+  return crops;
+}
+
+TEST(DecodeRowJump, SamePixelsAsFromTheTopAtEverySamplingAndScale) {
+  struct Case {
+    std::string what;
+    JpegSpec spec;
+    int w, h;
+  };
+  std::vector<Case> cases;
+  cases.push_back({"4:2:0", {}, 301, 397});
+  cases.push_back({"4:2:0 optimized tables", {}, 480, 370});
+  cases.back().spec.optimize = true;
+  cases.push_back({"4:2:0 q50", {}, 333, 250});
+  cases.back().spec.quality = 50;
+  cases.push_back({"4:2:2", {}, 257, 311});
+  cases.back().spec.v_samp = 1;
+  cases.push_back({"4:4:4", {}, 199, 263});
+  cases.back().spec.h_samp = 1, cases.back().spec.v_samp = 1;
+  cases.push_back({"4:4:0", {}, 211, 301});
+  cases.back().spec.h_samp = 1;
+  cases.push_back({"gray", {}, 245, 301});
+  cases.back().spec.kind = Kind::kGray;
+  cases.push_back({"gray optimized", {}, 245, 199});
+  cases.back().spec.kind = Kind::kGray, cases.back().spec.optimize = true;
+  for (const auto& s : std::vector<std::array<int, 4>>{{1, 4, 1, 1}, {2, 4, 1, 1}, {4, 2, 1, 1},
+                                                      {2, 2, 2, 1}, {2, 2, 1, 2}}) {
+    Case c{"sampling " + std::to_string(s[0]) + "x" + std::to_string(s[1]) + " Cr " +
+               std::to_string(s[2]) + "x" + std::to_string(s[3]),
+           {}, 301, 299};
+    c.spec.h_samp = s[0], c.spec.v_samp = s[1], c.spec.cr_h_samp = s[2], c.spec.cr_v_samp = s[3];
+    cases.push_back(c);
+  }
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const Case& c = cases[i];
+    const Bytes jpeg = EncodeJpeg(Pattern(c.w, c.h, c.spec.kind == Kind::kGray ? 1 : 3,
+                                          static_cast<uint32_t>(i + 3)),
+                                  c.spec);
+    internal::JpegLayout layout;
+    ASSERT_TRUE(internal::ParseJpegLayout(S(jpeg), &layout)) << c.what;
+    JpegRowIndex index(4);
+    const auto crops = JumpCrops(c.w, c.h, layout.mcu_h, 10, static_cast<uint32_t>(i), 2);
+    // Twice: the first pass walks and remembers rows, the second jumps to
+    // remembered ones.
+    ExpectSameAsWithoutIndex(index, 1, jpeg, crops, c.what + " pass 1");
+    const int64_t walked_bytes = static_cast<int64_t>(index.bytes_used());
+    ExpectSameAsWithoutIndex(index, 1, jpeg, crops, c.what + " pass 2");
+    if (HasFailure()) return;
+    EXPECT_GT(index.jumps(), 0) << c.what;
+    EXPECT_EQ(static_cast<int64_t>(index.bytes_used()), walked_bytes) << c.what;
+  }
+}
+
+TEST(DecodeRowJump, RowStartsLandOnEveryBitOfAByte) {
+  // The synthetic row is padded to end on the remembered bit; a row may
+  // start on any of the 8, and a row start's byte may be a stuffed 0xFF.
+  const Bytes jpeg = EncodeJpeg(Pattern(1000, 1600, 3, 11), JpegSpec{});
+  internal::JpegLayout layout;
+  ASSERT_TRUE(internal::ParseJpegLayout(S(jpeg), &layout));
+  std::vector<JpegRowIndex::RowStart> rows{internal::FirstRow(layout)};
+  ASSERT_TRUE(internal::WalkRows(S(jpeg), layout, rows[0], 0, layout.mcu_rows - 1, &rows));
+  ASSERT_EQ(static_cast<int>(rows.size()), layout.mcu_rows);
+  std::array<int, 8> by_bit{};
+  for (const auto& r : rows) by_bit[r.bit & 7]++;
+  for (int k = 0; k < 8; ++k) EXPECT_GT(by_bit[k], 0) << "no row starts at bit " << k;
+  JpegRowIndex index(1);
+  std::vector<std::pair<Rect, int>> crops;
+  for (int r = 1; r < layout.mcu_rows; ++r) {
+    crops.push_back({{0, r * 16.0 + 1, 1000, 1600 - r * 16.0 - 1}, 1});
+  }
+  ExpectSameAsWithoutIndex(index, 0, jpeg, crops, "every row");
+  EXPECT_EQ(index.jumps(), layout.mcu_rows - 2);
+}
+
+TEST(DecodeRowJump, OtherCodingProcessesDecodeFromTheTop) {
+  std::vector<std::pair<std::string, JpegSpec>> specs(4);
+  specs[0].first = "progressive", specs[0].second.progressive = true;
+  specs[1].first = "restart markers", specs[1].second.restart_rows = 1;
+  specs[2].first = "arithmetic", specs[2].second.arith = true;
+  specs[3].first = "cmyk", specs[3].second.kind = Kind::kCmyk;
+  for (const auto& [what, spec] : specs) {
+    const Bytes jpeg = EncodeJpeg(301, 397, spec);
+    JpegRowIndex index(1);
+    const auto crops = JumpCrops(301, 397, 16, 6, 5, 4, {1, 4});
+    ExpectSameAsWithoutIndex(index, 0, jpeg, crops, what);
+    EXPECT_EQ(index.jumps(), 0) << what;
+    EXPECT_EQ(index.bytes_used(), sizeof(void*)) << what;  // the one empty slot
+  }
+}
+
+TEST(DecodeRowJump, ARewrittenFileIsWalkedAgain) {
+  const Bytes a = EncodeJpeg(Pattern(320, 480, 3, 1), JpegSpec{});
+  const Bytes b = EncodeJpeg(Pattern(320, 480, 3, 2), JpegSpec{});
+  ASSERT_EQ(a.size() == b.size(), false);
+  JpegRowIndex index(1);
+  const auto crops = JumpCrops(320, 480, 16, 8, 9, 2, {1, 2});
+  ExpectSameAsWithoutIndex(index, 0, a, crops, "a");
+  ExpectSameAsWithoutIndex(index, 0, b, crops, "b, same sample");
+  ExpectSameAsWithoutIndex(index, 0, a, crops, "a again");
+}
+
+TEST(DecodeRowJump, TruncatedAndCorruptFilesFailAsWithoutIndex) {
+  const Bytes jpeg = EncodeJpeg(Pattern(320, 480, 3, 4), JpegSpec{});
+  internal::JpegLayout layout;
+  ASSERT_TRUE(internal::ParseJpegLayout(S(jpeg), &layout));
+  const auto crops = JumpCrops(320, 480, 16, 8, 13, 3, {1, 2});
+  for (double keep : {0.3, 0.6, 0.9}) {
+    const Bytes cut(jpeg.begin(), jpeg.begin() + static_cast<ptrdiff_t>(jpeg.size() * keep));
+    JpegRowIndex index(1);
+    ExpectSameAsWithoutIndex(index, 0, cut, crops, "cut at " + std::to_string(keep));
+    ExpectSameAsWithoutIndex(index, 0, cut, crops, "cut at " + std::to_string(keep) + " again");
+  }
+  // Flipped bits in the entropy-coded data: whatever libjpeg makes of them
+  // from the top, a jump makes the same or a walk refuses and libjpeg decodes.
+  std::mt19937 rng(3);
+  for (int i = 0; i < 20; ++i) {
+    Bytes bad = jpeg;
+    const size_t at = layout.data_start + rng() % (bad.size() - layout.data_start - 2);
+    bad[at] ^= static_cast<uint8_t>(1u << (rng() % 8));
+    JpegRowIndex index(1);
+    ExpectSameAsWithoutIndex(index, 0, bad, crops, "bit flip at " + std::to_string(at));
+    if (HasFailure()) return;
+  }
+}
+
+TEST(DecodeRowJump, MemoryBudgetIsKept) {
+  const Bytes jpeg = EncodeJpeg(Pattern(320, 480, 3, 4), JpegSpec{});
+  const auto crops = JumpCrops(320, 480, 16, 8, 17, 2, {1, 2});
+  JpegRowIndex none(3, 0);  // nothing fits: every jump walks from the top
+  ExpectSameAsWithoutIndex(none, 2, jpeg, crops, "no budget");
+  EXPECT_GT(none.jumps(), 0);
+  EXPECT_EQ(none.bytes_used(), 3 * sizeof(void*));
+  JpegRowIndex some(3, 3 * sizeof(void*) + 400);
+  ExpectSameAsWithoutIndex(some, 0, jpeg, crops, "small budget");
+  ExpectSameAsWithoutIndex(some, 1, jpeg, crops, "small budget, another sample");
+  EXPECT_LE(some.bytes_used(), 3 * sizeof(void*) + 400);
+  EXPECT_GT(some.bytes_used(), 3 * sizeof(void*));
 }
 
 }  // namespace

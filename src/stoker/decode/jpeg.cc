@@ -170,6 +170,46 @@ int ChooseDenom(const Rect& crop, int out_w, int out_h) {
   return 1;
 }
 
+// A source of two byte ranges, one after the other (a jump's synthetic
+// prefix, then the rest of the file), otherwise as jpeg_mem_src: past the
+// end it warns and feeds EOI markers.
+struct TwoPartSource {
+  jpeg_source_mgr pub;  // first: libjpeg casts cinfo->src to this
+  const uint8_t* second = nullptr;
+  size_t second_len = 0;
+  bool second_given = false;
+};
+
+const JOCTET kFakeEoi[2] = {0xFF, JPEG_EOI};
+
+void InitTwoPart(j_decompress_ptr) {}
+void TermTwoPart(j_decompress_ptr) {}
+
+boolean FillTwoPart(j_decompress_ptr cinfo) {
+  auto* src = reinterpret_cast<TwoPartSource*>(cinfo->src);
+  if (!src->second_given && src->second_len > 0) {
+    src->second_given = true;
+    src->pub.next_input_byte = src->second;
+    src->pub.bytes_in_buffer = src->second_len;
+    return TRUE;
+  }
+  WARNMS(cinfo, JWRN_JPEG_EOF);
+  src->pub.next_input_byte = kFakeEoi;
+  src->pub.bytes_in_buffer = 2;
+  return TRUE;
+}
+
+void SkipTwoPart(j_decompress_ptr cinfo, long num_bytes) {
+  if (num_bytes <= 0) return;
+  jpeg_source_mgr* src = cinfo->src;
+  while (num_bytes > static_cast<long>(src->bytes_in_buffer)) {
+    num_bytes -= static_cast<long>(src->bytes_in_buffer);
+    FillTwoPart(cinfo);
+  }
+  src->next_input_byte += num_bytes;
+  src->bytes_in_buffer -= static_cast<size_t>(num_bytes);
+}
+
 }  // namespace
 
 struct JpegDecoder::State {
@@ -179,6 +219,11 @@ struct JpegDecoder::State {
   bool created = false;
   ScratchBuffer out;
   ScratchBuffer cmyk_rows;
+  // Row jumps (jpeg_rows.h).
+  JpegLayout layout;
+  std::vector<uint8_t> prefix;
+  std::vector<JpegRowIndex::RowStart> walked;
+  TwoPartSource two_part;
 
   Status ErrorStatus() const { return Status(err.code, err.message); }
 
@@ -202,6 +247,87 @@ struct JpegDecoder::State {
     if (setjmp(err.jmp)) return false;
     jpeg_mem_src(&cinfo, bytes.data(), static_cast<unsigned long>(bytes.size()));
     jpeg_read_header(&cinfo, TRUE);  // no suspension with a memory source
+    return true;
+  }
+
+  bool ReadJumpHeader(size_t resume_at, std::span<const uint8_t> bytes) {
+    if (setjmp(err.jmp)) return false;
+    two_part = TwoPartSource{};
+    two_part.pub.init_source = InitTwoPart;
+    two_part.pub.fill_input_buffer = FillTwoPart;
+    two_part.pub.skip_input_data = SkipTwoPart;
+    two_part.pub.resync_to_restart = jpeg_resync_to_restart;
+    two_part.pub.term_source = TermTwoPart;
+    two_part.pub.next_input_byte = prefix.data();
+    two_part.pub.bytes_in_buffer = prefix.size();
+    two_part.second = bytes.data() + resume_at;
+    two_part.second_len = bytes.size() - resume_at;
+    cinfo.src = &two_part.pub;
+    jpeg_read_header(&cinfo, TRUE);
+    return true;
+  }
+
+  // A fresh decompressor (see Decode) with the header of `bytes` read.
+  bool Restart(std::span<const uint8_t> bytes) {
+    if (created) {
+      jpeg_destroy_decompress(&cinfo);
+      created = false;
+    }
+    if (!Create()) return false;
+    cinfo.progress = &progress;
+    return ReadHeader(bytes);
+  }
+
+  // Makes the decompressor start at an MCU row above the crop when `rows`
+  // knows (or a walk finds) where that row begins; returns the number of
+  // source rows cut from the top (0: the header of `bytes` stays read, as
+  // on entry). On false, ErrorStatus() says what went wrong.
+  bool Jump(std::span<const uint8_t> bytes, const RowIndexRef& rows, const Plan& plan,
+            int* cut) {
+    *cut = 0;
+    if (plan.cmyk || !ParseJpegLayout(bytes, &layout)) return true;
+    const JpegLayout& L = layout;
+    const int d = plan.denom;
+    const int out_h = (L.height + d - 1) / d;
+    int ry0 = static_cast<int>(std::floor(plan.crop.y / d));
+    ry0 = ry0 < 0 ? 0 : (ry0 > out_h - 1 ? out_h - 1 : ry0);
+    // Keep one real row above the crop's first one: fancy upsampling reads
+    // the row above an MCU row's first output row.
+    const int rh = L.mcu_h / d;
+    int row = ry0 >= 1 ? (ry0 - 1) / rh : 0;
+    if (row > L.mcu_rows - 1) row = L.mcu_rows - 1;
+    if (row < 2) return true;  // the synthetic row would cost what it saves
+
+    JpegRowIndex& index = *rows.index;
+    JpegRowIndex::RowStart start;
+    int known = 0;
+    const bool fresh = !index.Lookup(rows.sample, L.key, row, &start, &known);
+    if (fresh) start = FirstRow(L), known = 0;
+    if (known < row) {
+      walked.clear();
+      if (fresh) walked.push_back(start);
+      if (!WalkRows(bytes, L, start, known, row, &walked)) return true;  // libjpeg will say
+      index.Remember(rows.sample, L.key, fresh ? 0 : known + 1, walked);
+      start = walked.back();
+    }
+    size_t resume_at = 0;
+    if (!BuildJump(bytes, L, start, row, &prefix, &resume_at)) return true;
+
+    if (created) {
+      jpeg_destroy_decompress(&cinfo);
+      created = false;
+    }
+    if (!Create()) return false;
+    cinfo.progress = &progress;
+    const int new_height = L.height - (row - 1) * L.mcu_h;
+    if (!ReadJumpHeader(resume_at, bytes) ||
+        static_cast<int>(cinfo.image_height) != new_height ||
+        static_cast<int>(cinfo.image_width) != L.width) {
+      ResetErrorState();  // should not happen; decode the usual way
+      return Restart(bytes);
+    }
+    index.CountJump(row - 1);
+    *cut = (row - 1) * L.mcu_h;
     return true;
   }
 
@@ -385,6 +511,12 @@ Result<Region> JpegDecoder::Decode(const DecodeRequest& req) {
   } else {
     plan.crop = Rect{0, 0, static_cast<double>(width), static_cast<double>(height)};
     plan.denom = 1;
+  }
+
+  int cut = 0;  // source rows above the stream libjpeg decodes
+  if (req.crop != nullptr && req.rows.index != nullptr) {
+    if (!s.Jump(req.bytes, req.rows, plan, &cut)) return s.ErrorStatus();
+    plan.crop.y -= cut;
   }
 
   Decoded dec;

@@ -124,6 +124,8 @@ class Run : public std::enable_shared_from_this<Run> {
     // issued all of its own (null: none), and how many positions to read.
     std::shared_ptr<Lookahead> lookahead;
     int64_t lookahead_count = 0;
+    // Where JPEG MCU rows start, by dataset index (null: off).
+    std::shared_ptr<decode::JpegRowIndex> row_index;
   };
 
   explicit Run(Config c) : c_(std::move(c)), sample_bytes_(SampleImageBytes(c_.options.transform)) {}
@@ -409,7 +411,8 @@ class Run : public std::enable_shared_from_this<Run> {
         try {
           st = ProcessSample(*item->bytes, t, c_.options.seed, c_.sampler.epoch(),
                              c_.sampler.GlobalPosition(static_cast<uint64_t>(item->k)), decoder,
-                             scratch, dst);
+                             scratch, dst,
+                             decode::RowIndexRef{c_.row_index.get(), static_cast<size_t>(index)});
         } catch (const std::exception& e) {
           st = Internal(std::string("while processing: ") + e.what());
         }
@@ -517,6 +520,10 @@ class LoaderImpl final : public Loader {
           {int64_t{std::min(opt_.prefetch_batches, 2)} * opt_.batch_size,
            static_cast<int64_t>(sampler_.per_rank()), num_batches_ * opt_.batch_size});
     }
+    if (opt_.jpeg_row_index) {
+      row_index_ = std::make_shared<decode::JpegRowIndex>(dataset_->samples.size(),
+                                                          size_t{128} << 20);
+    }
     pool_ = std::make_shared<BufferPool>(
         SampleImageBytes(opt_.transform) * static_cast<size_t>(opt_.batch_size),
         static_cast<size_t>(opt_.prefetch_batches) + 2);
@@ -579,7 +586,7 @@ class LoaderImpl final : public Loader {
     const int64_t batches = BatchesFor(per_rank);
     run_ = std::make_shared<Run>(Run::Config{opt_, dataset_, sampler_, storage_, pool_, counters_,
                                              batches, std::min(per_rank, batches * opt_.batch_size),
-                                             threads_, lookahead_, lookahead_count_});
+                                             threads_, lookahead_, lookahead_count_, row_index_});
     run_->Launch();
   }
 
@@ -693,6 +700,11 @@ class LoaderImpl final : public Loader {
       s.lookahead_reads = lookahead_->issued();
       s.lookahead_used = lookahead_->used();
     }
+    if (row_index_) {
+      s.jpeg_row_jumps = row_index_->jumps();
+      s.jpeg_rows_jumped = row_index_->rows_jumped();
+      s.jpeg_row_index_bytes = static_cast<int64_t>(row_index_->bytes_used());
+    }
     {
       std::lock_guard<std::mutex> lock(counters_->mu);
       s.errors_by_kind = c.errors_by_kind;
@@ -713,6 +725,7 @@ class LoaderImpl final : public Loader {
   int threads_ = 1;
   std::shared_ptr<Lookahead> lookahead_;  // null when options.lookahead is off
   int64_t lookahead_count_ = 0;
+  std::shared_ptr<decode::JpegRowIndex> row_index_;  // null when jpeg_row_index is off
   int64_t BatchesFor(int64_t samples) const {
     return opt_.drop_last ? samples / opt_.batch_size
                           : (samples + opt_.batch_size - 1) / opt_.batch_size;

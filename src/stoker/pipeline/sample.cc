@@ -23,14 +23,14 @@ SampleParams ComputeSampleParams(int width, int height, const TransformOptions& 
 
 Status ProcessSample(std::span<const uint8_t> bytes, const TransformOptions& t, uint64_t seed,
                      int64_t epoch, uint64_t position, decode::Decoder& decoder,
-                     transform::Scratch& scratch, void* dst) {
+                     transform::Scratch& scratch, void* dst, const decode::RowIndexRef& rows) {
   bool flip = false;
   auto crop = [&](int w, int h) {
     SampleParams p = ComputeSampleParams(w, h, t, seed, epoch, position);
     flip = p.flip;
     return p.crop;
   };
-  auto region = decoder.DecodeRegion(bytes, crop, t.size, t.size);
+  auto region = decoder.DecodeRegion(bytes, crop, t.size, t.size, rows);
   if (!region.ok()) return region.status();
   transform::OutputSpec spec;
   spec.size = t.size;

@@ -6,6 +6,7 @@
 #include <span>
 
 #include "stoker/decode/decode.h"
+#include "stoker/decode/jpeg_rows.h"
 #include "stoker/options.h"
 #include "stoker/transform/transform.h"
 
@@ -27,6 +28,7 @@ SampleParams ComputeSampleParams(int width, int height, const TransformOptions& 
 // A pure function of (bytes, t, seed, epoch, position).
 Status ProcessSample(std::span<const uint8_t> bytes, const TransformOptions& t, uint64_t seed,
                      int64_t epoch, uint64_t position, decode::Decoder& decoder,
-                     transform::Scratch& scratch, void* dst);
+                     transform::Scratch& scratch, void* dst,
+                     const decode::RowIndexRef& rows = {});
 
 }  // namespace stoker::pipeline

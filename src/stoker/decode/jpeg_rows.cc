@@ -1,0 +1,459 @@
+#include "stoker/decode/jpeg_rows.h"
+
+#include <cstring>
+
+namespace stoker::decode {
+
+JpegRowIndex::JpegRowIndex(size_t samples, size_t max_bytes)
+    : max_bytes_(max_bytes), slots_(samples) {
+  used_.store(samples * sizeof(slots_[0]), std::memory_order_relaxed);
+}
+
+JpegRowIndex::~JpegRowIndex() = default;
+
+bool JpegRowIndex::Lookup(size_t sample, uint64_t key, int row, RowStart* start,
+                          int* known) const {
+  if (sample >= slots_.size() || row < 0) return false;
+  std::lock_guard<std::mutex> lock(StripeFor(sample));
+  const Entry* e = slots_[sample].get();
+  if (e == nullptr || e->key != key || e->rows.empty()) return false;
+  const size_t i = static_cast<size_t>(row) < e->rows.size() ? static_cast<size_t>(row)
+                                                             : e->rows.size() - 1;
+  *start = e->rows[i];
+  *known = static_cast<int>(i);
+  return true;
+}
+
+void JpegRowIndex::Remember(size_t sample, uint64_t key, int first,
+                            std::span<const RowStart> rows) {
+  if (sample >= slots_.size() || first < 0 || rows.empty()) return;
+  std::lock_guard<std::mutex> lock(StripeFor(sample));
+  std::unique_ptr<Entry>& slot = slots_[sample];
+  if (slot != nullptr && slot->key != key) {  // the file changed: forget it
+    used_.fetch_sub(sizeof(Entry) + slot->rows.capacity() * sizeof(RowStart),
+                    std::memory_order_relaxed);
+    slot.reset();
+  }
+  const size_t have = slot != nullptr ? slot->rows.size() : 0;
+  const size_t f = static_cast<size_t>(first);
+  if (f > have || f + rows.size() <= have) return;  // a gap, or nothing new
+  rows = rows.subspan(have - f);                    // another decode may have gone further
+  const size_t old_cap = slot != nullptr ? slot->rows.capacity() : 0;
+  const size_t new_cap = have + rows.size() > old_cap ? have + rows.size() : old_cap;
+  const size_t add = (new_cap - old_cap) * sizeof(RowStart) + (slot == nullptr ? sizeof(Entry) : 0);
+  if (used_.load(std::memory_order_relaxed) + add > max_bytes_) return;
+  used_.fetch_add(add, std::memory_order_relaxed);
+  if (slot == nullptr) {
+    slot = std::make_unique<Entry>();
+    slot->key = key;
+  }
+  slot->rows.reserve(new_cap);
+  slot->rows.insert(slot->rows.end(), rows.begin(), rows.end());
+}
+
+namespace internal {
+namespace {
+
+using RowStart = JpegRowIndex::RowStart;
+
+// Builds decoding and encoding tables from a DHT's counts and symbols (JPEG
+// Annex C and F.2.2.3). False for a table no code assignment fits.
+bool BuildTable(const uint8_t counts[16], const uint8_t* vals, int total, bool dc,
+                HuffTable* t) {
+  std::memset(t->fast, 0, sizeof t->fast);
+  std::memset(t->size, 0, sizeof t->size);
+  std::memcpy(t->vals, vals, static_cast<size_t>(total));
+  int32_t code = 0;
+  int k = 0;
+  for (int len = 1; len <= 16; ++len) {
+    const int n = counts[len - 1];
+    t->valoffset[len] = k - code;
+    t->maxcode[len] = n > 0 ? code + n - 1 : -1;
+    for (int i = 0; i < n; ++i, ++k, ++code) {
+      const uint8_t sym = vals[k];
+      if (dc && sym > 15) return false;  // libjpeg refuses these too
+      if (t->size[sym] == 0) {
+        t->size[sym] = static_cast<uint8_t>(len);
+        t->code[sym] = static_cast<uint16_t>(code);
+      }
+      if (len <= HuffTable::kFastBits) {
+        const int shift = HuffTable::kFastBits - len;
+        const int base = code << shift;
+        for (int j = 0; j < (1 << shift); ++j) {
+          t->fast[base + j] = static_cast<uint16_t>((len << 8) | sym);
+        }
+      }
+    }
+    if (code > (1 << len)) return false;  // over-subscribed
+    code <<= 1;
+  }
+  t->maxcode[17] = 0x7FFFFFFF;
+  t->defined = true;
+  return true;
+}
+
+uint64_t Fnv1a(const uint8_t* p, size_t n, uint64_t h = 0xcbf29ce484222325ull) {
+  for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 0x100000001b3ull;
+  return h;
+}
+
+// MSB-first reader of entropy-coded data. Past a marker or the end it feeds
+// zero bits and counts them, so a walk that uses them can be refused.
+class BitReader {
+ public:
+  BitReader(std::span<const uint8_t> bytes, size_t data_start, uint32_t bit)
+      : d_(bytes.data()), n_(bytes.size()), data_start_(data_start), pos_(bit >> 3) {
+    Refill();
+    Consume(static_cast<int>(bit & 7));
+  }
+
+  void Refill() {
+    while (nbits_ <= 56) {
+      uint64_t byte = 0;
+      bool real = false;
+      if (!stopped_ && pos_ < n_) {
+        byte = d_[pos_];
+        if (byte != 0xFF) {
+          ++pos_;
+          real = true;
+        } else if (pos_ + 1 < n_ && d_[pos_ + 1] == 0) {
+          pos_ += 2;  // a stuffed 0xFF
+          real = true;
+        }
+      }
+      if (!real) {
+        stopped_ = true;
+        byte = 0;
+        fake_ += 8;
+      }
+      buf_ |= byte << (56 - nbits_);
+      nbits_ += 8;
+    }
+  }
+
+  void Consume(int n) {
+    buf_ <<= n;
+    nbits_ -= n;
+  }
+
+  // The next n (1..31) bits; Refill first.
+  uint32_t Take(int n) {
+    const uint32_t v = static_cast<uint32_t>(buf_ >> (64 - n));
+    Consume(n);
+    return v;
+  }
+
+  // Decodes a Huffman symbol; -1 for a code the table lacks. Needs 16 bits.
+  int Decode(const HuffTable& t) {
+    const uint16_t e = t.fast[buf_ >> (64 - HuffTable::kFastBits)];
+    if (e != 0) {
+      Consume(e >> 8);
+      return e & 0xFF;
+    }
+    const int32_t c16 = static_cast<int32_t>(buf_ >> 48);
+    for (int len = HuffTable::kFastBits + 1; len <= 16; ++len) {
+      const int32_t c = c16 >> (16 - len);
+      if (c <= t.maxcode[len]) {
+        Consume(len);
+        return t.vals[t.valoffset[len] + c];
+      }
+    }
+    return -1;
+  }
+
+  int nbits() const { return nbits_; }
+  bool overrun() const { return nbits_ < fake_; }
+
+  // The file position of the next unread bit.
+  uint32_t Position() const {
+    const int real = nbits_ - fake_;  // >= 0 unless overrun()
+    int bytes = (real + 7) / 8;
+    size_t i = pos_;
+    while (bytes > 0) {
+      --i;
+      if (d_[i] == 0 && i > data_start_ && d_[i - 1] == 0xFF) continue;  // stuffing
+      --bytes;
+    }
+    return static_cast<uint32_t>(i * 8 + static_cast<size_t>((8 - real % 8) % 8));
+  }
+
+ private:
+  const uint8_t* d_;
+  size_t n_;
+  size_t data_start_;
+  size_t pos_;
+  uint64_t buf_ = 0;
+  int nbits_ = 0;
+  int fake_ = 0;
+  bool stopped_ = false;
+};
+
+// MSB-first writer with byte stuffing.
+class BitWriter {
+ public:
+  explicit BitWriter(std::vector<uint8_t>* out) : out_(out) {}
+  void Put(uint32_t bits, int n) {
+    if (n == 0) return;
+    acc_ = (acc_ << n) | (bits & ((1u << n) - 1));
+    nacc_ += n;
+    while (nacc_ >= 8) {
+      Emit(static_cast<uint8_t>(acc_ >> (nacc_ - 8)));
+      nacc_ -= 8;
+    }
+  }
+  void Emit(uint8_t byte) {
+    out_->push_back(byte);
+    if (byte == 0xFF) out_->push_back(0);
+  }
+  int pending() const { return nacc_; }
+  uint32_t pending_bits() const { return static_cast<uint32_t>(acc_ & ((1u << nacc_) - 1)); }
+
+ private:
+  std::vector<uint8_t>* out_;
+  uint64_t acc_ = 0;
+  int nacc_ = 0;
+};
+
+int Category(int v) {
+  int a = v < 0 ? -v : v, s = 0;
+  while (a > 0) a >>= 1, ++s;
+  return s;
+}
+
+}  // namespace
+
+bool ParseJpegLayout(std::span<const uint8_t> b, JpegLayout* L) {
+  const size_t n = b.size();
+  if (n < 4 || n >= (size_t{1} << 28) || b[0] != 0xFF || b[1] != 0xD8) return false;
+  for (int i = 0; i < 4; ++i) L->dc[i].defined = L->ac[i].defined = false;
+  struct FrameComp {
+    int id, h, v;
+  } fc[4];
+  int nf = 0, hmax = 1, vmax = 1;
+  size_t p = 2;
+  for (;;) {
+    if (p >= n || b[p] != 0xFF) return false;
+    while (p < n && b[p] == 0xFF) ++p;
+    if (p + 2 >= n) return false;
+    const uint8_t m = b[p++];
+    const size_t len = static_cast<size_t>(b[p]) << 8 | b[p + 1];
+    if (len < 2 || p + len > n) return false;
+    const uint8_t* seg = &b[p + 2];
+    const size_t seglen = len - 2;
+    if (m == 0xC0 || m == 0xC1) {  // baseline or extended sequential, Huffman
+      if (nf != 0 || seglen < 6 || seg[0] != 8) return false;
+      L->height = seg[1] << 8 | seg[2];
+      L->width = seg[3] << 8 | seg[4];
+      nf = seg[5];
+      if (L->height == 0 || L->width == 0 || nf < 1 || nf > 4 ||
+          seglen != 6 + 3 * static_cast<size_t>(nf)) {
+        return false;
+      }
+      for (int i = 0; i < nf; ++i) {
+        fc[i].id = seg[6 + 3 * i];
+        fc[i].h = seg[7 + 3 * i] >> 4;
+        fc[i].v = seg[7 + 3 * i] & 15;
+        if (fc[i].h < 1 || fc[i].h > 4 || fc[i].v < 1 || fc[i].v > 4) return false;
+        hmax = fc[i].h > hmax ? fc[i].h : hmax;
+        vmax = fc[i].v > vmax ? fc[i].v : vmax;
+      }
+      L->sof_height_at = p + 3;
+    } else if ((m >= 0xC2 && m <= 0xCF && m != 0xC4) || m == 0xDC || m == 0x01 ||
+               (m >= 0xD0 && m <= 0xD9)) {
+      return false;  // another coding process, DNL, or a marker out of place
+    } else if (m == 0xC4) {  // DHT
+      size_t i = 0;
+      while (i < seglen) {
+        if (i + 17 > seglen) return false;
+        const int tc = seg[i] >> 4, th = seg[i] & 15;
+        if (tc > 1 || th > 3) return false;
+        int total = 0;
+        for (int k = 0; k < 16; ++k) total += seg[i + 1 + k];
+        if (total > 256 || i + 17 + static_cast<size_t>(total) > seglen) return false;
+        HuffTable* t = tc == 0 ? &L->dc[th] : &L->ac[th];
+        if (!BuildTable(&seg[i + 1], &seg[i + 17], total, tc == 0, t)) return false;
+        i += 17 + static_cast<size_t>(total);
+      }
+    } else if (m == 0xDD) {  // DRI
+      if (seglen < 2 || (seg[0] | seg[1]) != 0) return false;
+    } else if (m == 0xDA) {  // SOS
+      if (nf == 0 || seglen < 1 || seg[0] != nf || seglen != 4 + 2 * static_cast<size_t>(nf)) {
+        return false;
+      }
+      const int ns = seg[0];
+      int blocks = 0;
+      for (int i = 0; i < ns; ++i) {
+        const int id = seg[1 + 2 * i];
+        int f = 0;
+        while (f < nf && fc[f].id != id) ++f;
+        if (f == nf || f != i) return false;  // scan order must be frame order
+        const int td = seg[2 + 2 * i] >> 4, ta = seg[2 + 2 * i] & 15;
+        if (td > 3 || ta > 3 || !L->dc[td].defined || !L->ac[ta].defined) return false;
+        L->comp[i].dc = td;
+        L->comp[i].ac = ta;
+        L->comp[i].blocks = ns == 1 ? 1 : fc[f].h * fc[f].v;
+        blocks += L->comp[i].blocks;
+      }
+      const uint8_t* tail = &seg[1 + 2 * ns];
+      if (tail[0] != 0 || tail[1] != 63 || tail[2] != 0 || blocks > 10) return false;
+      L->comps = ns;
+      const int mcu_w = ns == 1 ? 8 : 8 * hmax;
+      L->mcu_h = ns == 1 ? 8 : 8 * vmax;
+      L->mcus_per_row = (L->width + mcu_w - 1) / mcu_w;
+      L->mcu_rows = (L->height + L->mcu_h - 1) / L->mcu_h;
+      L->data_start = p + len;
+      L->key = Fnv1a(b.data(), L->data_start) ^ (static_cast<uint64_t>(n) * 0x9E3779B97F4A7C15ull);
+      return true;
+    }
+    p += len;
+  }
+}
+
+RowStart FirstRow(const JpegLayout& L) {
+  RowStart r;
+  r.bit = static_cast<uint32_t>(L.data_start * 8);
+  return r;
+}
+
+bool WalkRows(std::span<const uint8_t> bytes, const JpegLayout& L, const RowStart& from,
+              int from_row, int to_row, std::vector<RowStart>* out) {
+  if (from_row < 0 || to_row >= L.mcu_rows || from.bit / 8 < L.data_start ||
+      from.bit / 8 >= bytes.size()) {
+    return false;
+  }
+  BitReader br(bytes, L.data_start, from.bit);
+  int32_t pred[4] = {from.dc[0], from.dc[1], from.dc[2], from.dc[3]};
+  for (int row = from_row; row < to_row; ++row) {
+    for (int m = 0; m < L.mcus_per_row; ++m) {
+      for (int c = 0; c < L.comps; ++c) {
+        const HuffTable& dc = L.dc[L.comp[c].dc];
+        const HuffTable& ac = L.ac[L.comp[c].ac];
+        for (int blk = 0; blk < L.comp[c].blocks; ++blk) {
+          if (br.nbits() < 32) br.Refill();
+          const int s = br.Decode(dc);
+          if (s < 0) return false;
+          if (s != 0) {
+            const int32_t v = static_cast<int32_t>(br.Take(s));
+            pred[c] += v < (1 << (s - 1)) ? v - (1 << s) + 1 : v;
+            if (pred[c] > 32767 || pred[c] < -32767) return false;
+          }
+          for (int k = 1; k < 64; ++k) {  // as libjpeg's decode_mcu
+            if (br.nbits() < 32) br.Refill();
+            const int rs = br.Decode(ac);
+            if (rs < 0) return false;
+            const int r = rs >> 4, sz = rs & 15;
+            if (sz != 0) {
+              k += r;
+              br.Consume(sz);
+            } else {
+              if (r != 15) break;
+              k += 15;
+            }
+          }
+        }
+      }
+      if (br.overrun()) return false;  // ran into a marker or the end of the file
+    }
+    RowStart next;
+    next.bit = br.Position();
+    for (int c = 0; c < L.comps; ++c) next.dc[c] = static_cast<int16_t>(pred[c]);
+    out->push_back(next);
+  }
+  return true;
+}
+
+bool BuildJump(std::span<const uint8_t> bytes, const JpegLayout& L, const RowStart& at, int row,
+               std::vector<uint8_t>* prefix, size_t* resume_at) {
+  const size_t byte = at.bit >> 3;
+  const int k = static_cast<int>(at.bit & 7);
+  if (row < 1 || row >= L.mcu_rows || byte < L.data_start || byte >= bytes.size()) return false;
+
+  // The synthetic row's length with no padding, and the codes it needs.
+  int64_t length = 0;
+  for (int c = 0; c < L.comps; ++c) {
+    const HuffTable& dc = L.dc[L.comp[c].dc];
+    const HuffTable& ac = L.ac[L.comp[c].ac];
+    const int s = Category(at.dc[c]);
+    if (dc.size[s] == 0 || dc.size[0] == 0 || ac.size[0x00] == 0) return false;
+    const int64_t blocks = int64_t{L.mcus_per_row} * L.comp[c].blocks;
+    length += dc.size[s] + s + (blocks - 1) * dc.size[0] + blocks * ac.size[0x00];
+  }
+  // Padding: AC coefficients of magnitude 2^(size-1) at the start of a
+  // component's first block, as few as reach k bits past a byte boundary.
+  // Any residue reachable at all is reachable with at most 7 (Z/8).
+  struct Unit {
+    int comp, sym, bits;
+  };
+  std::vector<Unit> units;
+  for (int c = 0; c < L.comps; ++c) {
+    const HuffTable& ac = L.ac[L.comp[c].ac];
+    for (int sym = 1; sym <= 10; ++sym) {
+      if (ac.size[sym] != 0) units.push_back({c, sym, ac.size[sym] + sym});
+    }
+  }
+  const int need = static_cast<int>(((k - length) % 8 + 8) % 8);
+  int from_res[8], via[8];
+  bool seen[8] = {true, false, false, false, false, false, false, false};
+  int frontier[8] = {0}, nf = 1;
+  for (int step = 0; step < 7 && !seen[need]; ++step) {
+    int next[8], nn = 0;
+    for (int i = 0; i < nf; ++i) {
+      for (size_t u = 0; u < units.size(); ++u) {
+        const int r = (frontier[i] + units[u].bits) % 8;
+        if (!seen[r]) {
+          seen[r] = true;
+          from_res[r] = frontier[i];
+          via[r] = static_cast<int>(u);
+          next[nn++] = r;
+        }
+      }
+    }
+    std::memcpy(frontier, next, sizeof(int) * static_cast<size_t>(nn));
+    nf = nn;
+  }
+  if (!seen[need]) return false;
+  std::vector<int> pad[4];
+  for (int r = need; r != 0; r = from_res[r]) {
+    pad[units[static_cast<size_t>(via[r])].comp].push_back(units[static_cast<size_t>(via[r])].sym);
+  }
+
+  prefix->assign(bytes.begin(), bytes.begin() + static_cast<ptrdiff_t>(L.data_start));
+  const int new_height = L.height - (row - 1) * L.mcu_h;
+  (*prefix)[L.sof_height_at] = static_cast<uint8_t>(new_height >> 8);
+  (*prefix)[L.sof_height_at + 1] = static_cast<uint8_t>(new_height & 0xFF);
+
+  BitWriter w(prefix);
+  for (int m = 0; m < L.mcus_per_row; ++m) {
+    for (int c = 0; c < L.comps; ++c) {
+      const HuffTable& dc = L.dc[L.comp[c].dc];
+      const HuffTable& ac = L.ac[L.comp[c].ac];
+      for (int blk = 0; blk < L.comp[c].blocks; ++blk) {
+        const bool first = m == 0 && blk == 0;
+        const int diff = first ? at.dc[c] : 0;
+        const int s = Category(diff);
+        w.Put(dc.code[s], dc.size[s]);
+        w.Put(static_cast<uint32_t>(diff >= 0 ? diff : diff - 1), s);
+        if (first) {
+          for (int sym : pad[c]) {
+            w.Put(ac.code[sym], ac.size[sym]);
+            w.Put(1u << (sym - 1), sym);
+          }
+        }
+        w.Put(ac.code[0x00], ac.size[0x00]);  // EOB
+      }
+    }
+  }
+  if (w.pending() != k) return false;  // cannot happen: the padding was chosen for it
+  if (k == 0) {
+    *resume_at = byte;
+  } else {
+    const uint8_t orig = bytes[byte];
+    const uint32_t low = orig & ((1u << (8 - k)) - 1);
+    w.Emit(static_cast<uint8_t>((w.pending_bits() << (8 - k)) | low));
+    *resume_at = byte + 1 + (orig == 0xFF ? 1 : 0);  // past its stuffing
+  }
+  return true;
+}
+
+}  // namespace internal
+}  // namespace stoker::decode

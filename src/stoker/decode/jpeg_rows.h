@@ -1,0 +1,155 @@
+// Starting a baseline JPEG decode at an MCU row instead of at the top.
+//
+// libjpeg must Huffman-decode every row above a crop to find where the
+// crop's first row begins in the entropy-coded data (jpeg_skip_scanlines
+// does exactly that): for RandomResizedCrop that is about a sixth of the
+// decode. The order of the bits is fixed, so where each MCU row begins (a bit
+// position and the DC predictors there) can be remembered once found and
+// reused in every later epoch (JpegRowIndex). Nothing in libjpeg lets a
+// decode start at a bit position, so a jump hands libjpeg a new stream made
+// of:
+//   - the file's own header, with the SOF height lowered,
+//   - one MCU row of our own encoding (blocks with EOB only, the first block
+//     of each component carrying the DC predictor as its DC difference, and
+//     a few padding coefficients so that the row ends at the right bit of a
+//     byte),
+//   - then the original bytes from the remembered row on, untouched, the
+//     first byte merged with the synthetic row's last bits.
+// libjpeg decodes that to the same pixels as the original from the second
+// row of the new image on: the synthetic row only lends context to the
+// first output row of the row after it (fancy upsampling), which is why a
+// jump always keeps one real row above the crop's first row.
+//
+// Only single-scan Huffman JPEGs (baseline or extended sequential, 8-bit,
+// no restart markers, all components in the one scan) jump; every other
+// file, and any file whose data does not walk cleanly, is decoded the usual
+// way, which also reports its errors.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <vector>
+
+namespace stoker::decode {
+
+// Where each MCU row of each sample's JPEG begins, learned while decoding:
+// each decode that jumps records the rows it walks past, so after a few
+// epochs most crops start at a remembered row. Thread-safe. Bounded: past
+// `max_bytes` (about 12 bytes a row, 200-1,000 bytes an image) nothing new
+// is remembered and decoding goes on as before. An entry is keyed by the
+// file's size and a hash of its header, so a file rewritten between epochs
+// is walked again rather than misread.
+class JpegRowIndex {
+ public:
+  static constexpr size_t kDefaultMaxBytes = size_t{256} << 20;
+
+  explicit JpegRowIndex(size_t samples, size_t max_bytes = kDefaultMaxBytes);
+  ~JpegRowIndex();
+  JpegRowIndex(const JpegRowIndex&) = delete;
+  JpegRowIndex& operator=(const JpegRowIndex&) = delete;
+
+  size_t samples() const { return slots_.size(); }
+  size_t bytes_used() const { return used_.load(std::memory_order_relaxed); }
+  // Decodes that started at a row below the top, and MCU rows they did not
+  // entropy-decode.
+  int64_t jumps() const { return jumps_.load(std::memory_order_relaxed); }
+  int64_t rows_jumped() const { return rows_jumped_.load(std::memory_order_relaxed); }
+
+  // The state of the entropy decoder at the start of an MCU row.
+  struct RowStart {
+    uint32_t bit = 0;     // bit position in the file (byte * 8 + bit, MSB first)
+    int16_t dc[4] = {};   // DC predictor of each component of the scan
+  };
+
+  // Internal to the decoder. Lookup gives the remembered start of `row` if
+  // known, else the furthest remembered row before it (row 0 if none) and
+  // its number in *known.
+  bool Lookup(size_t sample, uint64_t key, int row, RowStart* start, int* known) const;
+  // Remembers the starts of rows first, first + 1, ... (given in order).
+  void Remember(size_t sample, uint64_t key, int first, std::span<const RowStart> rows);
+  void CountJump(int rows) {
+    jumps_.fetch_add(1, std::memory_order_relaxed);
+    rows_jumped_.fetch_add(rows, std::memory_order_relaxed);
+  }
+
+ private:
+  struct Entry {
+    uint64_t key = 0;
+    std::vector<RowStart> rows;  // rows[i]: start of MCU row i
+  };
+  static constexpr size_t kStripes = 64;
+  std::mutex& StripeFor(size_t sample) const { return stripes_[sample % kStripes]; }
+
+  const size_t max_bytes_;
+  std::vector<std::unique_ptr<Entry>> slots_;
+  mutable std::mutex stripes_[kStripes];
+  std::atomic<size_t> used_{0};
+  std::atomic<int64_t> jumps_{0};
+  std::atomic<int64_t> rows_jumped_{0};
+};
+
+// Which sample of which index a decode is for (index == nullptr: none).
+struct RowIndexRef {
+  JpegRowIndex* index = nullptr;
+  size_t sample = 0;
+};
+
+namespace internal {
+
+// A Huffman table from a DHT segment, for decoding and for encoding.
+struct HuffTable {
+  static constexpr int kFastBits = 9;
+  bool defined = false;
+  uint16_t fast[1 << kFastBits];  // (length << 8) | symbol for codes <= kFastBits; 0: longer
+  int32_t maxcode[18];            // largest code of each length (-1: none)
+  int32_t valoffset[17];
+  uint8_t vals[256];
+  uint16_t code[256];  // encoding: the code of each symbol...
+  uint8_t size[256];   // ...and its length, 0 when the symbol has no code
+};
+
+// What a jump needs to know of a file, from its header.
+struct JpegLayout {
+  int width = 0, height = 0;
+  int comps = 0;  // in the frame, and in its one scan
+  int mcu_h = 0;  // source rows in an MCU row
+  int mcus_per_row = 0, mcu_rows = 0;
+  struct Comp {
+    int blocks = 1;  // in an MCU
+    int dc = 0, ac = 0;  // table numbers
+  } comp[4];
+  size_t sof_height_at = 0;  // offset of the SOF's 2-byte height
+  size_t data_start = 0;     // first byte of entropy-coded data
+  uint64_t key = 0;          // file size and a hash of the header
+  HuffTable dc[4], ac[4];
+};
+
+// Parses SOI .. SOS. False when the file is not one a jump handles (see the
+// top of this file) or its header is malformed; libjpeg says which.
+bool ParseJpegLayout(std::span<const uint8_t> bytes, JpegLayout* layout);
+
+// The start of row 0.
+JpegRowIndex::RowStart FirstRow(const JpegLayout& layout);
+
+// Entropy-decodes MCU rows from `from` (the start of row from_row) and
+// appends the starts of rows from_row + 1 .. to_row to *out. False when the
+// data is invalid or ends first, or a DC predictor leaves what a baseline
+// DC difference can carry.
+bool WalkRows(std::span<const uint8_t> bytes, const JpegLayout& layout,
+              const JpegRowIndex::RowStart& from, int from_row, int to_row,
+              std::vector<JpegRowIndex::RowStart>* out);
+
+// Builds the stream that starts at MCU row `row` (see the top of this file):
+// *prefix, then bytes[*resume_at ..]. The new image is
+// height - (row - 1) * mcu_h rows high; its row 0 is synthetic. False when
+// the file's Huffman tables lack a code the synthetic row needs.
+bool BuildJump(std::span<const uint8_t> bytes, const JpegLayout& layout,
+               const JpegRowIndex::RowStart& at, int row, std::vector<uint8_t>* prefix,
+               size_t* resume_at);
+
+}  // namespace internal
+}  // namespace stoker::decode
