@@ -89,12 +89,12 @@ struct LoaderStats {
   // resumed position, the loader closed or not iterated again).
   int64_t lookahead_reads = 0;
   int64_t lookahead_used = 0;
-  // JPEG decodes that started at a remembered MCU row below the top
-  // (options.jpeg_row_index), the MCU rows they did not entropy-decode, and
-  // the index's memory.
-  int64_t jpeg_row_jumps = 0;
-  int64_t jpeg_rows_jumped = 0;
-  int64_t jpeg_row_index_bytes = 0;
+  // JPEG decodes that skipped MCU rows or columns (options.jpeg_index), how
+  // many of them were cut to the crop's MCU rows and columns (the others
+  // only start at a remembered row), and the index's memory.
+  int64_t jpeg_index_jumps = 0;
+  int64_t jpeg_index_crops = 0;
+  int64_t jpeg_index_bytes = 0;
   // Skipped samples by reason kind ("corrupt", "not found", ...).
   std::map<std::string, int64_t> errors_by_kind;
   std::vector<StageStats> stages;

@@ -63,9 +63,9 @@ nb::dict StatsToDict(const LoaderStats& s) {
   d["stall_s"] = s.stall_s;
   d["lookahead_reads"] = s.lookahead_reads;
   d["lookahead_used"] = s.lookahead_used;
-  d["jpeg_row_jumps"] = s.jpeg_row_jumps;
-  d["jpeg_rows_jumped"] = s.jpeg_rows_jumped;
-  d["jpeg_row_index_bytes"] = s.jpeg_row_index_bytes;
+  d["jpeg_index_jumps"] = s.jpeg_index_jumps;
+  d["jpeg_index_crops"] = s.jpeg_index_crops;
+  d["jpeg_index_bytes"] = s.jpeg_index_bytes;
   nb::dict errors;
   for (const auto& [k, v] : s.errors_by_kind) errors[nb::str(k.c_str())] = v;
   d["errors_by_kind"] = errors;
@@ -227,7 +227,7 @@ void register_loader(nb::module_& m) {
              const std::string& on_error, int prefetch_batches, int64_t max_pixels, int64_t rank,
              int64_t world_size, const std::string& endpoint_url, double connect_timeout,
              double read_timeout, double io_timeout, int max_attempts, bool lookahead,
-             bool jpeg_row_index) {
+             bool jpeg_index, int64_t jpeg_index_mb) {
             LoaderOptions o;
             o.uri.assign(uri.c_str(), uri.size());  // os.fsencode()d: any bytes
             o.endpoint_url = endpoint_url;
@@ -245,7 +245,8 @@ void register_loader(nb::module_& m) {
             o.on_error = ParseOnError(on_error);
             o.prefetch_batches = prefetch_batches;
             o.lookahead = lookahead;
-            o.jpeg_row_index = jpeg_row_index;
+            o.jpeg_index = jpeg_index;
+            o.jpeg_index_max_bytes = jpeg_index_mb << 20;
             o.max_pixels = max_pixels;
             o.rank = rank;
             o.world_size = world_size;
@@ -263,7 +264,8 @@ void register_loader(nb::module_& m) {
           nb::arg("connect_timeout") = IoOptions{}.connect_timeout_s,
           nb::arg("read_timeout") = IoOptions{}.read_timeout_s,
           nb::arg("io_timeout") = IoOptions{}.io_timeout_s, nb::arg("max_attempts") = 0,
-          nb::arg("lookahead") = true, nb::arg("jpeg_row_index") = true)
+          nb::arg("lookahead") = true, nb::arg("jpeg_index") = true,
+          nb::arg("jpeg_index_mb") = 128)
       .def("__len__", [](const PyLoader& l) { return l.impl->num_batches(); })
       .def_prop_ro("num_samples", [](const PyLoader& l) { return l.impl->num_samples(); })
       .def_prop_ro("classes",

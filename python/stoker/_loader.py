@@ -72,12 +72,18 @@ class Loader:
         next pass starts without a round trip. A pass over another epoch,
         or from a resumed position, leaves them unused; they show in
         stats() as lookahead_reads and lookahead_used.
-    jpeg_row_index: remember where each MCU row of each baseline JPEG
-        begins (about 12 bytes a row, at most 128 MiB), so that later
-        epochs start decoding at the row above the crop instead of
-        Huffman-decoding every row from the top. The pixels are the same
-        either way; stats() shows jpeg_row_jumps, jpeg_rows_jumped and
-        jpeg_row_index_bytes.
+    jpeg_index: for crops of baseline JPEGs, remember where each MCU (16 x
+        16 pixels for 4:2:0) begins in each file, found by walking the file
+        once on its first decode, and from then on decode a JPEG of just the
+        crop's MCU rows and columns, made by copying their bits, instead of
+        Huffman-decoding the whole width of every row down to the crop's
+        bottom. The pixels are the same either way. The first epoch costs
+        more (the walk), every later one less; stats() shows
+        jpeg_index_jumps, jpeg_index_crops and jpeg_index_bytes.
+    jpeg_index_mb: memory for jpeg_index, about 12 bytes an MCU (6-12 KB
+        for an ImageNet-sized image). Files past it keep only where their
+        MCU rows begin (12 bytes a row), which still skips the rows above
+        the crop, while that fits.
 
     Iterating yields dicts: ``image`` (N x 3 x H x W uint8, or float32 when
     the transform normalises), ``label`` (int64), ``index`` (int64 position of
@@ -94,7 +100,7 @@ class Loader:
                  endpoint_url: Optional[str] = None, connect_timeout: float = 10.0,
                  read_timeout: float = 5.0, io_timeout: float = 120.0,
                  max_attempts: Optional[int] = None, lookahead: bool = True,
-                 jpeg_row_index: bool = True):
+                 jpeg_index: bool = True, jpeg_index_mb: int = 128):
         transform = transform if transform is not None else imagenet_val(224)
         if threads == "auto":
             threads = 0
@@ -112,7 +118,8 @@ class Loader:
             bool(transform.fast_decode), bool(shuffle), int(seed), bool(drop_last), int(threads), on_error,
             int(prefetch_batches), int(max_pixels), int(rank), int(world_size),
             endpoint_url or "", float(connect_timeout), float(read_timeout), float(io_timeout),
-            int(max_attempts or 0), bool(lookahead), bool(jpeg_row_index))
+            int(max_attempts or 0), bool(lookahead), bool(jpeg_index),
+            int(jpeg_index_mb))
         self.rank, self.world_size = rank, world_size
 
     def __len__(self) -> int:
@@ -168,9 +175,10 @@ class Loader:
         per stage (items, bytes, busy_cpu_s, idle_s). lookahead_reads
         counts remote reads of the next epoch's first batches issued while
         an epoch drained (also in requests), lookahead_used how many of
-        them the next pass took. jpeg_row_jumps counts JPEG decodes that
-        started at a remembered row (jpeg_row_index), jpeg_rows_jumped the
-        MCU rows they did not decode, jpeg_row_index_bytes its memory."""
+        them the next pass took. jpeg_index_jumps counts JPEG decodes that
+        skipped MCU rows or columns (jpeg_index), jpeg_index_crops those of
+        them cut to the crop's MCU rows and columns, jpeg_index_bytes the
+        index's memory."""
         return self._core.stats()
 
     def state_dict(self) -> Dict[str, Any]:

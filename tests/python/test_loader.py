@@ -83,22 +83,29 @@ def test_batches_identical_for_any_thread_count(image_folder, transform):
             assert torch.equal(a, b)
 
 
-def test_jpeg_row_index_changes_no_pixel(image_folder):
-    """Epochs that start JPEG decodes at remembered MCU rows give the very
-    batches of a loader that decodes every image from its first row."""
+@pytest.mark.parametrize("budget_mb", [128, 0])
+def test_jpeg_index_changes_no_pixel(image_folder, budget_mb):
+    """Epochs that decode only the crop's MCUs (or, with no memory for that,
+    at least start at the crop's MCU row) give the very batches of a loader
+    that decodes every image whole."""
     tf = stoker.transforms.imagenet_train(32, scale=(0.05, 0.3))
-    on = stoker.Loader(image_folder, batch_size=8, shuffle=True, seed=2, transform=tf, threads=2)
+    on = stoker.Loader(image_folder, batch_size=8, shuffle=True, seed=2, transform=tf, threads=2,
+                       jpeg_index_mb=budget_mb)
     off = stoker.Loader(image_folder, batch_size=8, shuffle=True, seed=2, transform=tf, threads=2,
-                        jpeg_row_index=False)
+                        jpeg_index=False)
     for epoch in range(4):
         on.set_epoch(epoch)
         off.set_epoch(epoch)
         for a, b in zip(run_epoch(on), run_epoch(off)):
             assert torch.equal(a, b)
     s_on, s_off = on.stats(), off.stats()
-    assert s_on["jpeg_row_jumps"] > 0 and s_on["jpeg_rows_jumped"] >= s_on["jpeg_row_jumps"]
-    assert 0 < s_on["jpeg_row_index_bytes"] < 1 << 20
-    assert (s_off["jpeg_row_jumps"], s_off["jpeg_row_index_bytes"]) == (0, 0)
+    assert s_on["jpeg_index_jumps"] > 0
+    if budget_mb:
+        assert s_on["jpeg_index_crops"] > 0
+        assert 1000 < s_on["jpeg_index_bytes"] < 1 << 20
+    else:
+        assert s_on["jpeg_index_crops"] == 0
+    assert (s_off["jpeg_index_jumps"], s_off["jpeg_index_bytes"]) == (0, 0)
 
 
 def test_shapes_and_dtypes(image_folder):

@@ -58,7 +58,7 @@ def run_bench(uri: str, *, batch_size: int = 64, threads: Union[int, str] = "aut
               size: int = 224, seed: int = 0, shuffle: bool = True, prefetch_batches: int = 3,
               on_error: str = "skip", endpoint_url: Optional[str] = None,
               read_timeout: Optional[float] = None, io_timeout: Optional[float] = None,
-              lookahead: bool = True, jpeg_row_index: bool = True,
+              lookahead: bool = True, jpeg_index: bool = True,
               log: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
     """Loads `uri` for `epochs` epochs and returns the measurements (the
     object `stoker bench --json` prints)."""
@@ -73,7 +73,7 @@ def run_bench(uri: str, *, batch_size: int = 64, threads: Union[int, str] = "aut
     # the part of the peak that is not the loader's.
     baseline_rss = measure.rss_bytes()
     t0 = time.perf_counter()
-    extra: Dict[str, Any] = {"lookahead": lookahead, "jpeg_row_index": jpeg_row_index}
+    extra: Dict[str, Any] = {"lookahead": lookahead, "jpeg_index": jpeg_index}
     if endpoint_url:
         extra["endpoint_url"] = endpoint_url
     if read_timeout is not None:
@@ -147,9 +147,9 @@ def run_bench(uri: str, *, batch_size: int = 64, threads: Union[int, str] = "aut
         "timeouts": stats.get("timeouts", 0),
         "lookahead_reads": stats.get("lookahead_reads", 0),
         "lookahead_used": stats.get("lookahead_used", 0),
-        "jpeg_row_jumps": stats.get("jpeg_row_jumps", 0),
-        "jpeg_rows_jumped": stats.get("jpeg_rows_jumped", 0),
-        "jpeg_row_index_bytes": stats.get("jpeg_row_index_bytes", 0),
+        "jpeg_index_jumps": stats.get("jpeg_index_jumps", 0),
+        "jpeg_index_crops": stats.get("jpeg_index_crops", 0),
+        "jpeg_index_bytes": stats.get("jpeg_index_bytes", 0),
         "errors_skipped": stats.get("samples_skipped", 0),
         "errors_by_kind": stats.get("errors_by_kind", {}),
         "images": images,
@@ -194,10 +194,10 @@ def format_report(r: Dict[str, Any]) -> str:
     if r.get("lookahead_reads"):
         lines.append(f"lookahead: {r['lookahead_reads']:,} reads of a next epoch's first batches "
                      f"issued while an epoch drained, {r['lookahead_used']:,} used")
-    if r.get("jpeg_row_jumps"):
-        lines.append(f"JPEG row index: {r['jpeg_row_jumps']:,} decodes started at a remembered "
-                     f"MCU row, {r['jpeg_rows_jumped'] / r['jpeg_row_jumps']:.1f} rows above the "
-                     f"crop not decoded per jump; index {mb(r['jpeg_row_index_bytes'])}")
+    if r.get("jpeg_index_jumps"):
+        lines.append(f"JPEG index: {r['jpeg_index_jumps']:,} decodes skipped MCUs outside the "
+                     f"crop ({r['jpeg_index_crops']:,} cut to its MCU rows and columns, the rest "
+                     f"started at a remembered row); index {mb(r['jpeg_index_bytes'])}")
     if r["stages"]:
         lines += ["", f"{'stage':<10} {'items':>9} {'MB':>9} {'busy CPU s':>11} {'idle s':>8} "
                       f"{'items/CPU-s':>12} {'CPU share':>10}"]
@@ -234,9 +234,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--lookahead", action=argparse.BooleanOptionalAction, default=True,
                    help="remote storage: read the next epoch's first batches while an epoch "
                         "drains (default: on)")
-    p.add_argument("--jpeg-row-index", action=argparse.BooleanOptionalAction, default=True,
-                   help="start JPEG decodes at a remembered MCU row above the crop "
-                        "(default: on)")
+    p.add_argument("--jpeg-index", action=argparse.BooleanOptionalAction, default=True,
+                   help="decode only the crop's MCU rows and columns of a JPEG, once "
+                        "walked (default: on)")
     add_io_arguments(p)
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.set_defaults(func=_run)
@@ -258,6 +258,6 @@ def _run(args) -> int:
                   seed=args.seed, shuffle=args.shuffle, prefetch_batches=args.prefetch_batches,
                   on_error=args.on_error, endpoint_url=args.endpoint_url,
                   read_timeout=args.read_timeout, io_timeout=args.io_timeout,
-                  lookahead=args.lookahead, jpeg_row_index=args.jpeg_row_index, log=log)
+                  lookahead=args.lookahead, jpeg_index=args.jpeg_index, log=log)
     print(json.dumps(measure.jsonable(r)) if args.json else format_report(r))
     return 0

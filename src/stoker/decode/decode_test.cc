@@ -1381,16 +1381,20 @@ TEST(DecodeRowJump, SamePixelsAsFromTheTopAtEverySamplingAndScale) {
                                   c.spec);
     internal::JpegLayout layout;
     ASSERT_TRUE(internal::ParseJpegLayout(S(jpeg), &layout)) << c.what;
-    JpegRowIndex index(4);
     const auto crops = JumpCrops(c.w, c.h, layout.mcu_h, 10, static_cast<uint32_t>(i), 2);
-    // Twice: the first pass walks and remembers rows, the second jumps to
-    // remembered ones.
-    ExpectSameAsWithoutIndex(index, 1, jpeg, crops, c.what + " pass 1");
-    const int64_t walked_bytes = static_cast<int64_t>(index.bytes_used());
-    ExpectSameAsWithoutIndex(index, 1, jpeg, crops, c.what + " pass 2");
-    if (HasFailure()) return;
-    EXPECT_GT(index.jumps(), 0) << c.what;
-    EXPECT_EQ(static_cast<int64_t>(index.bytes_used()), walked_bytes) << c.what;
+    for (bool grids : {false, true}) {
+      const std::string what = c.what + (grids ? ", MCU grid" : ", row starts");
+      JpegRowIndex index(4, JpegRowIndex::kDefaultMaxBytes, grids);
+      // Twice: the first pass walks and remembers, the second uses what
+      // was remembered.
+      ExpectSameAsWithoutIndex(index, 1, jpeg, crops, what + " pass 1");
+      const int64_t walked_bytes = static_cast<int64_t>(index.bytes_used());
+      ExpectSameAsWithoutIndex(index, 1, jpeg, crops, what + " pass 2");
+      if (HasFailure()) return;
+      EXPECT_GT(index.jumps(), 0) << what;
+      EXPECT_EQ(index.crops() > 0, grids) << what;
+      EXPECT_EQ(static_cast<int64_t>(index.bytes_used()), walked_bytes) << what;
+    }
   }
 }
 
@@ -1406,13 +1410,40 @@ TEST(DecodeRowJump, RowStartsLandOnEveryBitOfAByte) {
   std::array<int, 8> by_bit{};
   for (const auto& r : rows) by_bit[r.bit & 7]++;
   for (int k = 0; k < 8; ++k) EXPECT_GT(by_bit[k], 0) << "no row starts at bit " << k;
-  JpegRowIndex index(1);
+  JpegRowIndex index(1, JpegRowIndex::kDefaultMaxBytes, /*grids=*/false);
   std::vector<std::pair<Rect, int>> crops;
   for (int r = 1; r < layout.mcu_rows; ++r) {
     crops.push_back({{0, r * 16.0 + 1, 1000, 1600 - r * 16.0 - 1}, 1});
   }
   ExpectSameAsWithoutIndex(index, 0, jpeg, crops, "every row");
   EXPECT_EQ(index.jumps(), layout.mcu_rows - 2);
+}
+
+TEST(DecodeRowJump, CropsToEveryMcuColumnAndRow) {
+  // Every MCU column and row as the crop's first and last, at full and
+  // half scale: the copied bit spans start and end on every bit of a byte,
+  // and the DC differences re-encoded at each row's first MCU span every
+  // predictor the image has.
+  const int w = 421, h = 333;
+  const Bytes jpeg = EncodeJpeg(Pattern(w, h, 3, 12), JpegSpec{});
+  internal::JpegLayout layout;
+  ASSERT_TRUE(internal::ParseJpegLayout(S(jpeg), &layout));
+  std::vector<std::pair<Rect, int>> crops;
+  for (int denom : {1, 2}) {
+    for (int c = 0; c < layout.mcus_per_row; ++c) {
+      const double x = c * 16.0 + (c % 3) * denom;
+      crops.push_back({{x, 40, std::min(3.0 * denom, w - x), 200}, denom});   // narrow
+      crops.push_back({{0, 17, std::max(double(denom), x), 180}, denom});      // ends at x
+    }
+    for (int r = 0; r < layout.mcu_rows; ++r) {
+      const double y = r * 16.0 + (r % 3) * denom;
+      crops.push_back({{100, y, 130, std::min(2.0 * denom, h - y)}, denom});  // short
+    }
+  }
+  JpegRowIndex index(1);
+  ExpectSameAsWithoutIndex(index, 0, jpeg, crops, "MCU grid");
+  ExpectSameAsWithoutIndex(index, 0, jpeg, crops, "MCU grid, again");
+  EXPECT_GT(index.crops(), static_cast<int64_t>(crops.size()));
 }
 
 TEST(DecodeRowJump, OtherCodingProcessesDecodeFromTheTop) {
@@ -1469,9 +1500,10 @@ TEST(DecodeRowJump, TruncatedAndCorruptFilesFailAsWithoutIndex) {
 TEST(DecodeRowJump, MemoryBudgetIsKept) {
   const Bytes jpeg = EncodeJpeg(Pattern(320, 480, 3, 4), JpegSpec{});
   const auto crops = JumpCrops(320, 480, 16, 8, 17, 2, {1, 2});
-  JpegRowIndex none(3, 0);  // nothing fits: every jump walks from the top
+  JpegRowIndex none(3, 0);  // nothing fits: every jump walks the rows from the top
   ExpectSameAsWithoutIndex(none, 2, jpeg, crops, "no budget");
   EXPECT_GT(none.jumps(), 0);
+  EXPECT_EQ(none.crops(), 0);
   EXPECT_EQ(none.bytes_used(), 3 * sizeof(void*));
   JpegRowIndex some(3, 3 * sizeof(void*) + 400);
   ExpectSameAsWithoutIndex(some, 0, jpeg, crops, "small budget");

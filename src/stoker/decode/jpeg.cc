@@ -278,27 +278,77 @@ struct JpegDecoder::State {
     return ReadHeader(bytes);
   }
 
-  // Makes the decompressor start at an MCU row above the crop when `rows`
-  // knows (or a walk finds) where that row begins; returns the number of
-  // source rows cut from the top (0: the header of `bytes` stays read, as
-  // on entry). On false, ErrorStatus() says what went wrong.
+  // Makes libjpeg decode less than the whole file for the crop, using what
+  // `rows` knows of the file (jpeg_rows.h), and says how many source
+  // columns and rows were cut from the left and top (0, 0: the header of
+  // `bytes` stays read, as on entry). On false, ErrorStatus() says what
+  // went wrong.
+  //  - With a grid of every MCU's start (built by walking the whole scan
+  //    the first time, while the index has room): a JPEG of just the
+  //    crop's MCU rows and columns, made by copying their bits.
+  //  - Else: a stream that starts at the MCU row above the crop.
+  // Either keeps one real pixel row and column around the crop, which
+  // fancy upsampling reads as context, so the pixels do not change.
   bool Jump(std::span<const uint8_t> bytes, const RowIndexRef& rows, const Plan& plan,
-            int* cut) {
-    *cut = 0;
+            int* cut_x, int* cut_y) {
+    *cut_x = *cut_y = 0;
     if (plan.cmyk || !ParseJpegLayout(bytes, &layout)) return true;
     const JpegLayout& L = layout;
     const int d = plan.denom;
-    const int out_h = (L.height + d - 1) / d;
+    // The crop's scaled pixels, as DecodeRows computes them.
+    const int out_w = (L.width + d - 1) / d, out_h = (L.height + d - 1) / d;
+    int cx0 = static_cast<int>(std::floor(plan.crop.x / d));
+    int cx1 = static_cast<int>(std::ceil((plan.crop.x + plan.crop.w) / d));
     int ry0 = static_cast<int>(std::floor(plan.crop.y / d));
+    int ry1 = static_cast<int>(std::ceil((plan.crop.y + plan.crop.h) / d));
+    cx0 = cx0 < 0 ? 0 : (cx0 > out_w - 1 ? out_w - 1 : cx0);
     ry0 = ry0 < 0 ? 0 : (ry0 > out_h - 1 ? out_h - 1 : ry0);
-    // Keep one real row above the crop's first one: fancy upsampling reads
-    // the row above an MCU row's first output row.
-    const int rh = L.mcu_h / d;
-    int row = ry0 >= 1 ? (ry0 - 1) / rh : 0;
-    if (row > L.mcu_rows - 1) row = L.mcu_rows - 1;
-    if (row < 2) return true;  // the synthetic row would cost what it saves
-
+    cx1 = cx1 > out_w ? out_w : (cx1 <= cx0 ? cx0 + 1 : cx1);
+    ry1 = ry1 > out_h ? out_h : (ry1 <= ry0 ? ry0 + 1 : ry1);
+    const int rh = L.mcu_h / d, cw = L.mcu_w / d;
+    int r0 = ry0 >= 1 ? (ry0 - 1) / rh : 0;
+    if (r0 > L.mcu_rows - 1) r0 = L.mcu_rows - 1;
+    const int r1 = ry1 / rh + 1 < L.mcu_rows ? ry1 / rh + 1 : L.mcu_rows;
+    const int c0 = cx0 >= 1 ? (cx0 - 1) / cw : 0;
+    const int c1 = cx1 / cw + 1 < L.mcus_per_row ? cx1 / cw + 1 : L.mcus_per_row;
     JpegRowIndex& index = *rows.index;
+
+    std::shared_ptr<const JpegRowIndex::Grid> grid = index.FindGrid(rows.sample, L.key);
+    const size_t row_len = static_cast<size_t>(L.mcus_per_row) + 1;
+    if (grid == nullptr && index.Affords(row_len * static_cast<size_t>(L.mcu_rows))) {
+      auto walked_grid = std::make_shared<JpegRowIndex::Grid>();
+      if (!WalkGrid(bytes, L, walked_grid.get())) return true;  // libjpeg will say
+      index.RememberGrid(rows.sample, L.key, walked_grid, row_len);
+      grid = std::move(walked_grid);
+    }
+    if (grid != nullptr) {
+      if (r0 == 0 && c0 == 0 && c1 == L.mcus_per_row) return true;  // nothing to cut
+      size_t size = 0;
+      if (!CropMcus(bytes, L, *grid, r0, r1, c0, c1, &prefix, &size)) return true;
+      if (created) {
+        jpeg_destroy_decompress(&cinfo);
+        created = false;
+      }
+      if (!Create()) return false;
+      cinfo.progress = &progress;
+      const int new_w = c1 == L.mcus_per_row ? L.width - c0 * L.mcu_w : (c1 - c0) * L.mcu_w;
+      const int new_h = r1 == L.mcu_rows ? L.height - r0 * L.mcu_h : (r1 - r0) * L.mcu_h;
+      if (!ReadHeader({prefix.data(), size}) || static_cast<int>(cinfo.image_width) != new_w ||
+          static_cast<int>(cinfo.image_height) != new_h) {
+        ResetErrorState();  // should not happen; decode the usual way
+        return Restart(bytes);
+      }
+      index.CountJump(r0);
+      index.CountCrop();
+      *cut_x = c0 * L.mcu_w;
+      *cut_y = r0 * L.mcu_h;
+      return true;
+    }
+
+    // Row starts only. The synthetic first row costs about what one real
+    // row would, so jump only past two or more.
+    const int row = r0;
+    if (row < 2) return true;
     JpegRowIndex::RowStart start;
     int known = 0;
     const bool fresh = !index.Lookup(rows.sample, L.key, row, &start, &known);
@@ -327,7 +377,7 @@ struct JpegDecoder::State {
       return Restart(bytes);
     }
     index.CountJump(row - 1);
-    *cut = (row - 1) * L.mcu_h;
+    *cut_y = (row - 1) * L.mcu_h;
     return true;
   }
 
@@ -513,10 +563,11 @@ Result<Region> JpegDecoder::Decode(const DecodeRequest& req) {
     plan.denom = 1;
   }
 
-  int cut = 0;  // source rows above the stream libjpeg decodes
   if (req.crop != nullptr && req.rows.index != nullptr) {
-    if (!s.Jump(req.bytes, req.rows, plan, &cut)) return s.ErrorStatus();
-    plan.crop.y -= cut;
+    int cut_x = 0, cut_y = 0;  // source columns and rows left out of what libjpeg decodes
+    if (!s.Jump(req.bytes, req.rows, plan, &cut_x, &cut_y)) return s.ErrorStatus();
+    plan.crop.x -= cut_x;
+    plan.crop.y -= cut_y;
   }
 
   Decoded dec;

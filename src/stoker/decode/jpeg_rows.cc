@@ -4,36 +4,20 @@
 
 namespace stoker::decode {
 
-JpegRowIndex::JpegRowIndex(size_t samples, size_t max_bytes)
-    : max_bytes_(max_bytes), slots_(samples) {
+JpegRowIndex::JpegRowIndex(size_t samples, size_t max_bytes, bool grids)
+    : max_bytes_(max_bytes), grids_(grids), slots_(samples) {
   used_.store(samples * sizeof(slots_[0]), std::memory_order_relaxed);
 }
 
 JpegRowIndex::~JpegRowIndex() = default;
-
-bool JpegRowIndex::Lookup(size_t sample, uint64_t key, int row, RowStart* start,
-                          int* known) const {
-  if (sample >= slots_.size() || row < 0) return false;
-  std::lock_guard<std::mutex> lock(StripeFor(sample));
-  const Entry* e = slots_[sample].get();
-  if (e == nullptr || e->key != key || e->rows.empty()) return false;
-  const size_t i = static_cast<size_t>(row) < e->rows.size() ? static_cast<size_t>(row)
-                                                             : e->rows.size() - 1;
-  *start = e->rows[i];
-  *known = static_cast<int>(i);
-  return true;
-}
 
 void JpegRowIndex::Remember(size_t sample, uint64_t key, int first,
                             std::span<const RowStart> rows) {
   if (sample >= slots_.size() || first < 0 || rows.empty()) return;
   std::lock_guard<std::mutex> lock(StripeFor(sample));
   std::unique_ptr<Entry>& slot = slots_[sample];
-  if (slot != nullptr && slot->key != key) {  // the file changed: forget it
-    used_.fetch_sub(sizeof(Entry) + slot->rows.capacity() * sizeof(RowStart),
-                    std::memory_order_relaxed);
-    slot.reset();
-  }
+  if (slot != nullptr && slot->key != key) Forget(slot);  // the file changed
+  if (slot != nullptr && slot->grid != nullptr) return;  // knows more already
   const size_t have = slot != nullptr ? slot->rows.size() : 0;
   const size_t f = static_cast<size_t>(first);
   if (f > have || f + rows.size() <= have) return;  // a gap, or nothing new
@@ -49,6 +33,68 @@ void JpegRowIndex::Remember(size_t sample, uint64_t key, int first,
   }
   slot->rows.reserve(new_cap);
   slot->rows.insert(slot->rows.end(), rows.begin(), rows.end());
+}
+
+void JpegRowIndex::Forget(std::unique_ptr<Entry>& slot) {
+  size_t bytes = sizeof(Entry) + slot->rows.capacity() * sizeof(RowStart);
+  if (slot->grid != nullptr) bytes += slot->grid->size() * sizeof(RowStart);
+  used_.fetch_sub(bytes, std::memory_order_relaxed);
+  slot.reset();
+}
+
+std::shared_ptr<const JpegRowIndex::Grid> JpegRowIndex::FindGrid(size_t sample,
+                                                                 uint64_t key) const {
+  if (sample >= slots_.size()) return nullptr;
+  std::lock_guard<std::mutex> lock(StripeFor(sample));
+  const Entry* e = slots_[sample].get();
+  if (e == nullptr || e->key != key) return nullptr;
+  return e->grid;
+}
+
+bool JpegRowIndex::RememberGrid(size_t sample, uint64_t key, std::shared_ptr<const Grid> grid,
+                                size_t row_len) {
+  if (sample >= slots_.size() || grid == nullptr || row_len == 0 || grid->empty() ||
+      grid->size() % row_len != 0) {
+    return false;
+  }
+  std::lock_guard<std::mutex> lock(StripeFor(sample));
+  std::unique_ptr<Entry>& slot = slots_[sample];
+  if (slot != nullptr && (slot->key != key || slot->grid != nullptr)) Forget(slot);
+  // The grid holds every row start too: the rows vector goes.
+  const size_t freed = slot != nullptr ? slot->rows.capacity() * sizeof(RowStart) : 0;
+  const size_t add = grid->size() * sizeof(RowStart) + (slot == nullptr ? sizeof(Entry) : 0);
+  if (used_.load(std::memory_order_relaxed) + add > max_bytes_ + freed) return false;
+  if (slot == nullptr) {
+    slot = std::make_unique<Entry>();
+    slot->key = key;
+  }
+  std::vector<RowStart>().swap(slot->rows);
+  slot->grid = std::move(grid);
+  slot->grid_row_len = row_len;
+  used_.fetch_add(add, std::memory_order_relaxed);
+  used_.fetch_sub(freed, std::memory_order_relaxed);
+  return true;
+}
+
+bool JpegRowIndex::Lookup(size_t sample, uint64_t key, int row, RowStart* start,
+                          int* known) const {
+  if (sample >= slots_.size() || row < 0) return false;
+  std::lock_guard<std::mutex> lock(StripeFor(sample));
+  const Entry* e = slots_[sample].get();
+  if (e == nullptr || e->key != key) return false;
+  if (e->grid != nullptr) {
+    const size_t rows = e->grid->size() / e->grid_row_len;
+    const size_t r = static_cast<size_t>(row) < rows ? static_cast<size_t>(row) : rows - 1;
+    *start = (*e->grid)[r * e->grid_row_len];
+    *known = static_cast<int>(r);
+    return true;
+  }
+  if (e->rows.empty()) return false;
+  const size_t i = static_cast<size_t>(row) < e->rows.size() ? static_cast<size_t>(row)
+                                                             : e->rows.size() - 1;
+  *start = e->rows[i];
+  *known = static_cast<int>(i);
+  return true;
 }
 
 namespace internal {
@@ -70,6 +116,7 @@ bool BuildTable(const uint8_t counts[16], const uint8_t* vals, int total, bool d
     t->valoffset[len] = k - code;
     t->maxcode[len] = n > 0 ? code + n - 1 : -1;
     for (int i = 0; i < n; ++i, ++k, ++code) {
+      if (code >= (1 << len)) return false;  // over-subscribed, as libjpeg says
       const uint8_t sym = vals[k];
       if (dc && sym > 15) return false;  // libjpeg refuses these too
       if (t->size[sym] == 0) {
@@ -84,7 +131,6 @@ bool BuildTable(const uint8_t counts[16], const uint8_t* vals, int total, bool d
         }
       }
     }
-    if (code > (1 << len)) return false;  // over-subscribed
     code <<= 1;
   }
   t->maxcode[17] = 0x7FFFFFFF;
@@ -214,6 +260,113 @@ class BitWriter {
   int nacc_ = 0;
 };
 
+// Decodes one block's DC difference (into *diff) and skips its AC
+// coefficients, as libjpeg's decode_mcu consumes them. False on a bad code.
+inline bool SkipBlock(BitReader& br, const HuffTable& dc, const HuffTable& ac, int32_t* diff) {
+  if (br.nbits() < 32) br.Refill();
+  const int s = br.Decode(dc);
+  if (s < 0) return false;
+  *diff = 0;
+  if (s != 0) {
+    const int32_t v = static_cast<int32_t>(br.Take(s));
+    *diff = v < (1 << (s - 1)) ? v - (1 << s) + 1 : v;
+  }
+  for (int k = 1; k < 64; ++k) {
+    if (br.nbits() < 32) br.Refill();
+    const int rs = br.Decode(ac);
+    if (rs < 0) return false;
+    const int r = rs >> 4, sz = rs & 15;
+    if (sz != 0) {
+      k += r;
+      br.Consume(sz);
+    } else {
+      if (r != 15) break;
+      k += 15;
+    }
+  }
+  return true;
+}
+
+// Writes MSB-first into a buffer the caller sized, stuffing a 0 after each
+// 0xFF; copies runs of whole bytes without 0xFF eight at a time.
+class SpanWriter {
+ public:
+  explicit SpanWriter(uint8_t* p) : p_(p) {}
+
+  void Put(uint32_t bits, int n) {  // n <= 24
+    acc_ = (acc_ << n) | (bits & ((1u << n) - 1));
+    nacc_ += n;
+    while (nacc_ >= 8) {
+      Emit(static_cast<uint8_t>(acc_ >> (nacc_ - 8)));
+      nacc_ -= 8;
+    }
+  }
+
+  // Appends the data bits [from, to) of the entropy-coded bytes `d` (file
+  // bit positions of data bytes; stuffing skipped).
+  void Copy(const uint8_t* d, uint32_t from, uint32_t to) {
+    size_t byte = from >> 3;
+    const int k = static_cast<int>(from & 7);
+    const size_t end = to >> 3;
+    const int ke = static_cast<int>(to & 7);
+    if (byte == end) {
+      if (ke > k) Put((d[byte] >> (8 - ke)) & ((1u << (ke - k)) - 1), ke - k);
+      return;
+    }
+    if (k != 0) {
+      Put(d[byte] & ((1u << (8 - k)) - 1), 8 - k);
+      byte += d[byte] == 0xFF ? 2 : 1;
+    }
+    while (byte < end) {
+      if (byte + 8 <= end) {
+        uint64_t v;
+        std::memcpy(&v, d + byte, 8);
+        v = __builtin_bswap64(v);
+        if (!HasFF(v)) {
+          Put64(v);
+          byte += 8;
+          continue;
+        }
+      }
+      const uint8_t b = d[byte];
+      Put(b, 8);
+      byte += b == 0xFF ? 2 : 1;
+    }
+    if (ke != 0) Put(static_cast<uint32_t>(d[end] >> (8 - ke)), ke);
+  }
+
+  // Pads the last byte with 1 bits, as encoders do.
+  void Flush() {
+    if (nacc_ > 0) Put((1u << (8 - nacc_)) - 1, 8 - nacc_);
+  }
+  uint8_t* end() const { return p_; }
+
+ private:
+  static bool HasFF(uint64_t v) {
+    const uint64_t x = ~v;
+    return ((x - 0x0101010101010101ull) & ~x & 0x8080808080808080ull) != 0;
+  }
+  void Emit(uint8_t b) {
+    *p_++ = b;
+    if (b == 0xFF) *p_++ = 0;
+  }
+  void Put64(uint64_t v) {
+    const uint64_t out = nacc_ == 0 ? v : (acc_ << (64 - nacc_)) | (v >> nacc_);
+    acc_ = v;  // its low nacc_ bits are what is pending now
+    if (HasFF(out)) {
+      for (int i = 56; i >= 0; i -= 8) Emit(static_cast<uint8_t>(out >> i));
+    } else {
+      const uint64_t be = __builtin_bswap64(out);
+      std::memcpy(p_, &be, 8);
+      p_ += 8;
+    }
+  }
+
+  uint8_t* p_;
+  uint64_t acc_ = 0;
+  int nacc_ = 0;
+};
+
 int Category(int v) {
   int a = v < 0 ? -v : v, s = 0;
   while (a > 0) a >>= 1, ++s;
@@ -298,6 +451,7 @@ bool ParseJpegLayout(std::span<const uint8_t> b, JpegLayout* L) {
       if (tail[0] != 0 || tail[1] != 63 || tail[2] != 0 || blocks > 10) return false;
       L->comps = ns;
       const int mcu_w = ns == 1 ? 8 : 8 * hmax;
+      L->mcu_w = mcu_w;
       L->mcu_h = ns == 1 ? 8 : 8 * vmax;
       L->mcus_per_row = (L->width + mcu_w - 1) / mcu_w;
       L->mcu_rows = (L->height + L->mcu_h - 1) / L->mcu_h;
@@ -359,6 +513,124 @@ bool WalkRows(std::span<const uint8_t> bytes, const JpegLayout& L, const RowStar
     for (int c = 0; c < L.comps; ++c) next.dc[c] = static_cast<int16_t>(pred[c]);
     out->push_back(next);
   }
+  return true;
+}
+
+bool WalkGrid(std::span<const uint8_t> bytes, const JpegLayout& L, JpegRowIndex::Grid* grid) {
+  const size_t row_len = static_cast<size_t>(L.mcus_per_row) + 1;
+  grid->clear();
+  grid->reserve(row_len * static_cast<size_t>(L.mcu_rows));
+  BitReader br(bytes, L.data_start, static_cast<uint32_t>(L.data_start * 8));
+  int32_t pred[4] = {0, 0, 0, 0};
+  RowStart here;
+  auto record = [&] {
+    here.bit = br.Position();
+    for (int c = 0; c < L.comps; ++c) here.dc[c] = static_cast<int16_t>(pred[c]);
+    grid->push_back(here);
+  };
+  for (int row = 0; row < L.mcu_rows; ++row) {
+    for (int m = 0; m < L.mcus_per_row; ++m) {
+      record();
+      for (int c = 0; c < L.comps; ++c) {
+        const HuffTable& dc = L.dc[L.comp[c].dc];
+        const HuffTable& ac = L.ac[L.comp[c].ac];
+        for (int blk = 0; blk < L.comp[c].blocks; ++blk) {
+          int32_t diff;
+          if (!SkipBlock(br, dc, ac, &diff)) return false;
+          pred[c] += diff;
+          if (pred[c] > 32767 || pred[c] < -32767) return false;
+        }
+      }
+      if (br.overrun()) return false;
+    }
+    record();  // where the row ends
+  }
+  return true;
+}
+
+bool CropMcus(std::span<const uint8_t> bytes, const JpegLayout& L, const JpegRowIndex::Grid& grid,
+              int r0, int r1, int c0, int c1, std::vector<uint8_t>* out, size_t* size) {
+  const size_t row_len = static_cast<size_t>(L.mcus_per_row) + 1;
+  if (r0 < 0 || r1 > L.mcu_rows || r0 >= r1 || c0 < 0 || c1 > L.mcus_per_row || c0 >= c1 ||
+      grid.size() != row_len * static_cast<size_t>(L.mcu_rows)) {
+    return false;
+  }
+  // Output bound: the header, each copied data byte possibly stuffed, the
+  // re-encoded DC codes, EOI, and 8 bytes of slack for whole-word stores.
+  const size_t first = grid[static_cast<size_t>(r0) * row_len + static_cast<size_t>(c0)].bit / 8;
+  const size_t last =
+      grid[static_cast<size_t>(r1 - 1) * row_len + static_cast<size_t>(c1)].bit / 8 + 1;
+  const size_t bound = L.data_start + 2 * (last - first) +
+                       static_cast<size_t>(r1 - r0) * static_cast<size_t>(L.comps) * 8 + 32;
+  if (out->size() < bound) out->resize(bound);
+  uint8_t* o = out->data();
+  std::memcpy(o, bytes.data(), L.data_start);
+  const int new_w = c1 == L.mcus_per_row ? L.width - c0 * L.mcu_w : (c1 - c0) * L.mcu_w;
+  const int new_h = r1 == L.mcu_rows ? L.height - r0 * L.mcu_h : (r1 - r0) * L.mcu_h;
+  o[L.sof_height_at] = static_cast<uint8_t>(new_h >> 8);
+  o[L.sof_height_at + 1] = static_cast<uint8_t>(new_h & 0xFF);
+  o[L.sof_height_at + 2] = static_cast<uint8_t>(new_w >> 8);
+  o[L.sof_height_at + 3] = static_cast<uint8_t>(new_w & 0xFF);
+
+  SpanWriter w(o + L.data_start);
+  int32_t pred[4] = {0, 0, 0, 0};  // the new stream's DC predictors
+  for (int row = r0; row < r1; ++row) {
+    const RowStart& s0 = grid[static_cast<size_t>(row) * row_len + static_cast<size_t>(c0)];
+    const RowStart& s1 = grid[static_cast<size_t>(row) * row_len + static_cast<size_t>(c1)];
+    BitReader br(bytes, L.data_start, s0.bit);
+    for (int c = 0; c < L.comps; ++c) {
+      const HuffTable& dc = L.dc[L.comp[c].dc];
+      const HuffTable& ac = L.ac[L.comp[c].ac];
+      // The component's first block: its DC difference, against the DC of
+      // the block before it in the new stream.
+      if (br.nbits() < 32) br.Refill();
+      const int s = br.Decode(dc);
+      if (s < 0) return false;
+      int32_t diff = 0;
+      if (s != 0) {
+        const int32_t v = static_cast<int32_t>(br.Take(s));
+        diff = v < (1 << (s - 1)) ? v - (1 << s) + 1 : v;
+      }
+      const uint32_t after_dc = br.Position();
+      const int32_t nd = s0.dc[c] + diff - pred[c];
+      const int ns = Category(nd);
+      if (ns > 15 || dc.size[ns] == 0) return false;
+      w.Put(dc.code[ns], dc.size[ns]);
+      if (ns != 0) w.Put(static_cast<uint32_t>(nd >= 0 ? nd : nd - 1), ns);
+      // Then everything up to the next component's first block (for the
+      // last component: to the end of MCU c1 - 1) as it is.
+      uint32_t span_end = s1.bit;
+      if (c + 1 < L.comps) {
+        int32_t ignored;
+        for (int k = 1; k < 64; ++k) {  // the rest of the first block
+          if (br.nbits() < 32) br.Refill();
+          const int rs = br.Decode(ac);
+          if (rs < 0) return false;
+          const int r = rs >> 4, sz = rs & 15;
+          if (sz != 0) {
+            k += r;
+            br.Consume(sz);
+          } else {
+            if (r != 15) break;
+            k += 15;
+          }
+        }
+        for (int blk = 1; blk < L.comp[c].blocks; ++blk) {
+          if (!SkipBlock(br, dc, ac, &ignored)) return false;
+        }
+        if (br.overrun()) return false;
+        span_end = br.Position();
+      }
+      if (span_end < after_dc) return false;
+      w.Copy(bytes.data(), after_dc, span_end);
+    }
+    for (int c = 0; c < L.comps; ++c) pred[c] = s1.dc[c];
+  }
+  w.Flush();
+  uint8_t* e = w.end();
+  *e++ = 0xFF;
+  *e++ = 0xD9;
+  *size = static_cast<size_t>(e - o);
   return true;
 }
 

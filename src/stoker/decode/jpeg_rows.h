@@ -47,7 +47,9 @@ class JpegRowIndex {
  public:
   static constexpr size_t kDefaultMaxBytes = size_t{256} << 20;
 
-  explicit JpegRowIndex(size_t samples, size_t max_bytes = kDefaultMaxBytes);
+  // grids: also keep every MCU's start (about 12 bytes an MCU: 6-12 KB for
+  // an ImageNet-sized image), to cut decodes down to the crop's columns.
+  explicit JpegRowIndex(size_t samples, size_t max_bytes = kDefaultMaxBytes, bool grids = true);
   ~JpegRowIndex();
   JpegRowIndex(const JpegRowIndex&) = delete;
   JpegRowIndex& operator=(const JpegRowIndex&) = delete;
@@ -65,6 +67,10 @@ class JpegRowIndex {
     int16_t dc[4] = {};   // DC predictor of each component of the scan
   };
 
+  // Every MCU's start, row by row: (mcus_per_row + 1) entries a row, the
+  // last one where the next row starts (for the last row, the scan's end).
+  using Grid = std::vector<RowStart>;
+
   // Internal to the decoder. Lookup gives the remembered start of `row` if
   // known, else the furthest remembered row before it (row 0 if none) and
   // its number in *known.
@@ -75,21 +81,40 @@ class JpegRowIndex {
     jumps_.fetch_add(1, std::memory_order_relaxed);
     rows_jumped_.fetch_add(rows, std::memory_order_relaxed);
   }
+  // The sample's grid, if known (null otherwise).
+  std::shared_ptr<const Grid> FindGrid(size_t sample, uint64_t key) const;
+  // Whether a grid of `entries` would fit in what is left of the budget.
+  bool Affords(size_t entries) const {
+    return grids_ && used_.load(std::memory_order_relaxed) + sizeof(Entry) + entries * sizeof(RowStart) <=
+           max_bytes_;
+  }
+  // Keeps `grid` for the sample (replacing its row starts); false when over
+  // the budget.
+  bool RememberGrid(size_t sample, uint64_t key, std::shared_ptr<const Grid> grid,
+                    size_t row_len);
+  void CountCrop() { crops_.fetch_add(1, std::memory_order_relaxed); }
+  // Decodes that went to libjpeg cut down to the crop's MCU columns and rows.
+  int64_t crops() const { return crops_.load(std::memory_order_relaxed); }
 
  private:
   struct Entry {
     uint64_t key = 0;
     std::vector<RowStart> rows;  // rows[i]: start of MCU row i
+    std::shared_ptr<const Grid> grid;
+    size_t grid_row_len = 0;  // mcus_per_row + 1
   };
+  void Forget(std::unique_ptr<Entry>& slot);
   static constexpr size_t kStripes = 64;
   std::mutex& StripeFor(size_t sample) const { return stripes_[sample % kStripes]; }
 
   const size_t max_bytes_;
+  const bool grids_;
   std::vector<std::unique_ptr<Entry>> slots_;
   mutable std::mutex stripes_[kStripes];
   std::atomic<size_t> used_{0};
   std::atomic<int64_t> jumps_{0};
   std::atomic<int64_t> rows_jumped_{0};
+  std::atomic<int64_t> crops_{0};
 };
 
 // Which sample of which index a decode is for (index == nullptr: none).
@@ -116,7 +141,7 @@ struct HuffTable {
 struct JpegLayout {
   int width = 0, height = 0;
   int comps = 0;  // in the frame, and in its one scan
-  int mcu_h = 0;  // source rows in an MCU row
+  int mcu_w = 0, mcu_h = 0;  // source columns and rows of an MCU
   int mcus_per_row = 0, mcu_rows = 0;
   struct Comp {
     int blocks = 1;  // in an MCU
@@ -142,6 +167,20 @@ JpegRowIndex::RowStart FirstRow(const JpegLayout& layout);
 bool WalkRows(std::span<const uint8_t> bytes, const JpegLayout& layout,
               const JpegRowIndex::RowStart& from, int from_row, int to_row,
               std::vector<JpegRowIndex::RowStart>* out);
+
+// Entropy-decodes the whole scan and records where every MCU starts
+// (JpegRowIndex::Grid). False as WalkRows.
+bool WalkGrid(std::span<const uint8_t> bytes, const JpegLayout& layout, JpegRowIndex::Grid* grid);
+
+// Writes to *out a baseline JPEG of MCU rows [r0, r1) and MCU columns
+// [c0, c1) of the file, without decoding a coefficient: the header with the
+// SOF size changed, then for each row the bits of its MCUs c0 .. c1 - 1
+// copied from the file, the DC difference of each component's first block
+// re-encoded against the new predecessor, then EOI. False when a DC table
+// lacks a code that needs (the caller decodes the file instead).
+bool CropMcus(std::span<const uint8_t> bytes, const JpegLayout& layout,
+              const JpegRowIndex::Grid& grid, int r0, int r1, int c0, int c1,
+              std::vector<uint8_t>* out, size_t* size);
 
 // Builds the stream that starts at MCU row `row` (see the top of this file):
 // *prefix, then bytes[*resume_at ..]. The new image is

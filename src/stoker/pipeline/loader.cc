@@ -520,9 +520,10 @@ class LoaderImpl final : public Loader {
           {int64_t{std::min(opt_.prefetch_batches, 2)} * opt_.batch_size,
            static_cast<int64_t>(sampler_.per_rank()), num_batches_ * opt_.batch_size});
     }
-    if (opt_.jpeg_row_index) {
-      row_index_ = std::make_shared<decode::JpegRowIndex>(dataset_->samples.size(),
-                                                          size_t{128} << 20);
+    if (opt_.jpeg_index) {
+      row_index_ = std::make_shared<decode::JpegRowIndex>(
+          dataset_->samples.size(),
+          static_cast<size_t>(std::max<int64_t>(0, opt_.jpeg_index_max_bytes)));
     }
     pool_ = std::make_shared<BufferPool>(
         SampleImageBytes(opt_.transform) * static_cast<size_t>(opt_.batch_size),
@@ -701,9 +702,9 @@ class LoaderImpl final : public Loader {
       s.lookahead_used = lookahead_->used();
     }
     if (row_index_) {
-      s.jpeg_row_jumps = row_index_->jumps();
-      s.jpeg_rows_jumped = row_index_->rows_jumped();
-      s.jpeg_row_index_bytes = static_cast<int64_t>(row_index_->bytes_used());
+      s.jpeg_index_jumps = row_index_->jumps();
+      s.jpeg_index_crops = row_index_->crops();
+      s.jpeg_index_bytes = static_cast<int64_t>(row_index_->bytes_used());
     }
     {
       std::lock_guard<std::mutex> lock(counters_->mu);
@@ -725,7 +726,7 @@ class LoaderImpl final : public Loader {
   int threads_ = 1;
   std::shared_ptr<Lookahead> lookahead_;  // null when options.lookahead is off
   int64_t lookahead_count_ = 0;
-  std::shared_ptr<decode::JpegRowIndex> row_index_;  // null when jpeg_row_index is off
+  std::shared_ptr<decode::JpegRowIndex> row_index_;  // null when jpeg_index is off
   int64_t BatchesFor(int64_t samples) const {
     return opt_.drop_last ? samples / opt_.batch_size
                           : (samples + opt_.batch_size - 1) / opt_.batch_size;
