@@ -93,13 +93,13 @@ struct LoaderOptions {
   // extra reads after the last epoch, or when set_epoch picks another one.
   bool lookahead = true;
   // Crops of baseline JPEGs: remember where each MCU starts in each file's
-  // entropy-coded data (found by walking the file once, on its first decode)
-  // and from then on hand libjpeg a JPEG of just the crop's MCU rows and
-  // columns, made by copying their bits, instead of the whole file: libjpeg
-  // must otherwise Huffman-decode every row down to the crop's bottom, in
-  // full width. The pixels are the same. About 12 bytes an MCU (6-12 KB for
-  // an ImageNet-sized image), up to jpeg_index_max_bytes; past that, only
-  // where MCU rows start (12 bytes a row) is kept, then nothing.
+  // entropy-coded data (found by walking the file once, on its second
+  // decode) and from then on hand libjpeg a JPEG of just the crop's MCU rows
+  // and columns, made by copying their bits, instead of the whole file:
+  // libjpeg must otherwise Huffman-decode every row down to the crop's
+  // bottom, in full width. The pixels are the same. About 12 bytes an MCU
+  // (6-12 KB for an ImageNet-sized image), up to jpeg_index_max_bytes; past
+  // that, only where MCU rows start (12 bytes a row) is kept, then nothing.
   bool jpeg_index = true;
   int64_t jpeg_index_max_bytes = int64_t{128} << 20;
   // Images with more pixels than this are refused before any allocation

@@ -74,10 +74,10 @@ class Loader:
         stats() as lookahead_reads and lookahead_used.
     jpeg_index: for crops of baseline JPEGs, remember where each MCU (16 x
         16 pixels for 4:2:0) begins in each file, found by walking the file
-        once on its first decode, and from then on decode a JPEG of just the
-        crop's MCU rows and columns, made by copying their bits, instead of
-        Huffman-decoding the whole width of every row down to the crop's
-        bottom. The pixels are the same either way. The first epoch costs
+        once on its second decode, and from then on decode a JPEG of just
+        the crop's MCU rows and columns, made by copying their bits, instead
+        of Huffman-decoding the whole width of every row down to the crop's
+        bottom. The pixels are the same either way. The second epoch costs
         more (the walk), every later one less; stats() shows
         jpeg_index_jumps, jpeg_index_crops and jpeg_index_bytes.
     jpeg_index_mb: memory for jpeg_index, about 12 bytes an MCU (6-12 KB

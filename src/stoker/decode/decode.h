@@ -79,9 +79,9 @@ class Decoder {
   // (not a JPEG/PNG, or an unsupported variant), kResourceExhausted (larger
   // than max_pixels). Messages say the reason; callers add the URI.
   //
-  // With `rows` (jpeg_rows.h), a baseline JPEG decode starts at a
-  // remembered MCU row above the crop instead of entropy-decoding every row
-  // from the top; the pixels are the same.
+  // With `rows` (jpeg_rows.h), what the index knows of the file lets
+  // libjpeg decode only the crop's MCU rows and columns of a baseline JPEG,
+  // or at least start at the crop's MCU row; the pixels are the same.
   Result<Region> DecodeRegion(std::span<const uint8_t> bytes, const CropFn& crop, int out_w,
                               int out_h);
   Result<Region> DecodeRegion(std::span<const uint8_t> bytes, const CropFn& crop, int out_w,

@@ -16,7 +16,6 @@
 #include <gtest/gtest.h>
 
 #include <array>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -879,7 +878,6 @@ TEST(DecodeErrors, HugeDeclaredSizeIsRefusedBeforeDecoding) {
   Decoder dec;
   for (const Bytes& b : {ForgeHugeJpeg(), ForgeHugePng()}) {
     bool crop_called = false;
-    const auto t0 = std::chrono::steady_clock::now();
     auto r = dec.DecodeRegion(
         S(b),
         [&](int w, int h) {
@@ -896,9 +894,6 @@ TEST(DecodeErrors, HugeDeclaredSizeIsRefusedBeforeDecoding) {
     EXPECT_FALSE(crop_called);
     auto f = dec.DecodeFull(S(b));
     EXPECT_EQ(f.status().code(), StatusCode::kResourceExhausted);
-    const double s =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    EXPECT_LT(s, 0.5);
   }
   // With no limit, the tiny files still fail fast (their data ends), and
   // the output buffer is never written beyond what was decoded.
@@ -1262,10 +1257,7 @@ TEST(DecodePng, HostileChunkIsBounded) {
   std::memcpy(&c[8], body.data(), body.size());
   PutBe32(&c[8 + body.size()], Crc32(&c[4], 4 + body.size()));
   png.insert(png.begin() + 33, c.begin(), c.end());  // after IHDR
-  const auto t0 = std::chrono::steady_clock::now();
   auto r = dec.DecodeFull(S(png));
-  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  EXPECT_LT(s, 2.0);
   if (r.ok()) {
     EXPECT_TRUE(SameArea(*r, p, 0, 0));
   } else {

@@ -313,9 +313,15 @@ struct JpegDecoder::State {
     const int c1 = cx1 / cw + 1 < L.mcus_per_row ? cx1 / cw + 1 : L.mcus_per_row;
     JpegRowIndex& index = *rows.index;
 
+    // The grid is walked on a file's second decode: one that is decoded
+    // only once (a single epoch, a loader made anew each epoch) never pays
+    // for the walk; its first decode leaves its row starts.
     std::shared_ptr<const JpegRowIndex::Grid> grid = index.FindGrid(rows.sample, L.key);
     const size_t row_len = static_cast<size_t>(L.mcus_per_row) + 1;
-    if (grid == nullptr && index.Affords(row_len * static_cast<size_t>(L.mcu_rows))) {
+    JpegRowIndex::RowStart seen_start;
+    int seen_row = 0;
+    if (grid == nullptr && index.Affords(row_len * static_cast<size_t>(L.mcu_rows)) &&
+        index.Lookup(rows.sample, L.key, 0, &seen_start, &seen_row)) {
       auto walked_grid = std::make_shared<JpegRowIndex::Grid>();
       if (!WalkGrid(bytes, L, walked_grid.get())) return true;  // libjpeg will say
       index.RememberGrid(rows.sample, L.key, walked_grid, row_len);
@@ -348,7 +354,11 @@ struct JpegDecoder::State {
     // Row starts only. The synthetic first row costs about what one real
     // row would, so jump only past two or more.
     const int row = r0;
-    if (row < 2) return true;
+    if (row < 2) {
+      const JpegRowIndex::RowStart first = FirstRow(L);
+      index.Remember(rows.sample, L.key, 0, {&first, 1});  // seen: walk the grid next time
+      return true;
+    }
     JpegRowIndex::RowStart start;
     int known = 0;
     const bool fresh = !index.Lookup(rows.sample, L.key, row, &start, &known);

@@ -107,6 +107,7 @@ using RowStart = JpegRowIndex::RowStart;
 bool BuildTable(const uint8_t counts[16], const uint8_t* vals, int total, bool dc,
                 HuffTable* t) {
   std::memset(t->fast, 0, sizeof t->fast);
+  std::memset(t->skip, 0, sizeof t->skip);
   std::memset(t->size, 0, sizeof t->size);
   std::memcpy(t->vals, vals, static_cast<size_t>(total));
   int32_t code = 0;
@@ -128,6 +129,7 @@ bool BuildTable(const uint8_t counts[16], const uint8_t* vals, int total, bool d
         const int base = code << shift;
         for (int j = 0; j < (1 << shift); ++j) {
           t->fast[base + j] = static_cast<uint16_t>((len << 8) | sym);
+          t->skip[base + j] = static_cast<uint16_t>(((len + (sym & 15)) << 8) | sym);
         }
       }
     }
@@ -154,6 +156,19 @@ class BitReader {
   }
 
   void Refill() {
+    if (!stopped_ && pos_ + 8 <= n_ && nbits_ < 56) {  // whole bytes, none 0xFF
+      uint64_t v;
+      std::memcpy(&v, d_ + pos_, 8);
+      v = __builtin_bswap64(v);
+      const uint64_t x = ~v;
+      if (((x - 0x0101010101010101ull) & ~x & 0x8080808080808080ull) == 0) {
+        const int nb = (63 - nbits_) >> 3;  // 1..7
+        buf_ |= (v >> (64 - 8 * nb)) << (64 - nbits_ - 8 * nb);
+        nbits_ += 8 * nb;
+        pos_ += static_cast<size_t>(nb);
+        return;
+      }
+    }
     while (nbits_ <= 56) {
       uint64_t byte = 0;
       bool real = false;
@@ -205,6 +220,19 @@ class BitReader {
       }
     }
     return -1;
+  }
+
+  // Decodes an AC symbol and skips its coefficient's bits; returns the
+  // symbol (run << 4 | size), or -1 for a bad code. Needs 31 bits.
+  int SkipAc(const HuffTable& t) {
+    const uint16_t e = t.skip[buf_ >> (64 - HuffTable::kFastBits)];
+    if (e != 0) {
+      Consume(e >> 8);
+      return e & 0xFF;
+    }
+    const int rs = Decode(t);
+    if (rs > 0) Consume(rs & 15);
+    return rs;
   }
 
   int nbits() const { return nbits_; }
@@ -273,14 +301,12 @@ inline bool SkipBlock(BitReader& br, const HuffTable& dc, const HuffTable& ac, i
   }
   for (int k = 1; k < 64; ++k) {
     if (br.nbits() < 32) br.Refill();
-    const int rs = br.Decode(ac);
+    const int rs = br.SkipAc(ac);
     if (rs < 0) return false;
-    const int r = rs >> 4, sz = rs & 15;
-    if (sz != 0) {
-      k += r;
-      br.Consume(sz);
+    if ((rs & 15) != 0) {
+      k += rs >> 4;
     } else {
-      if (r != 15) break;
+      if (rs != 0xF0) break;
       k += 15;
     }
   }
@@ -493,14 +519,12 @@ bool WalkRows(std::span<const uint8_t> bytes, const JpegLayout& L, const RowStar
           }
           for (int k = 1; k < 64; ++k) {  // as libjpeg's decode_mcu
             if (br.nbits() < 32) br.Refill();
-            const int rs = br.Decode(ac);
+            const int rs = br.SkipAc(ac);
             if (rs < 0) return false;
-            const int r = rs >> 4, sz = rs & 15;
-            if (sz != 0) {
-              k += r;
-              br.Consume(sz);
+            if ((rs & 15) != 0) {
+              k += rs >> 4;
             } else {
-              if (r != 15) break;
+              if (rs != 0xF0) break;
               k += 15;
             }
           }
@@ -604,14 +628,12 @@ bool CropMcus(std::span<const uint8_t> bytes, const JpegLayout& L, const JpegRow
         int32_t ignored;
         for (int k = 1; k < 64; ++k) {  // the rest of the first block
           if (br.nbits() < 32) br.Refill();
-          const int rs = br.Decode(ac);
+          const int rs = br.SkipAc(ac);
           if (rs < 0) return false;
-          const int r = rs >> 4, sz = rs & 15;
-          if (sz != 0) {
-            k += r;
-            br.Consume(sz);
+          if ((rs & 15) != 0) {
+            k += rs >> 4;
           } else {
-            if (r != 15) break;
+            if (rs != 0xF0) break;
             k += 15;
           }
         }

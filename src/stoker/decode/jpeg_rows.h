@@ -1,27 +1,38 @@
-// Starting a baseline JPEG decode at an MCU row instead of at the top.
+// Decoding less of a baseline JPEG than libjpeg would: only the MCUs a crop
+// needs.
 //
-// libjpeg must Huffman-decode every row above a crop to find where the
-// crop's first row begins in the entropy-coded data (jpeg_skip_scanlines
-// does exactly that): for RandomResizedCrop that is about a sixth of the
-// decode. The order of the bits is fixed, so where each MCU row begins (a bit
-// position and the DC predictors there) can be remembered once found and
-// reused in every later epoch (JpegRowIndex). Nothing in libjpeg lets a
-// decode start at a bit position, so a jump hands libjpeg a new stream made
-// of:
-//   - the file's own header, with the SOF height lowered,
-//   - one MCU row of our own encoding (blocks with EOB only, the first block
-//     of each component carrying the DC predictor as its DC difference, and
-//     a few padding coefficients so that the row ends at the right bit of a
-//     byte),
-//   - then the original bytes from the remembered row on, untouched, the
-//     first byte merged with the synthetic row's last bits.
-// libjpeg decodes that to the same pixels as the original from the second
-// row of the new image on: the synthetic row only lends context to the
-// first output row of the row after it (fancy upsampling), which is why a
-// jump always keeps one real row above the crop's first row.
+// libjpeg must Huffman-decode every row down to a crop's bottom, in full
+// width, because a JPEG without restart markers has no entry point but its
+// first bit: for RandomResizedCrop that is about a third of the decode
+// spent on MCUs outside the crop. The bits never move, so where each MCU
+// begins (a bit position and the DC predictors there) can be found once and
+// reused in every later epoch (JpegRowIndex). Nothing in libjpeg starts a
+// decode at a bit position, so stoker hands libjpeg a new stream instead:
+//
+// 1. With every MCU's start known (a "grid", walked once, on a file's
+//    second decode), CropMcus writes a JPEG of just the crop's MCU rows and
+//    columns: the file's header with the SOF size changed, then for each
+//    row the bits of MCUs c0 .. c1 - 1 copied (eight bytes at a time where
+//    no 0xFF needs stuffing), each component's first DC difference
+//    re-encoded against the block that now precedes it. No coefficient is
+//    decoded or re-encoded otherwise.
+// 2. With only row starts known (a file's first decode, or once the memory
+//    budget is spent), BuildJump makes a stream of: the file's header with
+//    the SOF height lowered; one MCU row of our own encoding (EOB-only
+//    blocks, the first block of each component carrying the DC predictor as
+//    its difference, padded with a few AC coefficients so that the row ends
+//    at the right bit of a byte); then the original bytes from the
+//    remembered row on, the first one merged with the synthetic row's last
+//    bits.
+//
+// Both keep one real pixel row and column around the crop: fancy
+// upsampling reads its neighbours as context, and at the edge of the new
+// image libjpeg would replicate instead. So the pixels are exactly those of
+// decoding the whole file (decode_test.cc compares them for every sampling,
+// scale, MCU column and row; decode_fuzz.cc for every input).
 //
 // Only single-scan Huffman JPEGs (baseline or extended sequential, 8-bit,
-// no restart markers, all components in the one scan) jump; every other
+// no restart markers, all components in the one scan) are cut; every other
 // file, and any file whose data does not walk cleanly, is decoded the usual
 // way, which also reports its errors.
 #pragma once
@@ -36,13 +47,14 @@
 
 namespace stoker::decode {
 
-// Where each MCU row of each sample's JPEG begins, learned while decoding:
-// each decode that jumps records the rows it walks past, so after a few
-// epochs most crops start at a remembered row. Thread-safe. Bounded: past
-// `max_bytes` (about 12 bytes a row, 200-1,000 bytes an image) nothing new
-// is remembered and decoding goes on as before. An entry is keyed by the
-// file's size and a hash of its header, so a file rewritten between epochs
-// is walked again rather than misread.
+// What is known of each sample's JPEG, learned while decoding: on a file's
+// first decode, the starts of the MCU rows walked to reach the crop; on its
+// second, the start of every MCU (the grid, 12 bytes an MCU), from then on
+// used to cut each decode to the crop. Thread-safe. Bounded by `max_bytes`:
+// a grid that does not fit is not walked, row starts that do not fit are
+// not kept, and decoding goes on as before. An entry is keyed by the file's
+// size and a hash of its header, so a file rewritten between epochs is
+// walked again rather than misread.
 class JpegRowIndex {
  public:
   static constexpr size_t kDefaultMaxBytes = size_t{256} << 20;
@@ -127,9 +139,12 @@ namespace internal {
 
 // A Huffman table from a DHT segment, for decoding and for encoding.
 struct HuffTable {
-  static constexpr int kFastBits = 9;
+  static constexpr int kFastBits = 11;
   bool defined = false;
   uint16_t fast[1 << kFastBits];  // (length << 8) | symbol for codes <= kFastBits; 0: longer
+  // AC tables: as fast, with the length of the coefficient's bits added to
+  // the code's, to skip both with one shift.
+  uint16_t skip[1 << kFastBits];
   int32_t maxcode[18];            // largest code of each length (-1: none)
   int32_t valoffset[17];
   uint8_t vals[256];
