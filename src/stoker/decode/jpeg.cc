@@ -161,6 +161,25 @@ struct Decoded {
   int x0 = 0, y0 = 0;  // view origin in the scaled image
 };
 
+// The whole pixels of a w x h image scaled by 1/denom that cover `crop`
+// (in source pixels): columns [x0, x1), rows [y0, y1), never empty.
+struct Cover {
+  int x0, x1, y0, y1;
+};
+Cover CoverCrop(const Rect& crop, int denom, int w, int h) {
+  const double d = denom;
+  Cover c;
+  c.x0 = static_cast<int>(std::floor(crop.x / d));
+  c.x1 = static_cast<int>(std::ceil((crop.x + crop.w) / d));
+  c.y0 = static_cast<int>(std::floor(crop.y / d));
+  c.y1 = static_cast<int>(std::ceil((crop.y + crop.h) / d));
+  c.x0 = c.x0 < 0 ? 0 : (c.x0 > w - 1 ? w - 1 : c.x0);
+  c.y0 = c.y0 < 0 ? 0 : (c.y0 > h - 1 ? h - 1 : c.y0);
+  c.x1 = c.x1 > w ? w : (c.x1 <= c.x0 ? c.x0 + 1 : c.x1);
+  c.y1 = c.y1 > h ? h : (c.y1 <= c.y0 ? c.y0 + 1 : c.y1);
+  return c;
+}
+
 // Largest denominator in {8, 4, 2} at which the crop still covers the
 // output; else 1.
 int ChooseDenom(const Rect& crop, int out_w, int out_h) {
@@ -296,15 +315,8 @@ struct JpegDecoder::State {
     const JpegLayout& L = layout;
     const int d = plan.denom;
     // The crop's scaled pixels, as DecodeRows computes them.
-    const int out_w = (L.width + d - 1) / d, out_h = (L.height + d - 1) / d;
-    int cx0 = static_cast<int>(std::floor(plan.crop.x / d));
-    int cx1 = static_cast<int>(std::ceil((plan.crop.x + plan.crop.w) / d));
-    int ry0 = static_cast<int>(std::floor(plan.crop.y / d));
-    int ry1 = static_cast<int>(std::ceil((plan.crop.y + plan.crop.h) / d));
-    cx0 = cx0 < 0 ? 0 : (cx0 > out_w - 1 ? out_w - 1 : cx0);
-    ry0 = ry0 < 0 ? 0 : (ry0 > out_h - 1 ? out_h - 1 : ry0);
-    cx1 = cx1 > out_w ? out_w : (cx1 <= cx0 ? cx0 + 1 : cx1);
-    ry1 = ry1 > out_h ? out_h : (ry1 <= ry0 ? ry0 + 1 : ry1);
+    const Cover cover = CoverCrop(plan.crop, d, (L.width + d - 1) / d, (L.height + d - 1) / d);
+    const int cx0 = cover.x0, cx1 = cover.x1, ry0 = cover.y0, ry1 = cover.y1;
     const int rh = L.mcu_h / d, cw = L.mcu_w / d;
     int r0 = ry0 >= 1 ? (ry0 - 1) / rh : 0;
     if (r0 > L.mcu_rows - 1) r0 = L.mcu_rows - 1;
@@ -412,17 +424,10 @@ struct JpegDecoder::State {
     const bool huffman_single_scan = !jpeg_has_multiple_scans(&cinfo) && !cinfo.arith_code;
 
     // The crop in scaled pixels, and the whole pixels that cover it.
-    const double d = plan.denom;
     const int out_w = static_cast<int>(cinfo.output_width);
-    const int out_h = static_cast<int>(cinfo.output_height);
-    int cx0 = static_cast<int>(std::floor(plan.crop.x / d));
-    int cx1 = static_cast<int>(std::ceil((plan.crop.x + plan.crop.w) / d));
-    int ry0 = static_cast<int>(std::floor(plan.crop.y / d));
-    int ry1 = static_cast<int>(std::ceil((plan.crop.y + plan.crop.h) / d));
-    cx0 = cx0 < 0 ? 0 : (cx0 > out_w - 1 ? out_w - 1 : cx0);
-    ry0 = ry0 < 0 ? 0 : (ry0 > out_h - 1 ? out_h - 1 : ry0);
-    cx1 = cx1 > out_w ? out_w : (cx1 <= cx0 ? cx0 + 1 : cx1);
-    ry1 = ry1 > out_h ? out_h : (ry1 <= ry0 ? ry0 + 1 : ry1);
+    const Cover cover = CoverCrop(plan.crop, plan.denom, out_w,
+                                  static_cast<int>(cinfo.output_height));
+    const int cx0 = cover.x0, cx1 = cover.x1, ry0 = cover.y0, ry1 = cover.y1;
 
     // Columns. jpeg_crop_scanline moves the offset down to an iMCU boundary
     // and widens the width to match; the region's first and last columns

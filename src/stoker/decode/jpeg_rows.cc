@@ -288,17 +288,10 @@ class BitWriter {
   int nacc_ = 0;
 };
 
-// Decodes one block's DC difference (into *diff) and skips its AC
-// coefficients, as libjpeg's decode_mcu consumes them. False on a bad code.
-inline bool SkipBlock(BitReader& br, const HuffTable& dc, const HuffTable& ac, int32_t* diff) {
-  if (br.nbits() < 32) br.Refill();
-  const int s = br.Decode(dc);
-  if (s < 0) return false;
-  *diff = 0;
-  if (s != 0) {
-    const int32_t v = static_cast<int32_t>(br.Take(s));
-    *diff = v < (1 << (s - 1)) ? v - (1 << s) + 1 : v;
-  }
+// Skips a block's AC coefficients, as libjpeg's decode_mcu consumes them
+// (a run past the 63rd coefficient ends the block there, as in libjpeg).
+// False on a bad code.
+[[gnu::always_inline]] inline bool SkipAcs(BitReader& br, const HuffTable& ac) {
   for (int k = 1; k < 64; ++k) {
     if (br.nbits() < 32) br.Refill();
     const int rs = br.SkipAc(ac);
@@ -306,11 +299,32 @@ inline bool SkipBlock(BitReader& br, const HuffTable& dc, const HuffTable& ac, i
     if ((rs & 15) != 0) {
       k += rs >> 4;
     } else {
-      if (rs != 0xF0) break;
-      k += 15;
+      if (rs != 0xF0) break;  // EOB
+      k += 15;                // ZRL
     }
   }
   return true;
+}
+
+// Decodes a block's DC difference into *diff. False on a bad code.
+[[gnu::always_inline]] inline bool DecodeDc(BitReader& br, const HuffTable& dc, int32_t* diff) {
+  if (br.nbits() < 32) br.Refill();
+  const int s = br.Decode(dc);
+  if (s < 0) return false;
+  *diff = 0;
+  if (s != 0) {
+    const int32_t v = static_cast<int32_t>(br.Take(s));
+    *diff = v < (1 << (s - 1)) ? v - (1 << s) + 1 : v;  // JPEG's EXTEND
+  }
+  return true;
+}
+
+// Decodes one block's DC difference (into *diff) and skips its AC
+// coefficients. False on a bad code.
+[[gnu::always_inline]] inline bool SkipBlock(BitReader& br, const HuffTable& dc,
+                                             const HuffTable& ac, int32_t* diff) {
+  if (!DecodeDc(br, dc, diff)) return false;
+  return SkipAcs(br, ac);
 }
 
 // Writes MSB-first into a buffer the caller sized, stuffing a 0 after each
@@ -495,6 +509,32 @@ RowStart FirstRow(const JpegLayout& L) {
   return r;
 }
 
+namespace {
+
+// Entropy-decodes one MCU, updating the DC predictors. False on a bad code,
+// a predictor outside int16 (a RowStart could not hold it), or data that
+// ran into a marker or the end of the file.
+// (The predictors are summed in a local: written through the pointer, the
+// compiler must assume they alias the reader's int members and reloads
+// those after every block, a third slower.)
+[[gnu::always_inline]] inline bool SkipMcu(BitReader& br, const JpegLayout& L, int32_t* pred) {
+  for (int c = 0; c < L.comps; ++c) {
+    const HuffTable& dc = L.dc[L.comp[c].dc];
+    const HuffTable& ac = L.ac[L.comp[c].ac];
+    int32_t p = pred[c];
+    for (int blk = 0; blk < L.comp[c].blocks; ++blk) {
+      int32_t diff;
+      if (!SkipBlock(br, dc, ac, &diff)) return false;
+      p += diff;
+      if (p > 32767 || p < -32767) return false;
+    }
+    pred[c] = p;
+  }
+  return !br.overrun();
+}
+
+}  // namespace
+
 bool WalkRows(std::span<const uint8_t> bytes, const JpegLayout& L, const RowStart& from,
               int from_row, int to_row, std::vector<RowStart>* out) {
   if (from_row < 0 || to_row >= L.mcu_rows || from.bit / 8 < L.data_start ||
@@ -505,32 +545,7 @@ bool WalkRows(std::span<const uint8_t> bytes, const JpegLayout& L, const RowStar
   int32_t pred[4] = {from.dc[0], from.dc[1], from.dc[2], from.dc[3]};
   for (int row = from_row; row < to_row; ++row) {
     for (int m = 0; m < L.mcus_per_row; ++m) {
-      for (int c = 0; c < L.comps; ++c) {
-        const HuffTable& dc = L.dc[L.comp[c].dc];
-        const HuffTable& ac = L.ac[L.comp[c].ac];
-        for (int blk = 0; blk < L.comp[c].blocks; ++blk) {
-          if (br.nbits() < 32) br.Refill();
-          const int s = br.Decode(dc);
-          if (s < 0) return false;
-          if (s != 0) {
-            const int32_t v = static_cast<int32_t>(br.Take(s));
-            pred[c] += v < (1 << (s - 1)) ? v - (1 << s) + 1 : v;
-            if (pred[c] > 32767 || pred[c] < -32767) return false;
-          }
-          for (int k = 1; k < 64; ++k) {  // as libjpeg's decode_mcu
-            if (br.nbits() < 32) br.Refill();
-            const int rs = br.SkipAc(ac);
-            if (rs < 0) return false;
-            if ((rs & 15) != 0) {
-              k += rs >> 4;
-            } else {
-              if (rs != 0xF0) break;
-              k += 15;
-            }
-          }
-        }
-      }
-      if (br.overrun()) return false;  // ran into a marker or the end of the file
+      if (!SkipMcu(br, L, pred)) return false;
     }
     RowStart next;
     next.bit = br.Position();
@@ -555,17 +570,7 @@ bool WalkGrid(std::span<const uint8_t> bytes, const JpegLayout& L, JpegRowIndex:
   for (int row = 0; row < L.mcu_rows; ++row) {
     for (int m = 0; m < L.mcus_per_row; ++m) {
       record();
-      for (int c = 0; c < L.comps; ++c) {
-        const HuffTable& dc = L.dc[L.comp[c].dc];
-        const HuffTable& ac = L.ac[L.comp[c].ac];
-        for (int blk = 0; blk < L.comp[c].blocks; ++blk) {
-          int32_t diff;
-          if (!SkipBlock(br, dc, ac, &diff)) return false;
-          pred[c] += diff;
-          if (pred[c] > 32767 || pred[c] < -32767) return false;
-        }
-      }
-      if (br.overrun()) return false;
+      if (!SkipMcu(br, L, pred)) return false;
     }
     record();  // where the row ends
   }
@@ -607,14 +612,8 @@ bool CropMcus(std::span<const uint8_t> bytes, const JpegLayout& L, const JpegRow
       const HuffTable& ac = L.ac[L.comp[c].ac];
       // The component's first block: its DC difference, against the DC of
       // the block before it in the new stream.
-      if (br.nbits() < 32) br.Refill();
-      const int s = br.Decode(dc);
-      if (s < 0) return false;
-      int32_t diff = 0;
-      if (s != 0) {
-        const int32_t v = static_cast<int32_t>(br.Take(s));
-        diff = v < (1 << (s - 1)) ? v - (1 << s) + 1 : v;
-      }
+      int32_t diff;
+      if (!DecodeDc(br, dc, &diff)) return false;
       const uint32_t after_dc = br.Position();
       const int32_t nd = s0.dc[c] + diff - pred[c];
       const int ns = Category(nd);
@@ -626,17 +625,7 @@ bool CropMcus(std::span<const uint8_t> bytes, const JpegLayout& L, const JpegRow
       uint32_t span_end = s1.bit;
       if (c + 1 < L.comps) {
         int32_t ignored;
-        for (int k = 1; k < 64; ++k) {  // the rest of the first block
-          if (br.nbits() < 32) br.Refill();
-          const int rs = br.SkipAc(ac);
-          if (rs < 0) return false;
-          if ((rs & 15) != 0) {
-            k += rs >> 4;
-          } else {
-            if (rs != 0xF0) break;
-            k += 15;
-          }
-        }
+        if (!SkipAcs(br, ac)) return false;  // the rest of the first block
         for (int blk = 1; blk < L.comp[c].blocks; ++blk) {
           if (!SkipBlock(br, dc, ac, &ignored)) return false;
         }

@@ -97,8 +97,9 @@ class JpegRowIndex {
   std::shared_ptr<const Grid> FindGrid(size_t sample, uint64_t key) const;
   // Whether a grid of `entries` would fit in what is left of the budget.
   bool Affords(size_t entries) const {
-    return grids_ && used_.load(std::memory_order_relaxed) + sizeof(Entry) + entries * sizeof(RowStart) <=
-           max_bytes_;
+    return grids_ && used_.load(std::memory_order_relaxed) + sizeof(Entry) +
+                             entries * sizeof(RowStart) <=
+                         max_bytes_;
   }
   // Keeps `grid` for the sample (replacing its row starts); false when over
   // the budget.
