@@ -1,6 +1,6 @@
 """stoker vs PyTorch's DataLoader: the benchmark behind the README's numbers.
 
-    .venv/bin/python bench/compare_torch.py                      # 3 epochs, threads auto,1,2
+    .venv/bin/python bench/compare_torch.py                      # 5 epochs, threads auto,1,2
     .venv/bin/python bench/compare_torch.py --epochs 10          # memory: RSS after epoch 2 vs 10
     .venv/bin/python bench/compare_torch.py --data /my/imagefolder --peer-python /other/venv/bin/python
 
@@ -93,7 +93,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--images", type=int, default=demo.DEFAULT_IMAGES)
     p.add_argument("--classes", type=int, default=demo.DEFAULT_CLASSES)
     p.add_argument("--seed", type=int, default=demo.DEFAULT_SEED)
-    p.add_argument("--epochs", type=int, default=3, help="at least 3 (10 to see memory over time)")
+    p.add_argument("--epochs", type=int, default=5,
+                   help="at least 3; 5 (the default) to see the JPEG index's steady state, 10 to "
+                        "see memory over time")
     p.add_argument("--threads", type=demo.parse_threads_list, default=list(demo.DEFAULT_THREADS),
                    help="stoker thread settings; the first is compared with the peer")
     p.add_argument("--batch-size", type=int, default=64)
