@@ -269,7 +269,7 @@ struct JpegDecoder::State {
     return true;
   }
 
-  bool ReadJumpHeader(size_t resume_at, std::span<const uint8_t> bytes) {
+  bool ReadJumpHeader(size_t size, size_t resume_at, std::span<const uint8_t> bytes) {
     if (setjmp(err.jmp)) return false;
     two_part = TwoPartSource{};
     two_part.pub.init_source = InitTwoPart;
@@ -278,7 +278,7 @@ struct JpegDecoder::State {
     two_part.pub.resync_to_restart = jpeg_resync_to_restart;
     two_part.pub.term_source = TermTwoPart;
     two_part.pub.next_input_byte = prefix.data();
-    two_part.pub.bytes_in_buffer = prefix.size();
+    two_part.pub.bytes_in_buffer = size;
     two_part.second = bytes.data() + resume_at;
     two_part.second_len = bytes.size() - resume_at;
     cinfo.src = &two_part.pub;
@@ -286,15 +286,22 @@ struct JpegDecoder::State {
     return true;
   }
 
-  // A fresh decompressor (see Decode) with the header of `bytes` read.
-  bool Restart(std::span<const uint8_t> bytes) {
+  // A fresh decompressor (see Decode), its progress monitor set.
+  bool Fresh() {
     if (created) {
       jpeg_destroy_decompress(&cinfo);
       created = false;
     }
     if (!Create()) return false;
     cinfo.progress = &progress;
-    return ReadHeader(bytes);
+    return true;
+  }
+
+  // After a new stream's header was refused or came out another size than
+  // it should (which should not happen): back to the file as it is.
+  bool Restart(std::span<const uint8_t> bytes) {
+    ResetErrorState();
+    return Fresh() && ReadHeader(bytes);
   }
 
   // Makes libjpeg decode less than the whole file for the crop, using what
@@ -330,10 +337,8 @@ struct JpegDecoder::State {
     // for the walk; its first decode leaves its row starts.
     std::shared_ptr<const JpegRowIndex::Grid> grid = index.FindGrid(rows.sample, L.key);
     const size_t row_len = static_cast<size_t>(L.mcus_per_row) + 1;
-    JpegRowIndex::RowStart seen_start;
-    int seen_row = 0;
     if (grid == nullptr && index.Affords(row_len * static_cast<size_t>(L.mcu_rows)) &&
-        index.Lookup(rows.sample, L.key, 0, &seen_start, &seen_row)) {
+        index.Seen(rows.sample, L.key)) {
       auto walked_grid = std::make_shared<JpegRowIndex::Grid>();
       if (!WalkGrid(bytes, L, walked_grid.get())) return true;  // libjpeg will say
       index.RememberGrid(rows.sample, L.key, walked_grid, row_len);
@@ -343,17 +348,11 @@ struct JpegDecoder::State {
       if (r0 == 0 && c0 == 0 && c1 == L.mcus_per_row) return true;  // nothing to cut
       size_t size = 0;
       if (!CropMcus(bytes, L, *grid, r0, r1, c0, c1, &prefix, &size)) return true;
-      if (created) {
-        jpeg_destroy_decompress(&cinfo);
-        created = false;
-      }
-      if (!Create()) return false;
-      cinfo.progress = &progress;
+      if (!Fresh()) return false;
       const int new_w = c1 == L.mcus_per_row ? L.width - c0 * L.mcu_w : (c1 - c0) * L.mcu_w;
       const int new_h = r1 == L.mcu_rows ? L.height - r0 * L.mcu_h : (r1 - r0) * L.mcu_h;
       if (!ReadHeader({prefix.data(), size}) || static_cast<int>(cinfo.image_width) != new_w ||
           static_cast<int>(cinfo.image_height) != new_h) {
-        ResetErrorState();  // should not happen; decode the usual way
         return Restart(bytes);
       }
       index.CountJump(r0);
@@ -382,20 +381,13 @@ struct JpegDecoder::State {
       index.Remember(rows.sample, L.key, fresh ? 0 : known + 1, walked);
       start = walked.back();
     }
-    size_t resume_at = 0;
-    if (!BuildJump(bytes, L, start, row, &prefix, &resume_at)) return true;
-
-    if (created) {
-      jpeg_destroy_decompress(&cinfo);
-      created = false;
-    }
-    if (!Create()) return false;
-    cinfo.progress = &progress;
+    size_t size = 0, resume_at = 0;
+    if (!BuildJump(bytes, L, start, row, &prefix, &size, &resume_at)) return true;
+    if (!Fresh()) return false;
     const int new_height = L.height - (row - 1) * L.mcu_h;
-    if (!ReadJumpHeader(resume_at, bytes) ||
+    if (!ReadJumpHeader(size, resume_at, bytes) ||
         static_cast<int>(cinfo.image_height) != new_height ||
         static_cast<int>(cinfo.image_width) != L.width) {
-      ResetErrorState();  // should not happen; decode the usual way
       return Restart(bytes);
     }
     index.CountJump(row - 1);
@@ -551,12 +543,7 @@ Result<Region> JpegDecoder::Decode(const DecodeRequest& req) {
   // the pixels, or whether the image decodes at all, depend on what the
   // thread decoded before (found by decode_fuzz). Create + destroy costs
   // 0.3 us of CPU here, against ~1.5 ms per decode.
-  if (s.created) {
-    jpeg_destroy_decompress(&s.cinfo);
-    s.created = false;
-  }
-  if (!s.Create()) return s.ErrorStatus();
-  s.cinfo.progress = &s.progress;
+  if (!s.Fresh()) return s.ErrorStatus();
   AbortGuard guard{&s.cinfo};
 
   if (!s.ReadHeader(req.bytes)) return s.ErrorStatus();

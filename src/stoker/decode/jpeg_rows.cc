@@ -262,32 +262,6 @@ class BitReader {
   bool stopped_ = false;
 };
 
-// MSB-first writer with byte stuffing.
-class BitWriter {
- public:
-  explicit BitWriter(std::vector<uint8_t>* out) : out_(out) {}
-  void Put(uint32_t bits, int n) {
-    if (n == 0) return;
-    acc_ = (acc_ << n) | (bits & ((1u << n) - 1));
-    nacc_ += n;
-    while (nacc_ >= 8) {
-      Emit(static_cast<uint8_t>(acc_ >> (nacc_ - 8)));
-      nacc_ -= 8;
-    }
-  }
-  void Emit(uint8_t byte) {
-    out_->push_back(byte);
-    if (byte == 0xFF) out_->push_back(0);
-  }
-  int pending() const { return nacc_; }
-  uint32_t pending_bits() const { return static_cast<uint32_t>(acc_ & ((1u << nacc_) - 1)); }
-
- private:
-  std::vector<uint8_t>* out_;
-  uint64_t acc_ = 0;
-  int nacc_ = 0;
-};
-
 // Skips a block's AC coefficients, as libjpeg's decode_mcu consumes them
 // (a run past the 63rd coefficient ends the block there, as in libjpeg).
 // False on a bad code.
@@ -379,16 +353,18 @@ class SpanWriter {
   void Flush() {
     if (nacc_ > 0) Put((1u << (8 - nacc_)) - 1, 8 - nacc_);
   }
+  void Emit(uint8_t b) {
+    *p_++ = b;
+    if (b == 0xFF) *p_++ = 0;
+  }
   uint8_t* end() const { return p_; }
+  int pending() const { return nacc_; }  // bits not yet in a byte
+  uint32_t pending_bits() const { return static_cast<uint32_t>(acc_ & ((1u << nacc_) - 1)); }
 
  private:
   static bool HasFF(uint64_t v) {
     const uint64_t x = ~v;
     return ((x - 0x0101010101010101ull) & ~x & 0x8080808080808080ull) != 0;
-  }
-  void Emit(uint8_t b) {
-    *p_++ = b;
-    if (b == 0xFF) *p_++ = 0;
   }
   void Put64(uint64_t v) {
     const uint64_t out = nacc_ == 0 ? v : (acc_ << (64 - nacc_)) | (v >> nacc_);
@@ -646,7 +622,7 @@ bool CropMcus(std::span<const uint8_t> bytes, const JpegLayout& L, const JpegRow
 }
 
 bool BuildJump(std::span<const uint8_t> bytes, const JpegLayout& L, const RowStart& at, int row,
-               std::vector<uint8_t>* prefix, size_t* resume_at) {
+               std::vector<uint8_t>* prefix, size_t* size, size_t* resume_at) {
   const size_t byte = at.bit >> 3;
   const int k = static_cast<int>(at.bit & 7);
   if (row < 1 || row >= L.mcu_rows || byte < L.data_start || byte >= bytes.size()) return false;
@@ -700,12 +676,21 @@ bool BuildJump(std::span<const uint8_t> bytes, const JpegLayout& L, const RowSta
     pad[units[static_cast<size_t>(via[r])].comp].push_back(units[static_cast<size_t>(via[r])].sym);
   }
 
-  prefix->assign(bytes.begin(), bytes.begin() + static_cast<ptrdiff_t>(L.data_start));
+  // Output bound: the header, then per block at most a DC code and value
+  // (27 bits), an EOB (16) and the padding (7 x 26 in all), each byte
+  // possibly stuffed, and the merged byte.
+  size_t blocks = 0;
+  for (int c = 0; c < L.comps; ++c) blocks += static_cast<size_t>(L.comp[c].blocks);
+  const size_t bound =
+      L.data_start + 2 * (blocks * static_cast<size_t>(L.mcus_per_row) * 6 + 24) + 4;
+  if (prefix->size() < bound) prefix->resize(bound);
+  uint8_t* o = prefix->data();
+  std::memcpy(o, bytes.data(), L.data_start);
   const int new_height = L.height - (row - 1) * L.mcu_h;
-  (*prefix)[L.sof_height_at] = static_cast<uint8_t>(new_height >> 8);
-  (*prefix)[L.sof_height_at + 1] = static_cast<uint8_t>(new_height & 0xFF);
+  o[L.sof_height_at] = static_cast<uint8_t>(new_height >> 8);
+  o[L.sof_height_at + 1] = static_cast<uint8_t>(new_height & 0xFF);
 
-  BitWriter w(prefix);
+  SpanWriter w(o + L.data_start);
   for (int m = 0; m < L.mcus_per_row; ++m) {
     for (int c = 0; c < L.comps; ++c) {
       const HuffTable& dc = L.dc[L.comp[c].dc];
@@ -735,6 +720,7 @@ bool BuildJump(std::span<const uint8_t> bytes, const JpegLayout& L, const RowSta
     w.Emit(static_cast<uint8_t>((w.pending_bits() << (8 - k)) | low));
     *resume_at = byte + 1 + (orig == 0xFF ? 1 : 0);  // past its stuffing
   }
+  *size = static_cast<size_t>(w.end() - o);
   return true;
 }
 

@@ -87,6 +87,12 @@ class JpegRowIndex {
   // known, else the furthest remembered row before it (row 0 if none) and
   // its number in *known.
   bool Lookup(size_t sample, uint64_t key, int row, RowStart* start, int* known) const;
+  // Whether anything is remembered of the sample's file.
+  bool Seen(size_t sample, uint64_t key) const {
+    RowStart ignored;
+    int row;
+    return Lookup(sample, key, 0, &ignored, &row);
+  }
   // Remembers the starts of rows first, first + 1, ... (given in order).
   void Remember(size_t sample, uint64_t key, int first, std::span<const RowStart> rows);
   void CountJump(int rows) {
@@ -199,12 +205,12 @@ bool CropMcus(std::span<const uint8_t> bytes, const JpegLayout& layout,
               std::vector<uint8_t>* out, size_t* size);
 
 // Builds the stream that starts at MCU row `row` (see the top of this file):
-// *prefix, then bytes[*resume_at ..]. The new image is
+// the first *size bytes of *prefix, then bytes[*resume_at ..]. The new image is
 // height - (row - 1) * mcu_h rows high; its row 0 is synthetic. False when
 // the file's Huffman tables lack a code the synthetic row needs.
 bool BuildJump(std::span<const uint8_t> bytes, const JpegLayout& layout,
                const JpegRowIndex::RowStart& at, int row, std::vector<uint8_t>* prefix,
-               size_t* resume_at);
+               size_t* size, size_t* resume_at);
 
 }  // namespace internal
 }  // namespace stoker::decode
