@@ -33,8 +33,8 @@ proxy is in:
 
 With ``--serve-dir DIR --bucket B --prefix P`` it is itself a minimal
 S3 stub instead of a proxy: the files under DIR, held in memory, answer
-path-style GET and HEAD of /B/P<relative path> and ListObjectsV2 (pages of
-1,000, continuation tokens, encoding-type=url), without checking signatures.
+path-style GET and HEAD of /B/P<relative path> and ListObjectsV2 (max-keys
+up to 1,000, continuation tokens, encoding-type=url), without checking signatures.
 It costs a fraction of moto's CPU per request, so a benchmark can show what
 the loader does when the server is not what saturates the machine's cores.
 """
@@ -194,11 +194,12 @@ class MemoryS3:
         prefix = q.get("prefix", [""])[0]
         after = q.get("continuation-token", [""])[0]
         url_enc = q.get("encoding-type", [""])[0] == "url"
+        max_keys = min(max(int(q.get("max-keys", ["1000"])[0]), 1), 1000)
         import bisect
 
         i = bisect.bisect_right(self.keys, after) if after else bisect.bisect_left(self.keys, prefix)
         page = []
-        while i < len(self.keys) and self.keys[i].startswith(prefix) and len(page) < 1000:
+        while i < len(self.keys) and self.keys[i].startswith(prefix) and len(page) < max_keys:
             page.append(self.keys[i])
             i += 1
         more = i < len(self.keys) and self.keys[i].startswith(prefix)

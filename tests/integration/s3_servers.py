@@ -124,18 +124,35 @@ def proxy_control(proxy: Server, action: str, **query) -> dict:
         return json.load(r)
 
 
+def stub_binary() -> Path | None:
+    """The C++ in-memory S3 stub (bench/s3_stub.cc), built by `make build`
+    into build/cpp, or STOKER_S3_STUB_BINARY; None where it is not built."""
+    path = Path(os.environ.get("STOKER_S3_STUB_BINARY") or
+                HERE.parents[1] / "build" / "cpp" / "s3_stub")
+    return path if path.is_file() and os.access(path, os.X_OK) else None
+
+
 def start_memory_s3(root, bucket: str, prefix: str, latency_ms: float = 0.0,
-                    uvloop: bool = False) -> Server:
-    """The fault proxy as an in-memory S3 stub serving the files under root
-    as s3://bucket/prefix<relative path> (no moto behind it)."""
-    proc = subprocess.Popen(
-        [sys.executable, str(HERE / "s3_fault_proxy.py"), "--serve-dir", str(root), "--bucket",
-         bucket, "--prefix", prefix, "--latency-ms", str(latency_ms)] + (["--uvloop"] if uvloop else []),
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                    uvloop: bool = False, impl: str = "python") -> Server:
+    """An in-memory S3 stub serving the files under root as
+    s3://bucket/prefix<relative path> (no moto behind it). impl "python" is
+    the fault proxy's stub mode; "cpp" is bench/s3_stub.cc (one epoll
+    thread; a fraction of the Python stub's CPU per request)."""
+    if impl == "cpp":
+        binary = stub_binary()
+        if binary is None:
+            raise RuntimeError("the C++ S3 stub is not built (make build)")
+        cmd = [str(binary), "--dir", str(root), "--bucket", bucket, "--prefix", prefix,
+               "--latency-ms", str(latency_ms)]
+    else:
+        cmd = [sys.executable, str(HERE / "s3_fault_proxy.py"), "--serve-dir", str(root),
+               "--bucket", bucket, "--prefix", prefix, "--latency-ms", str(latency_ms)]
+        cmd += ["--uvloop"] if uvloop else []
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     line = proc.stdout.readline()
     if not line.startswith("PORT "):
         proc.kill()
-        raise RuntimeError(f"in-memory S3 stub did not start: {line!r}")
+        raise RuntimeError(f"in-memory S3 stub ({impl}) did not start: {line!r}")
     port = int(line.split()[1])
     _wait_listening(proc, port, "in-memory S3 stub")
     return Server(proc, port)

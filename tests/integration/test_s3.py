@@ -18,7 +18,8 @@ import torch
 
 import stoker
 from conftest import BIG_COUNT, BLOB_SIZE, BUCKET, _jpeg
-from s3_servers import proxy_stats, s3_client, start_memory_s3, start_moto, start_proxy
+from s3_servers import (proxy_stats, s3_client, start_memory_s3, start_moto, start_proxy,
+                        stub_binary)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -297,11 +298,48 @@ def test_cpp_s3_storage_through_faults(moto, big_prefix, blob):
     assert sum(v for k, v in faults.items() if k.startswith("fault_")) > 20, faults
 
 
-def test_memory_stub_serves_what_moto_serves(moto, small_folder):
-    """The benchmark's in-memory S3 stub gives stoker the same dataset."""
+STUB_IMPLS = ["python", pytest.param("cpp", marks=pytest.mark.skipif(
+    stub_binary() is None, reason="the C++ S3 stub is not built (make build)"))]
+
+
+@pytest.mark.parametrize("impl", STUB_IMPLS)
+def test_memory_stub_serves_what_moto_serves(moto, small_folder, impl):
+    """The benchmark's in-memory S3 stubs give stoker the same dataset."""
     kw = dict(batch_size=25, transform=stoker.transforms.imagenet_val(32))
-    with start_memory_s3(small_folder, "stub", "train/", latency_ms=1) as stub:
+    with start_memory_s3(small_folder, "stub", "train/", latency_ms=1, impl=impl) as stub:
         from_stub = run_epoch(stoker.Loader("s3://stub/train/", endpoint_url=stub.endpoint, **kw))
     from_moto = run_epoch(stoker.Loader(f"s3://{BUCKET}/train/", endpoint_url=moto.endpoint, **kw))
+    assert len(from_stub) == len(from_moto) > 0
     for a, b in zip(from_stub, from_moto):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("impl", STUB_IMPLS)
+def test_memory_stub_speaks_s3(small_folder, impl):
+    """boto3 against the stubs: paginated ListObjectsV2, GET, HEAD, missing
+    keys, and (the C++ stub) byte ranges, with the files' exact bytes."""
+    files = {f"train/{p.relative_to(small_folder).as_posix()}": p.read_bytes()
+             for p in sorted(small_folder.rglob("*")) if p.is_file()}
+    with start_memory_s3(small_folder, "stub", "train/", latency_ms=0, impl=impl) as stub:
+        client = s3_client(stub.endpoint)
+        keys, pages = [], 0
+        for page in client.get_paginator("list_objects_v2").paginate(
+                Bucket="stub", Prefix="train/", PaginationConfig={"PageSize": 7}):
+            pages += 1
+            keys += [(o["Key"], o["Size"]) for o in page["Contents"]]
+        assert pages == -(-len(files) // 7)
+        assert keys == [(k, len(v)) for k, v in files.items()]
+        assert [o["Key"] for o in client.list_objects_v2(Bucket="stub", Prefix="train/bee/")
+                ["Contents"]] == [k for k in files if k.startswith("train/bee/")]
+        for key, data in files.items():
+            assert client.get_object(Bucket="stub", Key=key)["Body"].read() == data
+        key, data = next(iter(files.items()))
+        assert client.head_object(Bucket="stub", Key=key)["ContentLength"] == len(data)
+        with pytest.raises(client.exceptions.NoSuchKey):
+            client.get_object(Bucket="stub", Key="train/none.jpg")
+        if impl == "cpp":
+            r = client.get_object(Bucket="stub", Key=key, Range="bytes=10-99")
+            assert r["Body"].read() == data[10:100]
+            assert r["ContentRange"] == f"bytes 10-99/{len(data)}"
+            assert client.get_object(Bucket="stub", Key=key, Range="bytes=-5")["Body"].read() \
+                == data[-5:]
