@@ -3,7 +3,7 @@
 
     fuzz_seeds.py OUT_DIR
 
-creates OUT_DIR/{decode,manifest,uri,xml}/ with a few small valid inputs per
+creates OUT_DIR/{decode,manifest,uri,xml,http_reply}/ with a few small valid inputs per
 target, so the fuzzers start from the formats' real structure instead of
 finding it byte by byte. Images are generated with Pillow (kept tiny: a
 fuzzer mutates faster on short inputs); the text formats are written
@@ -89,6 +89,18 @@ XMLS = {
     "attrs.xml": b"<a:Error xmlns:a='x' b=\"1>2\"><a:Code>SlowDown</a:Code><Message/></a:Error>",
 }
 
+# First byte: bit 0 = HEAD, the rest seeds the piece sizes (http_reply_fuzz.cc).
+HTTP_REPLIES = {
+    "length": b"\x10HTTP/1.1 200 OK\r\nContent-Length: 11\r\nETag: \"e\"\r\n\r\nhello world",
+    "chunked": b"\x22HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n"
+               b"6\r\n world\r\n0\r\nX-Trailer: 1\r\n\r\n",
+    "close": b"\x04HTTP/1.0 200 OK\r\n\r\nuntil the end",
+    "continue": b"\x08HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 503 Slow Down\r\nContent-Length: 5\r\n"
+                b"Connection: close\r\n\r\nslow!",
+    "head": b"\x01HTTP/1.1 200 OK\r\nContent-Length: 117000\r\n\r\n",
+    "extra": b"\x30HTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 200 OK\r\n",
+}
+
 
 def main():
     out = pathlib.Path(sys.argv[1])
@@ -97,6 +109,7 @@ def main():
         "manifest": MANIFESTS,
         "uri": URIS,
         "xml": XMLS,
+        "http_reply": HTTP_REPLIES,
     }
     # Decode seeds: a few control-byte prefixes per image (full/val, train,
     # fast, normalize; see decode_fuzz.cc).

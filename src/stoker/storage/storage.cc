@@ -31,7 +31,7 @@ Result<std::shared_ptr<Storage>> OpenBackend(const std::string& key, const std::
   }
   if (key == "http") {
     return std::shared_ptr<Storage>(std::make_shared<http::HttpStorage>(
-        http::NewCurlTransport(http::CurlOptionsFor(options.io)),
+        http::NewTransport(http::CurlOptionsFor(options.io)),
         http::DispatcherOptions{.retry = http::RetryPolicyFor(options.io, 0)}));
   }
   return Unsupported(uri + ": no storage backend for scheme '" + uri.substr(0, uri.find("://")) +

@@ -1,5 +1,6 @@
 // HTTP behind an interface: the S3 and plain-HTTP backends talk to a
-// Transport; production uses libcurl's multi interface (curl_transport.h),
+// Transport; production uses NewTransport (epoll_transport.h: its own
+// HTTP/1.1 client for http://, libcurl's multi interface for https://),
 // unit tests a canned-response MockTransport (mock_transport.h).
 #pragma once
 

@@ -6,7 +6,7 @@
 #include <atomic>
 #include <memory>
 
-#include "stoker/storage/http/curl_transport.h"
+#include "stoker/storage/http/epoll_transport.h"
 #include "stoker/storage/http/dispatcher.h"
 #include "stoker/storage/storage.h"
 
@@ -14,7 +14,7 @@ namespace stoker::storage::http {
 
 class HttpStorage final : public Storage {
  public:
-  explicit HttpStorage(std::unique_ptr<Transport> transport = NewCurlTransport(),
+  explicit HttpStorage(std::unique_ptr<Transport> transport = NewTransport(),
                        const DispatcherOptions& options = {});
   // Cancels what is still in flight (see Dispatcher::Shutdown).
   ~HttpStorage() override;

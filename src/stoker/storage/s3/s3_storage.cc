@@ -132,7 +132,7 @@ Result<std::shared_ptr<S3Storage>> S3Storage::Open(const StorageOptions& options
   STOKER_ASSIGN_OR_RETURN(S3Config config, ResolveS3Config(options.endpoint_url, ProcessEnv()));
   // Check the endpoint and region before starting the I/O thread.
   STOKER_RETURN_IF_ERROR(RequestBuilder::Create(config).status());
-  return Create(config, http::NewCurlTransport(s3.curl), s3);
+  return Create(config, http::NewTransport(s3.curl), s3);
 }
 
 S3Options S3OptionsFor(const IoOptions& io, const S3Config& config) {
@@ -146,7 +146,7 @@ Result<std::shared_ptr<S3Storage>> S3Storage::Open(const StorageOptions& options
   STOKER_ASSIGN_OR_RETURN(S3Config config, ResolveS3Config(options.endpoint_url, ProcessEnv()));
   STOKER_RETURN_IF_ERROR(RequestBuilder::Create(config).status());
   const S3Options s3 = S3OptionsFor(options.io, config);
-  return Create(config, http::NewCurlTransport(s3.curl), s3);
+  return Create(config, http::NewTransport(s3.curl), s3);
 }
 
 Result<std::shared_ptr<S3Storage>> S3Storage::Create(const S3Config& config,

@@ -13,7 +13,7 @@
 #include <memory>
 #include <string>
 
-#include "stoker/storage/http/curl_transport.h"
+#include "stoker/storage/http/epoll_transport.h"
 #include "stoker/storage/http/dispatcher.h"
 #include "stoker/storage/s3/config.h"
 #include "stoker/storage/s3/request.h"

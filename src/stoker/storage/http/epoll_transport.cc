@@ -1,0 +1,792 @@
+#include "stoker/storage/http/epoll_transport.h"
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "stoker/base/cpu_time.h"
+#include "stoker/base/thread_name.h"
+#include "stoker/storage/http/reply_reader.h"
+#include "stoker/storage/http/url.h"
+
+namespace stoker::storage::http {
+namespace {
+
+// Read size for reply heads and bodies of unknown length.
+constexpr size_t kReadChunk = size_t{16} << 10;
+constexpr double kNever = 1e300;
+// How long a resolved address list is kept.
+constexpr double kResolveTtl = 60.0;
+
+struct Target {
+  std::string host;       // as in the URL, without IPv6 brackets
+  std::string port;       // digits; "80" by default
+  std::string authority;  // the Host header: host[:port] as in the URL
+  std::string path;       // path and query, at least "/"
+};
+
+// "http://host[:port][/path][?query]".
+bool SplitUrl(std::string_view url, Target* t) {
+  constexpr std::string_view kScheme = "http://";
+  if (url.size() < kScheme.size() || ToLower(url.substr(0, kScheme.size())) != kScheme) {
+    return false;
+  }
+  url.remove_prefix(kScheme.size());
+  const size_t slash = url.find_first_of("/?");
+  const std::string_view authority = url.substr(0, slash);
+  std::string_view rest = slash == std::string_view::npos ? "" : url.substr(slash);
+  if (authority.empty() || authority.find('@') != std::string_view::npos) return false;
+  t->authority = std::string(authority);
+  std::string_view host = authority, port;
+  if (host.front() == '[') {
+    const size_t close = host.find(']');
+    if (close == std::string_view::npos) return false;
+    port = host.substr(close + 1);
+    host = host.substr(1, close - 1);
+    if (!port.empty() && port.front() != ':') return false;
+    if (!port.empty()) port.remove_prefix(1);
+  } else if (const size_t colon = host.rfind(':'); colon != std::string_view::npos) {
+    port = host.substr(colon + 1);
+    host = host.substr(0, colon);
+  }
+  if (host.empty() || port.size() > 5 ||
+      !std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+    return false;
+  }
+  t->host = std::string(host);
+  t->port = port.empty() ? "80" : std::string(port);
+  t->path = rest.empty() ? "/" : (rest.front() == '?' ? "/" + std::string(rest) : std::string(rest));
+  return true;
+}
+
+struct Op;
+
+struct Conn {
+  enum Phase {
+    kConnecting,
+    kSending,
+    kReceiving,
+    kIdle,  // in its pool, waiting for the next request
+  };
+  int fd = -1;
+  uint64_t id = 0;  // epoll's key: new with every socket, so a stale event never
+                    // reaches a later socket that got the same fd number
+  std::string key;  // host:port, the pool it belongs to
+  Phase phase = kConnecting;
+  Op* op = nullptr;
+  bool reused = false;
+  std::string out;
+  size_t out_off = 0;
+  ReplyReader reader;
+  std::vector<sockaddr_storage> addrs;  // what connecting may still try
+  std::vector<socklen_t> addr_lens;
+  size_t addr_next = 0;
+  uint32_t events = 0;  // registered with epoll
+};
+
+struct Op {
+  Request request;
+  Transport::Callback done;
+  Response response;
+  Target target;
+  Conn* conn = nullptr;
+  double start = 0;
+  double deadline = kNever;       // the attempt's total time limit
+  double connect_deadline = kNever;
+  double last_activity = 0;       // 0 until connected
+  double window_start = 0;        // low-speed window
+  int64_t window_bytes = 0;
+  bool resent = false;            // already resent once after a stale connection
+};
+
+struct Pending {
+  Request request;
+  Transport::Callback done;
+};
+
+std::string Errno(const char* what, int err) {
+  return std::string(what) + ": " + std::strerror(err);
+}
+
+// Everything the I/O thread touches; shared with the Transport object so it
+// can be destroyed from inside a callback (see the curl transport).
+struct State {
+  CurlOptions options;
+  std::mutex mu;
+  std::vector<std::pair<double, Pending>> incoming;  // guarded by mu
+  bool stop = false;                                 // guarded by mu
+  int epoll_fd = -1;
+  int wake_fd = -1;
+
+  // I/O thread only.
+  std::multimap<double, Pending> delayed;
+  std::unordered_set<Op*> active;
+  std::unordered_map<std::string, std::vector<Conn*>> idle;  // by host:port, most recent last
+  size_t idle_count = 0;
+  std::unordered_map<uint64_t, Conn*> conns;  // every open connection, by id
+  uint64_t next_id = 0;                       // 0 is the wake fd
+  struct Resolved {
+    std::vector<sockaddr_storage> addrs;
+    std::vector<socklen_t> lens;
+    double expires = 0;
+  };
+  std::unordered_map<std::string, Resolved> resolved;  // by host:port
+  double next_check = kNever;  // no attempt can time out before this
+
+  State() {
+    epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+    wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u64 = 0;
+    epoll_ctl(epoll_fd, EPOLL_CTL_ADD, wake_fd, &ev);
+  }
+
+  ~State() {
+    for (auto& [id, c] : conns) {
+      ::close(c->fd);
+      delete c;
+    }
+    if (wake_fd >= 0) ::close(wake_fd);
+    if (epoll_fd >= 0) ::close(epoll_fd);
+  }
+
+  void Wake() {
+    const uint64_t one = 1;
+    [[maybe_unused]] ssize_t n = ::write(wake_fd, &one, sizeof(one));
+  }
+
+  double ReadTimeout() const { return static_cast<double>(options.read_timeout_ms) * 1e-3; }
+  double LowSpeedTime() const {
+    return static_cast<double>(std::max(options.low_speed_time_s,
+                                        (options.read_timeout_ms + 999) / 1000));
+  }
+
+  // ---- connections -------------------------------------------------------
+
+  void Watch(Conn* c, uint32_t events) {
+    if (c->events == events) return;
+    epoll_event ev{};
+    ev.events = events;
+    ev.data.u64 = c->id;
+    epoll_ctl(epoll_fd, c->events ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, c->fd, &ev);
+    c->events = events;
+  }
+
+  void CloseConn(Conn* c) {
+    if (c->phase == Conn::kIdle) {
+      auto& pool = idle[c->key];
+      pool.erase(std::remove(pool.begin(), pool.end(), c), pool.end());
+      --idle_count;
+    }
+    conns.erase(c->id);
+    if (c->fd >= 0) ::close(c->fd);  // also takes it out of the epoll set
+    delete c;
+  }
+
+  // The addresses of host:port, resolved at most every kResolveTtl seconds.
+  // Blocking, on this thread: http:// endpoints are addresses or cluster
+  // names, resolved once a minute.
+  const Resolved* Resolve(const Target& t, double now, std::string* error) {
+    const std::string key = t.host + ":" + t.port;
+    auto it = resolved.find(key);
+    if (it != resolved.end() && it->second.expires > now) return &it->second;
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICSERV;
+    addrinfo* res = nullptr;
+    if (int rc = getaddrinfo(t.host.c_str(), t.port.c_str(), &hints, &res); rc != 0) {
+      *error = "cannot resolve " + t.host + ": " + gai_strerror(rc);
+      return nullptr;
+    }
+    Resolved r;
+    for (addrinfo* a = res; a; a = a->ai_next) {
+      sockaddr_storage ss{};
+      std::memcpy(&ss, a->ai_addr, a->ai_addrlen);
+      r.addrs.push_back(ss);
+      r.lens.push_back(a->ai_addrlen);
+    }
+    freeaddrinfo(res);
+    if (r.addrs.empty()) {
+      *error = "cannot resolve " + t.host + ": no address";
+      return nullptr;
+    }
+    r.expires = now + kResolveTtl;
+    return &(resolved[key] = std::move(r));
+  }
+
+  // Starts connecting `c` to its next address; false when none is left
+  // (`error` says why the last one failed).
+  bool ConnectNext(Conn* c, std::string* error) {
+    while (c->addr_next < c->addrs.size()) {
+      const size_t i = c->addr_next++;
+      const auto& addr = c->addrs[i];
+      if (c->fd >= 0) {
+        conns.erase(c->id);
+        ::close(c->fd);
+        c->fd = -1;
+        c->events = 0;
+      }
+      const int fd = ::socket(addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+      if (fd < 0) {
+        *error = Errno("socket", errno);
+        continue;
+      }
+      int one = 1;
+      setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+      setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+      c->fd = fd;
+      c->id = ++next_id;
+      conns[c->id] = c;
+      if (::connect(fd, reinterpret_cast<const sockaddr*>(&addr), c->addr_lens[i]) == 0 ||
+          errno == EINPROGRESS) {
+        Watch(c, EPOLLOUT);
+        return true;
+      }
+      *error = Errno(("cannot connect to " + c->key).c_str(), errno);
+    }
+    return false;
+  }
+
+  // ---- requests ----------------------------------------------------------
+
+  void Start(Pending p, double now) {
+    auto* op = new Op;
+    op->request = std::move(p.request);
+    op->done = std::move(p.done);
+    op->start = now;
+    long timeout_ms = options.total_timeout_ms;
+    if (op->request.timeout.count() > 0) {
+      const long own = static_cast<long>(std::max<int64_t>(1, op->request.timeout.count()));
+      timeout_ms = timeout_ms > 0 ? std::min(timeout_ms, own) : own;
+    }
+    if (timeout_ms > 0) op->deadline = now + static_cast<double>(timeout_ms) * 1e-3;
+    if (!SplitUrl(op->request.url, &op->target)) {
+      Finish(op, NetError::kOther, "not an http:// URL this transport can send");
+      return;
+    }
+    if (op->request.method != "GET" && op->request.method != "HEAD") {
+      Finish(op, NetError::kOther, "method " + op->request.method + " is not supported");
+      return;
+    }
+    active.insert(op);
+    Attach(op, now);
+  }
+
+  // Gives `op` a connection: an idle one to its host (unless `fresh`), or a
+  // new one.
+  void Attach(Op* op, double now, bool fresh = false) {
+    const std::string key = op->target.host + ":" + op->target.port;
+    auto pool = idle.find(key);
+    if (!fresh && pool != idle.end() && !pool->second.empty()) {
+      Conn* c = pool->second.back();
+      pool->second.pop_back();
+      --idle_count;
+      c->reused = true;
+      c->op = op;
+      op->conn = c;
+      op->last_activity = now;
+      op->window_start = now;
+      BeginSend(c);
+      return;
+    }
+    std::string error;
+    const Resolved* r = Resolve(op->target, now, &error);
+    if (!r) {
+      Fail(op, NetError::kConnect, error);
+      return;
+    }
+    auto* c = new Conn;
+    c->key = key;
+    c->addrs = r->addrs;
+    c->addr_lens = r->lens;
+    c->op = op;
+    op->conn = c;
+    op->connect_deadline = now + static_cast<double>(options.connect_timeout_ms) * 1e-3;
+    next_check = std::min(next_check, std::min(op->connect_deadline, op->deadline));
+    if (!ConnectNext(c, &error)) {
+      op->conn = nullptr;
+      c->op = nullptr;
+      CloseConn(c);
+      Fail(op, NetError::kConnect, error);
+    }
+  }
+
+  void BeginSend(Conn* c) {
+    Op* op = c->op;
+    const Request& r = op->request;
+    std::string& out = c->out;
+    out.clear();
+    out += r.method;
+    out += ' ';
+    out += op->target.path;
+    out += " HTTP/1.1\r\n";
+    bool has_host = false;
+    for (const auto& [k, v] : r.headers) {
+      if (k.size() == 4 && ToLower(k) == "host") has_host = true;
+    }
+    if (!has_host) out += "Host: " + op->target.authority + "\r\n";
+    for (const auto& [k, v] : r.headers) {
+      out += k;
+      out += v.empty() ? ":" : ": ";
+      out += v;
+      out += "\r\n";
+    }
+    out += "\r\n";
+    c->out_off = 0;
+    c->reader.Start(r.method == "HEAD", r.body_buffers);
+    c->phase = Conn::kSending;
+    const double now = WallSeconds();
+    op->last_activity = now;
+    op->window_start = now;
+    op->window_bytes = 0;
+    if (ReadTimeout() > 0) next_check = std::min(next_check, now + ReadTimeout());
+    next_check = std::min(next_check, op->deadline);
+    Send(c);
+  }
+
+  void Send(Conn* c) {
+    while (c->out_off < c->out.size()) {
+      const ssize_t n = ::send(c->fd, c->out.data() + c->out_off, c->out.size() - c->out_off,
+                               MSG_NOSIGNAL);
+      if (n > 0) {
+        c->out_off += static_cast<size_t>(n);
+        continue;
+      }
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        Watch(c, EPOLLOUT);
+        return;
+      }
+      Broken(c, Errno("send", errno));
+      return;
+    }
+    c->phase = Conn::kReceiving;
+    Watch(c, EPOLLIN | EPOLLRDHUP);
+  }
+
+  // The connection failed under its request: resend once on a new
+  // connection if it was a reused one that had sent nothing back (the server
+  // had closed it while idle), else fail the request.
+  void Broken(Conn* c, std::string why) {  // by value: `why` may live in c
+    Op* op = c->op;
+    const bool stale = c->reused && !c->reader.got_bytes() && !op->resent;
+    CloseConn(c);
+    op->conn = nullptr;
+    if (stale) {
+      op->resent = true;
+      Attach(op, WallSeconds(), /*fresh=*/true);
+      return;
+    }
+    Fail(op, NetError::kReset, std::move(why));
+  }
+
+  void OnEvent(uint64_t id, uint32_t events) {
+    auto it = conns.find(id);
+    if (it == conns.end()) return;
+    Conn* c = it->second;
+    const int fd = c->fd;
+    if (c->phase == Conn::kIdle) {
+      // An idle connection is readable only when the server closed it (or
+      // sent something unasked): either way it is done.
+      CloseConn(c);
+      return;
+    }
+    if (c->phase == Conn::kConnecting) {
+      int err = 0;
+      socklen_t len = sizeof(err);
+      getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
+      if (err == 0 && (events & EPOLLOUT) && !(events & EPOLLERR)) {
+        Connected(c);
+      } else {
+        std::string error = Errno(("cannot connect to " + c->key).c_str(), err ? err : ECONNREFUSED);
+        if (!ConnectNext(c, &error)) {
+          Op* op = c->op;
+          op->conn = nullptr;
+          CloseConn(c);
+          Fail(op, NetError::kConnect, error);
+        }
+      }
+      return;
+    }
+    if (c->phase == Conn::kSending) {
+      Send(c);
+      return;
+    }
+    Receive(c);
+  }
+
+  void Connected(Conn* c) {
+    Op* op = c->op;
+    op->connect_deadline = kNever;
+    c->addrs.clear();
+    c->addr_lens.clear();
+    BeginSend(c);
+  }
+
+  void Activity(Op* op, size_t bytes, double now) {
+    op->last_activity = now;
+    op->window_bytes += static_cast<int64_t>(bytes);
+  }
+
+  void Receive(Conn* c) {
+    Op* op = c->op;
+    const double now = WallSeconds();
+    ReplyReader& reader = c->reader;
+    for (;;) {
+      ReplyReader::Status st;
+      ssize_t n;
+      if (const ReplyReader::Window w = reader.BodyWindow(); w.size > 0) {
+        // Straight into the body: no copy out of a receive buffer.
+        n = ::recv(c->fd, w.data, w.size, 0);
+        if (n > 0) {
+          Activity(op, static_cast<size_t>(n), now);
+          st = reader.CommitBody(static_cast<size_t>(n));
+        }
+      } else {
+        char buf[kReadChunk];
+        n = ::recv(c->fd, buf, sizeof(buf), 0);
+        if (n > 0) {
+          Activity(op, static_cast<size_t>(n), now);
+          st = reader.Feed(buf, static_cast<size_t>(n));
+        }
+      }
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+      if (n == 0) {
+        st = reader.Eof();
+        if (st == ReplyReader::kError && reader.error().rfind("bad reply", 0) != 0) {
+          Broken(c, reader.error());  // cut short (or stale): a reset
+          return;
+        }
+      } else if (n < 0) {
+        Broken(c, Errno("recv", errno));
+        return;
+      }
+      if (st == ReplyReader::kDone) {
+        Complete(c);
+        return;
+      }
+      if (st == ReplyReader::kError) {
+        op->conn = nullptr;
+        c->op = nullptr;
+        const std::string why = reader.error();
+        CloseConn(c);
+        Fail(op, NetError::kOther, why);
+        return;
+      }
+    }
+  }
+
+  // The reply is whole: the connection goes back to its pool (or is closed)
+  // and the request completes.
+  void Complete(Conn* c) {
+    Op* op = c->op;
+    c->op = nullptr;
+    op->conn = nullptr;
+    op->response = std::move(c->reader.response());
+    // Bytes after the reply were not asked for: such a connection is not reused.
+    if (c->reader.keep_alive() && c->reader.leftover() == 0 &&
+        idle_count < static_cast<size_t>(options.max_idle_connections)) {
+      c->phase = Conn::kIdle;
+      c->reused = false;
+      c->out.clear();
+      c->out.shrink_to_fit();
+      idle[c->key].push_back(c);
+      ++idle_count;
+      Watch(c, EPOLLIN | EPOLLRDHUP);
+    } else {
+      CloseConn(c);
+    }
+    active.erase(op);
+    Deliver(op);
+  }
+
+  void Fail(Op* op, NetError error, const std::string& message) {
+    if (op->conn) {
+      Conn* c = op->conn;
+      op->conn = nullptr;
+      c->op = nullptr;
+      CloseConn(c);
+    }
+    active.erase(op);
+    op->response = Response{};
+    op->response.error = error;
+    op->response.error_message = message;
+    Deliver(op);
+  }
+
+  void Finish(Op* op, NetError error, const std::string& message) {
+    op->response.error = error;
+    op->response.error_message = message;
+    Deliver(op);
+  }
+
+  void Deliver(Op* op) {
+    op->response.seconds = WallSeconds() - op->start;
+    auto done = std::move(op->done);
+    Response response = std::move(op->response);
+    delete op;
+    done(std::move(response));
+  }
+
+  // Fails attempts past a deadline: connect, total, read (silence) and
+  // low speed. Runs when the earliest of them may have come.
+  void CheckTimeouts(double now) {
+    if (now < next_check) return;
+    next_check = kNever;
+    std::vector<std::pair<Op*, std::string>> expired;
+    const double read_timeout = ReadTimeout();
+    const double low_time = LowSpeedTime();
+    char msg[200];
+    for (Op* op : active) {
+      double due = op->deadline;
+      if (now >= op->deadline) {
+        std::snprintf(msg, sizeof(msg), "the attempt took longer than its %.1f s limit",
+                      op->deadline - op->start);
+        expired.emplace_back(op, msg);
+        continue;
+      }
+      if (op->connect_deadline != kNever) {
+        if (now >= op->connect_deadline) {
+          std::snprintf(msg, sizeof(msg), "connecting to %s took over %.1f s",
+                        op->conn ? op->conn->key.c_str() : "the server",
+                        static_cast<double>(options.connect_timeout_ms) * 1e-3);
+          expired.emplace_back(op, msg);
+          continue;
+        }
+        due = std::min(due, op->connect_deadline);
+      } else if (op->last_activity > 0) {
+        if (read_timeout > 0) {
+          if (now >= op->last_activity + read_timeout) {
+            std::snprintf(msg, sizeof(msg), "no data from the server for %.1f s (read timeout %.1f s)",
+                          now - op->last_activity, read_timeout);
+            expired.emplace_back(op, msg);
+            continue;
+          }
+          due = std::min(due, op->last_activity + read_timeout);
+        }
+        if (options.low_speed_bytes_per_s > 0) {
+          if (now >= op->window_start + low_time) {
+            const double rate = static_cast<double>(op->window_bytes) / (now - op->window_start);
+            if (rate < static_cast<double>(options.low_speed_bytes_per_s)) {
+              std::snprintf(msg, sizeof(msg), "transfer slower than %ld bytes/s for %.0f s",
+                            options.low_speed_bytes_per_s, low_time);
+              expired.emplace_back(op, msg);
+              continue;
+            }
+            op->window_start = now;
+            op->window_bytes = 0;
+          }
+          due = std::min(due, op->window_start + low_time);
+        }
+      }
+      next_check = std::min(next_check, due);
+    }
+    for (auto& [op, why] : expired) Fail(op, NetError::kTimeout, why);
+  }
+
+  void Loop() {
+    constexpr int kMaxEvents = 256;
+    epoll_event events[kMaxEvents];
+    while (true) {
+      std::vector<std::pair<double, Pending>> batch;
+      bool stopping;
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        batch.swap(incoming);
+        stopping = stop;
+      }
+      if (stopping) {
+        for (auto& [due, p] : batch) delayed.emplace(due, std::move(p));
+        break;
+      }
+      double now = WallSeconds();
+      for (auto& [due, p] : batch) {
+        if (due <= now) {
+          Start(std::move(p), now);
+        } else {
+          delayed.emplace(due, std::move(p));
+        }
+      }
+      while (!delayed.empty() && delayed.begin()->first <= now) {
+        Pending p = std::move(delayed.begin()->second);
+        delayed.erase(delayed.begin());
+        Start(std::move(p), now);
+      }
+      CheckTimeouts(WallSeconds());
+      now = WallSeconds();
+      double wake_at = now + 1.0;
+      wake_at = std::min(wake_at, next_check);
+      if (!delayed.empty()) wake_at = std::min(wake_at, delayed.begin()->first);
+      const int timeout_ms =
+          std::clamp(static_cast<int>(std::ceil((wake_at - now) * 1000.0)), 0, 1000);
+      const int n = epoll_wait(epoll_fd, events, kMaxEvents, timeout_ms);
+      for (int i = 0; i < n; ++i) {
+        const uint64_t id = events[i].data.u64;
+        if (id == 0) {
+          uint64_t count;
+          [[maybe_unused]] ssize_t r = ::read(wake_fd, &count, sizeof(count));
+          continue;
+        }
+        OnEvent(id, events[i].events);
+      }
+    }
+    // Shutting down: every request still here completes as cancelled.
+    std::vector<Op*> left(active.begin(), active.end());
+    for (Op* op : left) Fail(op, NetError::kCancelled, "transport shut down");
+    for (auto& [due, p] : delayed) {
+      Response r;
+      r.error = NetError::kCancelled;
+      r.error_message = "transport shut down";
+      p.done(std::move(r));
+    }
+    delayed.clear();
+  }
+};
+
+class EpollTransport final : public Transport {
+ public:
+  explicit EpollTransport(const CurlOptions& options) : state_(std::make_shared<State>()) {
+    state_->options = options;
+    thread_ = std::thread([s = state_] {
+      SetThreadName("stoker-io");
+      s->Loop();
+    });
+  }
+
+  ~EpollTransport() override { Shutdown(); }
+
+  void Shutdown() override {
+    {
+      std::lock_guard<std::mutex> lock(state_->mu);
+      state_->stop = true;
+    }
+    state_->Wake();
+    std::lock_guard<std::mutex> lock(join_mu_);
+    if (!thread_.joinable()) return;
+    if (thread_.get_id() == std::this_thread::get_id()) {
+      thread_.detach();  // from a callback: it finishes on its own
+    } else {
+      thread_.join();
+    }
+  }
+
+  void Send(Request request, std::chrono::nanoseconds delay, Callback done) override {
+    const double due = WallSeconds() + std::chrono::duration<double>(delay).count();
+    {
+      std::lock_guard<std::mutex> lock(state_->mu);
+      if (!state_->stop) {
+        state_->incoming.emplace_back(due, Pending{std::move(request), std::move(done)});
+        done = nullptr;
+      }
+    }
+    if (done) {
+      Response r;
+      r.error = NetError::kCancelled;
+      r.error_message = "transport shut down";
+      done(std::move(r));
+      return;
+    }
+    state_->Wake();
+  }
+
+ private:
+  std::shared_ptr<State> state_;
+  std::mutex join_mu_;
+  std::thread thread_;
+};
+
+// http:// to the epoll transport, the rest to curl (made when first needed).
+class RoutingTransport final : public Transport {
+ public:
+  RoutingTransport(const CurlOptions& options, bool http_to_curl)
+      : options_(options), http_to_curl_(http_to_curl) {}
+
+  ~RoutingTransport() override { Shutdown(); }
+
+  void Send(Request request, std::chrono::nanoseconds delay, Callback done) override {
+    const bool http = !http_to_curl_ && request.url.size() > 7 &&
+                      ToLower(std::string_view(request.url).substr(0, 7)) == "http://";
+    Transport* t = nullptr;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!shut_) {
+        auto& slot = http ? epoll_ : curl_;
+        if (!slot) slot = http ? NewEpollTransport(options_) : NewCurlTransport(options_);
+        t = slot.get();
+      }
+    }
+    if (!t) {
+      Response r;
+      r.error = NetError::kCancelled;
+      r.error_message = "transport shut down";
+      done(std::move(r));
+      return;
+    }
+    t->Send(std::move(request), delay, std::move(done));
+  }
+
+  void Shutdown() override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      shut_ = true;
+    }
+    // Both are kept (not reset) so a Send racing with this one still finds
+    // a live transport; each refuses new requests once shut down.
+    if (epoll_) epoll_->Shutdown();
+    if (curl_) curl_->Shutdown();
+  }
+
+ private:
+  const CurlOptions options_;
+  const bool http_to_curl_;
+  std::mutex mu_;
+  bool shut_ = false;  // guarded by mu_
+  std::unique_ptr<Transport> epoll_;  // made under mu_, then only read
+  std::unique_ptr<Transport> curl_;
+};
+
+bool EnvSet(const char* name) {
+  const char* v = std::getenv(name);
+  return v && *v;
+}
+
+}  // namespace
+
+std::unique_ptr<Transport> NewEpollTransport(const CurlOptions& options) {
+  return std::make_unique<EpollTransport>(options);
+}
+
+std::unique_ptr<Transport> NewTransport(const CurlOptions& options) {
+  const char* choice = std::getenv("STOKER_HTTP_TRANSPORT");
+  if (choice && std::string_view(choice) == "curl") return NewCurlTransport(options);
+  // libcurl reads http_proxy (lower-case only, for http) and all_proxy /
+  // ALL_PROXY; this transport does not speak to proxies, so leave it all to
+  // curl then.
+  const bool proxy = EnvSet("http_proxy") || EnvSet("all_proxy") || EnvSet("ALL_PROXY");
+  return std::make_unique<RoutingTransport>(options, proxy);
+}
+
+}  // namespace stoker::storage::http
