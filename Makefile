@@ -132,7 +132,7 @@ fuzz: fuzz-build
 fuzz-smoke:
 	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=60
 
-bench-s3: install
+bench-s3: install build
 	$(PY) bench/s3_bench.py
 
 clean:

@@ -2,7 +2,6 @@
 
 #include <curl/curl.h>
 #include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -12,12 +11,11 @@
 #include <cstring>
 #include <map>
 #include <mutex>
-#include <thread>
 #include <unordered_set>
 #include <vector>
 
 #include "stoker/base/cpu_time.h"
-#include "stoker/base/thread_name.h"
+#include "stoker/storage/http/io_thread.h"
 #include "stoker/storage/http/url.h"
 
 namespace stoker::storage::http {
@@ -50,10 +48,7 @@ NetError Classify(CURLcode code) {
 // still arrives, it just grows the buffer as it comes.
 constexpr size_t kMaxReserve = size_t{256} << 20;
 
-struct Pending {
-  Request request;
-  Transport::Callback done;
-};
+using internal::Pending;
 
 // One transfer on the multi handle.
 struct Active {
@@ -137,23 +132,15 @@ int OnConnected(void* user, char*, char*, int, int) {
 
 // Everything the I/O thread touches. Shared between the thread and the
 // Transport object, so the Transport can be destroyed on the I/O thread
-// itself (from inside a callback) without joining itself.
-struct State {
+// itself (from inside a callback) without joining itself. Readiness comes
+// from epoll (IoState's) through curl's socket API: each wakeup touches only
+// the connections that have data, not every transfer (which is what
+// curl_multi_perform does, one poll() per transfer per call).
+struct State : internal::IoState {
   CurlOptions options;
   CURLM* multi = nullptr;
 
-  std::mutex mu;
-  std::vector<std::pair<double, Pending>> incoming;  // guarded by mu: (due time, request)
-  bool stop = false;                                 // guarded by mu
-
-  // Readiness comes from epoll through curl's socket API: each wakeup
-  // touches only the connections that have data, not every transfer (which
-  // is what curl_multi_perform does, one poll() per transfer per call).
-  int epoll_fd = -1;
-  int wake_fd = -1;  // eventfd: Send() and the destructor wake the loop
-
   // I/O thread only.
-  std::multimap<double, Pending> delayed;
   std::vector<CURL*> idle_easy;
   std::unordered_set<Active*> active;  // on the multi handle
   double curl_deadline = -1;           // when curl wants a timeout call; -1: never
@@ -164,26 +151,9 @@ struct State {
   double next_stall_check = kNever;
   static constexpr double kNever = 1e300;
 
-  State() {
-    epoll_fd = epoll_create1(EPOLL_CLOEXEC);
-    wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    epoll_event ev{};
-    ev.events = EPOLLIN;
-    ev.data.fd = wake_fd;
-    epoll_ctl(epoll_fd, EPOLL_CTL_ADD, wake_fd, &ev);
-  }
-
   ~State() {
     for (CURL* e : idle_easy) curl_easy_cleanup(e);
     if (multi) curl_multi_cleanup(multi);
-    if (wake_fd >= 0) ::close(wake_fd);
-    if (epoll_fd >= 0) ::close(epoll_fd);
-  }
-
-  void Wake() {
-    const uint64_t one = 1;
-    // A full counter already means "wake up"; nothing to do on failure.
-    [[maybe_unused]] ssize_t n = ::write(wake_fd, &one, sizeof(one));
   }
 
   // CURLMOPT_SOCKETFUNCTION: curl says which events it wants on socket `s`.
@@ -385,31 +355,11 @@ struct State {
   void Loop() {
     constexpr int kMaxEvents = 256;
     epoll_event events[kMaxEvents];
+    std::vector<Pending> due;
     while (true) {
-      std::vector<std::pair<double, Pending>> batch;
-      bool stopping;
-      {
-        std::lock_guard<std::mutex> lock(mu);
-        batch.swap(incoming);
-        stopping = stop;
-      }
-      if (stopping) {
-        for (auto& [due, p] : batch) delayed.emplace(due, std::move(p));
-        break;
-      }
-      double now = WallSeconds();
-      for (auto& [due, p] : batch) {
-        if (due <= now) {
-          Start(std::move(p));
-        } else {
-          delayed.emplace(due, std::move(p));
-        }
-      }
-      while (!delayed.empty() && delayed.begin()->first <= now) {
-        Pending p = std::move(delayed.begin()->second);
-        delayed.erase(delayed.begin());
-        Start(std::move(p));
-      }
+      due.clear();
+      if (!TakeDue(WallSeconds(), &due)) break;
+      for (Pending& p : due) Start(std::move(p));
       int running = 0;
       if (curl_deadline >= 0 && curl_deadline <= WallSeconds()) {
         curl_deadline = -1;
@@ -419,7 +369,7 @@ struct State {
       AbortStalled(WallSeconds());
       // Sleep until a socket is ready, a request arrives, curl's timer, a
       // delayed request or a read timeout falls due, or a second passes.
-      now = WallSeconds();
+      const double now = WallSeconds();
       double wake_at = now + 1.0;
       if (next_stall_check != kNever) wake_at = std::min(wake_at, next_stall_check);
       if (curl_deadline >= 0) wake_at = std::min(wake_at, curl_deadline);
@@ -428,12 +378,11 @@ struct State {
           std::clamp(static_cast<int>(std::ceil((wake_at - now) * 1000.0)), 0, 1000);
       const int n = epoll_wait(epoll_fd, events, kMaxEvents, timeout_ms);
       for (int i = 0; i < n; ++i) {
-        const int fd = events[i].data.fd;
-        if (fd == wake_fd) {
-          uint64_t count;
-          [[maybe_unused]] ssize_t r = ::read(wake_fd, &count, sizeof(count));
+        if (events[i].data.u64 == kWakeKey) {
+          Drain();
           continue;
         }
+        const int fd = events[i].data.fd;
         const uint32_t e = events[i].events;
         const int mask = (e & EPOLLIN ? CURL_CSELECT_IN : 0) | (e & EPOLLOUT ? CURL_CSELECT_OUT : 0) |
                          (e & (EPOLLERR | EPOLLHUP) ? CURL_CSELECT_ERR : 0);
@@ -451,75 +400,8 @@ struct State {
       a->response.error_message = "transport shut down";
       Complete(a);
     }
-    for (auto& [due, p] : delayed) {
-      Response r;
-      r.error = NetError::kCancelled;
-      r.error_message = "transport shut down";
-      p.done(std::move(r));
-    }
-    delayed.clear();
+    CancelDelayed();
   }
-};
-
-class CurlTransport final : public Transport {
- public:
-  explicit CurlTransport(const CurlOptions& options) : state_(std::make_shared<State>()) {
-    GlobalInit();
-    state_->options = options;
-    state_->multi = curl_multi_init();
-    curl_multi_setopt(state_->multi, CURLMOPT_MAXCONNECTS, options.max_idle_connections);
-    curl_multi_setopt(state_->multi, CURLMOPT_SOCKETFUNCTION, &State::OnSocket);
-    curl_multi_setopt(state_->multi, CURLMOPT_SOCKETDATA, state_.get());
-    curl_multi_setopt(state_->multi, CURLMOPT_TIMERFUNCTION, &State::OnTimer);
-    curl_multi_setopt(state_->multi, CURLMOPT_TIMERDATA, state_.get());
-    thread_ = std::thread([s = state_] {
-      SetThreadName("stoker-io");
-      s->Loop();
-    });
-  }
-
-  ~CurlTransport() override { Shutdown(); }
-
-  void Shutdown() override {
-    {
-      std::lock_guard<std::mutex> lock(state_->mu);
-      state_->stop = true;
-    }
-    state_->Wake();
-    std::lock_guard<std::mutex> lock(join_mu_);
-    if (!thread_.joinable()) return;
-    if (thread_.get_id() == std::this_thread::get_id()) {
-      // From a callback on the I/O thread: it cannot join itself; it
-      // finishes on its own (cancelling what is left), owning the state.
-      thread_.detach();
-    } else {
-      thread_.join();
-    }
-  }
-
-  void Send(Request request, std::chrono::nanoseconds delay, Callback done) override {
-    const double due = WallSeconds() + std::chrono::duration<double>(delay).count();
-    {
-      std::lock_guard<std::mutex> lock(state_->mu);
-      if (!state_->stop) {
-        state_->incoming.emplace_back(due, Pending{std::move(request), std::move(done)});
-        done = nullptr;
-      }
-    }
-    if (done) {
-      Response r;
-      r.error = NetError::kCancelled;
-      r.error_message = "transport shut down";
-      done(std::move(r));
-      return;
-    }
-    state_->Wake();
-  }
-
- private:
-  std::shared_ptr<State> state_;
-  std::mutex join_mu_;
-  std::thread thread_;
 };
 
 }  // namespace
@@ -535,7 +417,16 @@ CurlOptions CurlOptionsFor(const IoOptions& io) {
 }
 
 std::unique_ptr<Transport> NewCurlTransport(const CurlOptions& options) {
-  return std::make_unique<CurlTransport>(options);
+  GlobalInit();
+  auto state = std::make_shared<State>();
+  state->options = options;
+  state->multi = curl_multi_init();
+  curl_multi_setopt(state->multi, CURLMOPT_MAXCONNECTS, options.max_idle_connections);
+  curl_multi_setopt(state->multi, CURLMOPT_SOCKETFUNCTION, &State::OnSocket);
+  curl_multi_setopt(state->multi, CURLMOPT_SOCKETDATA, state.get());
+  curl_multi_setopt(state->multi, CURLMOPT_TIMERFUNCTION, &State::OnTimer);
+  curl_multi_setopt(state->multi, CURLMOPT_TIMERDATA, state.get());
+  return std::make_unique<internal::ThreadedTransport<State>>(std::move(state));
 }
 
 }  // namespace stoker::storage::http

@@ -5,7 +5,6 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -15,17 +14,15 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <map>
 #include <mutex>
 #include <string>
 #include <string_view>
-#include <thread>
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
 #include "stoker/base/cpu_time.h"
-#include "stoker/base/thread_name.h"
+#include "stoker/storage/http/io_thread.h"
 #include "stoker/storage/http/reply_reader.h"
 #include "stoker/storage/http/url.h"
 
@@ -119,10 +116,7 @@ struct Op {
   bool resent = false;            // already resent once after a stale connection
 };
 
-struct Pending {
-  Request request;
-  Transport::Callback done;
-};
+using internal::Pending;
 
 std::string Errno(const char* what, int err) {
   return std::string(what) + ": " + std::strerror(err);
@@ -130,21 +124,15 @@ std::string Errno(const char* what, int err) {
 
 // Everything the I/O thread touches; shared with the Transport object so it
 // can be destroyed from inside a callback (see the curl transport).
-struct State {
+struct State : internal::IoState {
   CurlOptions options;
-  std::mutex mu;
-  std::vector<std::pair<double, Pending>> incoming;  // guarded by mu
-  bool stop = false;                                 // guarded by mu
-  int epoll_fd = -1;
-  int wake_fd = -1;
 
   // I/O thread only.
-  std::multimap<double, Pending> delayed;
   std::unordered_set<Op*> active;
   std::unordered_map<std::string, std::vector<Conn*>> idle;  // by host:port, most recent last
   size_t idle_count = 0;
   std::unordered_map<uint64_t, Conn*> conns;  // every open connection, by id
-  uint64_t next_id = 0;                       // 0 is the wake fd
+  uint64_t next_id = 0;
   struct Resolved {
     std::vector<sockaddr_storage> addrs;
     std::vector<socklen_t> lens;
@@ -153,27 +141,11 @@ struct State {
   std::unordered_map<std::string, Resolved> resolved;  // by host:port
   double next_check = kNever;  // no attempt can time out before this
 
-  State() {
-    epoll_fd = epoll_create1(EPOLL_CLOEXEC);
-    wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    epoll_event ev{};
-    ev.events = EPOLLIN;
-    ev.data.u64 = 0;
-    epoll_ctl(epoll_fd, EPOLL_CTL_ADD, wake_fd, &ev);
-  }
-
   ~State() {
     for (auto& [id, c] : conns) {
       ::close(c->fd);
       delete c;
     }
-    if (wake_fd >= 0) ::close(wake_fd);
-    if (epoll_fd >= 0) ::close(epoll_fd);
-  }
-
-  void Wake() {
-    const uint64_t one = 1;
-    [[maybe_unused]] ssize_t n = ::write(wake_fd, &one, sizeof(one));
   }
 
   double ReadTimeout() const { return static_cast<double>(options.read_timeout_ms) * 1e-3; }
@@ -610,33 +582,13 @@ struct State {
   void Loop() {
     constexpr int kMaxEvents = 256;
     epoll_event events[kMaxEvents];
+    std::vector<Pending> due;
     while (true) {
-      std::vector<std::pair<double, Pending>> batch;
-      bool stopping;
-      {
-        std::lock_guard<std::mutex> lock(mu);
-        batch.swap(incoming);
-        stopping = stop;
-      }
-      if (stopping) {
-        for (auto& [due, p] : batch) delayed.emplace(due, std::move(p));
-        break;
-      }
-      double now = WallSeconds();
-      for (auto& [due, p] : batch) {
-        if (due <= now) {
-          Start(std::move(p), now);
-        } else {
-          delayed.emplace(due, std::move(p));
-        }
-      }
-      while (!delayed.empty() && delayed.begin()->first <= now) {
-        Pending p = std::move(delayed.begin()->second);
-        delayed.erase(delayed.begin());
-        Start(std::move(p), now);
-      }
+      due.clear();
+      if (!TakeDue(WallSeconds(), &due)) break;
+      for (Pending& p : due) Start(std::move(p), WallSeconds());
       CheckTimeouts(WallSeconds());
-      now = WallSeconds();
+      const double now = WallSeconds();
       double wake_at = now + 1.0;
       wake_at = std::min(wake_at, next_check);
       if (!delayed.empty()) wake_at = std::min(wake_at, delayed.begin()->first);
@@ -645,9 +597,8 @@ struct State {
       const int n = epoll_wait(epoll_fd, events, kMaxEvents, timeout_ms);
       for (int i = 0; i < n; ++i) {
         const uint64_t id = events[i].data.u64;
-        if (id == 0) {
-          uint64_t count;
-          [[maybe_unused]] ssize_t r = ::read(wake_fd, &count, sizeof(count));
+        if (id == kWakeKey) {
+          Drain();
           continue;
         }
         OnEvent(id, events[i].events);
@@ -656,66 +607,8 @@ struct State {
     // Shutting down: every request still here completes as cancelled.
     std::vector<Op*> left(active.begin(), active.end());
     for (Op* op : left) Fail(op, NetError::kCancelled, "transport shut down");
-    for (auto& [due, p] : delayed) {
-      Response r;
-      r.error = NetError::kCancelled;
-      r.error_message = "transport shut down";
-      p.done(std::move(r));
-    }
-    delayed.clear();
+    CancelDelayed();
   }
-};
-
-class EpollTransport final : public Transport {
- public:
-  explicit EpollTransport(const CurlOptions& options) : state_(std::make_shared<State>()) {
-    state_->options = options;
-    thread_ = std::thread([s = state_] {
-      SetThreadName("stoker-io");
-      s->Loop();
-    });
-  }
-
-  ~EpollTransport() override { Shutdown(); }
-
-  void Shutdown() override {
-    {
-      std::lock_guard<std::mutex> lock(state_->mu);
-      state_->stop = true;
-    }
-    state_->Wake();
-    std::lock_guard<std::mutex> lock(join_mu_);
-    if (!thread_.joinable()) return;
-    if (thread_.get_id() == std::this_thread::get_id()) {
-      thread_.detach();  // from a callback: it finishes on its own
-    } else {
-      thread_.join();
-    }
-  }
-
-  void Send(Request request, std::chrono::nanoseconds delay, Callback done) override {
-    const double due = WallSeconds() + std::chrono::duration<double>(delay).count();
-    {
-      std::lock_guard<std::mutex> lock(state_->mu);
-      if (!state_->stop) {
-        state_->incoming.emplace_back(due, Pending{std::move(request), std::move(done)});
-        done = nullptr;
-      }
-    }
-    if (done) {
-      Response r;
-      r.error = NetError::kCancelled;
-      r.error_message = "transport shut down";
-      done(std::move(r));
-      return;
-    }
-    state_->Wake();
-  }
-
- private:
-  std::shared_ptr<State> state_;
-  std::mutex join_mu_;
-  std::thread thread_;
 };
 
 // http:// to the epoll transport, the rest to curl (made when first needed).
@@ -739,10 +632,7 @@ class RoutingTransport final : public Transport {
       }
     }
     if (!t) {
-      Response r;
-      r.error = NetError::kCancelled;
-      r.error_message = "transport shut down";
-      done(std::move(r));
+      internal::Cancel(done);
       return;
     }
     t->Send(std::move(request), delay, std::move(done));
@@ -776,7 +666,9 @@ bool EnvSet(const char* name) {
 }  // namespace
 
 std::unique_ptr<Transport> NewEpollTransport(const CurlOptions& options) {
-  return std::make_unique<EpollTransport>(options);
+  auto state = std::make_shared<State>();
+  state->options = options;
+  return std::make_unique<internal::ThreadedTransport<State>>(std::move(state));
 }
 
 std::unique_ptr<Transport> NewTransport(const CurlOptions& options) {
