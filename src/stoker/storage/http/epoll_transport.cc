@@ -483,8 +483,7 @@ struct State : internal::IoState {
         idle_count < static_cast<size_t>(options.max_idle_connections)) {
       c->phase = Conn::kIdle;
       c->reused = false;
-      c->out.clear();
-      c->out.shrink_to_fit();
+      c->out.clear();  // its capacity serves the next request
       idle[c->key].push_back(c);
       ++idle_count;
       Watch(c, EPOLLIN | EPOLLRDHUP);

@@ -237,6 +237,10 @@ bool ReplyReader::ParseHead(std::string_view head) {
     }
     status = status * 10 + (status_line[i] - '0');
   }
+  if (status < 100) {  // three digits, but no status class (fuzz finding: "008")
+    Fail("malformed status code");
+    return false;
+  }
   const bool http10 = status_line[7] == '0';
   r.headers.clear();
   bool chunked = false, close = false, keep_alive_token = false, have_length = false;

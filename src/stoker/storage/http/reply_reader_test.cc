@@ -135,5 +135,12 @@ TEST(ReplyReader, ABodyOfKnownLengthLandsInTheRecycledBuffer) {
   EXPECT_EQ(r.response().body.data(), where);
 }
 
+TEST(ReplyReader, FuzzFindingStatusWithoutAClassIsRefused) {
+  // Three digits, but below 100: it was taken as a final reply.
+  const Read r = ReadReply("HTTP/1.1 008 0\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+  EXPECT_EQ(r.status, ReplyReader::kError);
+  EXPECT_EQ(r.error, "bad reply from the server: malformed status code");
+}
+
 }  // namespace
 }  // namespace stoker::storage::http
