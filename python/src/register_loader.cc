@@ -8,7 +8,9 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <memory>
+#include <mutex>
 #include <set>
 #include <thread>
 #include <type_traits>
@@ -136,6 +138,16 @@ constexpr auto kSignalPoll = std::chrono::milliseconds(100);
 
 std::atomic<bool> g_exiting{false};
 std::thread::id g_exit_thread;  // the thread running the exit; set before g_exiting
+// Threads that found the interpreter not exiting and are taking the GIL back
+// (guarded by g_exit_mu, which g_exiting is also set under). _shutdown waits,
+// with the GIL free, until none is left: a thread still waiting for the GIL
+// once finalisation begins would be ended by CPython with pthread_exit from
+// inside gil_scoped_release's destructor, which aborts the process
+// ("terminate called without an active exception", seen once in CI under
+// ASan with a daemon thread iterating epochs).
+std::mutex g_exit_mu;
+std::condition_variable g_exit_cv;
+int g_returning = 0;
 
 struct PyLoader;
 std::set<PyLoader*> g_live;  // guarded by the GIL
@@ -171,16 +183,35 @@ bool MustNotReturnToPython() {
 // process to end instead of taking the GIL back.
 template <typename F>
 auto WithoutGil(F&& f) {
+  // Decides, under g_exit_mu, between parking (the exit has begun) and
+  // taking the GIL back; a thread that takes it back is counted until it has.
+  struct Returned {
+    bool counted = false;
+    ~Returned() {  // runs after `release` has taken the GIL back
+      if (!counted) return;
+      std::lock_guard<std::mutex> lock(g_exit_mu);
+      --g_returning;
+      g_exit_cv.notify_all();
+    }
+  };
+  Returned returned;
   nb::gil_scoped_release release;
-  auto park_if_exiting = [] {
-    while (MustNotReturnToPython()) std::this_thread::sleep_for(std::chrono::hours(1));
+  auto park_or_count = [&returned] {
+    std::unique_lock<std::mutex> lock(g_exit_mu);
+    while (MustNotReturnToPython()) {
+      lock.unlock();
+      std::this_thread::sleep_for(std::chrono::hours(1));
+      lock.lock();
+    }
+    ++g_returning;
+    returned.counted = true;
   };
   if constexpr (std::is_void_v<decltype(f())>) {
     f();
-    park_if_exiting();
+    park_or_count();
   } else {
     auto r = f();
-    park_if_exiting();
+    park_or_count();
     return r;
   }
 }
@@ -340,7 +371,10 @@ void register_loader(nb::module_& m) {
   // (threads joined) before the interpreter is torn down.
   m.def("_shutdown", [] {
     g_exit_thread = std::this_thread::get_id();
-    g_exiting.store(true);
+    {
+      std::lock_guard<std::mutex> lock(g_exit_mu);
+      g_exiting.store(true);
+    }
     std::vector<nb::object> live;
     for (PyLoader* p : g_live) {
       if (nb::object o = nb::find(*p); o.is_valid()) live.push_back(std::move(o));
@@ -350,12 +384,17 @@ void register_loader(nb::module_& m) {
     // binding) as leaked on stderr at exit. Closed, it holds nothing that
     // matters, so those warnings are turned off in that case only.
     if (!live.empty()) nb::set_leak_warnings(false);
+    std::vector<PyLoader*> to_close;
     for (auto& o : live) {
       PyLoader* p = nb::inst_ptr<PyLoader>(o);
-      if (p->pid != ::getpid()) continue;
-      nb::gil_scoped_release release;
-      p->impl->Close();
+      if (p->pid == ::getpid()) to_close.push_back(p);
     }
+    nb::gil_scoped_release release;
+    for (PyLoader* p : to_close) p->impl->Close();
+    // Let the threads already taking the GIL back have it (bounded: they
+    // only wait for the GIL, which is free now).
+    std::unique_lock<std::mutex> lock(g_exit_mu);
+    g_exit_cv.wait_for(lock, std::chrono::seconds(5), [] { return g_returning == 0; });
   });
 }
 
