@@ -96,17 +96,8 @@ size_t OnHeader(char* data, size_t size, size_t n, void* user) {
   std::string name = ToLower(Trim(line.substr(0, colon)));
   std::string value(Trim(line.substr(colon + 1)));
   if (name == "content-length") {
-    size_t len = 0;
-    bool digits = !value.empty();
-    for (char c : value) {
-      if (c < '0' || c > '9' || len > kMaxReserve) {
-        digits = false;
-        break;
-      }
-      len = len * 10 + static_cast<size_t>(c - '0');
-    }
-    if (digits) {
-      len = std::min(len, kMaxReserve);
+    if (const std::optional<uint64_t> declared = ParseContentLength(value)) {
+      const size_t len = static_cast<size_t>(std::min<uint64_t>(*declared, kMaxReserve));
       auto& body = a->response.body;
       try {
         if (a->body_buffers && body.empty() && body.capacity() < len) {

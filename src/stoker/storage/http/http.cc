@@ -14,6 +14,18 @@ const char* NetErrorName(NetError e) {
   return "unknown";
 }
 
+std::optional<uint64_t> ParseContentLength(std::string_view value) {
+  constexpr uint64_t kMax = uint64_t{1} << 50;
+  if (value.empty()) return std::nullopt;
+  uint64_t len = 0;
+  for (char c : value) {
+    if (c < '0' || c > '9' || len > kMax / 10) return std::nullopt;
+    len = len * 10 + static_cast<uint64_t>(c - '0');
+  }
+  if (len > kMax) return std::nullopt;
+  return len;
+}
+
 const std::string* Response::Header(std::string_view name) const {
   for (const auto& [k, v] : headers) {
     if (k == name) return &v;

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -48,6 +49,9 @@ enum class NetError {
 };
 
 const char* NetErrorName(NetError e);
+
+// A Content-Length value: decimal digits only, at most 2^50; nullopt if not.
+std::optional<uint64_t> ParseContentLength(std::string_view value);
 
 struct Response {
   NetError error = NetError::kNone;

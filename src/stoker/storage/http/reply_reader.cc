@@ -255,21 +255,13 @@ bool ReplyReader::ParseHead(std::string_view head) {
     std::string name = ToLower(Trim(line.substr(0, colon)));
     std::string value(Trim(line.substr(colon + 1)));
     if (name == "content-length") {
-      uint64_t len = 0;
-      bool digits = !value.empty();
-      for (char ch : value) {
-        if (ch < '0' || ch > '9' || len > kMaxLength) {
-          digits = false;
-          break;
-        }
-        len = len * 10 + static_cast<uint64_t>(ch - '0');
-      }
-      if (!digits || (have_length && len != length)) {
+      const std::optional<uint64_t> len = ParseContentLength(value);
+      if (!len || (have_length && *len != length)) {
         Fail("malformed Content-Length");
         return false;
       }
       have_length = true;
-      length = len;
+      length = *len;
     } else if (name == "transfer-encoding") {
       const std::string v = ToLower(value);
       chunked = v.size() >= 7 && v.compare(v.size() - 7, 7, "chunked") == 0;
