@@ -140,7 +140,6 @@ struct State : internal::IoState {
   // that connects now has the latest one, so it only needs recomputing when
   // it falls due.
   double next_stall_check = kNever;
-  static constexpr double kNever = 1e300;
 
   ~State() {
     for (CURL* e : idle_easy) curl_easy_cleanup(e);
@@ -177,7 +176,7 @@ struct State : internal::IoState {
     }
   }
 
-  void Start(Pending p) {
+  void StartTransfer(Pending p) {
     auto* a = new Active;
     a->done = std::move(p.done);
     a->start = WallSeconds();
@@ -343,45 +342,33 @@ struct State : internal::IoState {
 
   double ReadTimeout() const { return static_cast<double>(options.read_timeout_ms) * 1e-3; }
 
-  void Loop() {
-    constexpr int kMaxEvents = 256;
-    epoll_event events[kMaxEvents];
-    std::vector<Pending> due;
-    while (true) {
-      due.clear();
-      if (!TakeDue(WallSeconds(), &due)) break;
-      for (Pending& p : due) Start(std::move(p));
+  // ---- IoState hooks ------------------------------------------------------
+
+  void Start(Pending p) override { StartTransfer(std::move(p)); }
+
+  double Tick(double now) override {
+    if (curl_deadline >= 0 && curl_deadline <= now) {
+      curl_deadline = -1;
       int running = 0;
-      if (curl_deadline >= 0 && curl_deadline <= WallSeconds()) {
-        curl_deadline = -1;
-        curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
-      }
-      ReapCompleted();
-      AbortStalled(WallSeconds());
-      // Sleep until a socket is ready, a request arrives, curl's timer, a
-      // delayed request or a read timeout falls due, or a second passes.
-      const double now = WallSeconds();
-      double wake_at = now + 1.0;
-      if (next_stall_check != kNever) wake_at = std::min(wake_at, next_stall_check);
-      if (curl_deadline >= 0) wake_at = std::min(wake_at, curl_deadline);
-      if (!delayed.empty()) wake_at = std::min(wake_at, delayed.begin()->first);
-      const int timeout_ms =
-          std::clamp(static_cast<int>(std::ceil((wake_at - now) * 1000.0)), 0, 1000);
-      const int n = epoll_wait(epoll_fd, events, kMaxEvents, timeout_ms);
-      for (int i = 0; i < n; ++i) {
-        if (events[i].data.u64 == kWakeKey) {
-          Drain();
-          continue;
-        }
-        const int fd = events[i].data.fd;
-        const uint32_t e = events[i].events;
-        const int mask = (e & EPOLLIN ? CURL_CSELECT_IN : 0) | (e & EPOLLOUT ? CURL_CSELECT_OUT : 0) |
-                         (e & (EPOLLERR | EPOLLHUP) ? CURL_CSELECT_ERR : 0);
-        curl_multi_socket_action(multi, fd, mask, &running);
-      }
-      ReapCompleted();
+      curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
     }
-    // Shutting down: every request still here completes as cancelled.
+    ReapCompleted();
+    AbortStalled(WallSeconds());
+    double next = next_stall_check;
+    if (curl_deadline >= 0) next = std::min(next, curl_deadline);
+    return next;
+  }
+
+  void OnEvent(const epoll_event& ev) override {
+    const uint32_t e = ev.events;
+    const int mask = (e & EPOLLIN ? CURL_CSELECT_IN : 0) | (e & EPOLLOUT ? CURL_CSELECT_OUT : 0) |
+                     (e & (EPOLLERR | EPOLLHUP) ? CURL_CSELECT_ERR : 0);
+    int running = 0;
+    curl_multi_socket_action(multi, ev.data.fd, mask, &running);
+    ReapCompleted();
+  }
+
+  void CancelStarted() override {
     std::vector<Active*> left(active.begin(), active.end());
     active.clear();
     for (Active* a : left) {
@@ -391,7 +378,6 @@ struct State : internal::IoState {
       a->response.error_message = "transport shut down";
       Complete(a);
     }
-    CancelDelayed();
   }
 };
 

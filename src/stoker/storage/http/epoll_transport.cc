@@ -10,7 +10,6 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -31,50 +30,47 @@ namespace {
 
 // Read size for reply heads and bodies of unknown length.
 constexpr size_t kReadChunk = size_t{16} << 10;
-constexpr double kNever = 1e300;
+constexpr double kNever = internal::IoState::kNever;
 // How long a resolved address list is kept.
 constexpr double kResolveTtl = 60.0;
 
 struct Target {
-  std::string host;       // as in the URL, without IPv6 brackets
-  std::string port;       // digits; "80" by default
-  std::string authority;  // the Host header: host[:port] as in the URL
+  std::string host;       // for getaddrinfo: no IPv6 brackets
+  std::string port;       // digits
+  std::string key;        // host:port, the connection pool
+  std::string authority;  // the Host header when the request has none
   std::string path;       // path and query, at least "/"
 };
 
-// "http://host[:port][/path][?query]".
-bool SplitUrl(std::string_view url, Target* t) {
+// "http://host[:port][/path][?query]". The host and port are checked by
+// ParseUrl (url.h), as an endpoint's are; the path is kept as given (S3
+// keys are literal, and it is what was signed).
+bool SplitUrl(std::string_view url, Target* t, std::string* error) {
   constexpr std::string_view kScheme = "http://";
   if (url.size() < kScheme.size() || ToLower(url.substr(0, kScheme.size())) != kScheme) {
+    *error = "not an http:// URL";
     return false;
   }
-  url.remove_prefix(kScheme.size());
-  const size_t slash = url.find_first_of("/?");
-  const std::string_view authority = url.substr(0, slash);
-  std::string_view rest = slash == std::string_view::npos ? "" : url.substr(slash);
-  if (authority.empty() || authority.find('@') != std::string_view::npos) return false;
-  t->authority = std::string(authority);
-  std::string_view host = authority, port;
-  if (host.front() == '[') {
-    const size_t close = host.find(']');
-    if (close == std::string_view::npos) return false;
-    port = host.substr(close + 1);
-    host = host.substr(1, close - 1);
-    if (!port.empty() && port.front() != ':') return false;
-    if (!port.empty()) port.remove_prefix(1);
-  } else if (const size_t colon = host.rfind(':'); colon != std::string_view::npos) {
-    port = host.substr(colon + 1);
-    host = host.substr(0, colon);
-  }
-  if (host.empty() || port.size() > 5 ||
-      !std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+  const size_t path = url.find_first_of("/?#", kScheme.size());
+  Result<Url> origin = ParseUrl(url.substr(0, path));
+  if (!origin.ok()) {
+    *error = origin.status().message();
     return false;
   }
-  t->host = std::string(host);
-  t->port = port.empty() ? "80" : std::string(port);
-  t->path = rest.empty() ? "/" : (rest.front() == '?' ? "/" + std::string(rest) : std::string(rest));
+  const std::string& host = origin->host;
+  t->host = host.front() == '[' ? host.substr(1, host.size() - 2) : host;
+  t->port = std::to_string(origin->port ? origin->port : 80);
+  t->key = host + ":" + t->port;
+  t->authority = origin->Authority();
+  const std::string_view rest = path == std::string_view::npos ? "" : url.substr(path);
+  t->path = rest.empty() || rest.front() != '/' ? "/" + std::string(rest) : std::string(rest);
   return true;
 }
+
+struct Address {
+  sockaddr_storage addr;
+  socklen_t len;
+};
 
 struct Op;
 
@@ -95,8 +91,7 @@ struct Conn {
   std::string out;
   size_t out_off = 0;
   ReplyReader reader;
-  std::vector<sockaddr_storage> addrs;  // what connecting may still try
-  std::vector<socklen_t> addr_lens;
+  std::vector<Address> addrs;  // what connecting may still try
   size_t addr_next = 0;
   uint32_t events = 0;  // registered with epoll
 };
@@ -134,12 +129,27 @@ struct State : internal::IoState {
   std::unordered_map<uint64_t, Conn*> conns;  // every open connection, by id
   uint64_t next_id = 0;
   struct Resolved {
-    std::vector<sockaddr_storage> addrs;
-    std::vector<socklen_t> lens;
+    std::vector<Address> addrs;
     double expires = 0;
   };
   std::unordered_map<std::string, Resolved> resolved;  // by host:port
   double next_check = kNever;  // no attempt can time out before this
+
+  // ---- IoState hooks ------------------------------------------------------
+
+  void Start(Pending p) override { StartOp(std::move(p), WallSeconds()); }
+
+  double Tick(double now) override {
+    CheckTimeouts(now);
+    return next_check;
+  }
+
+  void OnEvent(const epoll_event& e) override { OnSocket(e.data.u64, e.events); }
+
+  void CancelStarted() override {
+    std::vector<Op*> left(active.begin(), active.end());
+    for (Op* op : left) Fail(op, NetError::kCancelled, "transport shut down");
+  }
 
   ~State() {
     for (auto& [id, c] : conns) {
@@ -180,8 +190,7 @@ struct State : internal::IoState {
   // Blocking, on this thread: http:// endpoints are addresses or cluster
   // names, resolved once a minute.
   const Resolved* Resolve(const Target& t, double now, std::string* error) {
-    const std::string key = t.host + ":" + t.port;
-    auto it = resolved.find(key);
+    auto it = resolved.find(t.key);
     if (it != resolved.end() && it->second.expires > now) return &it->second;
     addrinfo hints{};
     hints.ai_family = AF_UNSPEC;
@@ -194,10 +203,10 @@ struct State : internal::IoState {
     }
     Resolved r;
     for (addrinfo* a = res; a; a = a->ai_next) {
-      sockaddr_storage ss{};
-      std::memcpy(&ss, a->ai_addr, a->ai_addrlen);
-      r.addrs.push_back(ss);
-      r.lens.push_back(a->ai_addrlen);
+      Address address{};
+      std::memcpy(&address.addr, a->ai_addr, a->ai_addrlen);
+      address.len = a->ai_addrlen;
+      r.addrs.push_back(address);
     }
     freeaddrinfo(res);
     if (r.addrs.empty()) {
@@ -205,22 +214,21 @@ struct State : internal::IoState {
       return nullptr;
     }
     r.expires = now + kResolveTtl;
-    return &(resolved[key] = std::move(r));
+    return &(resolved[t.key] = std::move(r));
   }
 
   // Starts connecting `c` to its next address; false when none is left
   // (`error` says why the last one failed).
   bool ConnectNext(Conn* c, std::string* error) {
     while (c->addr_next < c->addrs.size()) {
-      const size_t i = c->addr_next++;
-      const auto& addr = c->addrs[i];
+      const Address& address = c->addrs[c->addr_next++];
       if (c->fd >= 0) {
         conns.erase(c->id);
         ::close(c->fd);
         c->fd = -1;
         c->events = 0;
       }
-      const int fd = ::socket(addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+      const int fd = ::socket(address.addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
       if (fd < 0) {
         *error = Errno("socket", errno);
         continue;
@@ -231,7 +239,7 @@ struct State : internal::IoState {
       c->fd = fd;
       c->id = ++next_id;
       conns[c->id] = c;
-      if (::connect(fd, reinterpret_cast<const sockaddr*>(&addr), c->addr_lens[i]) == 0 ||
+      if (::connect(fd, reinterpret_cast<const sockaddr*>(&address.addr), address.len) == 0 ||
           errno == EINPROGRESS) {
         Watch(c, EPOLLOUT);
         return true;
@@ -243,7 +251,7 @@ struct State : internal::IoState {
 
   // ---- requests ----------------------------------------------------------
 
-  void Start(Pending p, double now) {
+  void StartOp(Pending p, double now) {
     auto* op = new Op;
     op->request = std::move(p.request);
     op->done = std::move(p.done);
@@ -254,8 +262,8 @@ struct State : internal::IoState {
       timeout_ms = timeout_ms > 0 ? std::min(timeout_ms, own) : own;
     }
     if (timeout_ms > 0) op->deadline = now + static_cast<double>(timeout_ms) * 1e-3;
-    if (!SplitUrl(op->request.url, &op->target)) {
-      Finish(op, NetError::kOther, "not an http:// URL this transport can send");
+    if (std::string error; !SplitUrl(op->request.url, &op->target, &error)) {
+      Finish(op, NetError::kOther, "cannot send this request: " + error);
       return;
     }
     if (op->request.method != "GET" && op->request.method != "HEAD") {
@@ -269,8 +277,7 @@ struct State : internal::IoState {
   // Gives `op` a connection: an idle one to its host (unless `fresh`), or a
   // new one.
   void Attach(Op* op, double now, bool fresh = false) {
-    const std::string key = op->target.host + ":" + op->target.port;
-    auto pool = idle.find(key);
+    auto pool = idle.find(op->target.key);
     if (!fresh && pool != idle.end() && !pool->second.empty()) {
       Conn* c = pool->second.back();
       pool->second.pop_back();
@@ -278,8 +285,6 @@ struct State : internal::IoState {
       c->reused = true;
       c->op = op;
       op->conn = c;
-      op->last_activity = now;
-      op->window_start = now;
       BeginSend(c);
       return;
     }
@@ -290,9 +295,8 @@ struct State : internal::IoState {
       return;
     }
     auto* c = new Conn;
-    c->key = key;
+    c->key = op->target.key;
     c->addrs = r->addrs;
-    c->addr_lens = r->lens;
     c->op = op;
     op->conn = c;
     op->connect_deadline = now + static_cast<double>(options.connect_timeout_ms) * 1e-3;
@@ -374,7 +378,7 @@ struct State : internal::IoState {
     Fail(op, NetError::kReset, std::move(why));
   }
 
-  void OnEvent(uint64_t id, uint32_t events) {
+  void OnSocket(uint64_t id, uint32_t events) {
     auto it = conns.find(id);
     if (it == conns.end()) return;
     Conn* c = it->second;
@@ -413,7 +417,6 @@ struct State : internal::IoState {
     Op* op = c->op;
     op->connect_deadline = kNever;
     c->addrs.clear();
-    c->addr_lens.clear();
     BeginSend(c);
   }
 
@@ -446,26 +449,21 @@ struct State : internal::IoState {
       }
       if (n < 0 && errno == EINTR) continue;
       if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
-      if (n == 0) {
-        st = reader.Eof();
-        if (st == ReplyReader::kError && reader.error().rfind("bad reply", 0) != 0) {
-          Broken(c, reader.error());  // cut short (or stale): a reset
-          return;
-        }
-      } else if (n < 0) {
+      if (n < 0) {
         Broken(c, Errno("recv", errno));
         return;
       }
+      if (n == 0) st = reader.Eof();
       if (st == ReplyReader::kDone) {
         Complete(c);
         return;
       }
+      if (st == ReplyReader::kCutShort) {
+        Broken(c, reader.error());  // a reset (or a stale reused connection)
+        return;
+      }
       if (st == ReplyReader::kError) {
-        op->conn = nullptr;
-        c->op = nullptr;
-        const std::string why = reader.error();
-        CloseConn(c);
-        Fail(op, NetError::kOther, why);
+        Fail(op, NetError::kOther, reader.error());  // closes c
         return;
       }
     }
@@ -494,7 +492,8 @@ struct State : internal::IoState {
     Deliver(op);
   }
 
-  void Fail(Op* op, NetError error, const std::string& message) {
+  // `message` by value: it may live in the connection this closes.
+  void Fail(Op* op, NetError error, std::string message) {
     if (op->conn) {
       Conn* c = op->conn;
       op->conn = nullptr;
@@ -504,7 +503,7 @@ struct State : internal::IoState {
     active.erase(op);
     op->response = Response{};
     op->response.error = error;
-    op->response.error_message = message;
+    op->response.error_message = std::move(message);
     Deliver(op);
   }
 
@@ -578,36 +577,6 @@ struct State : internal::IoState {
     for (auto& [op, why] : expired) Fail(op, NetError::kTimeout, why);
   }
 
-  void Loop() {
-    constexpr int kMaxEvents = 256;
-    epoll_event events[kMaxEvents];
-    std::vector<Pending> due;
-    while (true) {
-      due.clear();
-      if (!TakeDue(WallSeconds(), &due)) break;
-      for (Pending& p : due) Start(std::move(p), WallSeconds());
-      CheckTimeouts(WallSeconds());
-      const double now = WallSeconds();
-      double wake_at = now + 1.0;
-      wake_at = std::min(wake_at, next_check);
-      if (!delayed.empty()) wake_at = std::min(wake_at, delayed.begin()->first);
-      const int timeout_ms =
-          std::clamp(static_cast<int>(std::ceil((wake_at - now) * 1000.0)), 0, 1000);
-      const int n = epoll_wait(epoll_fd, events, kMaxEvents, timeout_ms);
-      for (int i = 0; i < n; ++i) {
-        const uint64_t id = events[i].data.u64;
-        if (id == kWakeKey) {
-          Drain();
-          continue;
-        }
-        OnEvent(id, events[i].events);
-      }
-    }
-    // Shutting down: every request still here completes as cancelled.
-    std::vector<Op*> left(active.begin(), active.end());
-    for (Op* op : left) Fail(op, NetError::kCancelled, "transport shut down");
-    CancelDelayed();
-  }
 };
 
 // http:// to the epoll transport, the rest to curl (made when first needed).

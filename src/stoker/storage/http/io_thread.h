@@ -9,7 +9,9 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -36,11 +38,22 @@ inline void Cancel(Transport::Callback& done) {
   done(std::move(r));
 }
 
-// The inbox and the epoll set. A transport's state derives from it and adds
-// Loop(), which runs on the I/O thread until TakeIncoming says stop.
+// The inbox, the epoll set and the loop. A transport's state derives from
+// it and supplies the hooks, which Run() calls on the I/O thread.
 struct IoState {
   // epoll_event.data of the wake-up eventfd (sockets use their fd or an id).
   static constexpr uint64_t kWakeKey = ~uint64_t{0};
+  static constexpr double kNever = 1e300;
+
+  // A request whose start time has come.
+  virtual void Start(Pending p) = 0;
+  // Runs what is due by `now` (timeouts, the library's timers); returns
+  // when something next falls due (kNever: nothing).
+  virtual double Tick(double now) = 0;
+  // A socket the transport registered is ready.
+  virtual void OnEvent(const epoll_event& e) = 0;
+  // Shutting down: every started request completes as cancelled.
+  virtual void CancelStarted() = 0;
 
   std::mutex mu;
   std::vector<std::pair<double, Pending>> incoming;  // guarded by mu: (due time, request)
@@ -60,7 +73,7 @@ struct IoState {
   }
   IoState(const IoState&) = delete;
   IoState& operator=(const IoState&) = delete;
-  ~IoState() {
+  virtual ~IoState() {
     if (wake_fd >= 0) ::close(wake_fd);
     if (epoll_fd >= 0) ::close(epoll_fd);
   }
@@ -70,46 +83,59 @@ struct IoState {
     // A full counter already means "wake up"; nothing to do on failure.
     [[maybe_unused]] ssize_t n = ::write(wake_fd, &one, sizeof(one));
   }
-  // After epoll_wait reported kWakeKey.
-  void Drain() {
-    uint64_t count;
-    [[maybe_unused]] ssize_t r = ::read(wake_fd, &count, sizeof(count));
-  }
-
-  // Moves what Send() queued into `delayed` and returns the requests due by
-  // `now`, earliest first; false once the transport is stopping.
-  bool TakeDue(double now, std::vector<Pending>* due) {
+  // The I/O thread: starts requests as their time comes, runs the
+  // transport's timers, sleeps in epoll_wait until a socket is ready, a
+  // request arrives, a timer or a delayed request falls due, or a second
+  // passes; on shutdown, cancels everything.
+  void Run() {
+    constexpr int kMaxEvents = 256;
+    epoll_event events[kMaxEvents];
     std::vector<std::pair<double, Pending>> batch;
-    bool stopping;
-    {
-      std::lock_guard<std::mutex> lock(mu);
-      batch.swap(incoming);
-      stopping = stop;
+    while (true) {
+      bool stopping;
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        batch.swap(incoming);
+        stopping = stop;
+      }
+      for (auto& [when, p] : batch) delayed.emplace(when, std::move(p));
+      batch.clear();
+      if (stopping) break;
+      const double started = WallSeconds();
+      while (!delayed.empty() && delayed.begin()->first <= started) {
+        Pending p = std::move(delayed.begin()->second);
+        delayed.erase(delayed.begin());
+        Start(std::move(p));
+      }
+      const double now = WallSeconds();
+      double wake_at = std::min(now + 1.0, Tick(now));
+      if (!delayed.empty()) wake_at = std::min(wake_at, delayed.begin()->first);
+      const int timeout_ms =
+          std::clamp(static_cast<int>(std::ceil((wake_at - WallSeconds()) * 1000.0)), 0, 1000);
+      const int n = epoll_wait(epoll_fd, events, kMaxEvents, timeout_ms);
+      for (int i = 0; i < n; ++i) {
+        if (events[i].data.u64 == kWakeKey) {
+          uint64_t count;
+          [[maybe_unused]] ssize_t r = ::read(wake_fd, &count, sizeof(count));
+          continue;
+        }
+        OnEvent(events[i]);
+      }
     }
-    for (auto& [when, p] : batch) delayed.emplace(when, std::move(p));
-    if (stopping) return false;
-    while (!delayed.empty() && delayed.begin()->first <= now) {
-      due->push_back(std::move(delayed.begin()->second));
-      delayed.erase(delayed.begin());
-    }
-    return true;
-  }
-
-  // Shutting down: every request not started completes as cancelled.
-  void CancelDelayed() {
+    CancelStarted();
     for (auto& [when, p] : delayed) Cancel(p.done);
     delayed.clear();
   }
 };
 
-// A Transport on one I/O thread running `State::Loop()`.
+// A Transport on one I/O thread running `State::Run()`.
 template <class State>
 class ThreadedTransport final : public Transport {
  public:
   explicit ThreadedTransport(std::shared_ptr<State> state) : state_(std::move(state)) {
     thread_ = std::thread([s = state_] {
       SetThreadName("stoker-io");
-      s->Loop();
+      s->Run();
     });
   }
 

@@ -124,7 +124,7 @@ ReplyReader::Status ReplyReader::Eof() {
                       : "the server closed the connection before replying";
   phase_ = kFailed;
   response_.body.clear();
-  return kError;
+  return kCutShort;
 }
 
 ReplyReader::Status ReplyReader::Parse() {
@@ -140,13 +140,8 @@ ReplyReader::Status ReplyReader::Parse() {
         const std::string head = in_.substr(0, end + 2);
         in_.erase(0, end + 4);
         if (!ParseHead(head)) return kError;
-        if (phase_ == kBody) {
-          // Body bytes that came with the head go into place.
-          std::string rest;
-          rest.swap(in_);
-          return Feed(rest.data(), rest.size());
-        }
-        if (phase_ == kUntilClose) {
+        if (phase_ == kBody || phase_ == kUntilClose) {
+          // Body bytes that came with the head go where Feed puts a body's.
           std::string rest;
           rest.swap(in_);
           return Feed(rest.data(), rest.size());

@@ -26,7 +26,9 @@ class ReplyReader {
   enum Status {
     kMore,   // the reply is not whole yet
     kDone,   // the reply is whole: response() holds it
-    kError,  // not a reply we can read: error() says why
+    kError,     // not a reply we can read: error() says why
+    kCutShort,  // the connection ended before the reply did: error() says
+                // whether any of it came (got_bytes())
   };
 
   // Begins a new reply. `head_request`: the request was HEAD (no body
@@ -48,7 +50,8 @@ class ReplyReader {
   Window BodyWindow();
   Status CommitBody(size_t n);
   // The peer closed the connection: kDone if the body ran to the close,
-  // else kError (the reply was cut short, or never began: see got_bytes()).
+  // kCutShort if the reply had not ended (or not begun), kError if it was
+  // already refused.
   Status Eof();
 
   Response& response() { return response_; }

@@ -89,12 +89,12 @@ TEST(ReplyReader, HeadRepliesHaveNoBodyAndExtraBytesAreLeftOver) {
 
 TEST(ReplyReader, TheEndOfTheConnectionMidReplyIsAnError) {
   Read r = ReadReply("");
-  EXPECT_EQ(r.status, ReplyReader::kError);
+  EXPECT_EQ(r.status, ReplyReader::kCutShort);
   EXPECT_EQ(r.error, "the server closed the connection before replying");
   for (const std::string& cut : std::vector<std::string>{"HTTP/1.1 200 OK\r\nContent-Len", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nab",
                                 "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab"}) {
     r = ReadReply(cut);
-    EXPECT_EQ(r.status, ReplyReader::kError) << cut;
+    EXPECT_EQ(r.status, ReplyReader::kCutShort) << cut;
     EXPECT_EQ(r.error, "the server closed the connection before the reply ended") << cut;
     EXPECT_TRUE(r.body.empty());
   }
