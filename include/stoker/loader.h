@@ -26,6 +26,8 @@
 #include <vector>
 
 #include "stoker/options.h"
+#include "stoker/profile.h"
+#include "stoker/stats.h"
 #include "stoker/status.h"
 
 namespace stoker {
@@ -36,10 +38,10 @@ enum class DType { kUInt8, kFloat32 };
 // as any copy (or any tensor made from them) does.
 class Batch {
  public:
-  struct Storage;  // defined in the pipeline
+  struct Buffers;  // defined in the pipeline
 
   Batch() = default;
-  explicit Batch(std::shared_ptr<Storage> storage);
+  explicit Batch(std::shared_ptr<Buffers> buffers);
 
   // Number of samples; smaller than batch_size for the last batch of an epoch
   // (drop_last=false) or when samples were skipped.
@@ -60,44 +62,7 @@ class Batch {
   std::shared_ptr<void> keep_alive() const;
 
  private:
-  std::shared_ptr<Storage> storage_;
-};
-
-// Counters of one pipeline stage (Plumber-style operational data).
-struct StageStats {
-  std::string name;
-  int64_t items = 0;
-  int64_t bytes = 0;
-  double busy_cpu_s = 0;  // thread CPU time spent working
-  double idle_s = 0;      // wall time the stage's workers waited for input
-};
-
-struct LoaderStats {
-  int64_t samples_delivered = 0;
-  int64_t samples_skipped = 0;
-  int64_t batches_delivered = 0;
-  int64_t bytes_read = 0;
-  int64_t requests = 0;
-  int64_t retries = 0;
-  // Attempts aborted by a connect, read or deadline timeout (each is also
-  // retried, and counted in `retries`, unless the deadline passed).
-  int64_t timeouts = 0;
-  double stall_s = 0;  // time the consumer waited inside Next()
-  // Remote reads of an epoch's first batches issued while the epoch before
-  // it drained (counted in `requests` too), and how many of them a pass used:
-  // the rest were for an epoch that did not follow (set_epoch elsewhere, a
-  // resumed position, the loader closed or not iterated again).
-  int64_t lookahead_reads = 0;
-  int64_t lookahead_used = 0;
-  // JPEG decodes that skipped MCU rows or columns (options.jpeg_index), how
-  // many of them were cut to the crop's MCU rows and columns (the others
-  // only start at a remembered row), and the index's memory.
-  int64_t jpeg_index_jumps = 0;
-  int64_t jpeg_index_crops = 0;
-  int64_t jpeg_index_bytes = 0;
-  // Skipped samples by reason kind ("corrupt", "not found", ...).
-  std::map<std::string, int64_t> errors_by_kind;
-  std::vector<StageStats> stages;
+  std::shared_ptr<Buffers> buffers_;
 };
 
 // Dataset summary for `stoker ls`.
@@ -169,6 +134,18 @@ class Loader {
   virtual void Close() = 0;
 
   virtual LoaderStats stats() const = 0;
+  // Where the time went since the first batch was asked for: per-stage
+  // rates, the consumer's waits by stage, the bottleneck, a what-if
+  // (stoker/profile.h).
+  virtual ProfileReport Profile() const = 0;
+  // The spans recorded so far as Chrome trace-event JSON (Perfetto,
+  // chrome://tracing); empty unless LoaderOptions::trace.
+  virtual std::string TraceJson() const = 0;
+
+  // Decode threads from now on (0: one per available core). Takes effect in
+  // the running pass at once; batches stay identical for any thread count.
+  virtual void SetThreads(int threads) = 0;
+  virtual int threads() const = 0;
 
   // The state after the last batch Next() returned.
   virtual LoaderState state() const = 0;

@@ -86,6 +86,13 @@ struct LoaderOptions {
   // Batches prepared ahead of the consumer (each holds batch_size decoded
   // images: 38.5 MB at 64 x 3 x 224 x 224 float32).
   int prefetch_batches = 2;
+  // Storage requests in flight at once; 0: no cap but prefetch_batches (all
+  // of those batches' samples may be requested at once).
+  int64_t max_in_flight = 0;
+  // Record a span per sample per stage for Loader::TraceJson() (Chrome
+  // trace-event JSON, for Perfetto or chrome://tracing); `stoker profile
+  // --trace FILE` turns it on. Off: no cost.
+  bool trace = false;
   // Remote samples (s3://, http(s)://): once a pass has asked for all of its
   // samples, read the first min(prefetch_batches, 2) batches of the next
   // epoch (epoch + 1, from its start) while this one drains, so the next

@@ -53,21 +53,18 @@ nb::tuple BatchToArrays(const Batch& batch) {
   return nb::make_tuple(images, labels, indices);
 }
 
+// Every figure of the loader's metrics registry, by name; stages and queues
+// as lists of dicts and also by name. Nothing here lists the figures: a
+// meter added to the registry appears in Python as it is.
 nb::dict StatsToDict(const LoaderStats& s) {
   nb::dict d;
-  d["samples_delivered"] = s.samples_delivered;
-  d["samples_skipped"] = s.samples_skipped;
-  d["batches_delivered"] = s.batches_delivered;
-  d["bytes_read"] = s.bytes_read;
-  d["requests"] = s.requests;
-  d["retries"] = s.retries;
-  d["timeouts"] = s.timeouts;
-  d["stall_s"] = s.stall_s;
-  d["lookahead_reads"] = s.lookahead_reads;
-  d["lookahead_used"] = s.lookahead_used;
-  d["jpeg_index_jumps"] = s.jpeg_index_jumps;
-  d["jpeg_index_crops"] = s.jpeg_index_crops;
-  d["jpeg_index_bytes"] = s.jpeg_index_bytes;
+  for (const auto& m : s.metrics) {
+    if (m.integral) {
+      d[nb::str(m.name.c_str())] = static_cast<int64_t>(m.value);
+    } else {
+      d[nb::str(m.name.c_str())] = m.value;
+    }
+  }
   nb::dict errors;
   for (const auto& [k, v] : s.errors_by_kind) errors[nb::str(k.c_str())] = v;
   d["errors_by_kind"] = errors;
@@ -78,11 +75,73 @@ nb::dict StatsToDict(const LoaderStats& s) {
     sd["items"] = st.items;
     sd["bytes"] = st.bytes;
     sd["busy_cpu_s"] = st.busy_cpu_s;
+    sd["wait_input_s"] = st.wait_input_s;
+    sd["wait_output_s"] = st.wait_output_s;
     sd["idle_s"] = st.idle_s;
+    sd["parallelism"] = st.parallelism;
     stages.append(sd);
     d[nb::str(st.name.c_str())] = sd;
   }
   d["stages"] = stages;
+  nb::list queues;
+  for (const auto& q : s.queues) {
+    nb::dict qd;
+    qd["name"] = q.name;
+    qd["capacity"] = q.capacity;
+    qd["puts"] = q.puts;
+    qd["gets"] = q.gets;
+    qd["mean_occupancy"] = q.mean_occupancy;
+    qd["empty_fraction"] = q.empty_fraction;
+    queues.append(qd);
+  }
+  d["queues"] = queues;
+  return d;
+}
+
+nb::dict ProfileToDict(const ProfileReport& r) {
+  nb::dict d;
+  d["wall_s"] = r.wall_s;
+  d["images"] = r.images;
+  d["batches"] = r.batches;
+  d["images_per_s"] = r.images_per_s;
+  d["cores"] = r.cores;
+  d["decode_threads"] = r.decode_threads;
+  d["max_in_flight"] = r.max_in_flight;
+  nb::list stages;
+  for (const auto& p : r.stages) {
+    nb::dict sd;
+    sd["name"] = p.name;
+    sd["items"] = p.items;
+    sd["busy_cpu_s"] = p.busy_cpu_s;
+    sd["rate_per_core"] = p.rate_per_core;
+    sd["utilisation"] = p.utilisation;
+    sd["parallelism"] = p.parallelism;
+    sd["wait_share"] = p.wait_share;
+    stages.append(sd);
+  }
+  d["stages"] = stages;
+  d["bottleneck"] = r.bottleneck;
+  d["summary"] = r.summary;
+  nb::dict whatif;
+  whatif["one_more_decode_thread_images_per_s"] = r.whatif_one_more_decode_thread_images_per_s;
+  whatif["no_stall_step_ms"] = r.no_stall_step_ms;
+  d["whatif"] = whatif;
+  nb::dict io;
+  io["requests"] = r.io_requests;
+  io["retries"] = r.io_retries;
+  io["timeouts"] = r.io_timeouts;
+  io["latency_p50_ms"] = r.io_latency_p50_ms;
+  io["latency_p90_ms"] = r.io_latency_p90_ms;
+  io["latency_p99_ms"] = r.io_latency_p99_ms;
+  io["mean_in_flight"] = r.io_mean_in_flight;
+  io["bytes_per_request"] = r.io_bytes_per_request;
+  d["io"] = io;
+  d["cpu_s"] = r.cpu_s;
+  d["cpu_s_per_image"] = r.cpu_s_per_image;
+  d["energy_j"] = r.energy_j;
+  d["energy_j_per_image"] = r.energy_j_per_image;
+  d["energy_source"] = r.energy_source;
+  d["watts_per_core"] = r.watts_per_core;
   return d;
 }
 
@@ -258,7 +317,7 @@ void register_loader(nb::module_& m) {
              const std::string& on_error, int prefetch_batches, int64_t max_pixels, int64_t rank,
              int64_t world_size, const std::string& endpoint_url, double connect_timeout,
              double read_timeout, double io_timeout, int max_attempts, bool lookahead,
-             bool jpeg_index, int64_t jpeg_index_mb) {
+             bool jpeg_index, int64_t jpeg_index_mb, int64_t max_in_flight, bool trace) {
             LoaderOptions o;
             o.uri.assign(uri.c_str(), uri.size());  // os.fsencode()d: any bytes
             o.endpoint_url = endpoint_url;
@@ -281,6 +340,8 @@ void register_loader(nb::module_& m) {
             o.max_pixels = max_pixels;
             o.rank = rank;
             o.world_size = world_size;
+            o.max_in_flight = max_in_flight;
+            o.trace = trace;
             Result<std::unique_ptr<Loader>> r =
                 WithoutGil([&] { return Loader::Open(o); });
             new (self) PyLoader(ValueOrThrow(std::move(r)));
@@ -296,7 +357,8 @@ void register_loader(nb::module_& m) {
           nb::arg("read_timeout") = IoOptions{}.read_timeout_s,
           nb::arg("io_timeout") = IoOptions{}.io_timeout_s, nb::arg("max_attempts") = 0,
           nb::arg("lookahead") = true, nb::arg("jpeg_index") = true,
-          nb::arg("jpeg_index_mb") = 128)
+          nb::arg("jpeg_index_mb") = 128, nb::arg("max_in_flight") = 0,
+          nb::arg("trace") = false)
       .def("__len__", [](const PyLoader& l) { return l.impl->num_batches(); })
       .def_prop_ro("num_samples", [](const PyLoader& l) { return l.impl->num_samples(); })
       .def_prop_ro("classes",
@@ -329,6 +391,9 @@ void register_loader(nb::module_& m) {
       // Stops and joins the threads; a no-op in a forked child (nothing of
       // this loader runs there), so cleanup code never fails after a fork.
       .def("stop", [](PyLoader& l) { WithoutGil([&] { l.impl->Stop(); }); })
+      // Stop(), for good: iterating afterwards raises. Also a no-op in a
+      // forked child.
+      .def("close", [](PyLoader& l) { WithoutGil([&] { l.impl->Close(); }); })
       .def("next", &NextBatch, nb::arg("torch"),
            "Next batch as (images, labels, indices), or None at the end of the epoch.")
       .def("stats",
@@ -336,6 +401,22 @@ void register_loader(nb::module_& m) {
              RequireOwnProcess(l);
              return StatsToDict(l.impl->stats());
            })
+      .def("profile",
+           [](const PyLoader& l) {
+             RequireOwnProcess(l);
+             return ProfileToDict(l.impl->Profile());
+           })
+      .def("trace_json",
+           [](const PyLoader& l) {
+             RequireOwnProcess(l);
+             return l.impl->TraceJson();
+           })
+      .def("set_threads",
+           [](PyLoader& l, int n) {
+             RequireOwnProcess(l);
+             WithoutGil([&] { l.impl->SetThreads(n); });
+           })
+      .def_prop_ro("threads", [](const PyLoader& l) { return l.impl->threads(); })
       .def("state_dict",
            [](const PyLoader& l) {
              RequireOwnProcess(l);

@@ -84,6 +84,11 @@ class Loader:
         for an ImageNet-sized image). Files past it keep only where their
         MCU rows begin (12 bytes a row), which still skips the rows above
         the crop, while that fits.
+    max_in_flight: storage requests in flight at once; None: no cap but
+        prefetch_batches (every sample of those batches may be requested at
+        once).
+    trace: record a span per sample per stage, for write_trace() (Chrome
+        trace-event JSON for Perfetto or chrome://tracing). Off: no cost.
 
     Iterating yields dicts: ``image`` (N x 3 x H x W uint8, or float32 when
     the transform normalises), ``label`` (int64), ``index`` (int64 position of
@@ -100,7 +105,8 @@ class Loader:
                  endpoint_url: Optional[str] = None, connect_timeout: float = 10.0,
                  read_timeout: float = 5.0, io_timeout: float = 120.0,
                  max_attempts: Optional[int] = None, lookahead: bool = True,
-                 jpeg_index: bool = True, jpeg_index_mb: int = 128):
+                 jpeg_index: bool = True, jpeg_index_mb: int = 128,
+                 max_in_flight: Optional[int] = None, trace: bool = False):
         transform = transform if transform is not None else imagenet_val(224)
         if threads == "auto":
             threads = 0
@@ -108,6 +114,8 @@ class Loader:
             raise ValueError(f"threads must be a positive int or 'auto', got {threads!r}")
         if max_attempts is not None and (not isinstance(max_attempts, int) or max_attempts < 1):
             raise ValueError(f"max_attempts must be a positive int or None, got {max_attempts!r}")
+        if max_in_flight is not None and (not isinstance(max_in_flight, int) or max_in_flight < 1):
+            raise ValueError(f"max_in_flight must be a positive int or None, got {max_in_flight!r}")
         rank, world_size = _distributed_defaults(rank, world_size)
         self.transform = transform
         self.batch_size = batch_size
@@ -119,8 +127,9 @@ class Loader:
             int(prefetch_batches), int(max_pixels), int(rank), int(world_size),
             endpoint_url or "", float(connect_timeout), float(read_timeout), float(io_timeout),
             int(max_attempts or 0), bool(lookahead), bool(jpeg_index),
-            int(jpeg_index_mb))
+            int(jpeg_index_mb), int(max_in_flight or 0), bool(trace))
         self.rank, self.world_size = rank, world_size
+        self._closed = False
 
     def __len__(self) -> int:
         """Batches per epoch on this rank."""
@@ -155,10 +164,17 @@ class Loader:
 
     def __iter__(self) -> Iterator[Dict[str, Any]]:
         core, as_torch = self._core, _torch is not None
+        if self._closed:
+            raise _core.Error("cancelled: the loader was closed")
         core.start()
         try:
             while True:
-                out = core.next(as_torch)
+                try:
+                    out = core.next(as_torch)
+                except _core.Error:
+                    if self._closed:  # close() from another thread ends this pass
+                        return
+                    raise
                 if out is None:
                     return
                 images, labels, indices = out
@@ -169,10 +185,19 @@ class Loader:
             core.stop()
 
     def stats(self) -> Dict[str, Any]:
-        """Counters since the loader was made: samples_delivered,
-        samples_skipped, batches_delivered, bytes_read, requests, retries,
-        timeouts (attempts cut by a connect, read or io timeout), stall_s (time spent waiting in next), errors_by_kind, and one dict
-        per stage (items, bytes, busy_cpu_s, idle_s). lookahead_reads
+        """Every figure of the loader's metrics registry since it was made:
+        samples_delivered, samples_skipped, batches_delivered, bytes_read,
+        requests, retries, timeouts (attempts cut by a connect, read or io
+        timeout), stall_s (time spent waiting in next), errors_by_kind;
+        wait.fetch_s, wait.decode_s and wait.collate_s (stall_s split by the
+        stage the awaited batch was waiting on), wait.consumer_s (time the
+        next batch was ready while the consumer was away), consumer_s;
+        fetch.latency_* (request to bytes: count, mean and p50/p90/p99
+        seconds); one dict per stage under ``stages`` and by name (plan,
+        fetch, decode, collate, deliver: items, bytes, busy_cpu_s,
+        wait_input_s, wait_output_s, parallelism) and one per queue under
+        ``queues`` (in_flight, fetched, assembling, complete: capacity,
+        puts, gets, mean_occupancy, empty_fraction). lookahead_reads
         counts remote reads of the next epoch's first batches issued while
         an epoch drained (also in requests), lookahead_used how many of
         them the next pass took. jpeg_index_jumps counts JPEG decodes that
@@ -180,6 +205,42 @@ class Loader:
         them cut to the crop's MCU rows and columns, jpeg_index_bytes the
         index's memory."""
         return self._core.stats()
+
+    def profile(self) -> Dict[str, Any]:
+        """Where the time went since the first batch was asked for (what
+        `stoker profile` prints): per stage its rate per core, utilisation
+        and wait_share (the share of all waiting attributed to it; the
+        consumer counts as a stage when the loader waited for it), the
+        bottleneck and a sentence saying so, a what-if (images/s with one
+        more decode thread; the step time above which training would not
+        stall), I/O latency percentiles, requests in flight and bytes per
+        request, CPU-seconds and energy per image (energy_source "rapl"
+        or "estimate")."""
+        return self._core.profile()
+
+    def write_trace(self, path: Union[str, os.PathLike]) -> None:
+        """Writes the spans recorded so far (trace=True) as Chrome
+        trace-event JSON, which Perfetto and chrome://tracing open."""
+        data = self._core.trace_json()
+        if not data:
+            raise ValueError("no trace was recorded: make the Loader with trace=True")
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(data)
+
+    @property
+    def threads(self) -> int:
+        """Decode threads."""
+        return self._core.threads
+
+    def set_threads(self, threads: Union[int, str]) -> None:
+        """Decode threads from now on, also in the middle of an epoch ("auto":
+        one per core). Batches are identical for any thread count."""
+        self._core.set_threads(0 if threads == "auto" else int(threads))
+
+    def stop(self) -> None:
+        """Ends the pass in progress (its threads joined); the next
+        iteration starts the epoch again."""
+        self._core.stop()
 
     def state_dict(self) -> Dict[str, Any]:
         """Where iteration stands, O(1) in size: epoch and the global position
@@ -194,8 +255,11 @@ class Loader:
         self._core.load_state_dict(dict(state))
 
     def close(self) -> None:
-        """Stops the worker threads (also done when the loader is deleted)."""
-        self._core.stop()
+        """Stops the worker threads, for good (also done when the loader is
+        deleted): a pass in progress in another thread ends, and iterating
+        afterwards raises stoker.Error."""
+        self._closed = True
+        self._core.close()
 
     def __enter__(self):
         return self

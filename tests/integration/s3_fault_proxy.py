@@ -234,8 +234,13 @@ def parse_rates(text: str) -> dict:
 class FaultProxy:
     def __init__(self, upstream_host: str, upstream_port: int, latency_s: float = 0.0,
                  fault_rate: float = 0.0, faults=DEFAULT_FAULTS, seed: int = 0, store=None,
-                 fault_rates: dict | None = None, stall_s: float = 10.0, slow_s: float = 2.0):
+                 fault_rates: dict | None = None, stall_s: float = 10.0, slow_s: float = 2.0,
+                 bandwidth_bps: float = 0.0):
         self.store = store
+        # A link of this many bytes/s shared by every reply (0: unlimited):
+        # each 64 KiB piece is sent when the link is free for it.
+        self.bandwidth_bps = bandwidth_bps
+        self.link_free = 0.0
         self.upstream = (upstream_host, upstream_port)
         self.latency_s = latency_s
         # Per kind: the share of requests that get it.
@@ -263,6 +268,23 @@ class FaultProxy:
                 return kind
             r -= rate
         return None
+
+    async def send(self, writer, data: bytes) -> None:
+        if self.bandwidth_bps <= 0:
+            writer.write(data)
+            await writer.drain()
+            return
+        loop = asyncio.get_running_loop()
+        step = 1 << 16
+        for i in range(0, len(data), step):
+            piece = data[i:i + step]
+            now = loop.time()
+            start = max(now, self.link_free)
+            self.link_free = start + len(piece) / self.bandwidth_bps
+            if self.link_free > now:
+                await asyncio.sleep(self.link_free - now)
+            writer.write(piece)
+            await writer.drain()
 
     async def listen(self):
         self.server = await asyncio.start_server(self.handle, self.host, self.port, limit=1 << 20,
@@ -349,8 +371,7 @@ class FaultProxy:
                     # Nothing at all for stall_s, then the reply as usual.
                     await self.hold(self.stall_s)
                 if self.store is not None:
-                    writer.write(self.store.reply(method, path))
-                    await writer.drain()
+                    await self.send(writer, self.store.reply(method, path))
                     self.stats["forwarded"] += 1
                     continue
                 if up_writer is None:
@@ -476,6 +497,8 @@ def main(argv=None):
     ap.add_argument("--stall-s", type=float, default=10.0, help="how long a stall holds the reply")
     ap.add_argument("--slow-s", type=float, default=2.0, help="how long a slow reply takes to send")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--bandwidth-bps", type=float, default=0.0,
+                    help="stub mode: replies share a link of this many bytes/s (0: unlimited)")
     args = ap.parse_args(argv)
     host, _, port = args.upstream.rpartition(":")
     faults = [f for f in args.faults.split(",") if f]
@@ -495,7 +518,7 @@ def main(argv=None):
         # Made inside the loop: the proxy holds asyncio events.
         proxy = FaultProxy(host, int(port), args.latency_ms / 1000.0, args.fault_rate, faults,
                            args.seed, store, fault_rates=rates, stall_s=args.stall_s,
-                           slow_s=args.slow_s)
+                           slow_s=args.slow_s, bandwidth_bps=args.bandwidth_bps)
         await serve(proxy, args.host, args.port, ready)
 
     runner = asyncio.run

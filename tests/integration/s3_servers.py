@@ -133,7 +133,8 @@ def stub_binary() -> Path | None:
 
 
 def start_memory_s3(root, bucket: str, prefix: str, latency_ms: float = 0.0,
-                    uvloop: bool = False, impl: str = "python") -> Server:
+                    uvloop: bool = False, impl: str = "python",
+                    bandwidth_bps: float = 0.0) -> Server:
     """An in-memory S3 stub serving the files under root as
     s3://bucket/prefix<relative path> (no moto behind it). impl "python" is
     the fault proxy's stub mode; "cpp" is bench/s3_stub.cc (one epoll
@@ -148,6 +149,7 @@ def start_memory_s3(root, bucket: str, prefix: str, latency_ms: float = 0.0,
         cmd = [sys.executable, str(HERE / "s3_fault_proxy.py"), "--serve-dir", str(root),
                "--bucket", bucket, "--prefix", prefix, "--latency-ms", str(latency_ms)]
         cmd += ["--uvloop"] if uvloop else []
+        cmd += ["--bandwidth-bps", str(bandwidth_bps)] if bandwidth_bps else []
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     line = proc.stdout.readline()
     if not line.startswith("PORT "):

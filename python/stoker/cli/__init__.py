@@ -2,6 +2,7 @@
 
     stoker demo                      stoker vs PyTorch's DataLoader, one table
     stoker bench URI [--json] ...    images/s, CPU per image, RSS, stalls, stages
+    stoker profile URI [--json] ...  per-stage rates, the bottleneck, a what-if, a trace
     stoker ls URI                    what a dataset holds
     stoker gen DIR                   a synthetic ImageNet-like JPEG folder
 
@@ -21,7 +22,8 @@ from typing import List, Optional
 import stoker
 
 # Modules that define a subcommand, in the order `stoker --help` lists them.
-SUBCOMMANDS = ("stoker.cli.demo", "stoker.cli.bench", "stoker.cli.ls", "stoker.datagen")
+SUBCOMMANDS = ("stoker.cli.demo", "stoker.cli.bench", "stoker.cli.profile", "stoker.cli.ls",
+               "stoker.datagen")
 
 
 def build_parser() -> argparse.ArgumentParser:

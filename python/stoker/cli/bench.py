@@ -58,12 +58,16 @@ def run_bench(uri: str, *, batch_size: int = 64, threads: Union[int, str] = "aut
               size: int = 224, seed: int = 0, shuffle: bool = True, prefetch_batches: int = 3,
               on_error: str = "skip", endpoint_url: Optional[str] = None,
               read_timeout: Optional[float] = None, io_timeout: Optional[float] = None,
-              lookahead: bool = True, jpeg_index: bool = True,
+              lookahead: bool = True, jpeg_index: bool = True, step_ms: float = 0.0,
+              max_in_flight: Optional[int] = None,
               log: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
     """Loads `uri` for `epochs` epochs and returns the measurements (the
     object `stoker bench --json` prints)."""
     if epochs < 1:
         raise ValueError("--epochs must be >= 1")
+    if step_ms < 0:
+        raise ValueError("--step-ms must be >= 0")
+    step_s = step_ms / 1e3
     make_tf = {"train": stoker.transforms.imagenet_train, "val": stoker.transforms.imagenet_val}
     if transform not in make_tf:
         raise ValueError(f"--transform must be train or val, got {transform!r}")
@@ -80,6 +84,8 @@ def run_bench(uri: str, *, batch_size: int = 64, threads: Union[int, str] = "aut
         extra["read_timeout"] = read_timeout
     if io_timeout is not None:
         extra["io_timeout"] = io_timeout
+    if max_in_flight is not None:
+        extra["max_in_flight"] = max_in_flight
     loader = stoker.Loader(uri, batch_size=batch_size, transform=tf, shuffle=shuffle, seed=seed,
                            threads=threads, on_error=on_error, prefetch_batches=prefetch_batches,
                            **extra)
@@ -95,6 +101,8 @@ def run_bench(uri: str, *, batch_size: int = 64, threads: Union[int, str] = "aut
             n = 0
             for batch in loader:
                 n += _batch_len(batch)
+                if step_s:
+                    time.sleep(step_s)  # a simulated training step: no GIL, no CPU
             wall = time.perf_counter() - t0
             cpu = measure.tree_cpu_seconds() - sampler.cpu_s - cpu0
             now = loader.stats()
@@ -133,6 +141,7 @@ def run_bench(uri: str, *, batch_size: int = 64, threads: Union[int, str] = "aut
         "transform": transform,
         "normalize": normalize,
         "size": size,
+        "step_ms": step_ms,
         "images_per_s": measure.median(r["images_per_s"] for r in rows),
         # The best epoch: on a shared machine, the one least disturbed.
         "images_per_s_max": max(r["images_per_s"] for r in rows),
@@ -229,6 +238,11 @@ def add_parser(subparsers) -> None:
     p.add_argument("--no-shuffle", dest="shuffle", action="store_false")
     p.add_argument("--prefetch-batches", type=int, default=3)
     p.add_argument("--on-error", choices=("skip", "raise"), default="skip")
+    p.add_argument("--step-ms", type=float, default=0.0, metavar="MS",
+                   help="simulated training step: the consumer is busy MS per batch, so the "
+                        "stall figure is training's (default 0: a consumer that does nothing)")
+    p.add_argument("--max-in-flight", type=int, default=None, metavar="N",
+                   help="storage requests in flight at once (default: the prefetch window)")
     p.add_argument("--endpoint-url", help="S3 endpoint (else AWS_ENDPOINT_URL_S3, "
                                           "AWS_ENDPOINT_URL or the AWS config profile)")
     p.add_argument("--lookahead", action=argparse.BooleanOptionalAction, default=True,
@@ -258,6 +272,7 @@ def _run(args) -> int:
                   seed=args.seed, shuffle=args.shuffle, prefetch_batches=args.prefetch_batches,
                   on_error=args.on_error, endpoint_url=args.endpoint_url,
                   read_timeout=args.read_timeout, io_timeout=args.io_timeout,
-                  lookahead=args.lookahead, jpeg_index=args.jpeg_index, log=log)
+                  lookahead=args.lookahead, jpeg_index=args.jpeg_index,
+                  step_ms=args.step_ms, max_in_flight=args.max_in_flight, log=log)
     print(json.dumps(measure.jsonable(r)) if args.json else format_report(r))
     return 0

@@ -82,7 +82,7 @@ class BufferPool {
 
 namespace stoker {
 
-struct Batch::Storage {
+struct Batch::Buffers {
   std::shared_ptr<pipeline::BufferPool> pool;
   pipeline::Buffer images;
   int64_t n = 0;
@@ -93,7 +93,7 @@ struct Batch::Storage {
   int64_t epoch = 0;
   int64_t batch_number = 0;
 
-  ~Storage() {
+  ~Buffers() {
     if (pool && images) pool->Put(std::move(images));
   }
 };

@@ -276,6 +276,79 @@ TEST_F(LoaderTest, EverySampleOncePerEpochAndSameBatchesForAnyThreadCount) {
   }
 }
 
+// The decode stage's parallelism changes while a pass runs (up, down, up
+// again) and every batch stays what a fixed thread count gives; the
+// registry's stages and queues count every sample exactly once.
+TEST_F(LoaderTest, DecodeThreadsChangeMidPassWithoutChangingABatch) {
+  auto fixed = Loader::Open(Options(2));
+  ASSERT_TRUE(fixed.ok());
+  const Epoch want = Run(**fixed, 1);
+  LoaderOptions o = Options(1);
+  o.max_in_flight = 3;
+  o.trace = true;
+  auto loader = Loader::Open(o);
+  ASSERT_TRUE(loader.ok());
+  Epoch got;
+  (*loader)->SetEpoch(1);
+  (*loader)->Start();
+  for (int b = 0;; ++b) {
+    if (b == 1) (*loader)->SetThreads(4);
+    if (b == 3) (*loader)->SetThreads(1);
+    if (b == 4) (*loader)->SetThreads(3);
+    auto batch = (*loader)->Next();
+    ASSERT_TRUE(batch.ok()) << batch.status().ToString();
+    if (!batch->has_value()) break;
+    const Batch& x = **batch;
+    got.indices.insert(got.indices.end(), x.indices_data(), x.indices_data() + x.size());
+    const auto* p = static_cast<const uint8_t*>(x.images_data());
+    got.pixels.insert(got.pixels.end(), p, p + x.size() * 3 * 16 * 16);
+  }
+  EXPECT_EQ(got.indices, want.indices);
+  EXPECT_TRUE(got.pixels == want.pixels) << "changing threads mid-pass changed the pixels";
+  EXPECT_EQ((*loader)->threads(), 3);
+
+  const LoaderStats s = (*loader)->stats();
+  std::map<std::string, StageStats> stages;
+  for (const auto& st : s.stages) stages[st.name] = st;
+  EXPECT_EQ(stages["plan"].items, kImages);
+  EXPECT_EQ(stages["fetch"].items, kImages);
+  EXPECT_EQ(stages["decode"].items, kImages);
+  EXPECT_EQ(stages["decode"].parallelism, 3);
+  EXPECT_EQ(stages["fetch"].parallelism, 3);
+  EXPECT_EQ(stages["collate"].items, 6);
+  EXPECT_EQ(s.samples_delivered, kImages);
+  EXPECT_EQ(s.Get("samples_delivered"), kImages);
+  for (const auto& q : s.queues) {
+    EXPECT_EQ(q.puts, q.gets) << q.name;
+    if (q.name == "in_flight") {
+      EXPECT_EQ(q.puts, kImages);
+      EXPECT_EQ(q.capacity, 3);
+      EXPECT_LE(q.mean_occupancy, 3.0);
+    }
+  }
+  EXPECT_EQ(s.Get("fetch.latency_count"), kImages);
+  EXPECT_NEAR(s.Get("wait.fetch_s") + s.Get("wait.decode_s") + s.Get("wait.collate_s"), s.stall_s,
+              1e-6);
+  // One decode span and one fetch span (begin and end) per sample.
+  const std::string trace = (*loader)->TraceJson();
+  auto count = [&](const std::string& needle) {
+    size_t n = 0;
+    for (size_t at = trace.find(needle); at != std::string::npos; at = trace.find(needle, at + 1)) ++n;
+    return n;
+  };
+  EXPECT_EQ(count("\"ph\":\"X\",\"cat\":\"decode\""), static_cast<size_t>(kImages));
+  EXPECT_EQ(count("\"ph\":\"b\",\"cat\":\"fetch\""), static_cast<size_t>(kImages));
+  EXPECT_EQ(count("\"ph\":\"e\",\"cat\":\"fetch\""), static_cast<size_t>(kImages));
+  const ProfileReport p = (*loader)->Profile();
+  EXPECT_EQ(p.images, kImages);
+  EXPECT_EQ(p.decode_threads, 3);
+  double sum = 0;
+  for (const auto& st : p.stages) sum += st.wait_share;
+  if (p.bottleneck != "none") {
+    EXPECT_NEAR(sum, 1.0, 1e-9);
+  }
+}
+
 TEST_F(LoaderTest, RestartMidEpochAndStopAreClean) {
   auto loader = Loader::Open(Options(3));
   ASSERT_TRUE(loader.ok());

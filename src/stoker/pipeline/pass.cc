@@ -1,0 +1,517 @@
+#include "stoker/pipeline/pass.h"
+
+#include <algorithm>
+#include <cstring>
+#include <exception>
+#include <limits>
+
+#include "stoker/base/logging.h"
+#include "stoker/base/thread_name.h"
+#include "stoker/pipeline/sample.h"
+
+namespace stoker::pipeline {
+
+LoaderMeters::LoaderMeters(std::shared_ptr<obs::Registry> reg)
+    : registry(std::move(reg)),
+      plan(registry->Stage("plan")),
+      fetch(registry->Stage("fetch")),
+      decode(registry->Stage("decode")),
+      collate(registry->Stage("collate")),
+      deliver(registry->Stage("deliver")),
+      in_flight(registry->Queue("in_flight")),
+      fetched(registry->Queue("fetched")),
+      assembling(registry->Queue("assembling")),
+      complete(registry->Queue("complete")),
+      fetch_latency(registry->Latency("fetch.latency")),
+      delivered(registry->Count("samples_delivered")),
+      skipped(registry->Count("samples_skipped")),
+      batches(registry->Count("batches_delivered")),
+      stall_ns(registry->Seconds("stall_s")),
+      wait_fetch_ns(registry->Seconds("wait.fetch_s")),
+      wait_decode_ns(registry->Seconds("wait.decode_s")),
+      wait_collate_ns(registry->Seconds("wait.collate_s")),
+      wait_consumer_ns(registry->Seconds("wait.consumer_s")),
+      consumer_ns(registry->Seconds("consumer_s")) {}
+
+namespace {
+constexpr size_t kMaxLoggedSkips = 100;
+}  // namespace
+
+Pass::Pass(Config c)
+    : c_(std::move(c)),
+      m_(*c_.meters),
+      trace_(c_.trace.get()),
+      sample_bytes_(SampleImageBytes(c_.options.transform)),
+      max_in_flight_(c_.options.max_in_flight > 0
+                         ? c_.options.max_in_flight
+                         : std::numeric_limits<int64_t>::max()) {}
+
+void Pass::Launch() {
+  auto self = shared_from_this();
+  std::lock_guard<std::mutex> join_lock(join_mu_);
+  threads_.emplace_back([self] {
+    SetThreadName("stoker-fetch");
+    if (self->trace_) self->trace_->NameThread("stoker-fetch");
+    self->Guard("fetch", [&] { self->FetchLoop(); });
+  });
+  std::lock_guard<std::mutex> lock(mu_);
+  decode_target_ = std::max(1, c_.threads);
+  m_.decode.SetParallelism(decode_target_);
+  m_.fetch.SetParallelism(c_.options.max_in_flight > 0 ? static_cast<int>(c_.options.max_in_flight)
+                                                       : 0);
+  m_.in_flight.SetCapacity(c_.options.max_in_flight);
+  m_.fetched.SetCapacity(int64_t{c_.options.prefetch_batches} * c_.options.batch_size);
+  m_.assembling.SetCapacity(c_.options.prefetch_batches);
+  m_.complete.SetCapacity(c_.options.prefetch_batches);
+  for (int i = 0; i < decode_target_; ++i) SpawnDecoderLocked(i);
+}
+
+// Under mu_ and join_mu_.
+void Pass::SpawnDecoderLocked(int id) {
+  if (static_cast<size_t>(id) >= decoder_running_.size()) decoder_running_.resize(id + 1, false);
+  if (decoder_running_[id]) return;
+  decoder_running_[id] = true;
+  auto self = shared_from_this();
+  threads_.emplace_back([self, id] {
+    SetThreadName("stoker-decode");
+    if (self->trace_) self->trace_->NameThread("stoker-decode-" + std::to_string(id));
+    self->Guard("decode", [&] { self->DecodeLoop(id); });
+  });
+}
+
+void Pass::SetDecodeThreads(int n) {
+  n = std::max(1, n);
+  std::lock_guard<std::mutex> join_lock(join_mu_);
+  std::lock_guard<std::mutex> lock(mu_);
+  if (stop_) return;
+  decode_target_ = n;
+  m_.decode.SetParallelism(n);
+  for (int i = 0; i < n; ++i) SpawnDecoderLocked(i);
+  cv_decode_.notify_all();  // those above the target exit
+}
+
+void Pass::Stop() {
+  if (finished()) {
+    // Every batch was delivered, so every read was issued and the fetch
+    // thread is at most starting the next epoch's lookahead (which only
+    // queues reads): let it finish rather than cut it short, so that the
+    // next pass finds it whatever the timing.
+    std::lock_guard<std::mutex> join_lock(join_mu_);
+    if (!threads_.empty() && threads_.front().joinable()) threads_.front().join();
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  stop_source_.request_stop();
+  cv_fetch_.notify_all();
+  cv_decode_.notify_all();
+  cv_consumer_.notify_all();
+  std::lock_guard<std::mutex> join_lock(join_mu_);  // two stoppers never join one thread
+  for (auto& t : threads_) {
+    if (t.joinable()) t.join();
+  }
+  threads_.clear();
+  // What the stopped pass still held leaves the queues' occupancy. Reads
+  // that come back later find stop_ set and change nothing.
+  std::lock_guard<std::mutex> lock(mu_);
+  if (meters_settled_) return;
+  meters_settled_ = true;
+  int64_t assembling = 0, complete = 0;
+  for (const auto& [b, slot] : slots_) (slot->remaining > 0 ? assembling : complete) += 1;
+  const int64_t now = obs::NowNs();
+  if (in_flight_) m_.in_flight.Change(-in_flight_, now);
+  if (!fetched_.empty()) m_.fetched.Change(-static_cast<int64_t>(fetched_.size()), now);
+  if (assembling) m_.assembling.Change(-assembling, now);
+  if (complete) m_.complete.Change(-complete, now);
+}
+
+bool Pass::finished() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return next_deliver_ >= c_.num_batches;
+}
+
+int64_t Pass::position() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  const int64_t consumed = std::min(next_deliver_ * c_.options.batch_size, c_.total);
+  return static_cast<int64_t>(c_.sampler.start() +
+                              static_cast<uint64_t>(consumed) * c_.sampler.world_size());
+}
+
+// Under mu_: which stage the batch Next() waits for is waiting on.
+Pass::Waited Pass::Blocking() const {
+  auto it = slots_.find(next_deliver_);
+  if (it == slots_.end() || it->second->unfetched > 0) return Waited::kFetch;
+  if (it->second->remaining > 0) return Waited::kDecode;
+  return Waited::kCollate;
+}
+
+bool Pass::WaitReadyLocked(std::unique_lock<std::mutex>& lock,
+                           std::optional<std::chrono::steady_clock::time_point> deadline) {
+  while (!NextReady()) {
+    const Waited w = Blocking();
+    const int64_t t0 = obs::NowNs();
+    bool timed_out = false;
+    if (deadline) {
+      timed_out = cv_consumer_.wait_until(lock, *deadline) == std::cv_status::timeout;
+    } else {
+      cv_consumer_.wait(lock);
+    }
+    const int64_t dt = obs::NowNs() - t0;
+    m_.stall_ns.Add(dt);
+    (w == Waited::kFetch    ? m_.wait_fetch_ns
+     : w == Waited::kDecode ? m_.wait_decode_ns
+                            : m_.wait_collate_ns)
+        .Add(dt);
+    if (timed_out) return NextReady();
+  }
+  return true;
+}
+
+// The consumer's time away from the loader, between its calls: if the
+// batch it comes back for is ready, the pipeline was waiting for it.
+void Pass::ConsumerArrivedLocked(int64_t now) {
+  const int64_t left = consumer_left_ns_.exchange(0, std::memory_order_relaxed);
+  if (left == 0) return;
+  m_.consumer_ns.Add(now - left);
+  if (NextReady()) m_.wait_consumer_ns.Add(now - left);
+}
+
+bool Pass::Wait(std::chrono::milliseconds timeout) {
+  std::unique_lock<std::mutex> lock(mu_);
+  if (next_deliver_ >= c_.num_batches || stop_) return true;
+  ConsumerArrivedLocked(obs::NowNs());
+  const bool ready = WaitReadyLocked(lock, std::chrono::steady_clock::now() + timeout);
+  consumer_left_ns_.store(obs::NowNs(), std::memory_order_relaxed);
+  return ready;
+}
+
+// A batch whose every sample was skipped is not handed out: an empty batch
+// breaks a training step (BatchNorm, a mean over no samples), and nothing in
+// it could be trained on. The next batch comes instead.
+Result<std::optional<Batch>> Pass::Next() {
+  while (true) {
+    auto r = NextIncludingEmpty();
+    if (!r.ok() || !r->has_value() || (*r)->size() > 0) return r;
+  }
+}
+
+Result<std::optional<Batch>> Pass::NextIncludingEmpty() {
+  std::unique_ptr<Slot> slot;
+  const int64_t entered = obs::NowNs();
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    // A pass that failed keeps saying why: a failure while the consumer was
+    // away from Next() must not read as the end of the epoch.
+    if (fatal_) return *fatal_;
+    if (next_deliver_ >= c_.num_batches || stop_) return std::optional<Batch>();
+    // The consumer was away since the last batch; if this one was ready
+    // when it came back, the pipeline had been waiting for it.
+    ConsumerArrivedLocked(entered);
+    WaitReadyLocked(lock, std::nullopt);
+    if (fatal_) return *fatal_;
+    if (stop_ || next_deliver_ >= c_.num_batches) return std::optional<Batch>();
+    auto it = slots_.find(next_deliver_);
+    slot = std::move(it->second);
+    slots_.erase(it);
+    ++next_deliver_;
+    m_.complete.Change(-1);
+    m_.deliver.AddWaitInputNs(obs::NowNs() - entered);
+  }
+  cv_fetch_.notify_one();
+  auto r = Collate(std::move(slot));
+  consumer_left_ns_.store(obs::NowNs(), std::memory_order_relaxed);
+  return r;
+}
+
+// Under mu_: the batch Next() waits for is complete, or the pass is over.
+bool Pass::NextReady() const {
+  if (stop_ || fatal_ || next_deliver_ >= c_.num_batches) return true;
+  auto it = slots_.find(next_deliver_);
+  return it != slots_.end() && it->second->remaining == 0;
+}
+
+// Runs a worker loop; an unexpected exception stops the pass with an error
+// instead of terminating the process.
+template <typename F>
+void Pass::Guard(const char* what, F&& f) {
+  try {
+    f();
+  } catch (const std::exception& e) {
+    Fail(Internal(std::string(what) + " thread: " + e.what()));
+  } catch (...) {
+    Fail(Internal(std::string(what) + " thread: unknown exception"));
+  }
+}
+
+void Pass::Fail(Status st) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!fatal_) fatal_ = std::move(st);
+    stop_ = true;
+  }
+  stop_source_.request_stop();
+  cv_fetch_.notify_all();
+  cv_decode_.notify_all();
+  cv_consumer_.notify_all();
+}
+
+int64_t Pass::BatchCount(int64_t b) const {
+  const int64_t bs = c_.options.batch_size;
+  return std::min(bs, c_.total - b * bs);
+}
+
+void Pass::FetchLoop() {
+  auto self = shared_from_this();
+  const Planner planner(c_.sampler, c_.options.batch_size);
+  fetch_tid_ = trace_ ? obs::TraceRecorder::ThreadId() : 0;
+  for (int64_t k = 0; k < c_.total; ++k) {
+    Planner::Work w;
+    {
+      obs::BusyTimer busy(m_.plan);
+      w = planner.At(k);
+      m_.plan.AddItems(1);
+    }
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      // Blocked on handing on: the batches ahead of delivery are all
+      // started, or the requests allowed in flight are all out.
+      if (!(stop_ || (w.batch < next_deliver_ + c_.options.prefetch_batches &&
+                      in_flight_ < max_in_flight_))) {
+        const int64_t t0 = obs::NowNs();
+        cv_fetch_.wait(lock, [&] {
+          return stop_ || (w.batch < next_deliver_ + c_.options.prefetch_batches &&
+                           in_flight_ < max_in_flight_);
+        });
+        m_.fetch.AddWaitOutputNs(obs::NowNs() - t0);
+      }
+      if (stop_) return;
+      auto& slot = slots_[w.batch];
+      if (!slot) {
+        slot = NewSlot(w.batch);
+        m_.assembling.Change(1);
+      }
+      slot->buffers->indices[w.slot] = w.index;
+      slot->buffers->labels[w.slot] = c_.dataset->samples[w.index].label;
+      ++in_flight_;
+      m_.in_flight.Change(1);
+    }
+    obs::BusyTimer busy(m_.fetch);
+    const int64_t t_issue = obs::NowNs();
+    storage::Storage::ReadCallback done = [self, k, t_issue](Result<storage::Bytes> r) {
+      self->OnFetched(k, std::move(r), t_issue);
+    };
+    // The loader dropped any lookahead this pass may not use (StartLocked).
+    if (!c_.lookahead || !c_.lookahead->Claim(c_.sampler.epoch(), k, w.index, done)) {
+      c_.storage->ReadAsync(c_.dataset->samples[w.index].uri, std::move(done),
+                            stop_source_.get_token());
+    }
+  }
+  ReadAhead();
+}
+
+// Every read of this pass is issued: start the next epoch's first reads
+// (remote samples only; local reads are fast enough when asked for).
+void Pass::ReadAhead() {
+  if (!c_.lookahead || c_.lookahead_count <= 0) return;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stop_) return;
+  }
+  sampler::Sampler next = c_.sampler;
+  next.SetEpoch(c_.sampler.epoch() + 1, 0);
+  const Planner planner(next, c_.options.batch_size);
+  const int64_t n = c_.lookahead_count;
+  std::vector<int64_t> indices(static_cast<size_t>(n));
+  std::vector<std::string> uris(static_cast<size_t>(n));
+  for (int64_t k = 0; k < n; ++k) {
+    const int64_t index = planner.At(k).index;
+    const std::string& uri = c_.dataset->samples[index].uri;
+    indices[k] = index;
+    if (!storage::IsLocal(uri)) uris[k] = uri;
+  }
+  c_.lookahead->Begin(next.epoch(), std::move(indices), std::move(uris));
+}
+
+std::unique_ptr<Pass::Slot> Pass::NewSlot(int64_t b) {
+  auto slot = std::make_unique<Slot>();
+  const int64_t n = BatchCount(b);
+  auto st = std::make_unique<Batch::Buffers>();
+  st->pool = c_.pool;
+  st->n = n;
+  st->size = c_.options.transform.size;
+  st->dtype = c_.options.transform.normalize ? DType::kFloat32 : DType::kUInt8;
+  st->labels.assign(n, 0);
+  st->indices.assign(n, 0);
+  st->epoch = c_.sampler.epoch();
+  st->batch_number = b;
+  slot->buffers = std::move(st);
+  slot->unfetched = n;
+  slot->remaining = n;
+  slot->errors.resize(n);
+  return slot;
+}
+
+void Pass::OnFetched(int64_t k, Result<storage::Bytes> bytes, int64_t t_issue) {
+  if (!bytes.ok() && bytes.status().code() == StatusCode::kUnavailable) {
+    // The storage, not this sample, failed (no answer for io_timeout):
+    // skipping would skip the rest of the dataset one deadline at a time.
+    Fail(bytes.status());
+    return;
+  }
+  const int64_t n_bytes = bytes.ok() ? static_cast<int64_t>(bytes->size()) : 0;
+  const int64_t t_done = obs::NowNs();
+  bool wake_consumer = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stop_) return;
+    --in_flight_;
+    m_.in_flight.Change(-1, t_done);
+    m_.fetch_latency.AddNs(t_done - t_issue);
+    if (bytes.ok()) m_.fetch.AddItems(1, n_bytes);
+    const int64_t b = k / c_.options.batch_size;
+    auto it = slots_.find(b);
+    // The batch the consumer waits for has all its bytes: its wait is now
+    // for decoding.
+    if (it != slots_.end() && --it->second->unfetched == 0 && b == next_deliver_) {
+      wake_consumer = true;
+    }
+    fetched_.push_back(Item{k, std::move(bytes)});
+    std::push_heap(fetched_.begin(), fetched_.end(), Later);
+    m_.fetched.Change(1);
+  }
+  if (trace_) {
+    trace_->Async("fetch", fetch_tid_, t_issue, t_done, c_.sampler.epoch(), k,
+                  c_.sampler.IndexAt(c_.sampler.GlobalPosition(static_cast<uint64_t>(k))),
+                  n_bytes);
+  }
+  cv_decode_.notify_one();
+  cv_fetch_.notify_one();  // a request slot is free
+  if (wake_consumer) cv_consumer_.notify_all();
+}
+
+void Pass::DecodeLoop(int id) {
+  decode::Decoder decoder(decode::DecodeOptions{.max_pixels = c_.options.max_pixels,
+                                                .fast = c_.options.transform.fast_decode});
+  transform::Scratch scratch;
+  const int64_t bs = c_.options.batch_size;
+  const auto& t = c_.options.transform;
+  while (true) {
+    std::optional<Item> item;
+    Slot* slot = nullptr;
+    bool last = false;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      auto can_go = [&] {
+        return stop_ || id >= decode_target_ || !fetched_.empty() || taken_ == c_.total;
+      };
+      if (!can_go()) {
+        const int64_t t0 = obs::NowNs();
+        cv_decode_.wait(lock, can_go);
+        m_.decode.AddWaitInputNs(obs::NowNs() - t0);
+      }
+      if (stop_ || (fetched_.empty() && taken_ == c_.total)) return;
+      if (id >= decode_target_) {
+        decoder_running_[id] = false;
+        return;
+      }
+      std::pop_heap(fetched_.begin(), fetched_.end(), Later);
+      item.emplace(std::move(fetched_.back()));
+      fetched_.pop_back();
+      m_.fetched.Change(-1);
+      last = ++taken_ == c_.total;
+      slot = slots_.at(item->k / bs).get();  // erased only once this sample is done
+      // The image buffer is taken when decoding reaches the batch, not when
+      // fetching does: batches only fetched ahead hold no pixel memory.
+      if (!slot->buffers->images) slot->buffers->images = c_.pool->Get();
+    }
+    if (last) cv_decode_.notify_all();  // let idle decoders exit
+    const int64_t cpu0 = obs::kMetersOn ? obs::ThreadCpuNs() : 0;
+    const int64_t wall0 = trace_ ? obs::NowNs() : 0;
+    const int64_t j = item->k - (item->k / bs) * bs;
+    const int64_t index = slot->buffers->indices[j];
+    Status st;
+    if (!item->bytes.ok()) {
+      st = item->bytes.status();
+    } else if (!slot->buffers->images) {
+      st = ResourceExhausted("out of memory for a batch buffer of " +
+                             std::to_string(c_.pool->buffer_bytes()) + " bytes");
+    } else {
+      uint8_t* dst = slot->buffers->images.get() + static_cast<size_t>(j) * sample_bytes_;
+      try {
+        st = ProcessSample(*item->bytes, t, c_.options.seed, c_.sampler.epoch(),
+                           c_.sampler.GlobalPosition(static_cast<uint64_t>(item->k)), decoder,
+                           scratch, dst,
+                           decode::RowIndexRef{c_.row_index.get(), static_cast<size_t>(index)});
+      } catch (const std::exception& e) {
+        st = Internal(std::string("while processing: ") + e.what());
+      }
+      if (!st.ok()) st = st.WithContext(c_.dataset->samples[index].uri);
+    }
+    // Give the encoded bytes back before waiting again.
+    if (item->bytes.ok()) c_.storage->Recycle(std::move(item->bytes).value());
+    if (obs::kMetersOn) m_.decode.AddBusyNs(obs::ThreadCpuNs() - cpu0);
+    if (st.ok()) m_.decode.AddItems(1, static_cast<int64_t>(sample_bytes_));
+    if (trace_) trace_->Complete("decode", wall0, obs::NowNs(), c_.sampler.epoch(), item->k, index);
+    item.reset();
+    bool complete;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      slot->errors[j] = std::move(st);
+      complete = --slot->remaining == 0;
+      if (complete) {
+        m_.assembling.Change(-1);
+        m_.complete.Change(1);
+      }
+    }
+    if (complete) cv_consumer_.notify_all();
+  }
+}
+
+// Collate: drops (kSkip) or reports (kRaise) failed samples, then hands the
+// batch out.
+Result<std::optional<Batch>> Pass::Collate(std::unique_ptr<Slot> slot) {
+  obs::BusyTimer busy(m_.collate);
+  const int64_t wall0 = trace_ ? obs::NowNs() : 0;
+  auto& st = *slot->buffers;
+  int64_t kept = 0;
+  std::optional<Status> first_error;
+  for (int64_t j = 0; j < st.n; ++j) {
+    const Status& e = slot->errors[j];
+    if (e.ok()) {
+      if (kept != j) {
+        std::memmove(st.images.get() + kept * sample_bytes_, st.images.get() + j * sample_bytes_,
+                     sample_bytes_);
+        st.labels[kept] = st.labels[j];
+        st.indices[kept] = st.indices[j];
+      }
+      ++kept;
+      continue;
+    }
+    m_.skipped.Add(1);
+    std::lock_guard<std::mutex> lock(m_.mu);
+    ++m_.errors_by_kind[StatusCodeName(e.code())];
+    if (!first_error) first_error = e;
+    if (c_.options.on_error == OnError::kSkip && m_.logged.size() < kMaxLoggedSkips &&
+        m_.logged.insert(st.indices[j]).second) {
+      LogWarning("skipped " + e.message() +
+                 (m_.logged.size() == kMaxLoggedSkips
+                      ? " (further skipped samples are only counted in stats())"
+                      : ""));
+    }
+  }
+  if (trace_) {
+    trace_->Complete("collate", wall0, obs::NowNs(), st.epoch, st.batch_number, -1);
+  }
+  if (first_error && c_.options.on_error == OnError::kRaise) return *first_error;
+  st.n = kept;
+  st.labels.resize(kept);
+  st.indices.resize(kept);
+  m_.collate.AddItems(1, static_cast<int64_t>(kept * sample_bytes_));
+  m_.delivered.Add(kept);
+  m_.deliver.AddItems(kept > 0 ? 1 : 0);
+  if (kept > 0) m_.batches.Add(1);
+  return std::optional<Batch>(Batch(std::shared_ptr<Batch::Buffers>(std::move(slot->buffers))));
+}
+
+}  // namespace stoker::pipeline
