@@ -54,8 +54,11 @@ int main(int argc, char** argv) {
               static_cast<long long>(st.samples_skipped), static_cast<long long>(st.bytes_read),
               st.stall_s);
   for (const auto& stage : st.stages) {
-    std::printf("  %-7s items %lld  busy %.2f CPU-s  idle %.2f s\n", stage.name.c_str(),
-                static_cast<long long>(stage.items), stage.busy_cpu_s, stage.idle_s);
+    std::printf("  %-7s items %lld  busy %.2f CPU-s  waited for input %.2f s, to hand on %.2f s\n",
+                stage.name.c_str(), static_cast<long long>(stage.items), stage.busy_cpu_s,
+                stage.wait_input_s, stage.wait_output_s);
   }
+  // Where the time went: the stage that limited the rate, in one sentence.
+  std::printf("%s\n", (*loader)->Profile().summary.c_str());
   return 0;
 }
