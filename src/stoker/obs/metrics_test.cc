@@ -168,6 +168,12 @@ TEST(Profile, EnergyIsRaplWhenReadableElseALabelledEstimate) {
   EXPECT_DOUBLE_EQ(rapl.energy_j, 50);
 }
 
+TEST(Profile, TheSummaryWritesCountsWithThousandsSeparators) {
+  ProfileInputs in{.wall_s = 2, .cpu_s = 0.5, .cores = 8, .batch_size = 10};
+  ProfileReport p = MakeProfile(Synthetic(0, 1.0, 0), in);  // 2 x 500/s
+  EXPECT_NE(p.summary.find("about 1,000 images/s"), std::string::npos) << p.summary;
+}
+
 TEST(Profile, NothingWaitedNamesNoStage) {
   ProfileReport p = MakeProfile(Synthetic(0, 0, 0), ProfileInputs{.wall_s = 1, .cores = 2});
   EXPECT_EQ(p.bottleneck, "none");

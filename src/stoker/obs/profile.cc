@@ -27,6 +27,14 @@ std::string Fmt(const char* fmt, double v) {
   return buf;
 }
 
+// A whole number with thousands separators: 1,134.
+std::string Count(double v) {
+  std::string digits = Fmt("%.0f", v);
+  const size_t start = digits[0] == '-' ? 1 : 0;
+  for (size_t i = digits.size(); i > start + 3; i -= 3) digits.insert(i - 3, ",");
+  return digits;
+}
+
 }  // namespace
 
 ProfileReport MakeProfile(const LoaderStats& s, const ProfileInputs& in) {
@@ -152,7 +160,7 @@ ProfileReport MakeProfile(const LoaderStats& s, const ProfileInputs& in) {
       r.summary = "decode limits the rate: " + pct +
                   " of the consumer's waiting was for decoding; one more decode thread would give "
                   "about " +
-                  Fmt("%.0f", r.whatif_one_more_decode_thread_images_per_s) + " images/s.";
+                  Count(r.whatif_one_more_decode_thread_images_per_s) + " images/s.";
     } else if (r.bottleneck == "fetch") {
       r.summary = "fetch limits the rate: " + pct +
                   " of the consumer's waiting was for storage reads (p50 " +
