@@ -72,6 +72,8 @@ $(PEER_VENV)/.ok:
 peer-venv:
 	-@$(MAKE) --no-print-directory $(PEER_VENV)/.ok
 
+# Run from the checkout, `stoker demo` finds the comparison with the peer in
+# bench/ (demo_compare.py, peers/); the installed command alone runs stoker only.
 demo: install peer-venv
 	PATH=$(abspath $(VENV))/bin:$$PATH stoker demo
 
