@@ -29,7 +29,7 @@
 #include "stoker/base/cpu_time.h"
 #include "stoker/base/logging.h"
 #include "stoker/base/thread_name.h"
-#include "stoker/format/dataset.h"
+#include "stoker/dataset/dataset.h"
 #include "stoker/loader.h"
 #include "stoker/pipeline/batch_storage.h"
 #include "stoker/pipeline/lookahead.h"
