@@ -8,7 +8,7 @@ BUILD ?= build/cpp
 CMAKE := $(VENV)/bin/cmake
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps venv install build test test-cpp test-python test-integration demo bench \
+.PHONY: all deps venv install build test check-includes test-cpp test-python test-integration demo bench \
 	bench-s3 peer-venv clean test-asan test-tsan docs-behaviour fuzz-build fuzz fuzz-smoke
 
 all: install build
@@ -46,7 +46,12 @@ test-python: install
 test-integration: install build
 	STOKER_TESTS_BINARY=$(BUILD)/stoker_tests $(PY) -m pytest -q tests/integration
 
-test: test-cpp test-python test-integration
+# Every #include "stoker/<module>/..." against the directions in
+# src/stoker/modules.txt; names the file and line of each one that is not allowed.
+check-includes:
+	python3 tools/check_includes.py
+
+test: check-includes test-cpp test-python test-integration
 
 # docs/behaviour.md, the table of bad inputs and faults and what stoker does,
 # rendered from the rows the Python and integration tests record after their
@@ -72,6 +77,8 @@ $(PEER_VENV)/.ok:
 peer-venv:
 	-@$(MAKE) --no-print-directory $(PEER_VENV)/.ok
 
+# Run from the checkout, `stoker demo` finds the comparison with the peer in
+# bench/ (demo_compare.py, peers/); the installed command alone runs stoker only.
 demo: install peer-venv
 	PATH=$(abspath $(VENV))/bin:$$PATH stoker demo
 

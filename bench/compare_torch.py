@@ -4,13 +4,14 @@
     .venv/bin/python bench/compare_torch.py --epochs 10          # memory: RSS after epoch 2 vs 10
     .venv/bin/python bench/compare_torch.py --data /my/imagefolder --peer-python /other/venv/bin/python
 
-What `stoker demo` runs, made configurable, printed as a Markdown table
+What `stoker demo` runs from a checkout (bench/demo_compare.py), made
+configurable, printed as a Markdown table
 ready to paste, followed by the workload, the versions, the machine and the
 command line that produced it. On the same warm page cache, one after the
 other in fresh processes:
 - stoker (`stoker bench --json`) at each --threads setting;
 - torchvision ImageFolder + DataLoader(num_workers=--workers) under the peer
-  interpreter (stoker/peers/torch_dataloader.py).
+  interpreter (bench/peers/torch_dataloader.py).
 images/s is the median over epochs; CPU per image counts every thread and
 process (the peer's workers included); peak RSS is stoker's process vs the
 sum over the peer's process tree, with PSS (shared pages counted once)
@@ -30,6 +31,8 @@ from typing import Any, Dict, List, Optional
 from stoker import _measure as measure
 from stoker.cli import demo
 
+import demo_compare  # bench/, beside this script
+
 
 def _mb(n: Optional[float]) -> str:
     return measure.fmt_bytes(n) if n else "-"
@@ -47,16 +50,16 @@ def markdown(result: Dict[str, Any], argv: List[str]) -> str:
     c, d, m = result["config"], result["dataset"], result["machine"]
     epochs = c["epochs"]
     head = list(demo.HEADER) + [f"RSS after epoch 2 → {epochs}"]
-    runs = list(result["stoker"].values()) + demo.all_peers(result)
+    runs = list(result["stoker"].values()) + demo_compare.all_peers(result)
     lines = ["| " + " | ".join(head) + " |",
              "|" + "|".join([":---"] + ["---:"] * (len(head) - 1)) + "|"]
-    for cells, r in zip(demo.table_rows(result), runs):
+    for cells, r in zip(demo_compare.table_rows(result), runs):
         cells = cells + ["" if "error" in r else _rss_drift(r)]
         lines.append("| " + " | ".join(cells) + " |")
 
     out = ["### stoker vs PyTorch DataLoader", ""] + lines + [""]
     if result.get("ratios"):
-        out += [f"**{demo.format_ratios(result)}**", ""]
+        out += [f"**{demo_compare.format_ratios(result)}**", ""]
     gen = d.get("generated") or {}
     what = (f"{d['files']:,} generated ImageNet-like JPEGs ({gen.get('n_classes')} classes, "
             f"seed {gen.get('seed')})" if gen else f"{d['files']:,} files from {d['root']}")
@@ -65,7 +68,7 @@ def markdown(result: Dict[str, Any], argv: List[str]) -> str:
     out.append(f"- Work: RandomResizedCrop({c['size']}) + horizontal flip + normalize to float32 "
                f"NCHW, batch {c['batch_size']}, shuffled; images/s is the median of "
                f"{epochs} epochs.")
-    for p in demo.all_peers(result):
+    for p in demo_compare.all_peers(result):
         if "error" in p:
             out.append(f"- Peer under {p.get('python_path')} failed: {p['error']}")
             continue
@@ -79,7 +82,7 @@ def markdown(result: Dict[str, Any], argv: List[str]) -> str:
                    f"via DLPack), Python {m['python']}.")
     out.append(f"- Machine: {m['nproc']} CPUs ({m['cpu_model']}), "
                f"{m['mem_total_bytes'] / 2**30:.0f} GiB RAM, {m['platform']}.")
-    out += [f"- {n[0].upper()}{n[1:]}" for n in demo.notes(result) if not n.startswith("peer failed")]
+    out += [f"- {n[0].upper()}{n[1:]}" for n in demo_compare.notes(result) if not n.startswith("peer failed")]
     out.append(f"- Command: `{' '.join(shlex.quote(a) for a in argv)}`")
     return "\n".join(out)
 
@@ -113,7 +116,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         p.error("--epochs must be at least 3 (the median needs them)")
 
     root = demo.prepare_data(a.data, a.images, a.classes, a.seed)
-    result = demo.compare(root, epochs=a.epochs, threads=a.threads, batch_size=a.batch_size,
+    result = demo_compare.compare(root, epochs=a.epochs, threads=a.threads, batch_size=a.batch_size,
                           workers=a.workers, peer_python=a.peer_python,
                           run_peer_too=not a.no_peer, persistent_workers=a.persistent_workers,
                           extra_peer_pythons=a.also_peer_python)

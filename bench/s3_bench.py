@@ -17,7 +17,7 @@ latency to every request, in front of it. Then measures:
    the 2,000-object prefix, new connections, the first 64 objects);
 4. PyTorch's DataLoader (2 workers, batch 64, shuffled) whose Dataset calls
    boto3 get_object per sample and decodes with Pillow + the same
-   transforms (stoker.peers.torch_dataloader's Pillow re-implementation of
+   transforms (bench/peers/torch_dataloader.py's Pillow re-implementation of
    torchvision's), through the same proxy;
 
 and the CPU time that moto and the proxy take meanwhile (from /proc): they
@@ -135,7 +135,7 @@ class Boto3ImageFolder:
     """A torch Dataset that GETs each sample with boto3, as the
     ConcurrentDataloader paper's baseline does: one request per sample, no
     concurrency within a worker. Decodes with Pillow; the transforms are the
-    Pillow re-implementation of torchvision's in stoker.peers."""
+    Pillow re-implementation of torchvision's in bench/peers/."""
 
     def __init__(self, endpoint, bucket, keys, labels, transform):
         self.endpoint, self.bucket = endpoint, bucket
@@ -157,7 +157,7 @@ class Boto3ImageFolder:
 
 def boto3_dataloader(endpoint, bucket, prefix, args):
     import torch
-    from stoker.peers import torch_dataloader as peer
+    from peers import torch_dataloader as peer  # bench/peers, beside this script
 
     client = s3_client(endpoint)
     keys = []

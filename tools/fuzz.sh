@@ -23,7 +23,7 @@ targets=("$@")
 # Inputs longer than this are not generated; an image seed is < 2 KB, the
 # limit leaves room for growth without making each run slow.
 declare -A max_len=([decode]=16384 [manifest]=4096 [uri]=1024 [xml]=8192 [http_reply]=4096)
-declare -A dict=([manifest]=src/stoker/format/manifest_fuzz.dict
+declare -A dict=([manifest]=src/stoker/dataset/manifest_fuzz.dict
                  [uri]=src/stoker/storage/uri_fuzz.dict
                  [xml]=src/stoker/storage/s3/xml_fuzz.dict
                  [http_reply]=src/stoker/storage/http/http_reply_fuzz.dict)

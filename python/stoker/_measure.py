@@ -1,8 +1,8 @@
 """Measuring a run: wall time, CPU time and peak memory of a process tree.
 
 Standard library only, and no imports from the rest of stoker: the peer
-baseline (stoker/peers/torch_dataloader.py) loads this file by path under an
-interpreter where stoker is not installed, so both sides of a comparison are
+baseline in a checkout (bench/peers/torch_dataloader.py) loads this file by
+path under an interpreter where stoker is not installed, so both sides of a comparison are
 measured by the same code.
 
 What is measured, and why this way:

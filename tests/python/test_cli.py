@@ -1,18 +1,23 @@
 """The `stoker` command (ls, bench, gen, demo), the measuring helpers, and
-the PyTorch DataLoader peer. Tiny data and one epoch: these check what is
-reported, not how fast."""
+the PyTorch DataLoader peer and comparison (bench/). Tiny data and one
+epoch: these check what is reported, not how fast."""
 
 import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from stoker import _measure as measure
 from stoker import datagen
-from stoker.cli import main
-from stoker.peers import TORCH_DATALOADER
+from stoker.cli import demo, main
+
+# The peer and the comparison are benchmark code in the checkout's bench/,
+# not in the installed package.
+REPO = Path(__file__).resolve().parents[2]
+TORCH_DATALOADER = REPO / "bench" / "peers" / "torch_dataloader.py"
 
 N, K = 40, 4
 BENCH_KEYS = {"images_per_s", "cpu_s_per_image", "peak_rss_bytes", "stall_fraction",
@@ -141,8 +146,12 @@ def test_peer_matches_torchvision_when_present(folder):
 # ---------------------------------------------------------------- the demo
 
 
-def test_demo_json(folder, capsys):
+def test_demo_json(folder, capsys, monkeypatch):
+    # From inside a checkout (as `make demo` runs it) the demo finds the
+    # comparison in bench/ and runs the peer beside stoker.
     pytest.importorskip("torch")
+    monkeypatch.chdir(REPO / "tests")
+    assert demo.find_comparison() == REPO / "bench" / "demo_compare.py"
     assert main(["demo", "--json", "--data", str(folder), "--epochs", "1", "--threads", "2",
                  "--batch-size", "16", "--peer-python", sys.executable]) == 0
     r = _one_json(capsys.readouterr().out)
@@ -154,9 +163,35 @@ def test_demo_json(folder, capsys):
     assert r["dataset"]["files"] >= N
 
 
-def test_demo_table_formats():
-    from stoker.cli import demo
+def test_demo_alone_outside_a_checkout(folder, tmp_path, capsys, monkeypatch):
+    # The installed command, run where no checkout is: stoker alone, no peer,
+    # and it says where the comparison is.
+    monkeypatch.chdir(tmp_path)
+    assert demo.find_comparison() is None
+    import stoker
+    installed = Path(stoker.__file__).parent
+    assert not (installed / "peers").exists() and not list(installed.rglob("*compare*"))
+    assert main(["demo", "--json", "--data", str(folder), "--epochs", "1", "--threads", "1,2",
+                 "--batch-size", "16"]) == 0
+    captured = capsys.readouterr()
+    r = _one_json(captured.out)
+    assert set(r["stoker"]) == {"1", "2"}
+    assert all(s["images"] == N for s in r["stoker"].values())
+    assert r["peer"] is None and r["ratios"] is None and "more_peers" not in r
+    assert "runs from a stoker checkout" in captured.err
 
+    assert main(["demo", "--data", str(folder), "--epochs", "1", "--threads", "2",
+                 "--batch-size", "16"]) == 0
+    text = capsys.readouterr().out
+    assert "stoker, threads=2" in text and "PyTorch" not in text
+
+    # Asking for a peer there is an error that says why.
+    assert main(["demo", "--data", str(folder), "--peer-python", sys.executable]) == 1
+    assert "need a stoker checkout" in capsys.readouterr().err
+
+
+def test_demo_table_formats():
+    demo_compare = demo.load_comparison(REPO / "bench" / "demo_compare.py")
     run = {"images_per_s": 1500.0, "cpu_s_per_image": 0.0012, "peak_rss_bytes": 300e6,
            "peak_pss_bytes": 290e6}
     peer = dict(run, images_per_s=300.0, cpu_s_per_image=0.006, peak_rss_bytes=1.2e9,
@@ -165,12 +200,13 @@ def test_demo_table_formats():
               "config": {"epochs": 3, "batch_size": 64, "workers": 2},
               "machine": {"nproc": 2, "cpu_model": "cpu"},
               "stoker": {"auto": run}, "peer": peer, "ratios_vs": "stoker threads=auto"}
-    result["ratios"] = demo.ratios(run, peer)
+    result["ratios"] = demo_compare.ratios(run, peer)
     assert result["ratios"]["speedup"] == pytest.approx(5.0)
     assert result["ratios"]["cpu_ratio"] == pytest.approx(5.0)
     assert result["ratios"]["rss_ratio"] == pytest.approx(4.0)
-    text = demo.format_table(result)
+    text = demo_compare.format_table(result)
     assert "1,500" in text and "5.0x the images/s" in text and "4.0x less peak RSS" in text
+    assert "PyTorch DataLoader, 2 workers (torch ?, torchvision)" in text
 
 
 # ------------------------------------------------------------ measuring

@@ -1,19 +1,18 @@
-"""`stoker demo`: stoker and PyTorch's DataLoader on the same data, one table.
+"""`stoker demo`: stoker on a generated dataset, beside PyTorch's DataLoader
+when run from a stoker checkout.
 
 Generates (once, cached) 2,000 ImageNet-like JPEGs in 10 classes, warms the
-page cache so both loaders read from memory, then loads them for a few
-epochs with the ImageNet training pipeline (RandomResizedCrop(224), flip,
-normalise; batch 64, shuffled):
-- stoker at threads=auto, 1 and 2, each in a fresh process (`stoker bench`);
-- the peer: torchvision ImageFolder + DataLoader(num_workers=2), run by the
-  peer's own interpreter (--peer-python, $STOKER_PEER_PYTHON, a
-  .venv-peer next to this environment or in the current folder, else this
-  interpreter).
+page cache, then loads them for a few epochs with the ImageNet training
+pipeline (RandomResizedCrop(224), flip, normalise; batch 64, shuffled):
+stoker at threads=auto, 1 and 2, each in a fresh process (`stoker bench`).
 Reported: images/s (median over epochs), CPU seconds per image (whole
-process tree), peak RSS (stoker's process vs the peer's process tree, summed
-RSS; PSS beside it), and stoker's advantage as ratios.
+process tree) and peak RSS (PSS beside it).
 
-The functions here are also what bench/compare_torch.py runs.
+From a stoker checkout (the current folder inside it, as `make demo` runs
+it) the same table also holds the peer, torchvision ImageFolder +
+DataLoader(num_workers=2) run by the peer's own interpreter, and stoker's
+advantage as ratios: bench/demo_compare.py, which bench/compare_torch.py
+runs too. The installed package holds no benchmark or peer code.
 """
 
 from __future__ import annotations
@@ -29,7 +28,6 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 from stoker import _measure as measure
 from stoker import datagen
 from stoker.cli.bench import parse_threads
-from stoker.peers import TORCH_DATALOADER
 
 DEFAULT_IMAGES, DEFAULT_CLASSES, DEFAULT_SEED = 2000, 10, 0
 DEFAULT_THREADS: Tuple[Union[int, str], ...] = ("auto", 1, 2)
@@ -50,21 +48,6 @@ def default_data_dir(images: int = DEFAULT_IMAGES, classes: int = DEFAULT_CLASSE
     if (images, classes, seed) == (DEFAULT_IMAGES, DEFAULT_CLASSES, DEFAULT_SEED):
         return base
     return base.with_name(f"{base.name}-{images}x{classes}-seed{seed}")
-
-
-def resolve_peer_python(explicit: Optional[str] = None) -> str:
-    """The interpreter that runs the peer: explicit, $STOKER_PEER_PYTHON,
-    .venv-peer beside this environment (e.g. /repo/.venv -> /repo/.venv-peer)
-    or in the current folder, else this interpreter."""
-    if explicit:
-        return explicit
-    if os.environ.get("STOKER_PEER_PYTHON"):
-        return os.environ["STOKER_PEER_PYTHON"]
-    for venv in (Path.cwd() / ".venv-peer", Path(sys.prefix).parent / ".venv-peer"):
-        py = venv / "bin" / "python"
-        if py.exists():
-            return str(py)
-    return sys.executable
 
 
 def warm_page_cache(root: Union[str, os.PathLike]) -> Tuple[int, int]:
@@ -117,42 +100,12 @@ def run_stoker(root: Union[str, os.PathLike], *, epochs: int = 5, threads: Union
     return _run_json(cmd, f"stoker (threads={threads})", verbose)
 
 
-def run_peer(python: str, root: Union[str, os.PathLike], *, epochs: int = 5, batch_size: int = 64,
-             workers: int = 2, size: int = 224, persistent_workers: bool = False,
-             verbose: bool = False) -> Dict[str, Any]:
-    """The torch DataLoader peer under `python`: its JSON object."""
-    cmd = [python, str(TORCH_DATALOADER), os.fspath(root), "--json", "--epochs", str(epochs),
-           "--batch-size", str(batch_size), "--workers", str(workers), "--size", str(size)]
-    if persistent_workers:
-        cmd.append("--persistent-workers")
-    return _run_json(cmd, f"peer ({python})", verbose)
-
-
-def ratios(s: Dict[str, Any], p: Dict[str, Any]) -> Dict[str, Optional[float]]:
-    """stoker's advantage over the peer; every ratio > 1 means stoker is better:
-    speedup = images/s stoker / peer; cpu_ratio = CPU-s per image peer /
-    stoker; rss_ratio and pss_ratio = peak memory peer / stoker."""
-    def div(a, b):
-        return a / b if a and b and a > 0 and b > 0 else None
-    return {
-        "speedup": div(s.get("images_per_s"), p.get("images_per_s")),
-        "cpu_ratio": div(p.get("cpu_s_per_image"), s.get("cpu_s_per_image")),
-        "rss_ratio": div(p.get("peak_rss_bytes"), s.get("peak_rss_bytes")),
-        "pss_ratio": div(p.get("peak_pss_bytes"), s.get("peak_pss_bytes")),
-    }
-
-
-def compare(root: Union[str, os.PathLike], *, epochs: int = 5,
-            threads: Sequence[Union[int, str]] = DEFAULT_THREADS, batch_size: int = 64,
-            workers: int = 2, size: int = 224, peer_python: Optional[str] = None,
-            run_peer_too: bool = True, persistent_workers: bool = False,
-            extra_peer_pythons: Sequence[str] = (), log: Optional[Log] = _stderr,
-            verbose: bool = False) -> Dict[str, Any]:
-    """Warms the cache, runs stoker at each thread setting and the peer on
-    root; returns {dataset, config, stoker: {threads: result}, peer, ratios,
-    machine}, and more_peers for extra_peer_pythons (the same peer under
-    other interpreters, e.g. another torch build). A peer that fails is
-    reported as {"error": ...}."""
+def run(root: Union[str, os.PathLike], *, epochs: int = 5,
+        threads: Sequence[Union[int, str]] = DEFAULT_THREADS, batch_size: int = 64,
+        size: int = 224, log: Optional[Log] = _stderr, verbose: bool = False) -> Dict[str, Any]:
+    """Warms the cache and runs stoker at each thread setting on root;
+    returns {dataset, config, stoker: {threads: result}, peer (None here),
+    ratios (None here), machine}."""
     log = log or (lambda s: None)
     files, nbytes = warm_page_cache(root)
     marker = datagen.read_marker(root) or {}
@@ -162,10 +115,11 @@ def compare(root: Union[str, os.PathLike], *, epochs: int = 5,
                     "generated": {k: marker.get(k) for k in ("n_images", "n_classes", "seed")}
                     if marker else None},
         "config": {"epochs": epochs, "batch_size": batch_size, "size": size,
-                   "transform": "RandomResizedCrop + flip + normalize", "workers": workers,
-                   "persistent_workers": persistent_workers, "threads": [str(t) for t in threads]},
+                   "transform": "RandomResizedCrop + flip + normalize",
+                   "threads": [str(t) for t in threads]},
         "stoker": {},
         "peer": None,
+        "ratios": None,
         "machine": measure.machine_info(),
     }
     log(f"warm page cache: {files:,} files, {measure.fmt_bytes(nbytes)}")
@@ -176,30 +130,6 @@ def compare(root: Union[str, os.PathLike], *, epochs: int = 5,
         out["stoker"][str(t)] = r
         log(f"  {r['images_per_s']:,.0f} img/s, {r['cpu_s_per_image'] * 1e3:.2f} CPU-ms/img, "
             f"peak RSS {measure.fmt_bytes(r['peak_rss_bytes'])}")
-    pythons = ([resolve_peer_python(peer_python)] if run_peer_too else []) + list(extra_peer_pythons)
-    peers = []
-    for py in pythons:
-        log(f"PyTorch DataLoader ({workers} workers) under {py}: {epochs} epochs ...")
-        try:
-            p = run_peer(py, root, epochs=epochs, batch_size=batch_size, workers=workers, size=size,
-                         persistent_workers=persistent_workers, verbose=verbose)
-            log(f"  {p['images_per_s']:,.0f} img/s, {p['cpu_s_per_image'] * 1e3:.2f} CPU-ms/img, "
-                f"peak RSS {measure.fmt_bytes(p['peak_rss_bytes'])} ({p['peer']})")
-        except (RunFailed, OSError) as e:  # OSError: no such interpreter
-            p = {"error": str(e)}
-            log(f"  peer failed: {e}")
-        p["python_path"] = py
-        peers.append(p)
-    if run_peer_too:
-        out["config"]["peer_python"] = pythons[0]
-        out["peer"] = peers[0]
-        out["more_peers"] = peers[1:]
-    else:
-        out["more_peers"] = peers
-    ref = out["stoker"].get(str(threads[0])) if threads else None
-    peer_ok = out["peer"] is not None and "error" not in out["peer"]
-    out["ratios"] = ratios(ref, out["peer"]) if ref and peer_ok else None
-    out["ratios_vs"] = f"stoker threads={threads[0]}" if out["ratios"] else None
     return out
 
 
@@ -211,7 +141,8 @@ def parse_threads_list(s: str) -> List[Union[int, str]]:
     return out
 
 
-def _row_values(r: Dict[str, Any]) -> List[str]:
+def row_values(r: Dict[str, Any]) -> List[str]:
+    """One run's cells after the label, in HEADER's columns."""
     mb = measure.fmt_bytes
     return [f"{r['images_per_s']:,.0f}", f"{r['cpu_s_per_image'] * 1e3:.2f}",
             mb(r["peak_rss_bytes"]), mb(r["peak_pss_bytes"]) if r.get("peak_pss_bytes") else "-",
@@ -221,59 +152,19 @@ def _row_values(r: Dict[str, Any]) -> List[str]:
 HEADER = ["loader", "images/s", "CPU-ms per image", "peak RSS", "peak PSS", "RSS at start"]
 
 
-def peer_label(p: Dict[str, Any], workers: int) -> str:
-    """'PyTorch DataLoader, 2 workers (torch 2.14.1, torchvision)'."""
-    name = f"PyTorch DataLoader, {workers} workers"
-    if "error" in p:
-        return name
-    how = "torchvision" if p.get("torchvision") else "Pillow re-impl. of torchvision"
-    return f"{name} (torch {str(p.get('torch', '?')).split('+')[0]}, {how})"
-
-
-def all_peers(result: Dict[str, Any]) -> List[Dict[str, Any]]:
-    return ([result["peer"]] if result.get("peer") is not None else []) + list(
-        result.get("more_peers") or [])
-
-
 def table_rows(result: Dict[str, Any]) -> List[List[str]]:
-    """One row per run, in HEADER's columns."""
-    rows = [[f"stoker, threads={t}"] + _row_values(r) for t, r in result["stoker"].items()]
-    for p in all_peers(result):
-        label = peer_label(p, result["config"]["workers"])
-        rows.append([label, "failed"] + [""] * (len(HEADER) - 2) if "error" in p
-                    else [label] + _row_values(p))
-    return rows
+    """One row per stoker run, in HEADER's columns."""
+    return [[f"stoker, threads={t}"] + row_values(r) for t, r in result["stoker"].items()]
 
 
-def format_ratios(result: Dict[str, Any]) -> str:
-    q = result.get("ratios")
-    if not q:
-        return ""
-    parts = [f"{q['speedup']:.1f}x the images/s" if q.get("speedup") else None,
-             f"{q['cpu_ratio']:.1f}x less CPU per image" if q.get("cpu_ratio") else None,
-             f"{q['rss_ratio']:.1f}x less peak RSS" if q.get("rss_ratio") else None]
-    s = f"{result['ratios_vs']} vs PyTorch DataLoader: " + ", ".join(x for x in parts if x)
-    return s + (f" ({q['pss_ratio']:.1f}x by PSS)" if q.get("pss_ratio") else "")
+NOTE = "RSS at start: before loading, after imports."
 
 
-def notes(result: Dict[str, Any]) -> List[str]:
-    """Caveats a reader of the numbers needs."""
-    out = ["peak RSS: stoker's process vs the sum over the peer's main process and its workers "
-           "(PSS counts the pages they share once); RSS at start: before loading, after imports."]
-    s0 = next(iter(result["stoker"].values()), None)
-    for p in all_peers(result):
-        if "error" in p:
-            out.append(f"peer failed: {p['error']}")
-        elif s0 and p.get("torch") != s0.get("torch"):
-            out.append(f"the peer runs torch {p.get('torch')} and stoker torch {s0.get('torch')}: "
-                       f"their imports alone differ in RSS ({measure.fmt_bytes(p.get('baseline_rss_bytes') or 0)}"
-                       f" vs {measure.fmt_bytes(s0.get('baseline_rss_bytes') or 0)} at start).")
-    return out
-
-
-def format_table(result: Dict[str, Any]) -> str:
-    """The demo's plain-text table."""
-    rows = [HEADER] + table_rows(result)
+def format_table(result: Dict[str, Any], rows: Optional[List[List[str]]] = None,
+                 footer: Optional[List[str]] = None) -> str:
+    """The demo's plain-text table: `rows` (default: stoker's runs) and
+    `footer` lines (default: what the columns mean)."""
+    rows = [HEADER] + (table_rows(result) if rows is None else rows)
     widths = [max(len(r[i]) for r in rows) for i in range(len(HEADER))]
     d, c, m = result["dataset"], result["config"], result["machine"]
     lines = [
@@ -287,9 +178,7 @@ def format_table(result: Dict[str, Any]) -> str:
                                for j in range(len(r))))
         if i == 0:
             lines.append("  ".join("-" * w for w in widths))
-    if result.get("ratios"):
-        lines += ["", format_ratios(result)]
-    lines += [""] + notes(result)
+    lines += [""] + (["peak RSS: stoker's process; " + NOTE] if footer is None else footer)
     return "\n".join(lines)
 
 
@@ -313,9 +202,39 @@ def prepare_data(data: Optional[str], images: int, classes: int, seed: int,
     return root
 
 
+# The comparison with PyTorch's DataLoader (and the peer it runs) is
+# benchmark code: it lives in a stoker checkout's bench/, not in the
+# installed package. `stoker demo` runs it when the current folder is inside
+# a checkout (as `make demo` does), else stoker alone.
+COMPARISON = Path("bench") / "demo_compare.py"
+
+
+def find_comparison(start: Optional[Union[str, os.PathLike]] = None) -> Optional[Path]:
+    """bench/demo_compare.py of the stoker checkout holding `start` (default:
+    the current folder), or None when no checkout holds it."""
+    here = Path(start if start is not None else Path.cwd()).resolve()
+    for d in (here, *here.parents):
+        if (d / COMPARISON).is_file() and (d / "python" / "stoker" / "cli" / "demo.py").is_file():
+            return d / COMPARISON
+    return None
+
+
+def load_comparison(path: Union[str, os.PathLike]):
+    """Imports bench/demo_compare.py by path (it is not a package module)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("stoker_bench_demo_compare", os.fspath(path))
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
-        "demo", help="stoker vs PyTorch's DataLoader on generated JPEGs",
+        "demo", help="stoker on generated JPEGs (vs PyTorch's DataLoader from a checkout)",
         description=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--images", type=int, default=DEFAULT_IMAGES)
     p.add_argument("--classes", type=int, default=DEFAULT_CLASSES)
@@ -325,16 +244,18 @@ def add_parser(subparsers) -> None:
     # cheaper; the median of five is that steady state.
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--workers", type=int, default=2, help="the peer's DataLoader workers")
     p.add_argument("--threads", type=parse_threads_list, default=list(DEFAULT_THREADS),
                    help="stoker's thread settings, comma-separated; the first is compared "
                         "with the peer (default auto,1,2)")
     p.add_argument("--data", help="an ImageFolder to use as it is, or a folder to generate into "
                                   "(default $STOKER_DATA or ./data/demo-imagefolder)")
-    p.add_argument("--peer-python", help="interpreter with torch (+ torchvision) for the peer")
+    p.add_argument("--workers", type=int, default=2,
+                   help="the peer's DataLoader workers (comparison: from a checkout)")
+    p.add_argument("--peer-python", help="interpreter with torch (+ torchvision) for the peer "
+                                         "(comparison: from a checkout)")
     p.add_argument("--also-peer-python", action="append", default=[], metavar="PATH",
                    help="run the peer under this interpreter too (e.g. this one, for the same "
-                        "torch build as stoker); repeatable")
+                        "torch build as stoker); repeatable (comparison: from a checkout)")
     p.add_argument("--no-peer", action="store_true", help="run stoker only")
     p.add_argument("--verbose", action="store_true", help="show the runs' own progress")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
@@ -344,14 +265,29 @@ def add_parser(subparsers) -> None:
 def _run(args) -> int:
     if args.epochs < 1:
         raise ValueError("--epochs must be >= 1")
+    comparison = None if args.no_peer else find_comparison()
+    if comparison is None and not args.no_peer and (args.peer_python or args.also_peer_python):
+        raise ValueError(
+            f"--peer-python and --also-peer-python need a stoker checkout: the comparison with "
+            f"PyTorch's DataLoader is {COMPARISON} there, and no checkout holds {Path.cwd()}")
     root = prepare_data(args.data, args.images, args.classes, args.seed)
     try:
-        result = compare(root, epochs=args.epochs, threads=args.threads,
-                         batch_size=args.batch_size, workers=args.workers,
-                         peer_python=args.peer_python, run_peer_too=not args.no_peer,
-                         extra_peer_pythons=args.also_peer_python, verbose=args.verbose)
+        if comparison is not None:
+            cmp = load_comparison(comparison)
+            result = cmp.compare(root, epochs=args.epochs, threads=args.threads,
+                                 batch_size=args.batch_size, workers=args.workers,
+                                 peer_python=args.peer_python,
+                                 extra_peer_pythons=args.also_peer_python, verbose=args.verbose)
+            text = cmp.format_table(result)
+        else:
+            if not args.no_peer:
+                _stderr(f"stoker alone: the comparison with PyTorch's DataLoader runs from a "
+                        f"stoker checkout ({COMPARISON}; `make demo` there)")
+            result = run(root, epochs=args.epochs, threads=args.threads,
+                         batch_size=args.batch_size, verbose=args.verbose)
+            text = format_table(result)
     except RunFailed as e:
         print(f"stoker demo: {e}", file=sys.stderr)
         return 1
-    print(json.dumps(measure.jsonable(result)) if args.json else format_table(result))
+    print(json.dumps(measure.jsonable(result)) if args.json else text)
     return 0

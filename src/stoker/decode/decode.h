@@ -11,15 +11,16 @@
 #include <span>
 #include <vector>
 
+#include "stoker/image/geometry.h"
 #include "stoker/status.h"
 
 namespace stoker::decode {
 
-// A rectangle in pixel coordinates (fractional: scaling may make the edges of
-// a crop fall between pixels).
-struct Rect {
-  double x = 0, y = 0, w = 0, h = 0;
-};
+// The geometry types (stoker/image/geometry.h), under the names the
+// decoder's API has always used.
+using image::ImageView;
+using image::Rect;
+using image::Region;
 
 // Chooses the crop from the full source dimensions; called once the header
 // has been read. Must return a rect inside [0, width] x [0, height].
@@ -30,27 +31,8 @@ enum class Format { kUnknown, kJpeg, kPng };
 // Detects the format from the leading bytes.
 Format DetectFormat(std::span<const uint8_t> bytes);
 
-// An RGB8 image, rows `stride` bytes apart, pixels interleaved R, G, B.
-struct ImageView {
-  const uint8_t* data = nullptr;
-  int width = 0;
-  int height = 0;
-  size_t stride = 0;
-};
-
 class JpegRowIndex;
 struct RowIndexRef;
-
-struct Region {
-  // The decoded pixels: covers `crop` (possibly with a margin).
-  ImageView image;
-  // The requested crop, in `image`'s coordinates (already scaled by the DCT
-  // factor and shifted by the decoded area's origin).
-  Rect crop;
-  int source_width = 0;   // the full image, before any scaling
-  int source_height = 0;
-  int scale_denom = 1;    // DCT scale used: 1, 2, 4 or 8
-};
 
 struct DecodeOptions {
   // Refuse images with more pixels than this before allocating (0: no limit).

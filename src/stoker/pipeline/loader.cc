@@ -17,7 +17,7 @@
 #include <sanitizer/lsan_interface.h>
 #endif
 
-#include "stoker/format/dataset.h"
+#include "stoker/dataset/dataset.h"
 #include "stoker/loader.h"
 #include "stoker/obs/metrics.h"
 #include "stoker/obs/trace.h"
@@ -91,7 +91,7 @@ double RaplJoules() {
 class LoaderImpl final : public Loader {
  public:
   LoaderImpl(LoaderOptions options, std::shared_ptr<storage::Storage> storage,
-             std::shared_ptr<const format::Dataset> dataset)
+             std::shared_ptr<const dataset::Dataset> dataset)
       : opt_(std::move(options)),
         storage_(std::move(storage)),
         dataset_(std::move(dataset)),
@@ -349,7 +349,7 @@ class LoaderImpl final : public Loader {
  private:
   const LoaderOptions opt_;
   std::shared_ptr<storage::Storage> storage_;
-  std::shared_ptr<const format::Dataset> dataset_;
+  std::shared_ptr<const dataset::Dataset> dataset_;
   sampler::Sampler sampler_;
   std::shared_ptr<obs::Registry> registry_;
   std::shared_ptr<LoaderMeters> meters_;
@@ -430,9 +430,9 @@ Result<std::unique_ptr<Loader>> Loader::Open(const LoaderOptions& options) {
   auto storage =
       storage::OpenStorage(options.uri, {.endpoint_url = options.endpoint_url, .io = options.io});
   if (!storage.ok()) return storage.status();
-  auto dataset = format::OpenDataset(options.uri, **storage);
+  auto dataset = dataset::OpenDataset(options.uri, **storage);
   if (!dataset.ok()) return dataset.status();
-  auto ds = std::make_shared<const format::Dataset>(std::move(*dataset));
+  auto ds = std::make_shared<const dataset::Dataset>(std::move(*dataset));
   return std::unique_ptr<Loader>(
       std::make_unique<pipeline::LoaderImpl>(options, std::move(*storage), std::move(ds)));
 }

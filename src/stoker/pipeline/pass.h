@@ -31,7 +31,7 @@
 #include <thread>
 #include <vector>
 
-#include "stoker/format/dataset.h"
+#include "stoker/dataset/dataset.h"
 #include "stoker/decode/jpeg_rows.h"
 #include "stoker/loader.h"
 #include "stoker/obs/metrics.h"
@@ -88,7 +88,7 @@ class Pass : public std::enable_shared_from_this<Pass> {
  public:
   struct Config {
     LoaderOptions options;
-    std::shared_ptr<const format::Dataset> dataset;
+    std::shared_ptr<const dataset::Dataset> dataset;
     sampler::Sampler sampler;  // set to this pass's epoch
     std::shared_ptr<storage::Storage> storage;
     std::shared_ptr<BufferPool> pool;

@@ -7,20 +7,6 @@ size_t SampleImageBytes(const TransformOptions& t) {
          (t.normalize ? sizeof(float) : sizeof(uint8_t));
 }
 
-SampleParams ComputeSampleParams(int width, int height, const TransformOptions& t, uint64_t seed,
-                                 int64_t epoch, uint64_t position) {
-  SampleParams p;
-  if (t.kind == TransformOptions::Kind::kTrain) {
-    transform::SampleRng rng(seed, epoch, static_cast<int64_t>(position));
-    p.crop = transform::RandomResizedCropRect(width, height, t.scale, t.ratio, rng);
-    // The flip is the draw after the crop's.
-    p.flip = rng.Uniform() < t.flip_probability;
-  } else {
-    p.crop = transform::CenterCropRect(width, height, t.size, t.center_fraction);
-  }
-  return p;
-}
-
 Status ProcessSample(std::span<const uint8_t> bytes, const TransformOptions& t, uint64_t seed,
                      int64_t epoch, uint64_t position, decode::Decoder& decoder,
                      transform::Scratch& scratch, void* dst, const decode::RowIndexRef& rows) {

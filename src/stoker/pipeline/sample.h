@@ -8,6 +8,7 @@
 #include "stoker/decode/decode.h"
 #include "stoker/decode/jpeg_rows.h"
 #include "stoker/options.h"
+#include "stoker/transform/sample_params.h"
 #include "stoker/transform/transform.h"
 
 namespace stoker::pipeline {
@@ -16,13 +17,10 @@ namespace stoker::pipeline {
 size_t SampleImageBytes(const TransformOptions& t);
 
 // The crop (in source pixels) and flip the transform takes for a source of
-// width x height at global position `position` of `epoch`.
-struct SampleParams {
-  decode::Rect crop;
-  bool flip = false;
-};
-SampleParams ComputeSampleParams(int width, int height, const TransformOptions& t, uint64_t seed,
-                                 int64_t epoch, uint64_t position);
+// width x height at global position `position` of `epoch`: the random-draw
+// contract, stoker/transform/sample_params.h.
+using transform::ComputeSampleParams;
+using transform::SampleParams;
 
 // Decodes and transforms one sample into `dst` (SampleImageBytes(t) bytes).
 // A pure function of (bytes, t, seed, epoch, position).

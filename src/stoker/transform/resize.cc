@@ -272,7 +272,7 @@ void HorizontalAny(const float* row, const AxisTaps& ax, int out, float* planes)
   }
 }
 
-void ResizePortable(const decode::ImageView& img, const AxisTaps& ax, const AxisTaps& ay,
+void ResizePortable(const image::ImageView& img, const AxisTaps& ax, const AxisTaps& ay,
                     const Sink& sink, Scratch& scratch) {
   const int out = sink.size;
   const int n = (ax.hi - ax.lo) * 3;
@@ -502,7 +502,7 @@ HorizontalFn PickHorizontalAvx2(int taps) {
   }
 }
 
-STOKER_AVX2 void ResizeAvx2(const decode::ImageView& img, const AxisTaps& ax, const AxisTaps& ay,
+STOKER_AVX2 void ResizeAvx2(const image::ImageView& img, const AxisTaps& ax, const AxisTaps& ay,
                             const Sink& sink, Scratch& scratch) {
   const int out = sink.size;
   const size_t out8 = RoundUp8(out);
@@ -596,13 +596,13 @@ bool KernelSupported(Kernel k) {
   return false;
 }
 
-void ResizeToCHWWith(Kernel kernel, const decode::Region& region, const OutputSpec& spec,
+void ResizeToCHWWith(Kernel kernel, const image::Region& region, const OutputSpec& spec,
                      bool flip, void* dst, Scratch& scratch) {
-  const decode::ImageView& img = region.image;
+  const image::ImageView& img = region.image;
   const int out = spec.size;
   if (out <= 0) return;
   const int out8 = static_cast<int>(RoundUp8(out));
-  const decode::Rect& c = region.crop;
+  const image::Rect& c = region.crop;
   if (img.data == nullptr || img.width <= 0 || img.height <= 0 || !std::isfinite(c.x) ||
       !std::isfinite(c.y) || !(c.w > 0 && c.w < 1e9) || !(c.h > 0 && c.h < 1e9)) {
     // No pixels to resample (the decoder never returns such a region).
@@ -645,7 +645,7 @@ void ResizeToCHWWith(Kernel kernel, const decode::Region& region, const OutputSp
 
 namespace stoker::transform {
 
-void ResizeToCHW(const decode::Region& region, const OutputSpec& spec, bool flip, void* dst,
+void ResizeToCHW(const image::Region& region, const OutputSpec& spec, bool flip, void* dst,
                  Scratch& scratch) {
   internal::ResizeToCHWWith(internal::Kernel::kAuto, region, spec, flip, dst, scratch);
 }

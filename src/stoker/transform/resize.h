@@ -5,7 +5,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "stoker/decode/decode.h"
+#include "stoker/image/geometry.h"
 #include "stoker/transform/transform.h"
 
 namespace stoker::transform::internal {
@@ -41,7 +41,7 @@ enum class Kernel {
 bool KernelSupported(Kernel k);
 
 // ResizeToCHW with a chosen kernel (kAuto: what ResizeToCHW uses).
-void ResizeToCHWWith(Kernel kernel, const decode::Region& region, const OutputSpec& spec,
+void ResizeToCHWWith(Kernel kernel, const image::Region& region, const OutputSpec& spec,
                      bool flip, void* dst, Scratch& scratch);
 
 }  // namespace stoker::transform::internal

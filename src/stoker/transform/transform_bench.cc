@@ -92,11 +92,11 @@ void HwcToChw(const cv::Mat& hwc, const OutputSpec& spec, bool flip, void* dst) 
   }
 }
 
-cv::Mat AsMat(const decode::ImageView& v) {
+cv::Mat AsMat(const image::ImageView& v) {
   return cv::Mat(v.height, v.width, CV_8UC3, const_cast<uint8_t*>(v.data), v.stride);
 }
 
-cv::Rect RoundedRoi(const decode::Region& r) {
+cv::Rect RoundedRoi(const image::Region& r) {
   const int x0 = static_cast<int>(std::lround(r.crop.x));
   const int y0 = static_cast<int>(std::lround(r.crop.y));
   const int x1 = static_cast<int>(std::lround(r.crop.x + r.crop.w));
@@ -106,7 +106,7 @@ cv::Rect RoundedRoi(const decode::Region& r) {
 }
 
 // cv::resize on the rounded integer ROI.
-void OpenCvResize(int interpolation, const decode::Region& r, const OutputSpec& spec, bool flip,
+void OpenCvResize(int interpolation, const image::Region& r, const OutputSpec& spec, bool flip,
                   void* dst, cv::Mat& tmp) {
   cv::resize(AsMat(r.image)(RoundedRoi(r)), tmp, cv::Size(spec.size, spec.size), 0, 0,
              interpolation);
@@ -114,7 +114,7 @@ void OpenCvResize(int interpolation, const decode::Region& r, const OutputSpec& 
 }
 
 // cv::warpAffine of the fractional box (sub-pixel exact, no antialiasing).
-void OpenCvWarp(const decode::Region& r, const OutputSpec& spec, bool flip, void* dst,
+void OpenCvWarp(const image::Region& r, const OutputSpec& spec, bool flip, void* dst,
                 cv::Mat& tmp) {
   const double sx = r.crop.w / spec.size, sy = r.crop.h / spec.size;
   cv::Matx23d m(sx, 0, r.crop.x + 0.5 * sx - 0.5, 0, sy, r.crop.y + 0.5 * sy - 0.5);
@@ -125,29 +125,29 @@ void OpenCvWarp(const decode::Region& r, const OutputSpec& spec, bool flip, void
 
 struct Variant {
   const char* name;
-  std::function<void(const decode::Region&, const OutputSpec&, bool, void*)> run;
+  std::function<void(const image::Region&, const OutputSpec&, bool, void*)> run;
 };
 
 std::vector<Variant> Variants(Scratch& scratch, cv::Mat& tmp) {
   std::vector<Variant> v;
-  v.push_back({"stoker (auto)", [&](const decode::Region& r, const OutputSpec& s, bool f,
+  v.push_back({"stoker (auto)", [&](const image::Region& r, const OutputSpec& s, bool f,
                                    void* d) { ResizeToCHW(r, s, f, d, scratch); }});
   for (auto k : {internal::Kernel::kAvx2, internal::Kernel::kPortable}) {
     if (!internal::KernelSupported(k)) continue;
     v.push_back({k == internal::Kernel::kAvx2 ? "stoker avx2" : "stoker portable",
-                 [&, k](const decode::Region& r, const OutputSpec& s, bool f, void* d) {
+                 [&, k](const image::Region& r, const OutputSpec& s, bool f, void* d) {
                    internal::ResizeToCHWWith(k, r, s, f, d, scratch);
                  }});
   }
   v.push_back({"cv INTER_AREA (int roi)",
-               [&](const decode::Region& r, const OutputSpec& s, bool f, void* d) {
+               [&](const image::Region& r, const OutputSpec& s, bool f, void* d) {
                  OpenCvResize(cv::INTER_AREA, r, s, f, d, tmp);
                }});
   v.push_back({"cv INTER_LINEAR (int roi)",
-               [&](const decode::Region& r, const OutputSpec& s, bool f, void* d) {
+               [&](const image::Region& r, const OutputSpec& s, bool f, void* d) {
                  OpenCvResize(cv::INTER_LINEAR, r, s, f, d, tmp);
                }});
-  v.push_back({"cv warpAffine LINEAR", [&](const decode::Region& r, const OutputSpec& s, bool f,
+  v.push_back({"cv warpAffine LINEAR", [&](const image::Region& r, const OutputSpec& s, bool f,
                                            void* d) { OpenCvWarp(r, s, f, d, tmp); }});
   return v;
 }
@@ -158,7 +158,7 @@ std::vector<Variant> Variants(Scratch& scratch, cv::Mat& tmp) {
 // emulated here by averaging s x s blocks).
 struct Sample {
   std::vector<uint8_t> pixels;
-  decode::Region region;
+  image::Region region;
   bool flip;
 };
 
@@ -168,7 +168,7 @@ std::vector<Sample> TypicalSamples(bool train, int size, int count) {
   for (int i = 0; i < count; ++i) {
     const int w = 350 + static_cast<int>(gen() % 251), h = 350 + static_cast<int>(gen() % 251);
     SampleRng rng(0, 0, i);
-    const decode::Rect r = train ? RandomResizedCropRect(w, h, {0.08, 1.0}, {0.75, 4.0 / 3}, rng)
+    const image::Rect r = train ? RandomResizedCropRect(w, h, {0.08, 1.0}, {0.75, 4.0 / 3}, rng)
                                  : CenterCropRect(w, h, size, 0.875);
     int s = 1;
     for (int d : {2, 4, 8}) {
@@ -267,7 +267,7 @@ int main(int argc, char** argv) {
           double total = 0;
           for (const auto& smp : *set) {
             std::memcpy(staging.data(), smp.pixels.data(), smp.pixels.size());
-            decode::Region r = smp.region;
+            image::Region r = smp.region;
             r.image.data = staging.data();
             const double t0 = ThreadCpuMicros();
             v.run(r, spec, smp.flip, dst.data());
@@ -293,7 +293,7 @@ int main(int argc, char** argv) {
     for (int c : crops) {
       const int w = c + 16, h = c * 3 / 4 + 16;
       auto img = bench::MakeImage(w, h, c);
-      decode::Region r;
+      image::Region r;
       r.image = {img.data(), w, h, static_cast<size_t>(w) * 3};
       r.crop = {7.5, 6.25, c - 0.5, c * 3 / 4 - 0.25};
       for (bool norm : {false, true}) {

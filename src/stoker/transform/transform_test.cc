@@ -14,7 +14,7 @@
 namespace stoker::transform {
 namespace {
 
-using decode::Rect;
+using image::Rect;
 using internal::Kernel;
 
 // ------------------------------------------------------------- SampleRng
@@ -290,7 +290,7 @@ struct Image {
   std::vector<uint8_t> px;  // RGB
   uint8_t& at(int x, int y, int c) { return px[(static_cast<size_t>(y) * w + x) * 3 + c]; }
   uint8_t at(int x, int y, int c) const { return px[(static_cast<size_t>(y) * w + x) * 3 + c]; }
-  decode::ImageView view() const { return {px.data(), w, h, static_cast<size_t>(w) * 3}; }
+  image::ImageView view() const { return {px.data(), w, h, static_cast<size_t>(w) * 3}; }
 };
 
 Image Noise(int w, int h, uint32_t seed) {
@@ -318,8 +318,8 @@ Image Textured(int w, int h, uint32_t seed) {
   return im;
 }
 
-decode::Region RegionOf(const Image& im, Rect crop) {
-  decode::Region r;
+image::Region RegionOf(const Image& im, Rect crop) {
+  image::Region r;
   r.image = im.view();
   r.crop = crop;
   r.source_width = im.w;
@@ -327,7 +327,7 @@ decode::Region RegionOf(const Image& im, Rect crop) {
   return r;
 }
 
-std::vector<uint8_t> RunU8(Kernel k, const decode::Region& r, int size, bool flip,
+std::vector<uint8_t> RunU8(Kernel k, const image::Region& r, int size, bool flip,
                            Scratch& scratch) {
   std::vector<uint8_t> out(3 * static_cast<size_t>(size) * size, 0xCD);
   OutputSpec spec;
@@ -336,7 +336,7 @@ std::vector<uint8_t> RunU8(Kernel k, const decode::Region& r, int size, bool fli
   return out;
 }
 
-std::vector<float> RunF32(Kernel k, const decode::Region& r, int size, bool flip,
+std::vector<float> RunF32(Kernel k, const image::Region& r, int size, bool flip,
                           Scratch& scratch) {
   std::vector<float> out(3 * static_cast<size_t>(size) * size, -1000.0f);
   OutputSpec spec;
@@ -645,7 +645,7 @@ TEST(TransformKernelsTest, Avx2AgreesWithPortable) {
 
 TEST(TransformTest, ResizeToCHWUsesTheFastestKernel) {
   const Image im = Textured(300, 250, 3);
-  const decode::Region r = RegionOf(im, {5.5, 4.25, 280, 230});
+  const image::Region r = RegionOf(im, {5.5, 4.25, 280, 230});
   Scratch s;
   std::vector<uint8_t> out(3 * 224 * 224);
   OutputSpec spec;

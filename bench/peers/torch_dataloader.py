@@ -9,8 +9,8 @@ num_workers, shuffle=True). Workers are new processes every epoch (the
 DataLoader default) unless --persistent-workers.
 
 Standalone: it runs under the peer's own interpreter, where stoker is not
-installed, and never imports stoker. It loads only the sibling file
-../_measure.py (standard library only) by path, so that stoker and its peer
+installed, and never imports stoker. It loads only the stoker checkout's
+python/stoker/_measure.py (standard library only) by path, so that stoker and its peer
 are measured by the same code. When torchvision is missing it uses an exact
 Pillow re-implementation of the same dataset and transforms, and says so in
 the "peer" field.
@@ -39,7 +39,7 @@ IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tif
 
 
 def _load_measure():
-    path = Path(__file__).resolve().parent.parent / "_measure.py"
+    path = Path(__file__).resolve().parents[2] / "python" / "stoker" / "_measure.py"
     spec = importlib.util.spec_from_file_location("_stoker_peer_measure", path)
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot load {path}")

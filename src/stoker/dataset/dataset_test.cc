@@ -1,4 +1,4 @@
-#include "stoker/format/dataset.h"
+#include "stoker/dataset/dataset.h"
 
 #include <gtest/gtest.h>
 
@@ -9,7 +9,7 @@
 
 #include "stoker/storage/file/file_storage.h"
 
-namespace stoker::format {
+namespace stoker::dataset {
 namespace {
 namespace fs = std::filesystem;
 
@@ -232,4 +232,4 @@ TEST_F(DatasetTest, FileStorageReadsExactBytesAndNamesMissingFiles) {
 }
 
 }  // namespace
-}  // namespace stoker::format
+}  // namespace stoker::dataset

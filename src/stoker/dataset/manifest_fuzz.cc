@@ -13,12 +13,12 @@
 #include <string>
 #include <string_view>
 
-#include "stoker/format/dataset.h"
+#include "stoker/dataset/dataset.h"
 #include "stoker/storage/file/file_storage.h"
 
 namespace {
 
-using stoker::format::Dataset;
+using stoker::dataset::Dataset;
 
 const std::string kName = "fuzz/manifest";
 const std::string kBase = "/data";
@@ -80,8 +80,8 @@ void CheckRoundTrip(const Dataset& ds, const stoker::storage::Storage& storage) 
   // The parsed URIs are absolute (joined to kBase), so they come back as is.
   for (const std::string& text : {ToCsv(ds), ToJsonl(ds)}) {
     const bool csv = text.rfind("path,label\n", 0) == 0;
-    auto again = csv ? stoker::format::ParseCsvManifest(text, kName, kBase, storage)
-                     : stoker::format::ParseJsonlManifest(text, kName, kBase, storage);
+    auto again = csv ? stoker::dataset::ParseCsvManifest(text, kName, kBase, storage)
+                     : stoker::dataset::ParseJsonlManifest(text, kName, kBase, storage);
     if (!again.ok()) Fail(csv ? "CSV round trip fails" : "JSONL round trip fails", again.status().ToString());
     if (again->samples.size() != ds.samples.size()) Fail("round trip changes the sample count");
     for (size_t i = 0; i < ds.samples.size(); ++i) {
@@ -97,8 +97,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static stoker::storage::FileStorage storage;
   const std::string_view text(reinterpret_cast<const char*>(data), size);
   for (bool csv : {true, false}) {
-    auto ds = csv ? stoker::format::ParseCsvManifest(text, kName, kBase, storage)
-                  : stoker::format::ParseJsonlManifest(text, kName, kBase, storage);
+    auto ds = csv ? stoker::dataset::ParseCsvManifest(text, kName, kBase, storage)
+                  : stoker::dataset::ParseJsonlManifest(text, kName, kBase, storage);
     if (!ds.ok()) {
       CheckError(ds.status());
       continue;

@@ -10,7 +10,7 @@
 #include "stoker/status.h"
 #include "stoker/storage/storage.h"
 
-namespace stoker::format {
+namespace stoker::dataset {
 
 struct Sample {
   std::string uri;
@@ -43,4 +43,4 @@ Result<Dataset> ParseJsonlManifest(std::string_view text, const std::string& nam
 // True if `key` ends with one of torchvision's IMG_EXTENSIONS (any case).
 bool HasImageExtension(std::string_view key);
 
-}  // namespace stoker::format
+}  // namespace stoker::dataset

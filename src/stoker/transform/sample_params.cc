@@ -1,6 +1,7 @@
-// Per-sample randomness and crop geometry. The resampling kernel lives in
+// The random-draw contract (sample_params.h): per-sample randomness, crop
+// geometry, and the order of the draws. The resampling kernel lives in
 // resize.cc.
-#include "stoker/transform/transform.h"
+#include "stoker/transform/sample_params.h"
 
 #include <algorithm>
 #include <cmath>
@@ -75,7 +76,7 @@ double SampleRng::Uniform() {
   return static_cast<double>(NextU64() >> 11) * 0x1.0p-53;
 }
 
-decode::Rect RandomResizedCropRect(int width, int height, std::array<double, 2> scale,
+image::Rect RandomResizedCropRect(int width, int height, std::array<double, 2> scale,
                                    std::array<double, 2> ratio, SampleRng& rng) {
   // Draw order (one NextU64 each), which callers may rely on: per try, the
   // area fraction then the log aspect ratio; on success, the row offset then
@@ -95,7 +96,7 @@ decode::Rect RandomResizedCropRect(int width, int height, std::array<double, 2> 
     if (w > 0 && w <= width && h > 0 && h <= height) {
       const int i = UniformInt(rng, height - h + 1);
       const int j = UniformInt(rng, width - w + 1);
-      return decode::Rect{static_cast<double>(j), static_cast<double>(i), static_cast<double>(w),
+      return image::Rect{static_cast<double>(j), static_cast<double>(i), static_cast<double>(w),
                           static_cast<double>(h)};
     }
   }
@@ -113,11 +114,11 @@ decode::Rect RandomResizedCropRect(int width, int height, std::array<double, 2> 
   // Degenerate ratios (0 or inf) cannot push the rect outside the image.
   w = std::clamp(w, 1, width);
   h = std::clamp(h, 1, height);
-  return decode::Rect{static_cast<double>((width - w) / 2), static_cast<double>((height - h) / 2),
+  return image::Rect{static_cast<double>((width - w) / 2), static_cast<double>((height - h) / 2),
                       static_cast<double>(w), static_cast<double>(h)};
 }
 
-decode::Rect CenterCropRect(int width, int height, int size, double center_fraction) {
+image::Rect CenterCropRect(int width, int height, int size, double center_fraction) {
   // torchvision.transforms.Resize(int) sets the shorter side to `resize` and
   // the longer to int(resize * long / short) (truncated).
   const int resize = RoundHalfEven(size / center_fraction);
@@ -139,7 +140,21 @@ decode::Rect CenterCropRect(int width, int height, int size, double center_fract
   // it alone to size x size uses the same filter scale and sample centres.
   const double sx = static_cast<double>(width) / new_w;
   const double sy = static_cast<double>(height) / new_h;
-  return decode::Rect{left * sx, top * sy, crop_w * sx, crop_h * sy};
+  return image::Rect{left * sx, top * sy, crop_w * sx, crop_h * sy};
+}
+
+SampleParams ComputeSampleParams(int width, int height, const TransformOptions& t, uint64_t seed,
+                                 int64_t epoch, uint64_t position) {
+  SampleParams p;
+  if (t.kind == TransformOptions::Kind::kTrain) {
+    SampleRng rng(seed, epoch, static_cast<int64_t>(position));
+    p.crop = RandomResizedCropRect(width, height, t.scale, t.ratio, rng);
+    // The flip is the draw after the crop's.
+    p.flip = rng.Uniform() < t.flip_probability;
+  } else {
+    p.crop = CenterCropRect(width, height, t.size, t.center_fraction);
+  }
+  return p;
 }
 
 }  // namespace stoker::transform

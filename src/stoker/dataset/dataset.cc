@@ -1,4 +1,4 @@
-#include "stoker/format/dataset.h"
+#include "stoker/dataset/dataset.h"
 
 #include "stoker/base/utf8.h"
 
@@ -8,7 +8,7 @@
 #include <map>
 #include <optional>
 
-namespace stoker::format {
+namespace stoker::dataset {
 namespace {
 
 bool EndsWithNoCase(std::string_view s, std::string_view suffix) {
@@ -320,4 +320,4 @@ Result<Dataset> OpenDataset(const std::string& uri, storage::Storage& storage) {
              : ParseJsonlManifest(text, uri, base, storage);
 }
 
-}  // namespace stoker::format
+}  // namespace stoker::dataset
