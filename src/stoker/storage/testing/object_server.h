@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <map>
 #include <mutex>
@@ -84,12 +85,15 @@ class ObjectServer {
     std::lock_guard<std::mutex> lock(mu_);
     return closed_silent_;
   }
-  // Waits until `pred()` holds (checked whenever a silent request comes or
-  // its connection closes).
+  // Waits until `pred(silent_requests, closed_silent)` holds (checked
+  // whenever a silent request comes or its connection closes), or at most
+  // `safety` (a bound that only turns a hang into a failure: nothing is
+  // timed); returns whether it holds.
   template <class Pred>
-  void WaitUntil(Pred pred) {
+  bool WaitUntil(Pred pred, std::chrono::seconds safety = std::chrono::seconds(120)) {
     std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait(lock, [&] { return stop_ || pred(silent_requests_, closed_silent_); });
+    return cv_.wait_for(lock, safety, [&] { return stop_ || pred(silent_requests_, closed_silent_); }) &&
+           !stop_;
   }
   // Requests served (any path).
   int requests() const { return requests_.load(); }
