@@ -60,50 +60,13 @@ QueueStats QueueMeter::Snapshot() const {
   return q;
 }
 
-int Histogram::Bucket(int64_t ns) {
-  if (ns < 1000) return 0;
-  // 4 buckets per octave above 1 us.
-  const double octaves = std::log2(static_cast<double>(ns) / 1000.0);
-  const int b = 1 + static_cast<int>(octaves * 4);
-  return std::min(b, kBuckets - 1);
-}
-
-double Histogram::LowerNs(int i) {
-  if (i <= 0) return 0;
-  return 1000.0 * std::exp2(static_cast<double>(i - 1) / 4.0);
-}
-
-double Histogram::Quantile(double q) const {
-  int64_t counts[kBuckets];
-  int64_t total = 0;
-  for (int i = 0; i < kBuckets; ++i) total += counts[i] = buckets_[i].load(std::memory_order_relaxed);
-  if (total == 0) return 0;
-  const double target = q * static_cast<double>(total);
-  double seen = 0;
-  for (int i = 0; i < kBuckets; ++i) {
-    if (counts[i] == 0) continue;
-    if (seen + static_cast<double>(counts[i]) >= target) {
-      const double frac = (target - seen) / static_cast<double>(counts[i]);
-      const double lo = LowerNs(i), hi = LowerNs(i + 1);
-      return (lo + frac * (hi - lo)) * 1e-9;
-    }
-    seen += static_cast<double>(counts[i]);
-  }
-  return LowerNs(kBuckets) * 1e-9;
-}
-
-double Histogram::mean_s() const {
-  const int64_t n = count();
-  return n == 0 ? 0 : static_cast<double>(sum_ns_.load(std::memory_order_relaxed)) * 1e-9 /
-                          static_cast<double>(n);
-}
-
 void Histogram::Read(std::vector<Metric>& out) const {
-  out.push_back({name_ + "_count", static_cast<double>(count()), true});
-  out.push_back({name_ + "_mean_s", mean_s(), false});
-  out.push_back({name_ + "_p50_s", Quantile(0.5), false});
-  out.push_back({name_ + "_p90_s", Quantile(0.9), false});
-  out.push_back({name_ + "_p99_s", Quantile(0.99), false});
+  const HistogramSnapshot h = Snapshot();
+  out.push_back({name_ + "_count", static_cast<double>(h.count), true});
+  out.push_back({name_ + "_mean_s", h.Mean() * 1e-9, false});
+  out.push_back({name_ + "_p50_s", static_cast<double>(h.Percentile(0.5)) * 1e-9, false});
+  out.push_back({name_ + "_p90_s", static_cast<double>(h.Percentile(0.9)) * 1e-9, false});
+  out.push_back({name_ + "_p99_s", static_cast<double>(h.Percentile(0.99)) * 1e-9, false});
 }
 
 StageMeter& Registry::Stage(const std::string& name) {

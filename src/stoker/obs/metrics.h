@@ -15,7 +15,6 @@
 #pragma once
 
 #include <atomic>
-#include <cmath>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -24,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "stoker/base/histogram.h"
 #include "stoker/loader.h"
 
 #ifndef STOKER_METERS
@@ -133,35 +133,23 @@ class Counter {
   std::atomic<int64_t> value_{0};
 };
 
-// Durations in log-spaced buckets (4 per power of two, from 1 us to ~1 h):
-// relaxed atomic adds, no lock; percentiles interpolate within a bucket, so
-// they are exact to within one bucket (19%).
+// Durations, in nanoseconds, in base/histogram.h's log-scale buckets (four
+// per power of two: relaxed atomic adds, no lock); a percentile names the
+// largest value of its bucket, so it is high by less than 25%.
 class Histogram {
  public:
-  static constexpr int kBuckets = 136;
   explicit Histogram(std::string name) : name_(std::move(name)) {}
   const std::string& name() const { return name_; }
   void AddNs(int64_t ns) {
-    if constexpr (kMetersOn) {
-      buckets_[Bucket(ns)].fetch_add(1, std::memory_order_relaxed);
-      count_.fetch_add(1, std::memory_order_relaxed);
-      sum_ns_.fetch_add(ns, std::memory_order_relaxed);
-    }
+    if constexpr (kMetersOn) h_.Record(ns);
   }
-  // The q-quantile (0 < q <= 1) in seconds; 0 when empty.
-  double Quantile(double q) const;
-  int64_t count() const { return count_.load(std::memory_order_relaxed); }
-  double mean_s() const;
-  // Bucket i holds [LowerNs(i), LowerNs(i + 1)).
-  static int Bucket(int64_t ns);
-  static double LowerNs(int i);
+  HistogramSnapshot Snapshot() const { return h_.Snapshot(); }
   // name_count, name_mean_s, name_p50_s, name_p90_s, name_p99_s.
   void Read(std::vector<Metric>& out) const;
 
  private:
   const std::string name_;
-  std::atomic<int64_t> buckets_[kBuckets] = {};
-  std::atomic<int64_t> count_{0}, sum_ns_{0};
+  stoker::Histogram h_;
 };
 
 // One per loader; outlives its passes. Meters are created once, up front,

@@ -8,47 +8,33 @@
 namespace stoker::obs {
 namespace {
 
-TEST(Histogram, BucketsAreLogSpacedAndContiguous) {
-  EXPECT_EQ(Histogram::Bucket(0), 0);
-  EXPECT_EQ(Histogram::Bucket(999), 0);
-  EXPECT_EQ(Histogram::Bucket(1000), 1);
-  EXPECT_EQ(Histogram::Bucket(2000), 5);  // one octave = 4 buckets
-  for (int i = 1; i < Histogram::kBuckets - 1; ++i) {
-    const auto lo = static_cast<int64_t>(std::ceil(Histogram::LowerNs(i)));
-    EXPECT_EQ(Histogram::Bucket(lo), i) << i;
-    EXPECT_EQ(Histogram::Bucket(static_cast<int64_t>(std::ceil(Histogram::LowerNs(i + 1))) - 1), i)
-        << i;
-  }
-}
-
-TEST(Histogram, QuantilesFallInTheRightBucket) {
+TEST(LatencyMeter, ReadsCountMeanAndPercentilesInSeconds) {
   Histogram h("latency");
   // 90 requests of 10 ms, 9 of 100 ms, 1 of 1 s.
   for (int i = 0; i < 90; ++i) h.AddNs(10'000'000);
   for (int i = 0; i < 9; ++i) h.AddNs(100'000'000);
   h.AddNs(1'000'000'000);
-  auto in_bucket_of = [](double s, int64_t ns) {
-    const int b = Histogram::Bucket(ns);
-    return s * 1e9 >= Histogram::LowerNs(b) && s * 1e9 <= Histogram::LowerNs(b + 1);
+  auto high_of = [](int64_t ns) {
+    return static_cast<double>(HistogramSnapshot::BucketHigh(HistogramSnapshot::BucketOf(ns))) * 1e-9;
   };
-  EXPECT_TRUE(in_bucket_of(h.Quantile(0.5), 10'000'000)) << h.Quantile(0.5);
-  EXPECT_TRUE(in_bucket_of(h.Quantile(0.9), 10'000'000)) << h.Quantile(0.9);
-  EXPECT_TRUE(in_bucket_of(h.Quantile(0.95), 100'000'000)) << h.Quantile(0.95);
-  EXPECT_TRUE(in_bucket_of(h.Quantile(0.999), 1'000'000'000)) << h.Quantile(0.999);
-  EXPECT_EQ(h.count(), 100);
-  EXPECT_DOUBLE_EQ(h.mean_s(), (90 * 0.01 + 9 * 0.1 + 1.0) / 100);
   std::vector<Metric> out;
   h.Read(out);
   ASSERT_EQ(out.size(), 5u);
   EXPECT_EQ(out[0].name, "latency_count");
   EXPECT_EQ(out[0].value, 100);
+  EXPECT_EQ(out[1].name, "latency_mean_s");
+  EXPECT_DOUBLE_EQ(out[1].value, (90 * 0.01 + 9 * 0.1 + 1.0) / 100);
   EXPECT_EQ(out[2].name, "latency_p50_s");
+  EXPECT_DOUBLE_EQ(out[2].value, high_of(10'000'000));
+  EXPECT_DOUBLE_EQ(out[3].value, high_of(10'000'000));  // p90: the 90th of 100
+  EXPECT_DOUBLE_EQ(out[4].value, high_of(100'000'000));  // p99: the 99th
 }
 
-TEST(Histogram, EmptyIsZero) {
+TEST(LatencyMeter, EmptyReadsZero) {
   Histogram h("x");
-  EXPECT_EQ(h.Quantile(0.5), 0);
-  EXPECT_EQ(h.mean_s(), 0);
+  std::vector<Metric> out;
+  h.Read(out);
+  for (const auto& m : out) EXPECT_EQ(m.value, 0) << m.name;
 }
 
 TEST(QueueMeter, OccupancyIsTheTimeWeightedMean) {

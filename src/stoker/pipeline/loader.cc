@@ -136,6 +136,12 @@ class LoaderImpl final : public Loader {
       out.push_back({"requests", static_cast<double>(c.requests)});
       out.push_back({"retries", static_cast<double>(c.retries)});
       out.push_back({"timeouts", static_cast<double>(c.timeouts)});
+      // Each request (remote: each attempt) from sending it to its outcome.
+      out.push_back({"storage.in_flight", static_cast<double>(c.in_flight)});
+      out.push_back({"storage.cancelled", static_cast<double>(c.cancelled)});
+      out.push_back({"storage.latency_p50_s", static_cast<double>(c.latency_us.Percentile(0.5)) * 1e-6, false});
+      out.push_back({"storage.latency_p90_s", static_cast<double>(c.latency_us.Percentile(0.9)) * 1e-6, false});
+      out.push_back({"storage.latency_p99_s", static_cast<double>(c.latency_us.Percentile(0.99)) * 1e-6, false});
     });
     // Zero when off, so the figures are always there.
     registry_->AddSource([wla = std::weak_ptr<Lookahead>(lookahead_),

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstddef>
+#include <condition_variable>
 #include <cstdint>
 #include <map>
 #include <mutex>
@@ -51,6 +52,8 @@ class BufferRecycler {
     const size_t want = SizeClass(n);
     {
       std::lock_guard<std::mutex> lock(mu_);
+      ++takes_;
+      taken_.notify_all();  // a futex call only when a test waits
       auto it = kept_.lower_bound(n);
       if (it != kept_.end() && it->first <= want + want / 8 * kSlackEighths) {
         Bytes b = std::move(it->second.bytes);
@@ -85,6 +88,16 @@ class BufferRecycler {
     std::lock_guard<std::mutex> lock(mu_);
     return kept_.size();
   }
+  // Buffers handed out so far, and a wait until there have been `n` (a test
+  // knows a transfer has its body buffer).
+  size_t takes() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return takes_;
+  }
+  void WaitForTakes(size_t n) const {
+    std::unique_lock<std::mutex> lock(mu_);
+    taken_.wait(lock, [&] { return takes_ >= n; });
+  }
   size_t kept_bytes() const {
     std::lock_guard<std::mutex> lock(mu_);
     size_t total = 0;
@@ -100,6 +113,8 @@ class BufferRecycler {
   static constexpr size_t kSlackEighths = 2;
   const size_t max_kept_;
   mutable std::mutex mu_;
+  mutable std::condition_variable taken_;
+  size_t takes_ = 0;                  // guarded by mu_
   std::multimap<size_t, Kept> kept_;  // by capacity
   uint64_t clock_ = 0;
 };

@@ -1,5 +1,22 @@
 // Storage: where sample bytes come from. Backends are chosen by URI scheme
-// (a plain path or file:// today; s3:// and http(s):// plug in the same way).
+// (registry.h: plain paths and file://, s3://, http:// and https://).
+//
+// One contract for every backend, checked by one conformance suite
+// (testing/conformance_test.cc) against each of them:
+//   - Read/ReadAsync: the whole object. ReadRange/ReadRangeAsync: bytes
+//     [offset, offset + length) of it, clamped to the object like pread(2):
+//     fewer bytes if the object ends sooner, none if it ends at or before
+//     `offset` (an empty object gives none for any range). length 0 asks for
+//     nothing and sends no request; ByteRange::kToEnd asks for all from
+//     offset on. A negative offset or length is InvalidArgument.
+//   - Errors name the URI. A missing object is NotFound, a refused one
+//     PermissionDenied, whole or range alike.
+//   - A read whose stop token is requested before it completes ends with
+//     Cancelled: a remote request is taken off the wire (its connection
+//     closed) and the buffer it was filling goes back to the backend's
+//     recycler. The callback then runs on the backend's own thread (never
+//     inside request_stop()), so a caller may request stop under a lock its
+//     callbacks take.
 #pragma once
 
 #include <cstdint>
@@ -10,6 +27,7 @@
 #include <string>
 #include <vector>
 
+#include "stoker/base/histogram.h"
 #include "stoker/options.h"
 #include "stoker/status.h"
 #include "stoker/storage/buffer_recycler.h"
@@ -25,12 +43,42 @@ struct ObjectInfo {
   int64_t size = -1; // -1 when unknown
 };
 
-// Counters every backend keeps; read by the pipeline's stats.
+// Counters every backend keeps (atomics: nothing on the read path takes a
+// lock for them); read by the pipeline's stats.
 struct StorageCounters {
-  int64_t requests = 0;
+  int64_t requests = 0;  // requests sent (remote: attempts, retries included)
   int64_t bytes_read = 0;
   int64_t retries = 0;
   int64_t timeouts = 0;  // attempts aborted by a timeout
+  int64_t in_flight = 0;  // reads asked for and not yet completed (now)
+  int64_t cancelled = 0;  // reads that ended with Cancelled
+  // Latency of each request (remote: each attempt, from sending it to its
+  // outcome), in microseconds: latency.Percentile(0.99) is the p99.
+  HistogramSnapshot latency_us;
+
+  // Adds `other`'s counts to these (a storage made of several backends).
+  void Add(const StorageCounters& other);
+};
+
+// Bytes [offset, offset + length) of an object; length kToEnd: to its end.
+struct ByteRange {
+  static constexpr int64_t kToEnd = INT64_MAX;
+  int64_t offset = 0;
+  int64_t length = 0;
+  // offset + length, saturated at kToEnd.
+  int64_t End() const { return length > kToEnd - offset ? kToEnd : offset + length; }
+  bool operator==(const ByteRange&) const = default;
+};
+
+// How ReadRanges groups ranges into requests.
+struct CoalesceOptions {
+  // Ranges (sorted by offset) whose gap is at most this many bytes share one
+  // request; the gap's bytes are read and dropped. 0: only adjacent or
+  // overlapping ranges.
+  int64_t max_gap = 0;
+  // A merged request grows no larger than this (a single range larger than
+  // it is still read whole, in one request).
+  int64_t max_request = int64_t{64} << 20;
 };
 
 class Storage {
@@ -59,6 +107,26 @@ class Storage {
     ReadAsync(uri, std::move(done));
   }
 
+  // Bytes [range.offset, range.offset + range.length) of `uri`, clamped to
+  // the object (see the contract at the top of this file); `done` as for
+  // ReadAsync. The default reads the whole object and keeps the range (for
+  // storages with no cheaper way); every shipped backend reads only the range.
+  virtual void ReadRangeAsync(const std::string& uri, ByteRange range, ReadCallback done,
+                              std::stop_token stop);
+  // Blocks; do not call from a ReadAsync callback.
+  Result<Bytes> ReadRange(const std::string& uri, ByteRange range);
+
+  // Several ranges of one object. Ranges that touch, overlap or lie within
+  // options.max_gap bytes of each other are read with one request; `done`
+  // gets one buffer per range asked for, in the order asked, or the first
+  // error. Each buffer holds exactly what ReadRange would return for its
+  // range.
+  using RangesCallback = std::function<void(Result<std::vector<Bytes>>)>;
+  void ReadRangesAsync(const std::string& uri, std::vector<ByteRange> ranges, RangesCallback done,
+                       std::stop_token stop, const CoalesceOptions& options = {});
+  Result<std::vector<Bytes>> ReadRanges(const std::string& uri, std::vector<ByteRange> ranges,
+                                        const CoalesceOptions& options = {});
+
   // Hands back a buffer a read returned, once its bytes are no longer
   // needed, so a backend can reuse its capacity for the next read: steady
   // state then allocates no sample-sized blocks (which fragment malloc's
@@ -85,7 +153,26 @@ struct StorageOptions {
   IoOptions io;
 };
 
-// The backend for `uri`'s scheme. Plain paths and file:// are local files.
+// The requests ReadRangesAsync sends for `ranges`: each a (merged) range and
+// the indices of the asked ranges it serves. Exposed for tests.
+struct CoalescedRequest {
+  ByteRange range;
+  std::vector<size_t> parts;
+};
+std::vector<CoalescedRequest> CoalesceRanges(const std::vector<ByteRange>& ranges,
+                                             const CoalesceOptions& options);
+
+// Checks a range asked of `uri`: InvalidArgument for a negative offset or
+// length.
+Status CheckRange(const std::string& uri, ByteRange range);
+
+// Keeps bytes [range.offset, range.offset + range.length) of a whole
+// object's `bytes`, clamped; in place (no copy of the kept bytes elsewhere).
+void KeepRange(Bytes& bytes, ByteRange range);
+
+// A storage for `uri`: plain paths and file:// are local files, the other
+// schemes are those registered (registry.h). A storage opened here routes
+// each URI to the backend of its scheme.
 Result<std::shared_ptr<Storage>> OpenStorage(const std::string& uri,
                                              const StorageOptions& options = {});
 

@@ -12,6 +12,7 @@
 #include <system_error>
 
 #include "stoker/base/logging.h"
+#include "stoker/storage/registry.h"
 
 namespace stoker::storage {
 namespace fs = std::filesystem;
@@ -30,7 +31,60 @@ Status ErrnoStatus(int err, const std::string& path) {
   }
 }
 
+// Opens `path` for reading if it is a regular file; its size in *size.
+Result<int> OpenRegular(const std::string& path, int64_t* size) {
+  // O_NONBLOCK: opening a FIFO would otherwise wait for a writer forever.
+  // It changes nothing for the regular files read below.
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) return ErrnoStatus(errno, path);
+  struct stat st;
+  if (::fstat(fd, &st) != 0) {
+    int err = errno;
+    ::close(fd);
+    return ErrnoStatus(err, path);
+  }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    if (S_ISDIR(st.st_mode)) return ErrnoStatus(EISDIR, path);
+    // A FIFO can block or never end, a device (say /dev/zero behind a
+    // symlink) never ends: reading one would hang or exhaust memory.
+    const char* kind = S_ISFIFO(st.st_mode)  ? "a FIFO"
+                       : S_ISCHR(st.st_mode) ? "a character device"
+                       : S_ISBLK(st.st_mode) ? "a block device"
+                       : S_ISSOCK(st.st_mode) ? "a socket"
+                                              : "of an unknown type";
+    return InvalidArgument(path + ": not a regular file (" + kind + ")");
+  }
+  *size = static_cast<int64_t>(st.st_size);
+  return fd;
+}
+
+// Counts a read in flight and its latency.
+class Timed {
+ public:
+  explicit Timed(StorageMeters& m) : m_(m), start_(WallSeconds()) {
+    m_.Add(m_.requests);
+    m_.Add(m_.in_flight);
+  }
+  ~Timed() {
+    StorageMeters::RecordSeconds(m_.latency_us, WallSeconds() - start_);
+    m_.Add(m_.in_flight, -1);
+  }
+  Timed(const Timed&) = delete;
+  Timed& operator=(const Timed&) = delete;
+
+ private:
+  StorageMeters& m_;
+  const double start_;
+};
+
 }  // namespace
+
+void RegisterFileStorage() {
+  RegisterStorage("file", [](const std::string&, const StorageOptions&) {
+    return Result<std::shared_ptr<Storage>>(std::make_shared<FileStorage>());
+  });
+}
 
 std::string FileStorage::ToPath(const std::string& uri) {
   constexpr std::string_view kScheme = "file://";
@@ -97,42 +151,92 @@ Result<std::vector<ObjectInfo>> FileStorage::List(const std::string& prefix_uri)
 }
 
 Result<Bytes> FileStorage::Read(const std::string& uri) {
+  Result<Bytes> r = [&] {
+    Timed timed(meters_);
+    return ReadWhole(ToPath(uri));
+  }();
+  meters_.Ended(r);
+  return r;
+}
+
+void FileStorage::ReadAsync(const std::string& uri, ReadCallback done, std::stop_token stop) {
+  if (stop.stop_requested()) {
+    meters_.Add(meters_.cancelled);
+    done(Cancelled(uri + ": read cancelled"));
+    return;
+  }
+  done(Read(uri));
+}
+
+void FileStorage::ReadRangeAsync(const std::string& uri, ByteRange range, ReadCallback done,
+                                 std::stop_token stop) {
+  if (stop.stop_requested()) {
+    meters_.Add(meters_.cancelled);
+    done(Cancelled(uri + ": read cancelled"));
+    return;
+  }
+  done(ReadRangeNow(uri, range));
+}
+
+Result<Bytes> FileStorage::ReadRangeNow(const std::string& uri, ByteRange range) {
+  STOKER_RETURN_IF_ERROR(CheckRange(uri, range));
+  if (range.length == 0) return Bytes{};
   const std::string path = ToPath(uri);
-  requests_.fetch_add(1, std::memory_order_relaxed);
-  // O_NONBLOCK: opening a FIFO would otherwise wait for a writer forever.
-  // It changes nothing for the regular files read below.
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-  if (fd < 0) return ErrnoStatus(errno, path);
-  struct stat st;
-  if (::fstat(fd, &st) != 0) {
-    int err = errno;
+  Result<Bytes> result = [&]() -> Result<Bytes> {
+    Timed timed(meters_);
+    int64_t size = 0;
+    STOKER_ASSIGN_OR_RETURN(const int fd, OpenRegular(path, &size));
+    // The size at open: bytes the file gained since are not in the range's
+    // clamp, as a file that grew after a listing is read as it was.
+    const int64_t begin = std::min(range.offset, size);
+    const int64_t want = std::min(range.length, size - begin);
+    Bytes data;
+    try {
+      if (want > 0) {
+        data = buffers_.Take(static_cast<size_t>(want));
+        data.resize(static_cast<size_t>(want));
+      }
+    } catch (const std::bad_alloc&) {
+      ::close(fd);
+      return ResourceExhausted(path + ": range of " + std::to_string(want) +
+                               " bytes does not fit in memory");
+    }
+    size_t got = 0;
+    while (got < data.size()) {
+      const ssize_t n = ::pread(fd, data.data() + got, data.size() - got,
+                                static_cast<off_t>(begin + static_cast<int64_t>(got)));
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) {
+        const int err = errno;
+        ::close(fd);
+        return ErrnoStatus(err, path);
+      }
+      if (n == 0) break;  // the file shrank since fstat
+      got += static_cast<size_t>(n);
+    }
     ::close(fd);
-    return ErrnoStatus(err, path);
-  }
-  if (!S_ISREG(st.st_mode)) {
-    ::close(fd);
-    if (S_ISDIR(st.st_mode)) return ErrnoStatus(EISDIR, path);
-    // A FIFO can block or never end, a device (say /dev/zero behind a
-    // symlink) never ends: reading one would hang or exhaust memory.
-    const char* kind = S_ISFIFO(st.st_mode)  ? "a FIFO"
-                       : S_ISCHR(st.st_mode) ? "a character device"
-                       : S_ISBLK(st.st_mode) ? "a block device"
-                       : S_ISSOCK(st.st_mode) ? "a socket"
-                                              : "of an unknown type";
-    return InvalidArgument(path + ": not a regular file (" + kind + ")");
-  }
+    data.resize(got);
+    return data;
+  }();
+  meters_.Ended(result);
+  return result;
+}
+
+Result<Bytes> FileStorage::ReadWhole(const std::string& path) {
+  int64_t file_size = 0;
+  STOKER_ASSIGN_OR_RETURN(const int fd, OpenRegular(path, &file_size));
   // One read of the known size, then a 1-byte probe into a local to catch
   // growth since fstat (a resize of the full buffer would reallocate and
   // copy every file's bytes). A file too large to hold (a sparse file of
   // terabytes named .jpg) is this sample's error, not the end of the epoch.
-  const size_t size = static_cast<size_t>(st.st_size);
+  const size_t size = static_cast<size_t>(file_size);
   Bytes data;
   try {
     data = buffers_.Take(size);
     data.resize(size);
   } catch (const std::bad_alloc&) {
     ::close(fd);
-    return ResourceExhausted(path + ": file of " + std::to_string(st.st_size) +
+    return ResourceExhausted(path + ": file of " + std::to_string(file_size) +
                              " bytes does not fit in memory");
   }
   size_t got = 0;
@@ -163,7 +267,6 @@ Result<Bytes> FileStorage::Read(const std::string& uri) {
   }
   ::close(fd);
   data.resize(got);
-  bytes_read_.fetch_add(static_cast<int64_t>(got), std::memory_order_relaxed);
   return data;
 }
 
@@ -175,11 +278,6 @@ std::string FileStorage::Join(const std::string& base, const std::string& key) c
   return base + "/" + key;
 }
 
-StorageCounters FileStorage::counters() const {
-  StorageCounters c;
-  c.requests = requests_.load(std::memory_order_relaxed);
-  c.bytes_read = bytes_read_.load(std::memory_order_relaxed);
-  return c;
-}
+StorageCounters FileStorage::counters() const { return meters_.Counters(); }
 
 }  // namespace stoker::storage

@@ -6,6 +6,7 @@
 #include <mutex>
 #include <vector>
 
+#include "stoker/storage/meters.h"
 #include "stoker/storage/storage.h"
 
 namespace stoker::storage {
@@ -14,6 +15,14 @@ class FileStorage final : public Storage {
  public:
   Result<std::vector<ObjectInfo>> List(const std::string& prefix_uri) override;
   Result<Bytes> Read(const std::string& uri) override;
+  using Storage::ReadAsync;
+  // Reads at once, on the caller's thread; Cancelled without reading if
+  // `stop` was requested.
+  void ReadAsync(const std::string& uri, ReadCallback done, std::stop_token stop) override;
+  // pread of the range only.
+  void ReadRangeAsync(const std::string& uri, ByteRange range, ReadCallback done,
+                      std::stop_token stop) override;
+  Result<Bytes> ReadRangeNow(const std::string& uri, ByteRange range);
   std::string Join(const std::string& base, const std::string& key) const override;
   void Recycle(Bytes bytes) override;
   StorageCounters counters() const override;
@@ -21,11 +30,13 @@ class FileStorage final : public Storage {
   // "file:///a/b" -> "/a/b"; plain paths unchanged.
   static std::string ToPath(const std::string& uri);
 
- private:
+  const BufferRecycler& buffers() const { return buffers_; }
 
-  std::atomic<int64_t> requests_{0};
+ private:
+  Result<Bytes> ReadWhole(const std::string& path);
+
   BufferRecycler buffers_;
-  std::atomic<int64_t> bytes_read_{0};
+  StorageMeters meters_;
 };
 
 }  // namespace stoker::storage

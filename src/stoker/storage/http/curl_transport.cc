@@ -57,6 +57,8 @@ struct Active {
   Transport::Callback done;
   Response response;
   std::shared_ptr<storage::BufferRecycler> body_buffers;  // may be null
+  std::stop_token stop;             // the request's
+  std::shared_ptr<void> stop_wake;  // see Pending
   double start = 0;
   // When bytes last arrived (or the connection became ready): the read
   // timeout counts from here. Zero until connected: connecting has its own
@@ -181,6 +183,8 @@ struct State : internal::IoState {
     a->done = std::move(p.done);
     a->start = WallSeconds();
     a->body_buffers = std::move(p.request.body_buffers);
+    a->stop = p.request.stop;
+    a->stop_wake = std::move(p.stop_wake);
     CURL* e;
     if (!idle_easy.empty()) {
       // A reused handle keeps the options that never change (set below when
@@ -366,6 +370,26 @@ struct State : internal::IoState {
     int running = 0;
     curl_multi_socket_action(multi, ev.data.fd, mask, &running);
     ReapCompleted();
+  }
+
+  void AbortStopped() override {
+    std::vector<Active*> stopped;
+    for (Active* a : active) {
+      if (a->stop.stop_requested()) stopped.push_back(a);
+    }
+    for (Active* a : stopped) {
+      // Removed mid-reply, the transfer's connection is closed (as for a
+      // stall); the body it was receiving into goes back.
+      curl_multi_remove_handle(multi, a->easy);
+      active.erase(a);
+      if (a->body_buffers && a->response.body.capacity() > 0) {
+        a->body_buffers->Put(std::move(a->response.body));
+      }
+      a->response = Response{};
+      a->response.error = NetError::kCancelled;
+      a->response.error_message = internal::kStopped;
+      Complete(a);
+    }
   }
 
   void CancelStarted() override {

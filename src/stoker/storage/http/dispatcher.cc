@@ -24,6 +24,12 @@ Dispatcher::Dispatcher(std::unique_ptr<Transport> transport, const DispatcherOpt
 void Dispatcher::Submit(Call call) {
   auto op = std::make_shared<Op>();
   op->call = std::move(call);
+  if (op->call.stop.stop_requested()) {
+    cancelled_calls_.fetch_add(1, std::memory_order_relaxed);
+    op->call.done(Cancelled("request cancelled"));
+    return;
+  }
+  const std::stop_token stop = op->call.stop;  // op->call is another thread's once queued
   bool cancelled = false;
   std::vector<std::shared_ptr<Op>> start;
   {
@@ -33,10 +39,12 @@ void Dispatcher::Submit(Call call) {
       // Through the queue even when there is room: a raised limit must
       // start the oldest waiting request first (FIFO).
       queue_.push_back(op);
+      op->queued = true;
       const int64_t room = std::max(0, controller_.limit() - in_flight_);
       controller_.OnArrival(WallSeconds(),
                             std::max<int64_t>(0, static_cast<int64_t>(queue_.size()) - room));
       while (!queue_.empty() && in_flight_ < controller_.limit()) {
+        queue_.front()->queued = false;
         start.push_back(std::move(queue_.front()));
         queue_.pop_front();
         ++in_flight_;
@@ -47,7 +55,34 @@ void Dispatcher::Submit(Call call) {
     op->call.done(Cancelled("storage is shutting down"));
     return;
   }
+  if (stop.stop_possible()) {
+    // After queueing, outside mu_: it runs at once if stop came meanwhile.
+    op->on_stop = std::make_shared<std::stop_callback<std::function<void()>>>(
+        stop, std::function<void()>([w = weak_from_this(), o = std::weak_ptr<Op>(op)] {
+          auto self = w.lock();
+          auto op = o.lock();
+          if (self && op) self->OnStop(op);
+        }));
+  }
   for (auto& next : start) Attempt(std::move(next), std::chrono::nanoseconds(0));
+}
+
+void Dispatcher::OnStop(const std::shared_ptr<Op>& op) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!op->queued) return;  // on the wire or in a backoff: the transport ends it
+    op->queued = false;
+    queue_.erase(std::find(queue_.begin(), queue_.end(), op));
+    ++in_flight_;  // Finish gives it back
+  }
+  // Ended through the transport, so `done` runs on its thread: the caller
+  // may hold a lock here that its callback takes. The request is never
+  // started: its stop is requested.
+  Request r;
+  r.stop = op->call.stop;
+  auto self = shared_from_this();
+  transport_->Send(std::move(r), std::chrono::nanoseconds(0),
+                   [self, op](Response response) { self->OnResponse(op, std::move(response)); });
 }
 
 void Dispatcher::Attempt(std::shared_ptr<Op> op, std::chrono::nanoseconds delay) {
@@ -67,6 +102,7 @@ void Dispatcher::Attempt(std::shared_ptr<Op> op, std::chrono::nanoseconds delay)
                         op->attempt_start;
     request->timeout = std::chrono::milliseconds(std::max<int64_t>(1, static_cast<int64_t>(std::ceil(left * 1e3))));
   }
+  request->stop = op->call.stop;
   auto self = shared_from_this();
   transport_->Send(std::move(*request), delay, [self, op](Response r) {
     self->OnResponse(op, std::move(r));
@@ -75,10 +111,16 @@ void Dispatcher::Attempt(std::shared_ptr<Op> op, std::chrono::nanoseconds delay)
 
 void Dispatcher::OnResponse(const std::shared_ptr<Op>& op, Response response) {
   if (response.error == NetError::kCancelled) {
-    Finish(op, Cancelled("storage is shutting down"));
+    if (op->call.stop.stop_requested()) {
+      cancelled_calls_.fetch_add(1, std::memory_order_relaxed);
+      Finish(op, Cancelled("request cancelled"));
+    } else {
+      Finish(op, Cancelled("storage is shutting down"), /*shut_down=*/true);
+    }
     return;
   }
   const double now = WallSeconds();
+  latency_us_.Record(static_cast<int64_t>((now - op->attempt_start) * 1e6));
   if (response.error == NetError::kTimeout) timeouts_.fetch_add(1, std::memory_order_relaxed);
   Verdict verdict = op->call.classify(response);
   if (verdict.kind != Verdict::kRetry && response.error == NetError::kNone) {
@@ -148,18 +190,19 @@ Status Dispatcher::GiveUp(const Op& op, const Status& last, double now, const ch
   return Status(last.code(), std::move(msg));
 }
 
-void Dispatcher::Finish(const std::shared_ptr<Op>& op, Result<Response> result) {
-  const bool cancelled_now = !result.ok() && result.status().code() == StatusCode::kCancelled;
+void Dispatcher::Finish(const std::shared_ptr<Op>& op, Result<Response> result, bool shut_down) {
   std::vector<std::shared_ptr<Op>> start, cancel;
   {
     std::lock_guard<std::mutex> lock(mu_);
     --in_flight_;
-    if (cancelled_now) cancelled_ = true;
+    if (shut_down) cancelled_ = true;
     if (cancelled_) {
       cancel.assign(queue_.begin(), queue_.end());
       queue_.clear();
+      for (auto& c : cancel) c->queued = false;
     }
     while (!queue_.empty() && in_flight_ < controller_.limit()) {
+      queue_.front()->queued = false;
       start.push_back(std::move(queue_.front()));
       queue_.pop_front();
       ++in_flight_;
@@ -180,6 +223,7 @@ void Dispatcher::Shutdown() {
     cancelled_ = true;
     cancel.assign(queue_.begin(), queue_.end());
     queue_.clear();
+    for (auto& c : cancel) c->queued = false;
   }
   for (auto& c : cancel) c->call.done(Cancelled("storage is shutting down"));
   // Those on the wire or waiting out a backoff come back cancelled.
@@ -191,6 +235,8 @@ DispatcherStats Dispatcher::stats() const {
   s.requests = requests_.load(std::memory_order_relaxed);
   s.retries = retries_.load(std::memory_order_relaxed);
   s.timeouts = timeouts_.load(std::memory_order_relaxed);
+  s.cancelled = cancelled_calls_.load(std::memory_order_relaxed);
+  s.latency_us = latency_us_.Snapshot();
   std::lock_guard<std::mutex> lock(mu_);
   s.in_flight = in_flight_;
   s.queued = static_cast<int>(queue_.size());

@@ -19,7 +19,10 @@
 #include <memory>
 #include <mutex>
 #include <random>
+#include <stop_token>
 #include <string>
+
+#include "stoker/base/histogram.h"
 
 #include "stoker/status.h"
 #include "stoker/storage/http/concurrency.h"
@@ -62,6 +65,8 @@ struct DispatcherStats {
   int limit = 0;
   double rate = 0;       // smoothed arrivals per second
   double latency_s = 0;  // smoothed seconds per attempt
+  int64_t cancelled = 0;  // calls ended by their stop token
+  HistogramSnapshot latency_us;  // each attempt's, sent to outcome (not cancelled ones)
 };
 
 class Dispatcher : public std::enable_shared_from_this<Dispatcher> {
@@ -78,6 +83,10 @@ class Dispatcher : public std::enable_shared_from_this<Dispatcher> {
     // gave no final answer (success or a definite error) to any request since
     // this one first failed.
     std::function<void(Result<Response>)> done;
+    // Once requested, the call ends with Cancelled: taken out of the queue,
+    // or its attempt off the wire (Request::stop), or not retried. `done`
+    // then runs on the transport's thread, never inside request_stop().
+    std::stop_token stop;
   };
 
   static std::shared_ptr<Dispatcher> Create(std::unique_ptr<Transport> transport,
@@ -100,7 +109,12 @@ class Dispatcher : public std::enable_shared_from_this<Dispatcher> {
     double first_start = 0;    // seconds (WallSeconds) when the first attempt began
     double attempt_start = 0;  // seconds (WallSeconds)
     double first_failure = 0;  // when the first attempt that calls for a retry ended; 0: none yet
+    bool queued = false;       // guarded by mu_: in queue_
+    std::shared_ptr<void> on_stop;  // a stop_callback on call.stop: OnStop
   };
+
+  // `op`'s stop was requested (on the requesting thread).
+  void OnStop(const std::shared_ptr<Op>& op);
 
   // The status of a request that gives up after `last`.
   Status GiveUp(const Op& op, const Status& last, double now, const char* why) const;
@@ -108,7 +122,8 @@ class Dispatcher : public std::enable_shared_from_this<Dispatcher> {
   Dispatcher(std::unique_ptr<Transport> transport, const DispatcherOptions& options);
   void Attempt(std::shared_ptr<Op> op, std::chrono::nanoseconds delay);
   void OnResponse(const std::shared_ptr<Op>& op, Response response);
-  void Finish(const std::shared_ptr<Op>& op, Result<Response> result);
+  // `shut_down`: the transport was shut down; every later call is refused.
+  void Finish(const std::shared_ptr<Op>& op, Result<Response> result, bool shut_down = false);
 
   const DispatcherOptions options_;
   std::unique_ptr<Transport> transport_;
@@ -123,6 +138,8 @@ class Dispatcher : public std::enable_shared_from_this<Dispatcher> {
   std::atomic<int64_t> requests_{0};
   std::atomic<int64_t> retries_{0};
   std::atomic<int64_t> timeouts_{0};
+  std::atomic<int64_t> cancelled_calls_{0};
+  Histogram latency_us_;
   // When the server last gave some request a final answer (nanoseconds of
   // WallSeconds; 0: never): tells a dead server from one bad object.
   std::atomic<int64_t> last_answer_ns_{0};

@@ -99,6 +99,7 @@ struct Conn {
 struct Op {
   Request request;
   Transport::Callback done;
+  std::shared_ptr<void> stop_wake;  // see Pending
   Response response;
   Target target;
   Conn* conn = nullptr;
@@ -149,6 +150,22 @@ struct State : internal::IoState {
   void CancelStarted() override {
     std::vector<Op*> left(active.begin(), active.end());
     for (Op* op : left) Fail(op, NetError::kCancelled, "transport shut down");
+  }
+
+  void AbortStopped() override {
+    std::vector<Op*> stopped;
+    for (Op* op : active) {
+      if (op->request.stop.stop_requested()) stopped.push_back(op);
+    }
+    for (Op* op : stopped) {
+      // The body it was receiving into goes back; its connection is closed
+      // (the rest of that reply must never be read as the next one's).
+      if (op->conn && op->request.body_buffers) {
+        auto& body = op->conn->reader.response().body;
+        if (body.capacity() > 0) op->request.body_buffers->Put(std::move(body));
+      }
+      Fail(op, NetError::kCancelled, internal::kStopped);
+    }
   }
 
   ~State() {
@@ -255,6 +272,7 @@ struct State : internal::IoState {
     auto* op = new Op;
     op->request = std::move(p.request);
     op->done = std::move(p.done);
+    op->stop_wake = std::move(p.stop_wake);
     op->start = now;
     long timeout_ms = options.total_timeout_ms;
     if (op->request.timeout.count() > 0) {

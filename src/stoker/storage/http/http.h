@@ -9,6 +9,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <stop_token>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -35,6 +36,10 @@ struct Request {
   // Content-Length is known (recycled buffers: steady reading allocates
   // nothing). Without it, or without a Content-Length, the body grows.
   std::shared_ptr<storage::BufferRecycler> body_buffers;
+  // Once requested, the request completes with NetError::kCancelled (on the
+  // transport's thread, never inside request_stop()): taken off the wire if
+  // started (its connection closed), its body buffer back to body_buffers.
+  std::stop_token stop;
 };
 
 // Why no HTTP status came back. Every kind except kOther and kCancelled is
@@ -45,7 +50,7 @@ enum class NetError {
   kConnect,    // could not resolve or connect
   kReset,      // connection reset or closed early, body cut short
   kOther,      // bad URL, TLS verification, out of memory: retrying won't help
-  kCancelled,  // the transport shut down before the request finished
+  kCancelled,  // the transport shut down, or the request's stop was requested
 };
 
 const char* NetErrorName(NetError e);

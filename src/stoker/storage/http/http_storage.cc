@@ -2,7 +2,9 @@
 
 #include <future>
 
+#include "stoker/storage/http/range.h"
 #include "stoker/storage/http/url.h"
+#include "stoker/storage/registry.h"
 
 namespace stoker::storage::http {
 
@@ -22,8 +24,17 @@ Verdict ClassifyHttpReply(const Response& r, const std::string& uri) {
 }
 
 HttpStorage::HttpStorage(std::unique_ptr<Transport> transport, const DispatcherOptions& options)
-    : dispatcher_(Dispatcher::Create(std::move(transport), options)),
-      bytes_read_(std::make_shared<std::atomic<int64_t>>(0)) {}
+    : dispatcher_(Dispatcher::Create(std::move(transport), options)) {}
+
+void RegisterHttpStorage() {
+  const StorageFactory open = [](const std::string&, const StorageOptions& options) {
+    return Result<std::shared_ptr<Storage>>(std::make_shared<HttpStorage>(
+        NewTransport(CurlOptionsFor(options.io)),
+        DispatcherOptions{.retry = RetryPolicyFor(options.io, 0)}));
+  };
+  RegisterStorage("http", open, "http");
+  RegisterStorage("https", open, "http");  // one storage for both
+}
 
 Result<std::vector<ObjectInfo>> HttpStorage::List(const std::string& prefix_uri) {
   return Unsupported(prefix_uri + ": http(s) URLs cannot be listed; use a manifest (.csv or .jsonl)");
@@ -33,27 +44,57 @@ HttpStorage::~HttpStorage() { dispatcher_->Shutdown(); }
 void HttpStorage::Shutdown() { dispatcher_->Shutdown(); }
 
 void HttpStorage::ReadAsync(const std::string& uri, ReadCallback done) {
+  Get(uri, nullptr, std::move(done), std::stop_token());
+}
+
+void HttpStorage::ReadAsync(const std::string& uri, ReadCallback done, std::stop_token stop) {
+  Get(uri, nullptr, std::move(done), std::move(stop));
+}
+
+void HttpStorage::ReadRangeAsync(const std::string& uri, ByteRange range, ReadCallback done,
+                                 std::stop_token stop) {
+  if (Status st = CheckRange(uri, range); !st.ok()) {
+    done(std::move(st));
+    return;
+  }
+  if (range.length == 0) {
+    done(Bytes{});
+    return;
+  }
+  Get(uri, &range, std::move(done), std::move(stop));
+}
+
+void HttpStorage::Get(const std::string& uri, const ByteRange* range, ReadCallback done,
+                      std::stop_token stop) {
   const std::string scheme = ToLower(uri.substr(0, uri.find("://")));
   if (scheme != "http" && scheme != "https") {
     done(InvalidArgument(uri + ": not an http(s) URL"));
     return;
   }
+  meters_->Add(meters_->in_flight);
   Dispatcher::Call call;
-  call.prepare = [uri, buffers = buffers_]() -> Result<Request> {
-    Request r;
-    r.url = uri;  // sent as given: a presigned URL's query stays intact
-    r.body_buffers = buffers;
-    return r;
+  const bool ranged = range != nullptr;
+  const ByteRange r = ranged ? *range : ByteRange{};
+  call.prepare = [uri, ranged, r, buffers = buffers_]() -> Result<Request> {
+    Request req;
+    req.url = uri;  // sent as given: a presigned URL's query stays intact
+    if (ranged) req.headers.emplace_back("Range", RangeHeader(r));
+    req.body_buffers = buffers;
+    return req;
   };
-  call.classify = [uri](const Response& r) { return ClassifyHttpReply(r, uri); };
-  call.done = [counter = bytes_read_, done = std::move(done)](Result<Response> r) {
-    if (!r.ok()) {
-      done(r.status());
-      return;
-    }
-    counter->fetch_add(static_cast<int64_t>(r->body.size()), std::memory_order_relaxed);
-    done(std::move(r->body));
+  call.classify = [uri, ranged](const Response& reply) {
+    if (ranged && IsRangeAnswer(reply)) return Verdict::Done();
+    return ClassifyHttpReply(reply, uri);
   };
+  call.done = [meters = meters_, uri, ranged, r, done = std::move(done)](Result<Response> reply) {
+    Result<Bytes> out = !reply.ok()  ? Result<Bytes>(reply.status())
+                        : ranged     ? RangeBody(*reply, uri, r)
+                                     : Result<Bytes>(std::move(reply->body));
+    meters->Ended(out);
+    meters->Add(meters->in_flight, -1);
+    done(std::move(out));
+  };
+  call.stop = std::move(stop);
   dispatcher_->Submit(std::move(call));
 }
 
@@ -71,7 +112,12 @@ std::string HttpStorage::Join(const std::string& base, const std::string& key) c
 
 StorageCounters HttpStorage::counters() const {
   const auto s = dispatcher_->stats();
-  return {s.requests, bytes_read_->load(std::memory_order_relaxed), s.retries, s.timeouts};
+  StorageCounters c = meters_->Counters();
+  c.requests = s.requests;
+  c.retries = s.retries;
+  c.timeouts = s.timeouts;
+  c.latency_us = s.latency_us;
+  return c;
 }
 
 }  // namespace stoker::storage::http

@@ -8,6 +8,7 @@
 
 #include "stoker/storage/http/epoll_transport.h"
 #include "stoker/storage/http/dispatcher.h"
+#include "stoker/storage/meters.h"
 #include "stoker/storage/storage.h"
 
 namespace stoker::storage::http {
@@ -25,13 +26,24 @@ class HttpStorage final : public Storage {
   // Blocks; do not call from a ReadAsync callback.
   Result<Bytes> Read(const std::string& uri) override;
   void ReadAsync(const std::string& uri, ReadCallback done) override;
+  // A stopped read's request is taken off the wire (storage.h).
+  void ReadAsync(const std::string& uri, ReadCallback done, std::stop_token stop) override;
+  // GET with a Range header (range.h says how each reply is read).
+  void ReadRangeAsync(const std::string& uri, ByteRange range, ReadCallback done,
+                      std::stop_token stop) override;
   void Recycle(Bytes bytes) override { buffers_->Put(std::move(bytes)); }
   std::string Join(const std::string& base, const std::string& key) const override;
   StorageCounters counters() const override;
 
+  // Where bodies are received into and handed back to (tests).
+  const BufferRecycler& buffers() const { return *buffers_; }
+
  private:
+  void Get(const std::string& uri, const ByteRange* range, ReadCallback done, std::stop_token stop);
+
   std::shared_ptr<Dispatcher> dispatcher_;
-  std::shared_ptr<std::atomic<int64_t>> bytes_read_;
+  // Shared with callbacks that may outlive this object.
+  std::shared_ptr<StorageMeters> meters_ = std::make_shared<StorageMeters>();
   std::shared_ptr<BufferRecycler> buffers_ = std::make_shared<BufferRecycler>();
 };
 

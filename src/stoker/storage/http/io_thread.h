@@ -15,7 +15,9 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <functional>
 #include <mutex>
+#include <stop_token>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -29,14 +31,19 @@ namespace stoker::storage::http::internal {
 struct Pending {
   Request request;
   Transport::Callback done;
+  // Wakes the I/O thread when request.stop is requested (a stop_callback);
+  // lives as long as the request does. Null when the request cannot stop.
+  std::shared_ptr<void> stop_wake;
 };
 
-inline void Cancel(Transport::Callback& done) {
+inline void Cancel(Transport::Callback& done, const char* why = "transport shut down") {
   Response r;
   r.error = NetError::kCancelled;
-  r.error_message = "transport shut down";
+  r.error_message = why;
   done(std::move(r));
 }
+
+constexpr const char* kStopped = "request cancelled";
 
 // The inbox, the epoll set and the loop. A transport's state derives from
 // it and supplies the hooks, which Run() calls on the I/O thread.
@@ -54,10 +61,16 @@ struct IoState {
   virtual void OnEvent(const epoll_event& e) = 0;
   // Shutting down: every started request completes as cancelled.
   virtual void CancelStarted() = 0;
+  // Some request's stop was requested: every started request whose
+  // request.stop is requested is taken off the wire (its connection closed,
+  // its body buffer back to request.body_buffers) and completes with
+  // NetError::kCancelled.
+  virtual void AbortStopped() = 0;
 
   std::mutex mu;
   std::vector<std::pair<double, Pending>> incoming;  // guarded by mu: (due time, request)
   bool stop = false;                                 // guarded by mu
+  bool stop_asked = false;  // guarded by mu: some request's stop was requested
   int epoll_fd = -1;
   int wake_fd = -1;
   // I/O thread only: requests whose start time has not come (retry backoff).
@@ -92,19 +105,37 @@ struct IoState {
     epoll_event events[kMaxEvents];
     std::vector<std::pair<double, Pending>> batch;
     while (true) {
-      bool stopping;
+      bool stopping, stop_seen;
       {
         std::lock_guard<std::mutex> lock(mu);
         batch.swap(incoming);
         stopping = stop;
+        stop_seen = stop_asked;
+        stop_asked = false;
       }
       for (auto& [when, p] : batch) delayed.emplace(when, std::move(p));
       batch.clear();
       if (stopping) break;
+      if (stop_seen) {
+        for (auto it = delayed.begin(); it != delayed.end();) {
+          if (!it->second.request.stop.stop_requested()) {
+            ++it;
+            continue;
+          }
+          Pending p = std::move(it->second);
+          it = delayed.erase(it);
+          Cancel(p.done, kStopped);
+        }
+        AbortStopped();
+      }
       const double started = WallSeconds();
       while (!delayed.empty() && delayed.begin()->first <= started) {
         Pending p = std::move(delayed.begin()->second);
         delayed.erase(delayed.begin());
+        if (p.request.stop.stop_requested()) {
+          Cancel(p.done, kStopped);
+          continue;
+        }
         Start(std::move(p));
       }
       const double now = WallSeconds();
@@ -160,10 +191,24 @@ class ThreadedTransport final : public Transport {
 
   void Send(Request request, std::chrono::nanoseconds delay, Callback done) override {
     const double due = WallSeconds() + std::chrono::duration<double>(delay).count();
+    // Made before taking the lock: it runs at once if stop was requested
+    // already, and takes the lock itself.
+    std::shared_ptr<void> wake;
+    if (request.stop.stop_possible()) {
+      wake = std::make_shared<std::stop_callback<std::function<void()>>>(
+          request.stop, std::function<void()>([s = state_.get()] {
+            {
+              std::lock_guard<std::mutex> lock(s->mu);
+              s->stop_asked = true;
+            }
+            s->Wake();
+          }));
+    }
     {
       std::lock_guard<std::mutex> lock(state_->mu);
       if (!state_->stop) {
-        state_->incoming.emplace_back(due, Pending{std::move(request), std::move(done)});
+        state_->incoming.emplace_back(due,
+                                      Pending{std::move(request), std::move(done), std::move(wake)});
         done = nullptr;
       }
     }

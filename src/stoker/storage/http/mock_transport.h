@@ -4,6 +4,8 @@
 // on the mock's own thread, in order; delays are recorded, not waited for.
 // Manual mode (no handler): requests wait until the test calls Reply(), so a
 // test can see how many are in flight at once.
+// Either way a request whose stop was requested is answered kCancelled
+// instead (CancelStopped() does so at once in manual mode).
 #pragma once
 
 #include <condition_variable>
@@ -51,8 +53,27 @@ class MockTransport final : public Transport {
         p = std::move(pending_.front());
         pending_.pop_front();
       }
-      p.second(make(p.first));
+      p.second(p.first.stop.stop_requested() ? Cancelled() : make(p.first));
       return true;
+    }
+
+    // Manual mode: completes the waiting requests whose stop was requested
+    // as cancelled, as a transport does. Returns how many.
+    size_t CancelStopped() {
+      std::vector<std::pair<Request, Callback>> stopped;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        for (auto it = pending_.begin(); it != pending_.end();) {
+          if (it->first.stop.stop_requested()) {
+            stopped.push_back(std::move(*it));
+            it = pending_.erase(it);
+          } else {
+            ++it;
+          }
+        }
+      }
+      for (auto& [r, cb] : stopped) cb(Cancelled());
+      return stopped.size();
     }
 
     // Manual mode: completes every waiting request as cancelled, as a
@@ -150,7 +171,7 @@ class MockTransport final : public Transport {
         item = std::move(s.pending_.front());
         s.pending_.pop_front();
       }
-      item.second(s.handler_(item.first));
+      item.second(item.first.stop.stop_requested() ? Cancelled() : s.handler_(item.first));
     }
   }
 

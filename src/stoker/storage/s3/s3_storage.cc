@@ -5,6 +5,8 @@
 #include <future>
 #include <set>
 
+#include "stoker/storage/http/range.h"
+#include "stoker/storage/registry.h"
 #include "stoker/storage/s3/xml.h"
 
 namespace stoker::storage::s3 {
@@ -127,6 +129,14 @@ http::Verdict ClassifyS3Reply(const http::Response& r, const std::string& uri, c
   return http::Verdict::Fail(std::move(st));
 }
 
+void RegisterS3Storage() {
+  RegisterStorage("s3", [](const std::string&,
+                           const StorageOptions& options) -> Result<std::shared_ptr<Storage>> {
+    STOKER_ASSIGN_OR_RETURN(auto s3, S3Storage::Open(options));
+    return Result<std::shared_ptr<Storage>>(std::move(s3));
+  });
+}
+
 Result<std::shared_ptr<S3Storage>> S3Storage::Open(const StorageOptions& options,
                                                    const S3Options& s3) {
   STOKER_ASSIGN_OR_RETURN(S3Config config, ResolveS3Config(options.endpoint_url, ProcessEnv()));
@@ -162,15 +172,14 @@ Result<std::shared_ptr<S3Storage>> S3Storage::Create(const S3Config& config,
 
 S3Storage::S3Storage(std::shared_ptr<const RequestBuilder> builder,
                      std::shared_ptr<http::Dispatcher> dispatcher)
-    : builder_(std::move(builder)),
-      dispatcher_(std::move(dispatcher)),
-      bytes_read_(std::make_shared<std::atomic<int64_t>>(0)) {}
+    : builder_(std::move(builder)), dispatcher_(std::move(dispatcher)) {}
 
 S3Storage::~S3Storage() { dispatcher_->Shutdown(); }
 void S3Storage::Shutdown() { dispatcher_->Shutdown(); }
 
 void S3Storage::Send(const std::string& method, const std::string& uri, http::Headers headers,
-                     std::function<void(Result<http::Response>)> done, bool recycled_body) {
+                     std::function<void(Result<http::Response>)> done, bool recycled_body,
+                     std::stop_token stop, bool range) {
   auto where = ParseS3Uri(uri);
   if (!where.ok()) {
     done(where.status());
@@ -189,72 +198,62 @@ void S3Storage::Send(const std::string& method, const std::string& uri, http::He
     if (r.ok()) r->body_buffers = buffers;
     return r;
   };
-  call.classify = [b, w, uri](const http::Response& r) {
+  call.classify = [b, w, uri, range](const http::Response& r) {
+    if (range && http::IsRangeAnswer(r)) return http::Verdict::Done();
     return ClassifyS3Reply(r, uri, *w, b->config());
   };
   call.done = std::move(done);
+  call.stop = std::move(stop);
   dispatcher_->Submit(std::move(call));
 }
 
 void S3Storage::ReadAsync(const std::string& uri, ReadCallback done) {
-  auto counter = bytes_read_;
-  Send("GET", uri, {}, [counter, done = std::move(done)](Result<http::Response> r) {
-    if (!r.ok()) {
-      done(r.status());
-      return;
-    }
-    counter->fetch_add(static_cast<int64_t>(r->body.size()), std::memory_order_relaxed);
-    done(std::move(r->body));
-  }, /*recycled_body=*/true);
+  Get(uri, nullptr, std::move(done), std::stop_token());
 }
 
-void S3Storage::ReadRangeAsync(const std::string& uri, int64_t offset, int64_t length,
-                               ReadCallback done) {
-  if (offset < 0) {
-    done(InvalidArgument(uri + ": negative range offset"));
+void S3Storage::ReadAsync(const std::string& uri, ReadCallback done, std::stop_token stop) {
+  Get(uri, nullptr, std::move(done), std::move(stop));
+}
+
+void S3Storage::ReadRangeAsync(const std::string& uri, ByteRange range, ReadCallback done,
+                               std::stop_token stop) {
+  if (Status st = CheckRange(uri, range); !st.ok()) {
+    done(std::move(st));
     return;
   }
-  if (length == 0) {
+  if (range.length == 0) {
     done(Bytes{});
     return;
   }
-  const std::string range = "bytes=" + std::to_string(offset) + "-" +
-                            (length > 0 ? std::to_string(offset + length - 1) : std::string());
-  auto counter = bytes_read_;
-  Send("GET", uri, {{"Range", range}},
-       [counter, uri, offset, length, done = std::move(done)](Result<http::Response> r) {
-         if (!r.ok()) {
-           done(r.status());
-           return;
-         }
-         Bytes body = std::move(r->body);
-         if (r->status == 200) {
-           // The server ignored Range and sent the whole object: cut it here.
-           const auto size = static_cast<int64_t>(body.size());
-           const int64_t begin = std::min(offset, size);
-           const int64_t end = length > 0 ? std::min(size, offset + length) : size;
-           body = Bytes(body.begin() + begin, body.begin() + end);
-         } else if (length > 0 && static_cast<int64_t>(body.size()) > length) {
-           done(Corrupt(uri + ": range reply has " + std::to_string(body.size()) +
-                        " bytes, asked for " + std::to_string(length)));
-           return;
-         }
-         counter->fetch_add(static_cast<int64_t>(body.size()), std::memory_order_relaxed);
-         done(std::move(body));
-       });
+  Get(uri, &range, std::move(done), std::move(stop));
+}
+
+// The Range header is signed with the rest (SigV4 signs every header sent
+// but the Authorization itself), each attempt anew.
+void S3Storage::Get(const std::string& uri, const ByteRange* range, ReadCallback done,
+                    std::stop_token stop) {
+  meters_->Add(meters_->in_flight);
+  const bool ranged = range != nullptr;
+  const ByteRange r = ranged ? *range : ByteRange{};
+  http::Headers headers;
+  if (ranged) headers.emplace_back("Range", http::RangeHeader(r));
+  Send(
+      "GET", uri, std::move(headers),
+      [meters = meters_, uri, ranged, r, done = std::move(done)](Result<http::Response> reply) {
+        Result<Bytes> out = !reply.ok() ? Result<Bytes>(reply.status())
+                            : ranged    ? http::RangeBody(*reply, uri, r)
+                                        : Result<Bytes>(std::move(reply->body));
+        meters->Ended(out);
+        meters->Add(meters->in_flight, -1);
+        done(std::move(out));
+      },
+      /*recycled_body=*/true, std::move(stop), ranged);
 }
 
 Result<Bytes> S3Storage::Read(const std::string& uri) {
   std::promise<Result<Bytes>> p;
   auto f = p.get_future();
   ReadAsync(uri, [&p](Result<Bytes> r) { p.set_value(std::move(r)); });
-  return f.get();
-}
-
-Result<Bytes> S3Storage::ReadRange(const std::string& uri, int64_t offset, int64_t length) {
-  std::promise<Result<Bytes>> p;
-  auto f = p.get_future();
-  ReadRangeAsync(uri, offset, length, [&p](Result<Bytes> r) { p.set_value(std::move(r)); });
   return f.get();
 }
 
@@ -341,11 +340,11 @@ std::string S3Storage::Join(const std::string& base, const std::string& key) con
 
 StorageCounters S3Storage::counters() const {
   const auto s = dispatcher_->stats();
-  StorageCounters c;
+  StorageCounters c = meters_->Counters();
   c.requests = s.requests;
   c.retries = s.retries;
   c.timeouts = s.timeouts;
-  c.bytes_read = bytes_read_->load(std::memory_order_relaxed);
+  c.latency_us = s.latency_us;
   return c;
 }
 

@@ -16,6 +16,7 @@
 #include "stoker/storage/http/epoll_transport.h"
 #include "stoker/storage/http/dispatcher.h"
 #include "stoker/storage/s3/config.h"
+#include "stoker/storage/meters.h"
 #include "stoker/storage/s3/request.h"
 #include "stoker/storage/storage.h"
 
@@ -57,14 +58,14 @@ class S3Storage final : public Storage {
 
   // Queues a GET and returns at once; `done` runs on the I/O thread.
   void ReadAsync(const std::string& uri, ReadCallback done) override;
+  // A stopped read leaves the queue, or its request the wire (storage.h).
+  void ReadAsync(const std::string& uri, ReadCallback done, std::stop_token stop) override;
+  // GET with a (signed) Range header; http/range.h says how replies are read.
+  void ReadRangeAsync(const std::string& uri, ByteRange range, ReadCallback done,
+                      std::stop_token stop) override;
   // Object bodies come back here and are filled again by later reads.
   void Recycle(Bytes bytes) override { buffers_->Put(std::move(bytes)); }
-
-  // Bytes [offset, offset + length) of the object (length < 0: to its end),
-  // fewer if it ends sooner. Not part of the Storage interface yet: the
-  // shard formats that need ranges will add it there.
-  void ReadRangeAsync(const std::string& uri, int64_t offset, int64_t length, ReadCallback done);
-  Result<Bytes> ReadRange(const std::string& uri, int64_t offset, int64_t length);
+  const BufferRecycler& buffers() const { return *buffers_; }
 
   // HEAD: the object's size and ETag.
   Result<ObjectMeta> Head(const std::string& uri);
@@ -79,13 +80,16 @@ class S3Storage final : public Storage {
             std::shared_ptr<http::Dispatcher> dispatcher);
   // GET or HEAD of `uri` with `headers`; `done` gets the 2xx response.
   // `recycled_body`: receive the body into a recycled buffer.
+  // `range`: a range request (a 416 reply is then an answer, not an error).
   void Send(const std::string& method, const std::string& uri, http::Headers headers,
-            std::function<void(Result<http::Response>)> done, bool recycled_body = false);
+            std::function<void(Result<http::Response>)> done, bool recycled_body = false,
+            std::stop_token stop = {}, bool range = false);
+  void Get(const std::string& uri, const ByteRange* range, ReadCallback done, std::stop_token stop);
 
   std::shared_ptr<const RequestBuilder> builder_;
   std::shared_ptr<http::Dispatcher> dispatcher_;
   // Shared with callbacks that may outlive this object.
-  std::shared_ptr<std::atomic<int64_t>> bytes_read_;
+  std::shared_ptr<StorageMeters> meters_ = std::make_shared<StorageMeters>();
   std::shared_ptr<BufferRecycler> buffers_ = std::make_shared<BufferRecycler>();
 };
 

@@ -210,26 +210,28 @@ TEST_F(S3StorageTest, KeysWithOddCharactersRoundTrip) {
 TEST_F(S3StorageTest, ReadsRanges) {
   fake_.objects["bkt/blob"] = "0123456789";
   auto s = Open();
-  auto r = s->ReadRange("s3://bkt/blob", 2, 3);
+  auto r = s->ReadRange("s3://bkt/blob", {2, 3});
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(S(*r), "234");
-  r = s->ReadRange("s3://bkt/blob", 7, 100);  // past the end: what there is
+  r = s->ReadRange("s3://bkt/blob", {7, 100});  // past the end: what there is
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(S(*r), "789");
-  r = s->ReadRange("s3://bkt/blob", 4, -1);  // to the end
+  r = s->ReadRange("s3://bkt/blob", {4, ByteRange::kToEnd});
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(S(*r), "456789");
-  r = s->ReadRange("s3://bkt/blob", 4, 0);
+  r = s->ReadRange("s3://bkt/blob", {4, 0});
   ASSERT_TRUE(r.ok());
   EXPECT_TRUE(r->empty());
-  r = s->ReadRange("s3://bkt/blob", 20, 5);
+  // Starting past the end: S3 answers 416 InvalidRange, which is no bytes.
+  r = s->ReadRange("s3://bkt/blob", {20, 5});
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_TRUE(r->empty());
+  r = s->ReadRange("s3://bkt/blob", {-1, 5});
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
-  EXPECT_NE(r.status().message().find("InvalidRange"), std::string::npos);
-  EXPECT_FALSE(s->ReadRange("s3://bkt/blob", -1, 5).ok());
   // A server that ignores Range: the slice is cut locally.
   fake_.honour_range = false;
-  r = s->ReadRange("s3://bkt/blob", 2, 3);
+  r = s->ReadRange("s3://bkt/blob", {2, 3});
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(S(*r), "234");
 }
