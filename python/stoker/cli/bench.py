@@ -225,10 +225,7 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "bench", help="measure loading a dataset: images/s, CPU, memory, stalls, stages",
         description=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("uri", help="dataset: folder, file://, s3://bucket/prefix/, manifest .csv/.jsonl")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--threads", type=parse_threads, default="auto", help="N or auto (default)")
-    p.add_argument("--epochs", type=int, default=3)
+    add_run_arguments(p, epochs=3)
     p.add_argument("--transform", choices=("train", "val"), default="train",
                    help="train: RandomResizedCrop + flip; val: resize + center crop")
     p.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=False,
@@ -238,11 +235,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--no-shuffle", dest="shuffle", action="store_false")
     p.add_argument("--prefetch-batches", type=int, default=3)
     p.add_argument("--on-error", choices=("skip", "raise"), default="skip")
-    p.add_argument("--step-ms", type=float, default=0.0, metavar="MS",
-                   help="simulated training step: the consumer is busy MS per batch, so the "
-                        "stall figure is training's (default 0: a consumer that does nothing)")
-    p.add_argument("--max-in-flight", type=int, default=None, metavar="N",
-                   help="storage requests in flight at once (default: the prefetch window)")
+
     p.add_argument("--endpoint-url", help="S3 endpoint (else AWS_ENDPOINT_URL_S3, "
                                           "AWS_ENDPOINT_URL or the AWS config profile)")
     p.add_argument("--lookahead", action=argparse.BooleanOptionalAction, default=True,
@@ -254,6 +247,21 @@ def add_parser(subparsers) -> None:
     add_io_arguments(p)
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.set_defaults(func=_run)
+
+
+def add_run_arguments(p, epochs: int) -> None:
+    """What `stoker bench` and `stoker profile` both take: the dataset, batch
+    size, threads, epochs, a simulated training step and the cap on
+    requests in flight."""
+    p.add_argument("uri", help="dataset: folder, file://, s3://bucket/prefix/, manifest .csv/.jsonl")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--threads", type=parse_threads, default="auto", help="N or auto (default)")
+    p.add_argument("--epochs", type=int, default=epochs)
+    p.add_argument("--step-ms", type=float, default=0.0, metavar="MS",
+                   help="simulated training step: the consumer is busy MS per batch, so the "
+                        "stall figure is training's (default 0: a consumer that does nothing)")
+    p.add_argument("--max-in-flight", type=int, default=None, metavar="N",
+                   help="storage requests in flight at once (default: the prefetch window)")
 
 
 def add_io_arguments(p) -> None:

@@ -31,7 +31,7 @@ import time
 from typing import Any, Callable, Dict, Optional, Union
 
 import stoker
-from stoker.cli.bench import add_io_arguments, parse_threads
+from stoker.cli.bench import add_io_arguments, add_run_arguments
 
 
 def run_profile(uri: str, *, batch_size: int = 64, threads: Union[int, str] = "auto",
@@ -129,14 +129,7 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "profile", help="where the time goes: per-stage rates, the bottleneck, a what-if",
         description=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("uri", help="dataset: folder, file://, s3://bucket/prefix/, manifest .csv/.jsonl")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--threads", type=parse_threads, default="auto", help="N or auto (default)")
-    p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--step-ms", type=float, default=0.0, metavar="MS",
-                   help="simulated training step: the consumer is busy MS per batch")
-    p.add_argument("--max-in-flight", type=int, default=None, metavar="N",
-                   help="storage requests in flight at once (default: the prefetch window)")
+    add_run_arguments(p, epochs=1)
     p.add_argument("--max-batches", type=int, default=None, metavar="N",
                    help="stop after N batches")
     p.add_argument("--trace", metavar="FILE", help="write a Chrome trace-event JSON file")

@@ -2,6 +2,9 @@
 // thread counts, restart mid-epoch, bad files. Also what the sanitizer
 // builds (make test-asan, test-tsan) run the pipeline's threads through.
 #include "stoker/loader.h"
+#include "stoker/storage/registry.h"
+#include "stoker/storage/testing/fault_storage.h"
+#include "stoker/storage/testing/memory_storage.h"
 
 #include <gtest/gtest.h>
 #include <arpa/inet.h>
@@ -622,6 +625,125 @@ TEST_F(LoaderTest, AForkedChildGetsAnErrorFromAnInheritedLoaderAndCanOpenItsOwn)
     rest += (**b).size();
   }
   EXPECT_EQ(rest, kImages - 4);
+}
+
+// ---- The pass's meters and the profile against storages whose limit is
+// known by construction: the fault-injecting wrapper of storage/testing
+// over an in-memory store, registered under a scheme of the test's own. The
+// bottleneck named and the fault paths counted; no assertion on time.
+
+using storage::testing::FaultRule;
+using storage::testing::FaultStorage;
+using storage::testing::MemoryStorage;
+
+constexpr int kFaultImages = 48;
+
+// A fault storage over 48 noisy 96 x 96 JPEGs (about 20 KB each) in two
+// classes, opened by Loader::Open under `scheme`.
+std::shared_ptr<FaultStorage> RegisterFaultStorage(const std::string& scheme) {
+  auto mem = std::make_shared<MemoryStorage>();
+  for (int i = 0; i < kFaultImages; ++i) {
+    char key[64];
+    std::snprintf(key, sizeof key, "%s://ds/c%d/%03d.jpg", scheme.c_str(), i % 2, i);
+    const std::vector<uint8_t> jpeg = EncodeJpeg(96, 96, static_cast<unsigned>(i));
+    mem->Put(key, std::string_view(reinterpret_cast<const char*>(jpeg.data()), jpeg.size()));
+  }
+  auto fault = std::make_shared<FaultStorage>(mem);
+  storage::RegisterStorage(scheme, [fault](const std::string&, const storage::StorageOptions&)
+                                       -> Result<std::shared_ptr<storage::Storage>> {
+    return std::shared_ptr<storage::Storage>(fault);
+  });
+  return fault;
+}
+
+LoaderOptions FaultOptions(const std::string& scheme) {
+  LoaderOptions o;
+  o.uri = scheme + "://ds/";
+  o.batch_size = 8;
+  o.threads = 2;
+  o.transform.size = 16;
+  o.shuffle = true;
+  o.lookahead = false;
+  return o;
+}
+
+struct Outcome {
+  int64_t samples = 0;
+  ProfileReport profile;
+  LoaderStats stats;
+};
+
+Outcome Drain(const LoaderOptions& o) {
+  auto loader = Loader::Open(o);
+  EXPECT_TRUE(loader.ok()) << loader.status().ToString();
+  Outcome out;
+  if (!loader.ok()) return out;
+  while (true) {
+    auto b = (*loader)->Next();
+    EXPECT_TRUE(b.ok()) << b.status().ToString();
+    if (!b.ok() || !b->has_value()) break;
+    out.samples += (*b)->size();
+  }
+  out.profile = (*loader)->Profile();
+  out.stats = (*loader)->stats();
+  return out;
+}
+
+double ShareSum(const ProfileReport& p) {
+  double sum = 0;
+  for (const auto& s : p.stages) sum += s.wait_share;
+  return sum;
+}
+
+TEST(ProfilePipeline, ALinkOf200KBPerSecondIsFetchBound) {
+  auto fault = RegisterFaultStorage("bwtest");
+  fault->SetBandwidth(200'000);  // ~10 images/s; decoding 16 px crops is ~1000x faster
+  Outcome r = Drain(FaultOptions("bwtest"));
+  EXPECT_EQ(r.samples, kFaultImages);
+  EXPECT_EQ(r.profile.bottleneck, "fetch") << r.profile.summary;
+  EXPECT_NEAR(ShareSum(r.profile), 1.0, 1e-9);
+  EXPECT_GT(fault->counts().delayed, 0);
+}
+
+TEST(ProfilePipeline, LatencyWithTwoRequestsInFlightIsFetchBoundAndCapped) {
+  auto fault = RegisterFaultStorage("lattest");
+  fault->AddRule(FaultRule{.latency = std::chrono::milliseconds(40)});
+  LoaderOptions o = FaultOptions("lattest");
+  o.max_in_flight = 2;
+  Outcome r = Drain(o);
+  EXPECT_EQ(r.samples, kFaultImages);
+  EXPECT_EQ(r.profile.bottleneck, "fetch") << r.profile.summary;
+  EXPECT_EQ(r.profile.max_in_flight, 2);
+  EXPECT_GT(r.profile.io_mean_in_flight, 0);
+  EXPECT_LE(r.profile.io_mean_in_flight, 2.0);
+  // Every read waited the injected 40 ms at least.
+  EXPECT_GE(r.profile.io_latency_p50_ms, 40);
+  for (const auto& q : r.stats.queues) {
+    if (q.name == "in_flight") {
+      EXPECT_EQ(q.capacity, 2);
+    }
+  }
+}
+
+TEST(ProfilePipeline, InjectedErrorsAndCutBodiesAreSkippedAndCountedByKind) {
+  auto fault = RegisterFaultStorage("errtest");
+  // Samples 003 and 017: unavailable storage would end the pass, so inject
+  // per-sample errors: an I/O error, and a body cut to 100 bytes (corrupt).
+  fault->AddRule(FaultRule{.uri_contains = "/003.jpg", .error = IOError("injected")});
+  fault->AddRule(FaultRule{.uri_contains = "/017.jpg", .cut_to = 100});
+  Outcome r = Drain(FaultOptions("errtest"));
+  EXPECT_EQ(r.samples, kFaultImages - 2);
+  EXPECT_EQ(r.stats.samples_skipped, 2);
+  int64_t by_kind = 0;
+  for (const auto& [kind, n] : r.stats.errors_by_kind) by_kind += n;
+  EXPECT_EQ(by_kind, 2);
+  EXPECT_EQ(fault->counts().errors, 1);
+  EXPECT_EQ(fault->counts().cut, 1);
+  // Fetch counts only reads that returned bytes; decode only images made.
+  std::map<std::string, int64_t> items;
+  for (const auto& s : r.stats.stages) items[s.name] = s.items;
+  EXPECT_EQ(items["fetch"], kFaultImages - 1);
+  EXPECT_EQ(items["decode"], kFaultImages - 2);
 }
 
 }  // namespace

@@ -42,16 +42,22 @@ void KeepRange(Bytes& bytes, ByteRange range) {
   bytes.resize(static_cast<size_t>(end - begin));
 }
 
-void Storage::ReadRangeAsync(const std::string& uri, ByteRange range, ReadCallback done,
-                             std::stop_token stop) {
+bool AnswerWithoutReading(const std::string& uri, ByteRange range,
+                          Storage::ReadCallback& done) {
   if (Status st = CheckRange(uri, range); !st.ok()) {
     done(std::move(st));
-    return;
+    return true;
   }
   if (range.length == 0) {
     done(Bytes{});
-    return;
+    return true;
   }
+  return false;
+}
+
+void Storage::ReadRangeAsync(const std::string& uri, ByteRange range, ReadCallback done,
+                             std::stop_token stop) {
+  if (AnswerWithoutReading(uri, range, done)) return;
   ReadAsync(
       uri,
       [range, done = std::move(done)](Result<Bytes> r) {

@@ -166,6 +166,11 @@ std::vector<CoalescedRequest> CoalesceRanges(const std::vector<ByteRange>& range
 // length.
 Status CheckRange(const std::string& uri, ByteRange range);
 
+// For a ReadRangeAsync: answers `done` at once when the range needs no read
+// (a bad range: its error; an empty one: no bytes) and returns true.
+bool AnswerWithoutReading(const std::string& uri, ByteRange range,
+                          Storage::ReadCallback& done);
+
 // Keeps bytes [range.offset, range.offset + range.length) of a whole
 // object's `bytes`, clamped; in place (no copy of the kept bytes elsewhere).
 void KeepRange(Bytes& bytes, ByteRange range);

@@ -53,14 +53,7 @@ void HttpStorage::ReadAsync(const std::string& uri, ReadCallback done, std::stop
 
 void HttpStorage::ReadRangeAsync(const std::string& uri, ByteRange range, ReadCallback done,
                                  std::stop_token stop) {
-  if (Status st = CheckRange(uri, range); !st.ok()) {
-    done(std::move(st));
-    return;
-  }
-  if (range.length == 0) {
-    done(Bytes{});
-    return;
-  }
+  if (AnswerWithoutReading(uri, range, done)) return;
   Get(uri, &range, std::move(done), std::move(stop));
 }
 
