@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <map>
 #include <set>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -175,12 +176,12 @@ Pass RunPass(uint64_t n, uint64_t w, uint64_t bs, bool drop_last, uint64_t start
 
 std::string Where(uint64_t n, uint64_t bs, bool drop_last, const std::vector<uint64_t>& worlds,
                   const std::vector<uint64_t>& saves) {
-  std::string w = "n=" + std::to_string(n) + " bs=" + std::to_string(bs) +
-                  " drop_last=" + std::to_string(drop_last) + " worlds";
-  for (uint64_t x : worlds) w += " " + std::to_string(x);
-  w += " saved after batches";
-  for (uint64_t x : saves) w += " " + std::to_string(x);
-  return w;
+  std::ostringstream w;
+  w << "n=" << n << " bs=" << bs << " drop_last=" << drop_last << " worlds";
+  for (uint64_t x : worlds) w << ' ' << x;
+  w << " saved after batches";
+  for (uint64_t x : saves) w << ' ' << x;
+  return w.str();
 }
 
 // Checks one resumed pass against the contract; `delivered` counts, by global
