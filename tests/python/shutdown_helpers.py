@@ -34,6 +34,25 @@ def threads_after_join(expected: int, timeout: float = 30.0) -> int:
     return n
 
 
+def wait_until(condition, what: str, limit_s: float = HANG_TIMEOUT_S) -> None:
+    """Returns once condition() holds, checking it between short yields of
+    the CPU: a wait for an event, not a delay. The limit only turns a hang
+    into a failure; nothing is timed."""
+    deadline = time.monotonic() + limit_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"never happened: {what}")
+        time.sleep(0.001)
+
+
+def waiting_in_next(loader) -> bool:
+    """True once a thread has waited inside loader's next(): stats()'s
+    stall_s (the consumer's time inside next()) grows after each of the
+    slices next() waits in, so it is above 0 only once a call is in there,
+    which on a stalled dataset stays there."""
+    return loader.stats()["stall_s"] > 0
+
+
 STALLED_URI = "s3://stalled/stalled.jpg"
 
 
