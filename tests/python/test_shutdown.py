@@ -333,7 +333,7 @@ def test_interpreter_exit_with_a_live_loader(case, stalled, image_folder, record
     want = {"loader", "stalled"} if "stalled" in EXIT_CASES[case] else {"loader"}
     assert set(closed) == want, closed
     for name, what in closed.items():
-        assert what.startswith("closed: "), (name, what)
+        assert what == "closed: cancelled: the loader was closed", (name, what)
     record_behaviour("shutdown", f"interpreter exit with a live loader: {case}",
                      "exits with status 0 and nothing on stderr; stoker's atexit hook has "
                      "closed every loader (a later hook finds next() refused on each)")
