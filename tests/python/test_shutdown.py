@@ -141,13 +141,13 @@ def test_exception_in_the_consumer_joins_threads(image_folder, record_behaviour)
 
 
 def test_stop_from_another_thread_wakes_a_waiting_next(stalled):
-    manifest, _ = stalled
+    manifest, server = stalled
     base = native_threads()
     loader = stoker.Loader(manifest, batch_size=4, threads=2, transform=VAL16)
     got = []
     t = threading.Thread(target=lambda: got.extend(loader))
     t.start()
-    wait_until(lambda: waiting_in_next(loader), "the thread waits in next()")
+    wait_until(lambda: waiting_in_next(loader, server), "the thread waits in next()")
     assert t.is_alive()
     loader.close()
     t.join(HANG_TIMEOUT_S)
@@ -161,7 +161,7 @@ def test_stop_from_another_thread_wakes_a_waiting_next(stalled):
 KEYBOARD_INTERRUPT_CHILD = """
     import json, os, signal, sys, threading, time, urllib.request
     import stoker
-    manifest, release_url = sys.argv[1:3]
+    manifest, release_url, held_url = sys.argv[1:4]
     tasks = lambda: len(os.listdir("/proc/self/task"))
     def settled(want):  # a joined thread may stay listed for a moment
         for _ in range(3000):
@@ -172,10 +172,13 @@ KEYBOARD_INTERRUPT_CHILD = """
     base = tasks()
     loader = stoker.Loader(manifest, batch_size=4, threads=2,
                            transform=stoker.transforms.imagenet_val(16))
+    def stalled_in_next():  # see shutdown_helpers.waiting_in_next
+        held = int(urllib.request.urlopen(held_url, timeout=30).read())
+        return held > 0 and loader.stats()["stall_s"] > 0
     def interrupt():
-        # Once the main thread waits in next() (stall_s grows after each
-        # slice it waits), not after a delay.
-        while loader.stats()["stall_s"] == 0:
+        # Once the server holds the pass's request and the main thread waits
+        # in next(), not after a delay.
+        while not stalled_in_next():
             time.sleep(0.001)
         os.kill(os.getpid(), signal.SIGINT)
     sender = threading.Thread(target=interrupt)
@@ -204,7 +207,7 @@ KEYBOARD_INTERRUPT_CHILD = """
 
 def test_keyboard_interrupt_while_next_waits_on_storage(stalled, image_folder, record_behaviour):
     manifest, server = stalled
-    p = run_python(KEYBOARD_INTERRUPT_CHILD, manifest, server.release_url)
+    p = run_python(KEYBOARD_INTERRUPT_CHILD, manifest, server.release_url, server.held_url)
     assert p.returncode == 0, p.stderr
     out = last_json(p.stdout)
     assert out["raised"] is True
@@ -222,20 +225,24 @@ def test_keyboard_interrupt_while_next_waits_on_storage(stalled, image_folder, r
 def test_ctrl_c_ends_a_stalled_training_process(stalled):
     """SIGINT from outside, as a terminal's Ctrl-C: the process dies of the
     uncaught KeyboardInterrupt instead of hanging in next()."""
-    manifest, _ = stalled
+    manifest, server = stalled
     code = """
-        import sys, threading, time, stoker
+        import sys, threading, time, urllib.request, stoker
         loader = stoker.Loader(sys.argv[1], batch_size=4, threads=2,
                                transform=stoker.transforms.imagenet_val(16))
-        def announce():  # once the main thread waits in next()
-            while loader.stats()["stall_s"] == 0:
+        def stalled_in_next():  # see shutdown_helpers.waiting_in_next
+            held = int(urllib.request.urlopen(sys.argv[2], timeout=30).read())
+            return held > 0 and loader.stats()["stall_s"] > 0
+        def announce():  # once the server holds its request and next() waits
+            while not stalled_in_next():
                 time.sleep(0.001)
             print("waiting", flush=True)
         threading.Thread(target=announce, daemon=True).start()
         for batch in loader:
             pass
     """
-    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), manifest],
+    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), manifest,
+                             server.held_url],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "waiting"
@@ -263,10 +270,12 @@ EXIT_CASES = {
         del h
     """,
     "daemon thread waiting in next() on a stalled loader": """
-        import threading, time
+        import threading, time, urllib.request
         stalled = stoker.Loader(manifest, batch_size=4, threads=2, transform=t)
         threading.Thread(target=lambda: [b for b in stalled], daemon=True).start()
-        while stalled.stats()["stall_s"] == 0:  # until it waits in next()
+        # Until the server holds its request and the thread waits in next().
+        while not (int(urllib.request.urlopen(sys.argv[3], timeout=30).read()) > 0
+                   and stalled.stats()["stall_s"] > 0):
             time.sleep(0.001)
     """,
     "daemon thread iterating epochs": """
@@ -288,7 +297,7 @@ EXIT_CASES = {
 
 @pytest.mark.parametrize("case", list(EXIT_CASES))
 def test_interpreter_exit_with_a_live_loader(case, stalled, image_folder, record_behaviour):
-    manifest, _ = stalled
+    manifest, server = stalled
     code = """
         import atexit, json, os, sys
 
@@ -325,7 +334,7 @@ def test_interpreter_exit_with_a_live_loader(case, stalled, image_folder, record
         # LeakSanitizer (make test-asan) that is reported as a leak: the
         # holders live in pymalloc arenas, which it does not scan.
         env["ASAN_OPTIONS"] = os.environ.get("ASAN_OPTIONS", "") + ":detect_leaks=0"
-    p = run_python(code, image_folder, manifest, env=env)
+    p = run_python(code, image_folder, manifest, server.held_url, env=env)
     assert p.returncode == 0, p.stderr
     assert p.stdout.splitlines()[0] == "exiting", p.stdout
     assert p.stderr == ""
