@@ -166,8 +166,14 @@ def run_python(code: str, *args, env=None, timeout=HANG_TIMEOUT_S):
     timeout. Returns the CompletedProcess (text mode)."""
     full_env = dict(os.environ)
     full_env.update(env or {})
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code), *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout, env=full_env)
+    try:
+        return subprocess.run([sys.executable, "-c", textwrap.dedent(code), *map(str, args)],
+                              capture_output=True, text=True, timeout=timeout, env=full_env)
+    except subprocess.TimeoutExpired as e:
+        def text(b):
+            return b.decode(errors="replace") if isinstance(b, bytes) else (b or "")
+        raise AssertionError(f"child hung ({timeout} s guard); stdout:\n{text(e.stdout)}\n"
+                             f"stderr:\n{text(e.stderr)}") from None
 
 
 def last_json(stdout: str):

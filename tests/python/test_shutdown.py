@@ -160,6 +160,10 @@ def test_stop_from_another_thread_wakes_a_waiting_next(stalled):
 
 KEYBOARD_INTERRUPT_CHILD = """
     import json, os, signal, sys, threading, time, urllib.request
+    # Whatever the test process passed on (a blocked or ignored SIGINT is
+    # inherited across exec), as a terminal's Python has it.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     import stoker
     manifest, release_url, held_url = sys.argv[1:4]
     tasks = lambda: len(os.listdir("/proc/self/task"))
@@ -227,7 +231,11 @@ def test_ctrl_c_ends_a_stalled_training_process(stalled):
     uncaught KeyboardInterrupt instead of hanging in next()."""
     manifest, server = stalled
     code = """
-        import sys, threading, time, urllib.request, stoker
+        import signal, sys, threading, time, urllib.request
+        # As KEYBOARD_INTERRUPT_CHILD: SIGINT unblocked, Python's handler.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        import stoker
         loader = stoker.Loader(sys.argv[1], batch_size=4, threads=2,
                                transform=stoker.transforms.imagenet_val(16))
         def stalled_in_next():  # see shutdown_helpers.waiting_in_next
@@ -247,7 +255,11 @@ def test_ctrl_c_ends_a_stalled_training_process(stalled):
     try:
         assert proc.stdout.readline().strip() == "waiting"
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=HANG_TIMEOUT_S)
+        try:
+            _, err = proc.communicate(timeout=HANG_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            pytest.fail("hung after SIGINT; stderr:\n" + proc.communicate()[1])
     finally:
         if proc.poll() is None:
             proc.kill()
