@@ -24,9 +24,6 @@ import stoker
 from conftest import BIG_COUNT, BUCKET
 from s3_servers import proxy_control, proxy_stats, start_proxy
 
-# Bounds that only catch a hang: far above what the deadline allows.
-HANG_SLACK_S = 20.0
-
 
 def indices_of_epoch(loader):
     seen = []
@@ -109,20 +106,21 @@ def test_slow_but_steady_replies_are_not_cut(moto, small_folder, record_behaviou
 
 def _consume_until_error(loader, after_batches, on_gone):
     """Iterates; after `after_batches` batches calls on_gone(). Returns (the
-    exception, seconds from on_gone() to it, indices seen)."""
-    seen, t_gone = [], None
+    exception, indices seen)."""
+    seen, gone = [], False
     it = iter(loader)
     for _ in range(10_000):  # bounded; each next() itself must return or raise
         try:
             batch = next(it)
         except stoker.Error as e:
-            return e, time.monotonic() - t_gone, seen
+            assert gone, f"failed before the server went: {e}"
+            return e, seen
         except StopIteration:
             pytest.fail(f"epoch ended without an error after {len(seen)} samples")
         seen += batch["index"].tolist()
-        if t_gone is None and len(seen) >= after_batches * batch["index"].shape[0]:
+        if not gone and len(seen) >= after_batches * batch["index"].shape[0]:
             on_gone()
-            t_gone = time.monotonic()
+            gone = True
     pytest.fail("no error after 10,000 batches")
 
 
@@ -141,7 +139,7 @@ def test_server_gone_mid_epoch_fails_within_io_timeout(moto, small_folder, mode,
                                prefetch_batches=1, transform=stoker.transforms.imagenet_val(16),
                                threads=1, read_timeout=0.5, io_timeout=io_timeout,
                                on_error=on_error)
-        err, elapsed, seen = _consume_until_error(
+        err, seen = _consume_until_error(
             loader, 3, lambda: proxy_control(proxy, "gone", mode=mode))
         s = loader.stats()
         faults = proxy_stats(proxy)
@@ -152,50 +150,49 @@ def test_server_gone_mid_epoch_fails_within_io_timeout(moto, small_folder, mode,
     assert f"(io_timeout {io_timeout:g} s)" in msg and "gave up after" in msg, msg
     reason = "connection failed: " if mode == "refuse" else "timeout: "
     assert reason in msg, msg
-    # Retried for the deadline (the request that failed began at most a
-    # moment before the server went), and not much longer.
-    assert io_timeout - 1.0 <= elapsed <= io_timeout + HANG_SLACK_S, (elapsed, msg)
+    # It gave up because io_timeout was spent (a cap on attempts would say
+    # max_attempts), after retrying; the proxy saw the attempts.
+    assert "max_attempts" not in msg, msg
     assert len(seen) >= 6 and len(set(seen)) == len(seen)
     assert s["retries"] >= 2, s
     if mode == "blackhole":
         assert s["timeouts"] >= 2 and faults["unanswered"] >= 2, (s, faults)
     record_behaviour("storage fault", f"server gone mid-epoch ({mode}), on_error={on_error}, "
                      f"io_timeout={io_timeout:g}",
-                     f"next() raised 'storage unavailable' after io_timeout (between "
-                     f"{io_timeout - 1:g} s and {io_timeout:g} s + slack) naming endpoint, bucket, key, "
-                     f"reason and attempts")
+                     "next() raised 'storage unavailable' once io_timeout was spent, after "
+                     "retries, naming endpoint, bucket, key, reason and attempts")
 
 
 def create_against_refusing_server(moto, **options):
     """Loader() against a proxy that refuses every connection, which must
-    raise. Returns (the proxy's endpoint, the message, seconds it took)."""
+    raise. Returns (the proxy's endpoint, the message)."""
     with start_proxy(moto.port) as proxy:
         proxy_control(proxy, "gone", mode="refuse")
-        t0 = time.monotonic()
         with pytest.raises(stoker.Error) as e:
             stoker.Loader(f"s3://{BUCKET}/train/", endpoint_url=proxy.endpoint, **options)
-        return proxy.endpoint, str(e.value), time.monotonic() - t0
+        return proxy.endpoint, str(e.value)
 
 
 def test_server_gone_at_start_fails_loader_creation(moto, small_folder, record_behaviour):
-    endpoint, msg, elapsed = create_against_refusing_server(moto, io_timeout=2)
+    endpoint, msg = create_against_refusing_server(moto, io_timeout=2)
     assert msg.startswith("storage unavailable: cannot list: s3://data/train/"), msg
     assert "connection failed" in msg and "bucket 'data'" in msg, msg
     assert f"no answer from {endpoint}" in msg and "(io_timeout 2 s)" in msg, msg
-    assert 1.5 <= elapsed <= 2 + HANG_SLACK_S, elapsed
+    assert "max_attempts" not in msg, msg  # the reason is the spent io_timeout
     record_behaviour("storage fault", "server gone before the listing (io_timeout=2)",
-                     "Loader() raised 'storage unavailable' after io_timeout (1.5 s to 2 s + slack)")
+                     "Loader() raised 'storage unavailable' once io_timeout was spent")
 
 
 def test_aws_max_attempts_caps_the_retries(moto, small_folder, monkeypatch, record_behaviour):
     """AWS_MAX_ATTEMPTS, the AWS SDKs' setting, is honoured: 3 attempts and
     the listing fails without waiting for io_timeout."""
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "3")
-    _, msg, elapsed = create_against_refusing_server(moto, io_timeout=600)
+    _, msg = create_against_refusing_server(moto, io_timeout=600)
+    # The reason is the cap, not the (600 s) io_timeout.
     assert "gave up after 3 attempts" in msg and "(max_attempts 3)" in msg, msg
-    assert elapsed < HANG_SLACK_S, elapsed
+    assert "io_timeout" not in msg, msg
     # The Loader's own max_attempts wins over the variable.
-    _, msg, _ = create_against_refusing_server(moto, max_attempts=2)
+    _, msg = create_against_refusing_server(moto, max_attempts=2)
     assert "gave up after 2 attempts" in msg, msg
     record_behaviour("storage fault", "server gone, AWS_MAX_ATTEMPTS=3",
                      "Loader() raised after 3 attempts")
@@ -247,6 +244,21 @@ def test_cli_fails_clearly_when_the_server_is_gone(moto, small_folder, record_be
                      "exit status 1, one line: storage unavailable, endpoint, attempts")
 
 
+def _pass_threads():
+    """The names of this process's stoker pipeline threads (a pass's fetch
+    and decode threads; the storage's I/O thread is not one of them)."""
+    import os
+
+    names = []
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                names.append(f.read().strip())
+        except OSError:  # it ended meanwhile
+            pass
+    return [n for n in names if n in ("stoker-fetch", "stoker-decode")]
+
+
 def test_failure_while_the_consumer_is_away_is_raised_not_an_end_of_epoch(small_folder, tmp_path,
                                                                         record_behaviour):
     """The storage fails while the training loop is busy elsewhere (not in
@@ -264,7 +276,14 @@ def test_failure_while_the_consumer_is_away_is_raised_not_an_end_of_epoch(small_
     it = iter(loader)
     first = next(it)  # the local sample; the S3 ones are being fetched
     assert first["index"].tolist() == [0]
-    time.sleep(2.5)  # they fail (io_timeout 1 s) while nobody waits in next()
+    assert _pass_threads(), "the pass's threads are working"
+    # They fail (io_timeout 1 s) while nobody waits in next(). The event: the
+    # pass's threads end, which on this dataset only its failure makes them
+    # do (its S3 samples can never arrive). The limit only catches a hang.
+    deadline = time.monotonic() + 120
+    while _pass_threads():
+        assert time.monotonic() < deadline, "the pass never failed"
+        time.sleep(0.001)
     with pytest.raises(stoker.Error) as e:
         next(it)
     assert str(e.value).startswith("storage unavailable: s3://data/train/ant/00"), str(e.value)

@@ -57,3 +57,7 @@ def image_folder(tmp_path_factory):
 def record_behaviour():
     """record(category, case, outcome): one row of docs/behaviour.md (see tests/behaviour_log.py)."""
     return _behaviour_log.record
+
+
+# A behaviour row counts only if the test that recorded it passed.
+pytest_runtest_logreport = _behaviour_log.pytest_runtest_logreport

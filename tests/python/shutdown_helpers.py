@@ -34,6 +34,26 @@ def threads_after_join(expected: int, timeout: float = 30.0) -> int:
     return n
 
 
+def wait_until(condition, what: str, limit_s: float = HANG_TIMEOUT_S) -> None:
+    """Returns once condition() holds, checking it between short yields of
+    the CPU: a wait for an event, not a delay. The limit only turns a hang
+    into a failure; nothing is timed."""
+    deadline = time.monotonic() + limit_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"never happened: {what}")
+        time.sleep(0.001)
+
+
+def waiting_in_next(loader, server) -> bool:
+    """True once the pass's request for the stalled object is held by
+    `server` (a StallServer) and a thread has waited inside loader's next():
+    stats()'s stall_s (the consumer's time inside next()) grows after each
+    of the slices next() waits in, so it is above 0 only once a call is in
+    there, which on a stalled dataset stays there."""
+    return server.held() > 0 and loader.stats()["stall_s"] > 0
+
+
 STALLED_URI = "s3://stalled/stalled.jpg"
 
 
@@ -58,7 +78,10 @@ class StallServer:
     process whose threads a test counts) that holds every object request
     until released: GET /__release__ (release(), or a child process calling
     release_url) makes held and later requests answer 200 with the bytes of
-    `serve_file`. Local stand-in for an object store that stopped answering.
+    `serve_file`. GET /__held__ (held(), held_url) answers how many object
+    requests have arrived and are held: the server-side event a test waits
+    for before it interrupts a stalled pass. Local stand-in for an object
+    store that stopped answering.
 
     env() gives the AWS variables that point a stoker.Loader at it."""
 
@@ -71,6 +94,7 @@ class StallServer:
             raise RuntimeError(f"stall server did not start: {line!r}")
         self.endpoint = f"http://127.0.0.1:{int(line.split()[1])}"
         self.release_url = self.endpoint + "/__release__"
+        self.held_url = self.endpoint + "/__held__"
 
     def env(self):
         return {"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": "AKIDSTALL",
@@ -81,6 +105,11 @@ class StallServer:
         import urllib.request
         with urllib.request.urlopen(self.release_url, timeout=30) as r:
             r.read()
+
+    def held(self) -> int:
+        import urllib.request
+        with urllib.request.urlopen(self.held_url, timeout=30) as r:
+            return int(r.read())
 
     def stop(self):
         self.proc.kill()
@@ -94,6 +123,8 @@ def _serve_stalled(serve_file):
 
     body = open(serve_file, "rb").read()
     released = threading.Event()
+    held = [0]
+    lock = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -108,6 +139,16 @@ def _serve_stalled(serve_file):
                 self.send_header("Content-Length", "0")
                 self.end_headers()
                 return
+            if self.path.startswith("/__held__"):
+                with lock:
+                    count = str(held[0] if not released.is_set() else 0).encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(count)))
+                self.end_headers()
+                self.wfile.write(count)
+                return
+            with lock:
+                held[0] += 1
             released.wait()
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
@@ -125,8 +166,14 @@ def run_python(code: str, *args, env=None, timeout=HANG_TIMEOUT_S):
     timeout. Returns the CompletedProcess (text mode)."""
     full_env = dict(os.environ)
     full_env.update(env or {})
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code), *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout, env=full_env)
+    try:
+        return subprocess.run([sys.executable, "-c", textwrap.dedent(code), *map(str, args)],
+                              capture_output=True, text=True, timeout=timeout, env=full_env)
+    except subprocess.TimeoutExpired as e:
+        def text(b):
+            return b.decode(errors="replace") if isinstance(b, bytes) else (b or "")
+        raise AssertionError(f"child hung ({timeout} s guard); stdout:\n{text(e.stdout)}\n"
+                             f"stderr:\n{text(e.stderr)}") from None
 
 
 def last_json(stdout: str):

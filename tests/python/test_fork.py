@@ -81,6 +81,16 @@ CASES = {
     class StokerShards(tud.IterableDataset):
         def __iter__(self):
             info = tud.get_worker_info()
+            # First what the worker makes of the loader it inherited, as
+            # child_work() does; then its own loader's shard.
+            errors = []
+            for use in (parent.state_dict, lambda: next(parent_it)):
+                try:
+                    use()
+                    errors.append("no error")
+                except stoker.Error as e:
+                    errors.append(str(e))
+            yield {"worker": info.id, "inherited": errors}
             loader = stoker.Loader(folder, batch_size=4, shuffle=True, seed=1, threads=1,
                                    transform=T, rank=info.id, world_size=info.num_workers,
                                    drop_last=False)
@@ -89,11 +99,16 @@ CASES = {
 
     dl = tud.DataLoader(StokerShards(), batch_size=None, num_workers=2,
                         multiprocessing_context="fork")
-    got = [int(i) for i in dl]
+    items = list(dl)
+    reports = [x for x in items if isinstance(x, dict)]
+    got = [int(i) for i in items if not isinstance(i, dict)]
     n = parent.num_samples
     # Two ranks of 37 samples: 19 each, the last round padded by wrapping.
+    # (DataLoader raises if a worker dies: no exit status to report.)
     child = {"coverage": sorted(set(got)) == list(range(n)) and len(got) == 38,
-             "inherited": "not tried: DataLoader workers", "status": 0}
+             "workers": sorted(r["worker"] for r in reports), "status": 0,
+             "inherited": [r["inherited"][0] for r in reports],
+             "inherited_next": [r["inherited"][1] for r in reports]}
     """,
 }
 
@@ -110,11 +125,17 @@ def test_fork_while_a_loader_is_mid_epoch(case, image_folder, record_behaviour):
     assert out["status"] == 0, p.stderr
     assert out["coverage"] is True
     assert out["parent_coverage"] is True
-    if not case.startswith("torch"):
-        for key in ("inherited", "inherited_next"):
-            assert "is a fork of it" in out[key], out[key]
-            assert "Create a new stoker.Loader" in out[key]
+    if case.startswith("torch"):
+        assert out["workers"] == [0, 1], out
+        assert len(out["inherited"]) == 2 and len(out["inherited_next"]) == 2, out
+    for key in ("inherited", "inherited_next"):
+        for msg in (out[key] if case.startswith("torch") else [out[key]]):
+            assert "is a fork of it: its threads do not exist here" in msg, msg
+            assert "Create a new stoker.Loader" in msg, msg
+    where = "the workers (a rank each)" if case.startswith("torch") else "the child"
+    ends = "" if case.startswith("torch") else "; the child exits with status 0"
     record_behaviour("fork", f"{case}, a Loader mid-epoch in the parent",
-                     "a Loader created in the child covers the epoch exactly; the inherited one "
+                     f"Loaders created in {where} cover the epoch exactly; the inherited one "
                      "raises stoker.Error ('... is a fork of it: its threads do not exist here') "
-                     "and frees nothing at exit; the parent's epoch completes; no deadlock")
+                     f"on state_dict() and next(){ends}; the parent's epoch completes; no "
+                     "deadlock")

@@ -1,6 +1,8 @@
 """tools/render_behaviour.py: the recorded rows become docs/behaviour.md."""
 import importlib.util
 import json
+
+import pytest
 from pathlib import Path
 
 _path = Path(__file__).resolve().parents[2] / "tools" / "render_behaviour.py"
@@ -70,3 +72,24 @@ def test_an_empty_log_is_an_error(tmp_path):
     log = tmp_path / "log.jsonl"
     log.write_text("")
     assert render_behaviour.main([str(log), "--check", str(tmp_path / "x.md")]) == 1
+
+
+def test_a_row_counts_only_if_its_test_passed(tmp_path, capsys):
+    log = tmp_path / "log.jsonl"
+    passed = {"category": "c", "case": "asserted", "outcome": "o", "test": "tests/python/t.py",
+              "node": "tests/python/t.py::test_a"}
+    write_log(log, [passed, {"node": "tests/python/t.py::test_a", "result": "passed"}])
+    text = render_behaviour.render(log, "2030-01-02")
+    assert "| c | asserted | o | `t.py` |" in text
+    # Recorded, then an assertion after record() failed: an error, naming it.
+    failed = dict(passed, case="then failed", node="tests/python/t.py::test_b")
+    write_log(log, [passed, {"node": "tests/python/t.py::test_a", "result": "passed"},
+                    failed, {"node": "tests/python/t.py::test_b", "result": "failed"}])
+    with pytest.raises(SystemExit) as e:
+        render_behaviour.render(log, "2030-01-02")
+    assert "tests/python/t.py::test_b (failed): then failed" in str(e.value)
+    # A test that never reported (it crashed the session) asserted nothing either.
+    write_log(log, [dict(passed, node="tests/python/t.py::test_c")])
+    with pytest.raises(SystemExit) as e:
+        render_behaviour.render(log, "2030-01-02")
+    assert "(no result)" in str(e.value)

@@ -13,14 +13,13 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 
 import pytest
 import torch
 
 import stoker
 from shutdown_helpers import (HANG_TIMEOUT_S, StallServer, last_json, native_threads, run_python,
-                              stalled_manifest, threads_after_join)
+                              stalled_manifest, threads_after_join, wait_until, waiting_in_next)
 
 VAL16 = stoker.transforms.imagenet_val(16)
 
@@ -142,13 +141,13 @@ def test_exception_in_the_consumer_joins_threads(image_folder, record_behaviour)
 
 
 def test_stop_from_another_thread_wakes_a_waiting_next(stalled):
-    manifest, _ = stalled
+    manifest, server = stalled
     base = native_threads()
     loader = stoker.Loader(manifest, batch_size=4, threads=2, transform=VAL16)
     got = []
     t = threading.Thread(target=lambda: got.extend(loader))
     t.start()
-    time.sleep(0.3)  # let it wait in next(); the stall itself is not timed
+    wait_until(lambda: waiting_in_next(loader, server), "the thread waits in next()")
     assert t.is_alive()
     loader.close()
     t.join(HANG_TIMEOUT_S)
@@ -161,8 +160,12 @@ def test_stop_from_another_thread_wakes_a_waiting_next(stalled):
 
 KEYBOARD_INTERRUPT_CHILD = """
     import json, os, signal, sys, threading, time, urllib.request
+    # Whatever the test process passed on (a blocked or ignored SIGINT is
+    # inherited across exec), as a terminal's Python has it.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     import stoker
-    manifest, release_url = sys.argv[1:3]
+    manifest, release_url, held_url = sys.argv[1:4]
     tasks = lambda: len(os.listdir("/proc/self/task"))
     def settled(want):  # a joined thread may stay listed for a moment
         for _ in range(3000):
@@ -173,12 +176,17 @@ KEYBOARD_INTERRUPT_CHILD = """
     base = tasks()
     loader = stoker.Loader(manifest, batch_size=4, threads=2,
                            transform=stoker.transforms.imagenet_val(16))
-    sent = []
+    def stalled_in_next():  # see shutdown_helpers.waiting_in_next
+        held = int(urllib.request.urlopen(held_url, timeout=30).read())
+        return held > 0 and loader.stats()["stall_s"] > 0
     def interrupt():
-        sent.append(time.monotonic())
+        # Once the server holds the pass's request and the main thread waits
+        # in next(), not after a delay.
+        while not stalled_in_next():
+            time.sleep(0.001)
         os.kill(os.getpid(), signal.SIGINT)
-    timer = threading.Timer(0.5, interrupt)
-    timer.start()
+    sender = threading.Thread(target=interrupt)
+    sender.start()
     out = {"base": base}
     try:
         for batch in loader:
@@ -186,8 +194,7 @@ KEYBOARD_INTERRUPT_CHILD = """
         out["raised"] = False
     except KeyboardInterrupt:
         out["raised"] = True
-        out["latency_s"] = time.monotonic() - sent[0]
-    timer.join()
+    sender.join()
     # The pipeline's threads are joined; the S3 client's I/O thread stays
     # with the loader.
     out["after"] = settled(base + 1)
@@ -204,7 +211,7 @@ KEYBOARD_INTERRUPT_CHILD = """
 
 def test_keyboard_interrupt_while_next_waits_on_storage(stalled, image_folder, record_behaviour):
     manifest, server = stalled
-    p = run_python(KEYBOARD_INTERRUPT_CHILD, manifest, server.release_url)
+    p = run_python(KEYBOARD_INTERRUPT_CHILD, manifest, server.release_url, server.held_url)
     assert p.returncode == 0, p.stderr
     out = last_json(p.stdout)
     assert out["raised"] is True
@@ -215,29 +222,44 @@ def test_keyboard_interrupt_while_next_waits_on_storage(stalled, image_folder, r
     assert out["after_del"] == out["base"]
     record_behaviour("shutdown", "KeyboardInterrupt (SIGINT) during next(), pipeline stalled on "
                      "storage (an object request that gets no answer)",
-                     "raises KeyboardInterrupt (the wait wakes every 100 ms to run signal "
-                     "handlers); threads joined; the next epoch covers every sample")
+                     "raises KeyboardInterrupt; threads joined; the next epoch covers every "
+                     "sample")
 
 
 def test_ctrl_c_ends_a_stalled_training_process(stalled):
     """SIGINT from outside, as a terminal's Ctrl-C: the process dies of the
     uncaught KeyboardInterrupt instead of hanging in next()."""
-    manifest, _ = stalled
+    manifest, server = stalled
     code = """
-        import sys, stoker
+        import signal, sys, threading, time, urllib.request
+        # As KEYBOARD_INTERRUPT_CHILD: SIGINT unblocked, Python's handler.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        import stoker
         loader = stoker.Loader(sys.argv[1], batch_size=4, threads=2,
                                transform=stoker.transforms.imagenet_val(16))
-        print("iterating", flush=True)
+        def stalled_in_next():  # see shutdown_helpers.waiting_in_next
+            held = int(urllib.request.urlopen(sys.argv[2], timeout=30).read())
+            return held > 0 and loader.stats()["stall_s"] > 0
+        def announce():  # once the server holds its request and next() waits
+            while not stalled_in_next():
+                time.sleep(0.001)
+            print("waiting", flush=True)
+        threading.Thread(target=announce, daemon=True).start()
         for batch in loader:
             pass
     """
-    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), manifest],
+    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), manifest,
+                             server.held_url],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        assert proc.stdout.readline().strip() == "iterating"
-        time.sleep(0.3)
+        assert proc.stdout.readline().strip() == "waiting"
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=HANG_TIMEOUT_S)
+        try:
+            _, err = proc.communicate(timeout=HANG_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            pytest.fail("hung after SIGINT; stderr:\n" + proc.communicate()[1])
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -260,10 +282,13 @@ EXIT_CASES = {
         del h
     """,
     "daemon thread waiting in next() on a stalled loader": """
-        import threading, time
+        import threading, time, urllib.request
         stalled = stoker.Loader(manifest, batch_size=4, threads=2, transform=t)
         threading.Thread(target=lambda: [b for b in stalled], daemon=True).start()
-        time.sleep(0.3)
+        # Until the server holds its request and the thread waits in next().
+        while not (int(urllib.request.urlopen(sys.argv[3], timeout=30).read()) > 0
+                   and stalled.stats()["stall_s"] > 0):
+            time.sleep(0.001)
     """,
     "daemon thread iterating epochs": """
         import threading, time
@@ -284,9 +309,30 @@ EXIT_CASES = {
 
 @pytest.mark.parametrize("case", list(EXIT_CASES))
 def test_interpreter_exit_with_a_live_loader(case, stalled, image_folder, record_behaviour):
-    manifest, _ = stalled
+    manifest, server = stalled
     code = """
-        import os, sys, stoker
+        import atexit, json, os, sys
+
+        def after_stokers_hook():
+            # Registered before stoker is imported, so it runs after the
+            # atexit hook stoker registers: each loader must be closed by
+            # then. A closed loader's next() raises (its pass is over for
+            # good); an open one would give a batch, end the epoch, or wait.
+            out = {}
+            for name in ("loader", "stalled"):
+                if name not in globals():
+                    continue
+                try:
+                    next(iter(globals()[name]))
+                    out[name] = "open: it gave a batch"
+                except StopIteration:
+                    out[name] = "open: it ended an epoch"
+                except stoker.Error as e:
+                    out[name] = "closed: " + str(e)
+            print(json.dumps(out), flush=True)
+
+        atexit.register(after_stokers_hook)
+        import stoker
         folder, manifest = sys.argv[1:3]
         t = stoker.transforms.imagenet_val(16)
         loader = stoker.Loader(folder, batch_size=4, shuffle=True, threads=2, transform=t)
@@ -300,15 +346,18 @@ def test_interpreter_exit_with_a_live_loader(case, stalled, image_folder, record
         # LeakSanitizer (make test-asan) that is reported as a leak: the
         # holders live in pymalloc arenas, which it does not scan.
         env["ASAN_OPTIONS"] = os.environ.get("ASAN_OPTIONS", "") + ":detect_leaks=0"
-    t0 = time.monotonic()
-    p = run_python(code, image_folder, manifest, env=env)
-    elapsed = time.monotonic() - t0
+    p = run_python(code, image_folder, manifest, server.held_url, env=env)
     assert p.returncode == 0, p.stderr
-    assert p.stdout.strip() == "exiting"
+    assert p.stdout.splitlines()[0] == "exiting", p.stdout
     assert p.stderr == ""
+    closed = last_json(p.stdout)
+    want = {"loader", "stalled"} if "stalled" in EXIT_CASES[case] else {"loader"}
+    assert set(closed) == want, closed
+    for name, what in closed.items():
+        assert what == "closed: cancelled: the loader was closed", (name, what)
     record_behaviour("shutdown", f"interpreter exit with a live loader: {case}",
-                     "exits with status 0 and nothing on stderr; an atexit hook closes every "
-                     "loader")
+                     "exits with status 0 and nothing on stderr; stoker's atexit hook has "
+                     "closed every loader (a later hook finds next() refused on each)")
 
 
 KILL9_CHILD = """

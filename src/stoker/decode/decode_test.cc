@@ -1489,6 +1489,56 @@ TEST(DecodeRowJump, TruncatedAndCorruptFilesFailAsWithoutIndex) {
   }
 }
 
+// Found by decode_fuzz (fuzz/regressions/decode/row-index-oversubscribed-dht):
+// a baseline JPEG with an over-subscribed Huffman table (DHT): more codes of
+// some length than the shorter ones leave room for. libjpeg refuses it
+// ("Bogus Huffman table definition"); the first version of the row index's
+// own table builder mis-read it (an over-subscribed code lies past the end
+// of the builder's lookup tables). Now the builder refuses the table as
+// libjpeg does, so the file gets no row index, and a decode through the
+// index gives what a decode from the top gives, first pass and second.
+// The input's first 4 bytes are the fuzz target's control bytes
+// (decode_fuzz.cc): fast decode, a 16 x 16 output, and the crop's x, y and
+// size as fractions.
+TEST(DecodeRowJump, FuzzFindingOversubscribedHuffmanTableDecodesAsWithoutIndex) {
+  const std::string path =
+      std::string(STOKER_SOURCE_DIR) + "/fuzz/regressions/decode/row-index-oversubscribed-dht";
+  FILE* f = std::fopen(path.c_str(), "rb");
+  ASSERT_NE(f, nullptr) << path;
+  Bytes input;
+  for (int c; (c = std::fgetc(f)) != EOF;) input.push_back(static_cast<uint8_t>(c));
+  std::fclose(f);
+  ASSERT_EQ(input.size(), 793u) << path;
+  const Bytes jpeg(input.begin() + 4, input.end());
+  const double fx = input[1] / 255.0, fy = input[2] / 255.0, fs = (input[3] + 1) / 256.0;
+  const int out = 8 << ((input[0] >> 3) & 3);
+  ASSERT_EQ(out, 16);
+  auto crop = [&](int w, int h) {
+    const double side = fs * std::fmin(w, h);
+    return Rect{fx * (w - side), fy * (h - side), side, side};
+  };
+  // The row index's parser refuses the table (without the check it took it).
+  internal::JpegLayout layout;
+  EXPECT_FALSE(internal::ParseJpegLayout(S(jpeg), &layout));
+  for (bool fast : {true, false}) {
+    SCOPED_TRACE(fast ? "fast" : "exact");
+    Decoder plain({.fast = fast}), jumping({.fast = fast});
+    auto want = plain.DecodeRegion(S(jpeg), crop, out, out);
+    ASSERT_FALSE(want.ok());  // libjpeg refuses the table
+    EXPECT_NE(want.status().message().find("Bogus Huffman table definition"), std::string::npos)
+        << want.status().ToString();
+    JpegRowIndex index(1);
+    for (int pass = 0; pass < 2; ++pass) {  // the walk, then a jump
+      SCOPED_TRACE("pass " + std::to_string(pass));
+      auto got = jumping.DecodeRegion(S(jpeg), crop, out, out, RowIndexRef{&index, 0});
+      ASSERT_FALSE(got.ok());
+      EXPECT_EQ(got.status().code(), want.status().code());
+      EXPECT_EQ(got.status().message(), want.status().message());
+    }
+    EXPECT_EQ(index.jumps(), 0);  // nothing remembered from a table it refused
+  }
+}
+
 TEST(DecodeRowJump, MemoryBudgetIsKept) {
   const Bytes jpeg = EncodeJpeg(Pattern(320, 480, 3, 4), JpegSpec{});
   const auto crops = JumpCrops(320, 480, 16, 8, 17, 2, {1, 2});

@@ -14,6 +14,7 @@
 #include <jpeglib.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -454,8 +455,21 @@ TEST_F(LoaderTest, StopFromAnotherThreadEndsANextWaitingOnStalledStorage) {
     EXPECT_FALSE((*loader)->WaitForNext(std::chrono::milliseconds(20)));
     EXPECT_GT(Threads(), base);
     std::optional<Result<std::optional<Batch>>> got;
-    std::thread consumer([&] { got.emplace((*loader)->Next()); });
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));  // let it wait; not a timing check
+    std::atomic<long> tid{0};
+    std::thread consumer([&] {
+      tid = ::syscall(SYS_gettid);
+      got.emplace((*loader)->Next());
+    });
+    // Stop once the consumer sleeps in Next() (kernel state S in its stat
+    // line): a condition, not a delay; no batch can complete meanwhile.
+    auto sleeping = [&] {
+      std::ifstream stat("/proc/self/task/" + std::to_string(tid.load()) + "/stat");
+      std::string line;
+      std::getline(stat, line);
+      const auto paren = line.rfind(')');
+      return tid.load() != 0 && paren != std::string::npos && line.substr(paren + 2, 1) == "S";
+    };
+    while (!sleeping()) std::this_thread::yield();
     (*loader)->Stop();  // requests are in flight, none will answer
     consumer.join();
     ASSERT_TRUE(got.has_value());

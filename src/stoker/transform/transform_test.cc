@@ -210,12 +210,14 @@ TEST(RandomResizedCropTest, DrawOrderAndFlipIsTheNextDraw) {
 }
 
 TEST(RandomResizedCropTest, DistributionMatchesTorchvision) {
-  // Expected values from 200,000 draws of a line-by-line Python copy of
-  // torchvision's get_params using NumPy's generator (standard errors
-  // 0.0005, 0.0004, 0.001): mean area fraction 0.4330 (below E[U(0.08, 1)]
-  // = 0.54 because large tries get rejected), mean log(w/h) 0.0309, share of
-  // crops under 30% of the image 0.3222. Tolerances are ~4 standard errors
-  // at n = 40,000.
+  // Expected values from 200,000 draws (seed 0) of a line-by-line Python copy
+  // of torchvision's get_params using NumPy's generator, as printed by
+  // tools/crop_distribution.py (standard errors 0.0005, 0.0004, 0.001): mean
+  // area fraction 0.4330 (below E[U(0.08, 1)] = 0.54 because large tries get
+  // rejected), mean log(w/h) 0.0309, share of crops under 30% of the image
+  // 0.3222. `make test-torchvision` checks them against torchvision's own
+  // get_params (tools/crop_distribution.py --torchvision --check). Tolerances
+  // are ~4 standard errors at n = 40,000.
   const int w = 500, h = 375, n = 40000;
   double area = 0, log_ratio = 0, cx = 0, cy = 0, small = 0;
   for (int i = 0; i < n; ++i) {

@@ -159,20 +159,19 @@ TEST(Dispatcher, DeadlineEndsRetriesAndBoundsEachAttempt) {
                                   },
                                   state),
                               o);
-  const auto t0 = std::chrono::steady_clock::now();
   auto r = Get(*d, "http://gone.test:9/a").get();
-  const auto elapsed = std::chrono::steady_clock::now() - t0;
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), StatusCode::kUnavailable) << r.status().ToString();
   const std::string& msg = r.status().message();
   EXPECT_NE(msg.find("(io_timeout 0.3 s) at http://gone.test:9"), std::string::npos) << msg;
   EXPECT_NE(msg.find("no answer from http://gone.test:9"), std::string::npos) << msg;
-  // It retried until the deadline, not after it. (An upper bound is the
-  // deadline plus one backoff; the slack only guards against a hang.)
-  EXPECT_GE(elapsed, milliseconds(250));
-  EXPECT_LT(elapsed, std::chrono::seconds(5));
+  // It retried until the deadline, not after it: the reason given is the
+  // io_timeout, which the dispatcher gives only once no time is left (a cap
+  // on attempts would say max_attempts), after several attempts, each
+  // allowed no more than what was left of the deadline (below).
   const auto sent = state->sent();
   ASSERT_GE(sent.size(), 3u);
+  EXPECT_EQ(msg.find("max_attempts"), std::string::npos) << msg;
   // Each attempt may only use what is left of the deadline after its
   // backoff: attempt i starts at least 20 ms x i after the first.
   for (size_t i = 0; i < sent.size(); ++i) {

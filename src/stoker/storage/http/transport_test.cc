@@ -16,6 +16,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <functional>
 #include <future>
 #include <mutex>
@@ -91,6 +92,30 @@ class ScriptedServer {
 
 const std::string kHead = "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n";
 
+// A one-shot event between the test and a server script (a server-side
+// hook): a stalled reply is held until the test opens the gate, which it
+// does once the client has its answer. A client that got a timeout was
+// therefore cut while the server still held the reply: nothing is timed.
+// (A transport that never cut would hang; Send() below turns that into a
+// failure.)
+class Gate {
+ public:
+  void Open() {
+    std::lock_guard<std::mutex> lock(mu_);
+    open_ = true;
+    cv_.notify_all();
+  }
+  void Wait() {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return open_; });
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool open_ = false;
+};
+
 Response Send(Transport& t, Request r) {
   std::promise<Response> p;
   auto f = p.get_future();
@@ -129,61 +154,70 @@ INSTANTIATE_TEST_SUITE_P(Transports, AnyTransport,
                          });
 
 TEST_P(AnyTransport, StallBeforeTheFirstByteIsCutByTheReadTimeout) {
-  ScriptedServer server([](int fd) {
-    std::this_thread::sleep_for(milliseconds(1500));
+  Gate answered;
+  ScriptedServer server([&](int fd) {
+    answered.Wait();  // the reply comes only after the client gave up
     ScriptedServer::Send(fd, kHead + "0123456789");
   });
   auto t = Make(Options(300));
   const Response r = Get(*t, server.url());
+  answered.Open();
   EXPECT_EQ(r.error, NetError::kTimeout) << r.error_message;
   EXPECT_NE(r.error_message.find("(read timeout 0.3 s)"), std::string::npos) << r.error_message;
-  EXPECT_LT(r.seconds, 1.4);  // cut, not waited out (the reply would come at 1.5 s)
 }
 
 TEST_P(AnyTransport, StallInsideTheBodyIsCutByTheReadTimeout) {
-  ScriptedServer server([](int fd) {
+  Gate answered;
+  ScriptedServer server([&](int fd) {
     ScriptedServer::Send(fd, kHead + "01234");
-    std::this_thread::sleep_for(milliseconds(1500));
+    answered.Wait();  // the rest comes only after the client gave up
     ScriptedServer::Send(fd, "56789");
   });
   auto t = Make(Options(300));
   const Response r = Get(*t, server.url());
+  answered.Open();
   EXPECT_EQ(r.error, NetError::kTimeout) << r.error_message;
   EXPECT_TRUE(r.body.empty());
-  EXPECT_LT(r.seconds, 1.4);
 }
 
 TEST_P(AnyTransport, SlowReplyThatKeepsComingIsNotCut) {
   // Thirty pieces 100 ms apart: 3 s in all, well over the 2 s read timeout,
   // never silent for a twentieth of it (a wide margin: on a loaded machine a
-  // sleeping thread can wake hundreds of milliseconds late).
+  // sleeping thread can wake hundreds of milliseconds late). The sleeps pace
+  // the server, they synchronise nothing: each is a lower bound, so the reply
+  // takes at least 30 x 100 ms whatever the machine's load.
+  constexpr size_t kPieces = 30;
+  constexpr milliseconds kGap{100};
+  constexpr milliseconds kReadTimeout{2000};
+  static_assert(static_cast<int>(kPieces) * kGap > kReadTimeout,
+                "the case is a reply longer than the read timeout");
   const std::string body(60, 'x');
   ScriptedServer server([&](int fd) {
     const std::string all =
         "HTTP/1.1 200 OK\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
-    const size_t step = all.size() / 30 + 1;
-    for (size_t i = 0; i < all.size(); i += step) {
-      std::this_thread::sleep_for(milliseconds(100));
-      ScriptedServer::Send(fd, all.substr(i, step));
+    for (size_t p = 0; p < kPieces; ++p) {  // exactly kPieces pieces, none empty
+      const size_t begin = all.size() * p / kPieces, end = all.size() * (p + 1) / kPieces;
+      std::this_thread::sleep_for(kGap);
+      ScriptedServer::Send(fd, all.substr(begin, end - begin));
     }
   });
-  auto t = Make(Options(2000));
+  auto t = Make(Options(kReadTimeout.count()));
   const Response r = Get(*t, server.url());
   ASSERT_EQ(r.error, NetError::kNone) << r.error_message;
   EXPECT_EQ(r.status, 200);
   EXPECT_EQ(r.BodyText(), body);
-  EXPECT_GT(r.seconds, 2.0);  // the case is what it says: longer than the read timeout
 }
 
 TEST_P(AnyTransport, RequestTimeoutCutsAnAttemptWithoutAReadTimeout) {
-  ScriptedServer server([](int fd) {
-    std::this_thread::sleep_for(milliseconds(1500));
+  Gate answered;
+  ScriptedServer server([&](int fd) {
+    answered.Wait();  // the reply comes only after the client gave up
     ScriptedServer::Send(fd, kHead + "0123456789");
   });
   auto t = Make(Options(0));  // no read timeout: only the request's own
   const Response r = Get(*t, server.url(), milliseconds(200));
+  answered.Open();
   EXPECT_EQ(r.error, NetError::kTimeout) << r.error_message;
-  EXPECT_LT(r.seconds, 1.4);
 }
 
 TEST_P(AnyTransport, ClosedPortIsAConnectError) {
@@ -439,15 +473,21 @@ TEST(EpollTransport, HundredsInFlight) {
 }
 
 TEST(EpollTransport, ShutdownCancelsWhatIsInFlight) {
-  ScriptedServer server([](int) { std::this_thread::sleep_for(milliseconds(500)); });
+  Gate received, done;
+  ScriptedServer server([&](int) {
+    received.Open();  // the request is in flight: its head has arrived
+    done.Wait();
+  });
   auto t = NewEpollTransport(Options(0));
   std::promise<Response> p;
   Request r;
   r.url = server.url();
   t->Send(std::move(r), std::chrono::nanoseconds(0), [&p](Response resp) { p.set_value(std::move(resp)); });
-  std::this_thread::sleep_for(milliseconds(50));
+  received.Wait();
   t->Shutdown();
-  EXPECT_EQ(p.get_future().get().error, NetError::kCancelled);
+  const Response cancelled = p.get_future().get();
+  done.Open();
+  EXPECT_EQ(cancelled.error, NetError::kCancelled);
   const Response late = Get(*t, server.url());
   EXPECT_EQ(late.error, NetError::kCancelled);
 }
