@@ -30,6 +30,15 @@ proxy is in:
     POST /gone?mode=blackhole   the server hangs: connections are accepted and
                                 requests read, but nothing is ever answered
     POST /back                  forward again (listening on the same port)
+    POST /tls?cert=PEM&key=PEM  (with --tls-cert) serve this certificate from
+                                now on, and reset every open connection
+
+With ``--tls-cert PEM --tls-key PEM`` it speaks https to its clients (to
+the server behind it, plain http); the stats then also count the TLS
+handshakes that failed ("tls_failures"). Every accepted connection is
+counted ("connections"). A request for ``/__redirect__/<path>`` is answered
+``302 Found`` with ``Location: /<path>`` (counted in "redirects"). The
+"trickle" fault sends the reply one byte every --trickle-s seconds.
 
 With ``--serve-dir DIR --bucket B --prefix P`` it is itself a minimal
 S3 stub instead of a proxy: the files under DIR, held in memory, answer
@@ -46,13 +55,14 @@ import asyncio
 import json
 import random
 import socket
+import ssl
 import struct
 import sys
 from pathlib import Path
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 from xml.sax.saxutils import escape
 
-FAULT_KINDS = ("503", "500", "reset", "truncate", "stall", "stall_body", "slow")
+FAULT_KINDS = ("503", "500", "reset", "truncate", "stall", "stall_body", "slow", "trickle")
 # What --faults means without a list: the kinds that answer at once.
 DEFAULT_FAULTS = ("503", "500", "reset", "truncate")
 GONE_MODES = ("refuse", "blackhole")
@@ -234,8 +244,11 @@ def parse_rates(text: str) -> dict:
 class FaultProxy:
     def __init__(self, upstream_host: str, upstream_port: int, latency_s: float = 0.0,
                  fault_rate: float = 0.0, faults=DEFAULT_FAULTS, seed: int = 0, store=None,
-                 fault_rates: dict | None = None, stall_s: float = 10.0, slow_s: float = 2.0):
+                 fault_rates: dict | None = None, stall_s: float = 10.0, slow_s: float = 2.0,
+                 tls: ssl.SSLContext | None = None, trickle_s: float = 0.1):
         self.store = store
+        self.tls = tls
+        self.trickle_s = trickle_s
         self.upstream = (upstream_host, upstream_port)
         self.latency_s = latency_s
         # Per kind: the share of requests that get it.
@@ -248,6 +261,7 @@ class FaultProxy:
         self.slow_s = slow_s
         self.rng = random.Random(seed)
         self.stats = {"requests": 0, "forwarded": 0, "gone": None, "unanswered": 0,
+                      "connections": 0, "tls_failures": 0, "redirects": 0,
                       **{f"fault_{k}": 0 for k in FAULT_KINDS}}
         self.host = "127.0.0.1"
         self.port = 0
@@ -300,6 +314,14 @@ class FaultProxy:
         if self.gone == "refuse":
             reset(writer)
             return
+        self.stats["connections"] += 1
+        if self.tls is not None:
+            try:
+                await writer.start_tls(self.tls)
+            except (ssl.SSLError, ConnectionError, OSError):
+                self.stats["tls_failures"] += 1
+                writer.transport.abort()
+                return
         self.clients.add(writer)
         up_reader = up_writer = None
         try:
@@ -318,6 +340,12 @@ class FaultProxy:
                     await writer.drain()
                     continue
                 self.stats["requests"] += 1
+                if path.startswith("/__redirect__/"):
+                    self.stats["redirects"] += 1
+                    writer.write(b"HTTP/1.1 302 Found\r\nLocation: %s\r\nContent-Length: 0\r\n\r\n"
+                                 % path[len("/__redirect__"):].encode("latin-1"))
+                    await writer.drain()
+                    continue
                 if self.gone == "blackhole":
                     # Read, never answered: the client's read timeout has to
                     # notice. Once back, this connection is dropped.
@@ -382,6 +410,16 @@ class FaultProxy:
                         up_writer.close()
                         up_reader = up_writer = None
                     continue
+                if fault == "trickle":
+                    # Never silent for long, but far too slow: one byte at a time.
+                    for b in rhead + rbody:
+                        await asyncio.sleep(self.trickle_s)
+                        writer.write(bytes((b,)))
+                        await writer.drain()
+                    if upstream_closes:
+                        up_writer.close()
+                        up_reader = up_writer = None
+                    continue
                 if fault == "slow":
                     # Slow but never silent for long: ten pieces, evenly spread.
                     data = rhead + rbody
@@ -432,6 +470,16 @@ async def control(proxy: FaultProxy, reader: asyncio.StreamReader,
             else:
                 await proxy.go_away(mode)
                 reply = proxy.stats
+        elif url.path == "/tls" and method == "POST" and proxy.tls is not None:
+            # Serve another certificate from now on; open connections are
+            # reset, so the next requests make new handshakes.
+            q = parse_qs(url.query)
+            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ctx.load_cert_chain(q["cert"][0], q["key"][0])
+            proxy.tls = ctx
+            for w in list(proxy.clients):
+                reset(w)
+            reply = proxy.stats
         elif url.path == "/back" and method == "POST":
             await proxy.come_back()
             reply = proxy.stats
@@ -475,8 +523,16 @@ def main(argv=None):
                     help="per-kind rates instead, e.g. 503=0.1,reset=0.05,stall=0.01")
     ap.add_argument("--stall-s", type=float, default=10.0, help="how long a stall holds the reply")
     ap.add_argument("--slow-s", type=float, default=2.0, help="how long a slow reply takes to send")
+    ap.add_argument("--trickle-s", type=float, default=0.1,
+                    help="seconds between the bytes of a trickled reply")
+    ap.add_argument("--tls-cert", help="serve https with this certificate (PEM)")
+    ap.add_argument("--tls-key", help="... and this private key (PEM)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
+    tls = None
+    if args.tls_cert:
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(args.tls_cert, args.tls_key)
     host, _, port = args.upstream.rpartition(":")
     faults = [f for f in args.faults.split(",") if f]
     for f in faults:
@@ -495,7 +551,7 @@ def main(argv=None):
         # Made inside the loop: the proxy holds asyncio events.
         proxy = FaultProxy(host, int(port), args.latency_ms / 1000.0, args.fault_rate, faults,
                            args.seed, store, fault_rates=rates, stall_s=args.stall_s,
-                           slow_s=args.slow_s)
+                           slow_s=args.slow_s, tls=tls, trickle_s=args.trickle_s)
         await serve(proxy, args.host, args.port, ready)
 
     runner = asyncio.run

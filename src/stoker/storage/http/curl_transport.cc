@@ -8,14 +8,19 @@
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <string>
+#include <string_view>
 #include <unordered_set>
 #include <vector>
 
 #include "stoker/base/cpu_time.h"
+#include "stoker/base/logging.h"
 #include "stoker/storage/http/io_thread.h"
+#include "stoker/storage/http/retry.h"
 #include "stoker/storage/http/url.h"
 
 namespace stoker::storage::http {
@@ -26,17 +31,32 @@ void GlobalInit() {
   std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
 }
 
-NetError Classify(CURLcode code) {
+// `first_contact`: no request to this origin got an HTTP reply yet. A TLS
+// handshake that fails then (a plain-HTTP server on an https:// URL, no
+// common protocol) is a TLS failure; later it is a reset connection, retried.
+NetError Classify(CURLcode code, bool first_contact) {
   switch (code) {
     case CURLE_OPERATION_TIMEDOUT: return NetError::kTimeout;
-    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_RESOLVE_HOST: return NetError::kResolve;
     case CURLE_COULDNT_RESOLVE_PROXY:
     case CURLE_COULDNT_CONNECT: return NetError::kConnect;
+    case CURLE_SSL_CONNECT_ERROR: return first_contact ? NetError::kTls : NetError::kReset;
+    case CURLE_PEER_FAILED_VERIFICATION:  // also CURLE_SSL_CACERT
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+    case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_SSL_CRL_BADFILE:
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+    case CURLE_SSL_INVALIDCERTSTATUS:
+    case CURLE_SSL_ENGINE_NOTFOUND:
+    case CURLE_SSL_ENGINE_SETFAILED:
+    case CURLE_SSL_ENGINE_INITFAILED:
+    case CURLE_USE_SSL_FAILED: return NetError::kTls;
     case CURLE_SEND_ERROR:
     case CURLE_RECV_ERROR:
     case CURLE_GOT_NOTHING:
     case CURLE_PARTIAL_FILE:
-    case CURLE_SSL_CONNECT_ERROR:
     case CURLE_HTTP2:
     case CURLE_HTTP2_STREAM:
     case CURLE_WEIRD_SERVER_REPLY: return NetError::kReset;
@@ -63,6 +83,7 @@ struct Active {
   // timeout.
   double last_activity = 0;
   bool custom_method = false;
+  std::string origin;  // scheme://host:port of the URL
   char error[CURL_ERROR_SIZE] = {};
 };
 
@@ -140,6 +161,10 @@ struct State : internal::IoState {
   // that connects now has the latest one, so it only needs recomputing when
   // it falls due.
   double next_stall_check = kNever;
+  // Origins that gave some request an HTTP reply (Response::first_contact),
+  // and those already named in the verify_tls = false warning.
+  std::unordered_set<std::string> answered;
+  std::unordered_set<std::string> warned_unverified;
 
   ~State() {
     for (CURL* e : idle_easy) curl_easy_cleanup(e);
@@ -196,6 +221,13 @@ struct State : internal::IoState {
     }
     a->easy = e;
     const Request& r = p.request;
+    a->origin = OriginOf(r.url);
+    if (!options.verify_tls && a->origin.rfind("https://", 0) == 0 &&
+        warned_unverified.insert(a->origin).second) {
+      LogWarning("TLS certificate verification is OFF for " + a->origin +
+                 " (verify_tls=false): any server can answer for it, and read or change "
+                 "the data on the way");
+    }
     for (const auto& [k, v] : r.headers) {
       std::string line = k + ": " + v;
       if (v.empty()) line = k + ";";  // curl's way to send an empty header
@@ -252,6 +284,10 @@ struct State : internal::IoState {
     curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, &OnConnected);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, options.verify_tls ? 1L : 0L);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, options.verify_tls ? 2L : 0L);
+    if (!options.ca_bundle.empty()) {
+      curl_easy_setopt(e, CURLOPT_CAINFO, options.ca_bundle.c_str());
+      curl_easy_setopt(e, CURLOPT_CAPATH, nullptr);
+    }
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, OnBody);
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, OnHeader);
     return e;
@@ -273,8 +309,12 @@ struct State : internal::IoState {
       long status = 0;
       curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
       a->response.status = static_cast<int>(status);
+      answered.insert(a->origin);
     } else {
-      a->response.error = Classify(code);
+      const bool first = answered.count(a->origin) == 0;
+      a->response.error = Classify(code, first);
+      a->response.first_contact =
+          first && (a->response.error == NetError::kTls || a->response.error == NetError::kResolve);
       a->response.error_message = a->error[0] ? std::string(a->error) : curl_easy_strerror(code);
       a->response.body.clear();
     }
@@ -390,6 +430,11 @@ CurlOptions CurlOptionsFor(const IoOptions& io) {
   // close to that meaning with a long one.
   c.connect_timeout_ms = io.connect_timeout_s > 0 ? std::max(1L, ms(io.connect_timeout_s)) : 300000;
   c.read_timeout_ms = io.read_timeout_s > 0 ? std::max(1L, ms(io.read_timeout_s)) : 0;
+  c.low_speed_bytes_per_s =
+      io.min_rate_bytes_per_s > 0 ? std::max(1L, std::lround(io.min_rate_bytes_per_s)) : 0;
+  c.low_speed_time_s = std::max(1L, static_cast<long>(std::ceil(io.min_rate_window_s)));
+  c.ca_bundle = io.ca_bundle;
+  c.verify_tls = io.verify_tls;
   return c;
 }
 

@@ -7,8 +7,9 @@
 namespace stoker::storage::http {
 
 Verdict ClassifyHttpReply(const Response& r, const std::string& uri) {
+  if (IsFirstContactFailure(r)) return Verdict::Fail(FirstContactStatus(r, uri, OriginOf(uri)));
   if (r.error != NetError::kNone) {
-    Status st = IOError(uri + ": " + NetErrorName(r.error) + ": " + r.error_message);
+    Status st = IOError(uri + ": " + NetErrorName(r.error) + ": " + DescribeNetFailure(r));
     return IsTransient(r) ? Verdict::Retry(std::move(st)) : Verdict::Fail(std::move(st));
   }
   if (r.status >= 200 && r.status < 300) return Verdict::Done();
@@ -32,29 +33,89 @@ Result<std::vector<ObjectInfo>> HttpStorage::List(const std::string& prefix_uri)
 HttpStorage::~HttpStorage() { dispatcher_->Shutdown(); }
 void HttpStorage::Shutdown() { dispatcher_->Shutdown(); }
 
+namespace {
+
+constexpr int kMaxRedirects = 5;
+
+bool IsRedirect(int status) {
+  return status == 301 || status == 302 || status == 303 || status == 307 || status == 308;
+}
+
+// Where a Location header sends a request for `url`; empty if nowhere an
+// http(s) GET can go.
+std::string ResolveLocation(const std::string& url, std::string location) {
+  location = std::string(Trim(location));
+  if (const size_t hash = location.find('#'); hash != std::string::npos) location.resize(hash);
+  if (location.empty()) return {};
+  const std::string lower = ToLower(location.substr(0, 8));
+  if (lower.rfind("http://", 0) == 0 || lower.rfind("https://", 0) == 0) return location;
+  if (location.find("://") != std::string::npos) return {};  // another scheme
+  const std::string origin = url.substr(0, url.find_first_of("/?#", url.find("://") + 3));
+  if (location.rfind("//", 0) == 0) return url.substr(0, url.find("://") + 1) + location;
+  if (location[0] == '/') return origin + location;
+  // Relative to the URL's folder.
+  std::string base = url.substr(0, url.find_first_of("?#", origin.size()));
+  const size_t slash = base.rfind('/');
+  base = slash == std::string::npos || slash < origin.size() ? origin + "/" : base.substr(0, slash + 1);
+  return base + location;
+}
+
+struct ReadContext {
+  std::shared_ptr<Dispatcher> dispatcher;
+  std::shared_ptr<BufferRecycler> buffers;
+  std::shared_ptr<std::atomic<int64_t>> bytes_read;
+};
+
+// GETs `url` for the sample `uri`, following up to kMaxRedirects redirects
+// (each hop is a request of its own, with its own retries).
+void ReadFollowing(const ReadContext& ctx, const std::string& uri, const std::string& url, int hops,
+                   Storage::ReadCallback done) {
+  Dispatcher::Call call;
+  call.prepare = [url, buffers = ctx.buffers]() -> Result<Request> {
+    Request r;
+    r.url = url;  // sent as given: a presigned URL's query stays intact
+    r.body_buffers = buffers;
+    return r;
+  };
+  const std::string shown = url == uri ? uri : uri + " (redirected to " + url + ")";
+  call.classify = [shown](const Response& r) {
+    if (r.error == NetError::kNone && IsRedirect(r.status) && r.Header("location")) {
+      return Verdict::Done();
+    }
+    return ClassifyHttpReply(r, shown);
+  };
+  call.done = [ctx, uri, url, hops, shown, done = std::move(done)](Result<Response> r) mutable {
+    if (!r.ok()) {
+      done(r.status());
+      return;
+    }
+    if (IsRedirect(r->status)) {
+      const std::string next = ResolveLocation(url, *r->Header("location"));
+      if (next.empty()) {
+        done(IOError(shown + ": HTTP " + std::to_string(r->status) +
+                     " redirects to a location that is not an http(s) URL"));
+      } else if (hops >= kMaxRedirects) {
+        done(IOError(shown + ": more than " + std::to_string(kMaxRedirects) + " redirects"));
+      } else {
+        ReadFollowing(ctx, uri, next, hops + 1, std::move(done));
+      }
+      return;
+    }
+    ctx.bytes_read->fetch_add(static_cast<int64_t>(r->body.size()), std::memory_order_relaxed);
+    done(std::move(r->body));
+  };
+  ctx.dispatcher->Submit(std::move(call));
+}
+
+}  // namespace
+
 void HttpStorage::ReadAsync(const std::string& uri, ReadCallback done) {
   const std::string scheme = ToLower(uri.substr(0, uri.find("://")));
   if (scheme != "http" && scheme != "https") {
     done(InvalidArgument(uri + ": not an http(s) URL"));
     return;
   }
-  Dispatcher::Call call;
-  call.prepare = [uri, buffers = buffers_]() -> Result<Request> {
-    Request r;
-    r.url = uri;  // sent as given: a presigned URL's query stays intact
-    r.body_buffers = buffers;
-    return r;
-  };
-  call.classify = [uri](const Response& r) { return ClassifyHttpReply(r, uri); };
-  call.done = [counter = bytes_read_, done = std::move(done)](Result<Response> r) {
-    if (!r.ok()) {
-      done(r.status());
-      return;
-    }
-    counter->fetch_add(static_cast<int64_t>(r->body.size()), std::memory_order_relaxed);
-    done(std::move(r->body));
-  };
-  dispatcher_->Submit(std::move(call));
+  ReadFollowing(ReadContext{dispatcher_, buffers_, bytes_read_}, uri, uri, 0, std::move(done));
 }
 
 Result<Bytes> HttpStorage::Read(const std::string& uri) {
