@@ -275,3 +275,61 @@ def test_verify_false_reads_and_warns_naming_the_endpoint(small_folder, certs, t
         stoker.Loader(manifest, verify="no")
     record_behaviour("TLS", "verify=False against a server of an unknown CA",
                      "samples read; one warning on stderr naming the endpoint")
+
+
+def test_new_connections_resume_the_tls_session(small_folder, certs, tmp_path, record_behaviour):
+    # Epoch 0 makes full handshakes (no session yet). Then the server resets
+    # every connection (POST /reset): each connection of epoch 1 is new, and
+    # resumes a session the loader kept (counted by the server).
+    files = local_files(small_folder)
+    with start_stub(small_folder, certs.good) as proxy:
+        rows = [(f"{proxy.endpoint}/{BUCKET}/train/{p.relative_to(small_folder).as_posix()}", 0)
+                for p in files]
+        manifest = write_manifest(tmp_path / "urls.csv", rows)
+        loader = stoker.Loader(manifest, ca_bundle=certs.ca, on_error="raise", lookahead=False,
+                               **KW)
+        run_epoch(loader)
+        url = f"http://127.0.0.1:{proxy.control}/reset"
+        urllib.request.urlopen(urllib.request.Request(url, data=b"", method="POST"), timeout=30)
+        before = proxy_stats(proxy)
+        _, _, idx = run_epoch(loader)
+        after = proxy_stats(proxy)
+    assert sorted(idx.tolist()) == list(range(len(files)))
+    new = after["connections"] - before["connections"]
+    resumed = after["tls_resumed"] - before["tls_resumed"]
+    assert new >= 1 and resumed == new, (before, after)
+    record_behaviour("TLS", "new https connections to a server the loader talked to",
+                     "each resumes a TLS session (counted by the server)")
+
+
+@pytest.mark.parametrize("reuse", ["1", "0"])
+def test_the_ca_bundle_is_loaded_once_per_loader(small_folder, certs, tmp_path, monkeypatch, reuse,
+                                                 record_behaviour):
+    # The loader reads its CA file once and keeps the store: after the file
+    # is gone, new connections (the server reset the old ones) still verify.
+    # With STOKER_CURL_TLS_REUSE=0 (libcurl's defaults on Debian: the file
+    # is parsed again for every connection) they cannot.
+    monkeypatch.setenv("STOKER_CURL_TLS_REUSE", reuse)
+    ca = tmp_path / "ca-copy.pem"
+    ca.write_bytes(certs.ca.read_bytes())
+    files = local_files(small_folder)
+    with start_stub(small_folder, certs.good) as proxy:
+        rows = [(f"{proxy.endpoint}/{BUCKET}/train/{p.relative_to(small_folder).as_posix()}", 0)
+                for p in files]
+        manifest = write_manifest(tmp_path / "urls.csv", rows)
+        loader = stoker.Loader(manifest, ca_bundle=ca, on_error="skip", lookahead=False, **KW)
+        run_epoch(loader)
+        ca.unlink()
+        url = f"http://127.0.0.1:{proxy.control}/reset"
+        urllib.request.urlopen(urllib.request.Request(url, data=b"", method="POST"), timeout=30)
+        before = proxy_stats(proxy)
+        batches = list(loader)
+        after = proxy_stats(proxy)
+    assert after["connections"] > before["connections"], (before, after)
+    delivered = sum(int(b["index"].shape[0]) for b in batches)
+    if reuse == "1":
+        assert delivered == len(files)
+        record_behaviour("TLS", "CA bundle removed after the first connections",
+                         "later connections still verify: the store is loaded once per loader")
+    else:
+        assert delivered == 0 and loader.stats()["samples_skipped"] == len(files)

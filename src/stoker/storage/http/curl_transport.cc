@@ -151,6 +151,15 @@ int OnConnected(void* user, char*, char*, int, int) {
 struct State : internal::IoState {
   CurlOptions options;
   CURLM* multi = nullptr;
+  // TLS sessions shared by every handle of this transport: a new connection
+  // to a server seen before resumes a session (no certificate chain to
+  // verify, no full key exchange). Used on the I/O thread only: no locks.
+  CURLSH* share = nullptr;
+  // The CA file every connection trusts (empty: curl's default). Set
+  // without a CA folder, so curl parses it once and keeps the store in the
+  // multi handle (its CA cache) instead of once per connection.
+  std::string ca_file;
+  bool drop_ca_path = false;
 
   // I/O thread only.
   std::vector<CURL*> idle_easy;
@@ -169,6 +178,7 @@ struct State : internal::IoState {
   ~State() {
     for (CURL* e : idle_easy) curl_easy_cleanup(e);
     if (multi) curl_multi_cleanup(multi);
+    if (share) curl_share_cleanup(share);
   }
 
   // CURLMOPT_SOCKETFUNCTION: curl says which events it wants on socket `s`.
@@ -284,10 +294,9 @@ struct State : internal::IoState {
     curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, &OnConnected);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, options.verify_tls ? 1L : 0L);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, options.verify_tls ? 2L : 0L);
-    if (!options.ca_bundle.empty()) {
-      curl_easy_setopt(e, CURLOPT_CAINFO, options.ca_bundle.c_str());
-      curl_easy_setopt(e, CURLOPT_CAPATH, nullptr);
-    }
+    if (!ca_file.empty()) curl_easy_setopt(e, CURLOPT_CAINFO, ca_file.c_str());
+    if (drop_ca_path) curl_easy_setopt(e, CURLOPT_CAPATH, nullptr);
+    if (share) curl_easy_setopt(e, CURLOPT_SHARE, share);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, OnBody);
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, OnHeader);
     return e;
@@ -448,6 +457,27 @@ std::unique_ptr<Transport> NewCurlTransport(const CurlOptions& options) {
   curl_multi_setopt(state->multi, CURLMOPT_SOCKETDATA, state.get());
   curl_multi_setopt(state->multi, CURLMOPT_TIMERFUNCTION, &State::OnTimer);
   curl_multi_setopt(state->multi, CURLMOPT_TIMERDATA, state.get());
+  // STOKER_CURL_TLS_REUSE=0: each connection sets TLS up from scratch, as
+  // libcurl does by default (for comparison: bench/https_bench.py).
+  const char* reuse = std::getenv("STOKER_CURL_TLS_REUSE");
+  const bool tls_reuse = !(reuse && std::string_view(reuse) == "0");
+  if (tls_reuse) state->share = curl_share_init();
+  if (state->share) curl_share_setopt(state->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+  // curl caches a CA store (CURLOPT_CA_CACHE_TIMEOUT) only when it comes
+  // from a CA file alone; Debian's libcurl also names a CA folder by
+  // default, which turns the cache off and makes every new connection parse
+  // the whole system bundle again. So: the file alone, when there is one.
+  state->ca_file = options.ca_bundle;
+  if (tls_reuse && !state->ca_file.empty()) {
+    state->drop_ca_path = true;
+  } else if (tls_reuse) {
+    if (CURL* probe = curl_easy_init()) {
+      char* default_file = nullptr;
+      curl_easy_getinfo(probe, CURLINFO_CAINFO, &default_file);
+      if (default_file && ::access(default_file, R_OK) == 0) state->drop_ca_path = true;
+      curl_easy_cleanup(probe);
+    }
+  }
   return std::make_unique<internal::ThreadedTransport<State>>(std::move(state));
 }
 
