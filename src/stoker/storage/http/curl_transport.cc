@@ -31,9 +31,10 @@ void GlobalInit() {
   std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
 }
 
-// `first_contact`: no request to this origin got an HTTP reply yet. A TLS
-// handshake that fails then (a plain-HTTP server on an https:// URL, no
-// common protocol) is a TLS failure; later it is a reset connection, retried.
+// `first_contact`: no request to this origin got an HTTP reply yet (and the
+// handshake was not cut by a reset or EOF). A TLS handshake that fails then
+// (a plain-HTTP server on an https:// URL, no common protocol) is a TLS
+// failure; otherwise it is a reset connection, retried.
 NetError Classify(CURLcode code, bool first_contact) {
   switch (code) {
     case CURLE_OPERATION_TIMEDOUT: return NetError::kTimeout;
@@ -320,11 +321,17 @@ struct State : internal::IoState {
       a->response.status = static_cast<int>(status);
       answered.insert(a->origin);
     } else {
+      a->response.error_message = a->error[0] ? std::string(a->error) : curl_easy_strerror(code);
+      const std::string& m = a->response.error_message;
+      // A handshake cut by the network (reset, EOF) is worth retrying even
+      // at first contact; one the server refused is not.
+      const bool cut = m.find("reset") != std::string::npos ||
+                       m.find("SSL_ERROR_SYSCALL") != std::string::npos ||
+                       m.find("unexpected eof") != std::string::npos;
       const bool first = answered.count(a->origin) == 0;
-      a->response.error = Classify(code, first);
+      a->response.error = Classify(code, first && !cut);
       a->response.first_contact =
           first && (a->response.error == NetError::kTls || a->response.error == NetError::kResolve);
-      a->response.error_message = a->error[0] ? std::string(a->error) : curl_easy_strerror(code);
       a->response.body.clear();
     }
     Complete(a);
