@@ -333,3 +333,27 @@ def test_the_ca_bundle_is_loaded_once_per_loader(small_folder, certs, tmp_path, 
                          "later connections still verify: the store is loaded once per loader")
     else:
         assert delivered == 0 and loader.stats()["samples_skipped"] == len(files)
+
+
+def test_cli_takes_ca_bundle(https_moto, certs, record_behaviour):
+    """`stoker ls` and `stoker bench` read over https with --ca-bundle, and
+    without it say which endpoint's certificate is not trusted."""
+    import json
+    import subprocess
+    import sys
+
+    base = [f"s3://{BUCKET}/train/", "--endpoint-url", https_moto.endpoint]
+    for cmd in (["ls", "--json"], ["bench", "--json", "--epochs", "1", "--threads", "2"]):
+        ok = subprocess.run([sys.executable, "-m", "stoker.cli", *cmd, *base,
+                             "--ca-bundle", str(certs.ca)], capture_output=True, text=True,
+                            timeout=300)
+        assert ok.returncode == 0, ok.stderr[-2000:]
+        assert json.loads(ok.stdout)["num_samples"] == N_TRAIN
+        bad = subprocess.run([sys.executable, "-m", "stoker.cli", *cmd, *base],
+                             capture_output=True, text=True, timeout=300)
+        assert bad.returncode == 1 and bad.stdout == "", bad.stderr[-2000:]
+        assert (f"stoker {cmd[0]}: storage unavailable: cannot list: s3://{BUCKET}/train/: "
+                f"TLS failure at {https_moto.endpoint}") in bad.stderr, bad.stderr[-2000:]
+        assert "unknown CA" in bad.stderr
+    record_behaviour("TLS", "stoker ls / bench over https, with and without --ca-bundle",
+                     "reads with it; without, exit status 1 naming the endpoint and 'unknown CA'")
