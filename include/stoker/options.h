@@ -53,7 +53,8 @@ struct IoOptions {
   // min_rate_bytes_per_s, when set, and io_timeout_s). 0: no limit.
   double read_timeout_s = 5;
   // The slowest reply accepted, in bytes per second over each window of
-  // max(min_rate_window_s, read_timeout_s) once connected: a reply that
+  // max(min_rate_window_s, read_timeout_s) (rounded up to whole seconds)
+  // once connected: a reply that
   // trickles in below it (never silent long enough for read_timeout_s) is
   // aborted, counted in LoaderStats::timeouts, and retried. 0 (the default,
   // as botocore): no minimum rate.
