@@ -22,7 +22,7 @@ $(VENV)/.ok: pyproject.toml | deps
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q "torch==2.13.0" numpy pillow pytest nanobind scikit-build-core cmake ninja \
-	  boto3 "moto[server]" uvloop
+	  boto3 "moto[server]" uvloop cryptography
 	touch $@
 
 venv: $(VENV)/.ok

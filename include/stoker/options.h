@@ -48,9 +48,18 @@ struct IoOptions {
   // Longest silence once connected: waiting for the reply's first byte or
   // between bytes of its body (botocore's read_timeout; S3's advice for small
   // GETs is to retry after ~2 s without a first byte). A stalled attempt is
-  // aborted, counted in LoaderStats::timeouts, and retried; a reply that keeps
-  // sending, however slowly, is never cut. 0: no limit.
+  // aborted, counted in LoaderStats::timeouts, and retried. A reply that
+  // keeps sending is not cut by this, however slowly it comes (only by
+  // min_rate_bytes_per_s, when set, and io_timeout_s). 0: no limit.
   double read_timeout_s = 5;
+  // The slowest reply accepted, in bytes per second over each window of
+  // max(min_rate_window_s, read_timeout_s) (rounded up to whole seconds)
+  // once connected: a reply that
+  // trickles in below it (never silent long enough for read_timeout_s) is
+  // aborted, counted in LoaderStats::timeouts, and retried. 0 (the default,
+  // as botocore): no minimum rate.
+  double min_rate_bytes_per_s = 0;
+  double min_rate_window_s = 15;
   // Deadline of one storage request (a sample's GET or a listing page),
   // retries and backoff included, from its first attempt. When it passes the
   // request fails with the endpoint, the last reason and the attempts made.
@@ -63,6 +72,15 @@ struct IoOptions {
   // AWS profile's max_attempts (s3:// only), else no cap: retried until
   // io_timeout_s.
   int max_attempts = 0;
+  // A PEM file of the certificate authorities that https:// servers'
+  // certificates must chain to, instead of the system's (a private CA in
+  // front of MinIO, Ceph, a corporate proxy). Empty: for s3://,
+  // AWS_CA_BUNDLE, else the AWS profile's ca_bundle, else the system store;
+  // for http(s):// samples, the system store.
+  std::string ca_bundle;
+  // false: https:// servers' certificates and host names are not checked.
+  // Never the default; each endpoint read this way is named in a warning.
+  bool verify_tls = true;
 };
 
 struct LoaderOptions {

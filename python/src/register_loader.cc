@@ -317,7 +317,9 @@ void register_loader(nb::module_& m) {
              const std::string& on_error, int prefetch_batches, int64_t max_pixels, int64_t rank,
              int64_t world_size, const std::string& endpoint_url, double connect_timeout,
              double read_timeout, double io_timeout, int max_attempts, bool lookahead,
-             bool jpeg_index, int64_t jpeg_index_mb, int64_t max_in_flight, bool trace) {
+             bool jpeg_index, int64_t jpeg_index_mb, int64_t max_in_flight, bool trace,
+             const std::string& ca_bundle, bool verify_tls, double min_rate,
+             double min_rate_window) {
             LoaderOptions o;
             o.uri.assign(uri.c_str(), uri.size());  // os.fsencode()d: any bytes
             o.endpoint_url = endpoint_url;
@@ -325,6 +327,10 @@ void register_loader(nb::module_& m) {
             o.io.read_timeout_s = read_timeout;
             o.io.io_timeout_s = io_timeout;
             o.io.max_attempts = max_attempts;
+            o.io.ca_bundle = ca_bundle;
+            o.io.verify_tls = verify_tls;
+            o.io.min_rate_bytes_per_s = min_rate;
+            o.io.min_rate_window_s = min_rate_window;
             o.batch_size = batch_size;
             o.transform = MakeTransform(kind, size, normalize, scale, ratio, flip_probability,
                                         center_fraction, mean, std, fast_decode);
@@ -358,7 +364,10 @@ void register_loader(nb::module_& m) {
           nb::arg("io_timeout") = IoOptions{}.io_timeout_s, nb::arg("max_attempts") = 0,
           nb::arg("lookahead") = true, nb::arg("jpeg_index") = true,
           nb::arg("jpeg_index_mb") = 128, nb::arg("max_in_flight") = 0,
-          nb::arg("trace") = false)
+          nb::arg("trace") = false, nb::arg("ca_bundle") = "",
+          nb::arg("verify_tls") = true,
+          nb::arg("min_rate") = IoOptions{}.min_rate_bytes_per_s,
+          nb::arg("min_rate_window") = IoOptions{}.min_rate_window_s)
       .def("__len__", [](const PyLoader& l) { return l.impl->num_batches(); })
       .def_prop_ro("num_samples", [](const PyLoader& l) { return l.impl->num_samples(); })
       .def_prop_ro("classes",

@@ -56,7 +56,11 @@ class Loader:
     read_timeout: seconds of silence, once connected, before an attempt is
         aborted as stalled and retried: no first byte of the reply, or a pause
         inside its body (botocore's read_timeout). A reply that keeps sending,
-        however slowly, is not cut. 0: no limit.
+        however slowly, is not cut by it. 0: no limit.
+    min_rate: bytes per second; a reply that arrives slower than this over
+        each window of max(min_rate_window, read_timeout) seconds, yet never
+        pauses for read_timeout, is aborted as a timeout and retried. 0 (the
+        default): no minimum rate, as botocore; io_timeout still bounds it.
     io_timeout: deadline in seconds for one storage request (a sample, a
         listing page), retries included. Past it the request fails with the
         endpoint, bucket, key, reason and attempts made; when the server
@@ -66,6 +70,14 @@ class Loader:
     max_attempts: attempts per request, the first included; None: the
         AWS_MAX_ATTEMPTS variable, else the AWS profile's max_attempts, else
         no cap (retried until io_timeout).
+    ca_bundle: a PEM file of the certificate authorities that https://
+        servers must be signed by (a private CA in front of MinIO, Ceph, a
+        corporate proxy), for s3:// and https:// samples alike. None: for
+        s3://, AWS_CA_BUNDLE, else the AWS profile's ca_bundle, else the
+        system's store; for https:// samples, the system's store.
+    verify: False turns off the checking of https:// servers' certificates
+        and host names; each endpoint read so is named in a warning on
+        stderr. Never the default.
     lookahead: for remote samples (s3://, http(s)://), once an epoch has
         asked for all of its samples, read the first min(prefetch_batches,
         2) batches of the next epoch (epoch + 1) while this one drains, so the
@@ -106,7 +118,9 @@ class Loader:
                  read_timeout: float = 5.0, io_timeout: float = 120.0,
                  max_attempts: Optional[int] = None, lookahead: bool = True,
                  jpeg_index: bool = True, jpeg_index_mb: int = 128,
-                 max_in_flight: Optional[int] = None, trace: bool = False):
+                 max_in_flight: Optional[int] = None, trace: bool = False,
+                 ca_bundle: Optional[Union[str, os.PathLike]] = None, verify: bool = True,
+                 min_rate: float = 0.0, min_rate_window: float = 15.0):
         transform = transform if transform is not None else imagenet_val(224)
         if threads == "auto":
             threads = 0
@@ -116,6 +130,14 @@ class Loader:
             raise ValueError(f"max_attempts must be a positive int or None, got {max_attempts!r}")
         if max_in_flight is not None and (not isinstance(max_in_flight, int) or max_in_flight < 1):
             raise ValueError(f"max_in_flight must be a positive int or None, got {max_in_flight!r}")
+        if not (min_rate >= 0) or not (min_rate_window > 0):
+            raise ValueError(f"min_rate must be >= 0 bytes/s and min_rate_window > 0 s, got "
+                             f"{min_rate!r} and {min_rate_window!r}")
+        if not isinstance(verify, bool):
+            raise TypeError(f"verify must be True or False (a CA file goes in ca_bundle=), "
+                            f"got {verify!r}")
+        if ca_bundle is not None and not os.path.isfile(ca_bundle):
+            raise ValueError(f"ca_bundle: {os.fspath(ca_bundle)!r} is not a readable file")
         rank, world_size = _distributed_defaults(rank, world_size)
         self.transform = transform
         self.batch_size = batch_size
@@ -127,7 +149,9 @@ class Loader:
             int(prefetch_batches), int(max_pixels), int(rank), int(world_size),
             endpoint_url or "", float(connect_timeout), float(read_timeout), float(io_timeout),
             int(max_attempts or 0), bool(lookahead), bool(jpeg_index),
-            int(jpeg_index_mb), int(max_in_flight or 0), bool(trace))
+            int(jpeg_index_mb), int(max_in_flight or 0), bool(trace),
+            os.fspath(ca_bundle) if ca_bundle is not None else "", verify,
+            float(min_rate), float(min_rate_window))
         self.rank, self.world_size = rank, world_size
         self._closed = False
 

@@ -23,7 +23,7 @@ BLOB_SIZE = 1 << 20
 _AWS_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
              "AWS_DEFAULT_PROFILE", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL",
              "AWS_ENDPOINT_URL_S3", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE",
-             "AWS_MAX_ATTEMPTS")
+             "AWS_MAX_ATTEMPTS", "AWS_CA_BUNDLE")
 import importlib.util as _ilu
 from pathlib import Path as _Path
 

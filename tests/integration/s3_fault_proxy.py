@@ -30,6 +30,18 @@ proxy is in:
     POST /gone?mode=blackhole   the server hangs: connections are accepted and
                                 requests read, but nothing is ever answered
     POST /back                  forward again (listening on the same port)
+    POST /tls?cert=PEM&key=PEM  (with --tls-cert) serve this certificate from
+                                now on, and reset every open connection
+    POST /reset                 reset every open connection
+
+With ``--tls-cert PEM --tls-key PEM`` it speaks https to its clients (to
+the server behind it, plain http); the stats then also count the TLS
+handshakes that resumed a session ("tls_resumed") and that failed
+("tls_failures"; neither with --uvloop, where the
+handshake is made before the connection is handed over). Every accepted connection is
+counted ("connections"). A request for ``/__redirect__/<path>`` is answered
+``302 Found`` with ``Location: /<path>`` (counted in "redirects"). The
+"trickle" fault sends the reply one byte every --trickle-s seconds.
 
 With ``--serve-dir DIR --bucket B --prefix P`` it is itself a minimal
 S3 stub instead of a proxy: the files under DIR, held in memory, answer
@@ -46,13 +58,14 @@ import asyncio
 import json
 import random
 import socket
+import ssl
 import struct
 import sys
 from pathlib import Path
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 from xml.sax.saxutils import escape
 
-FAULT_KINDS = ("503", "500", "reset", "truncate", "stall", "stall_body", "slow")
+FAULT_KINDS = ("503", "500", "reset", "truncate", "stall", "stall_body", "slow", "trickle")
 # What --faults means without a list: the kinds that answer at once.
 DEFAULT_FAULTS = ("503", "500", "reset", "truncate")
 GONE_MODES = ("refuse", "blackhole")
@@ -235,12 +248,19 @@ class FaultProxy:
     def __init__(self, upstream_host: str, upstream_port: int, latency_s: float = 0.0,
                  fault_rate: float = 0.0, faults=DEFAULT_FAULTS, seed: int = 0, store=None,
                  fault_rates: dict | None = None, stall_s: float = 10.0, slow_s: float = 2.0,
-                 bandwidth_bps: float = 0.0):
+                 bandwidth_bps: float = 0.0, tls: ssl.SSLContext | None = None,
+                 trickle_s: float = 0.1):
         self.store = store
         # A link of this many bytes/s shared by every reply (0: unlimited):
         # each 64 KiB piece is sent when the link is free for it.
         self.bandwidth_bps = bandwidth_bps
         self.link_free = 0.0
+        self.tls = tls
+        # The handshake made by the server itself (ssl= at accept) instead of
+        # start_tls inside the handler: uvloop's start_tls leaves some
+        # handshakes hanging. Failed handshakes are then not counted.
+        self.tls_at_accept = False
+        self.trickle_s = trickle_s
         self.upstream = (upstream_host, upstream_port)
         self.latency_s = latency_s
         # Per kind: the share of requests that get it.
@@ -253,6 +273,7 @@ class FaultProxy:
         self.slow_s = slow_s
         self.rng = random.Random(seed)
         self.stats = {"requests": 0, "forwarded": 0, "gone": None, "unanswered": 0,
+                      "connections": 0, "tls_failures": 0, "tls_resumed": 0, "redirects": 0,
                       **{f"fault_{k}": 0 for k in FAULT_KINDS}}
         self.host = "127.0.0.1"
         self.port = 0
@@ -288,7 +309,8 @@ class FaultProxy:
 
     async def listen(self):
         self.server = await asyncio.start_server(self.handle, self.host, self.port, limit=1 << 20,
-                                                 backlog=1024, reuse_address=True)
+                                                 backlog=1024, reuse_address=True,
+                                                 ssl=self.tls if self.tls_at_accept else None)
         self.port = self.server.sockets[0].getsockname()[1]
 
     async def go_away(self, mode: str):
@@ -322,6 +344,17 @@ class FaultProxy:
         if self.gone == "refuse":
             reset(writer)
             return
+        self.stats["connections"] += 1
+        if self.tls is not None and not self.tls_at_accept:
+            try:
+                await writer.start_tls(self.tls)
+            except (ssl.SSLError, ConnectionError, OSError):
+                self.stats["tls_failures"] += 1
+                writer.transport.abort()
+                return
+            ssl_object = writer.get_extra_info("ssl_object")
+            if ssl_object is not None and ssl_object.session_reused:
+                self.stats["tls_resumed"] += 1
         self.clients.add(writer)
         up_reader = up_writer = None
         try:
@@ -340,6 +373,12 @@ class FaultProxy:
                     await writer.drain()
                     continue
                 self.stats["requests"] += 1
+                if path.startswith("/__redirect__/"):
+                    self.stats["redirects"] += 1
+                    writer.write(b"HTTP/1.1 302 Found\r\nLocation: %s\r\nContent-Length: 0\r\n\r\n"
+                                 % path[len("/__redirect__"):].encode("latin-1"))
+                    await writer.drain()
+                    continue
                 if self.gone == "blackhole":
                     # Read, never answered: the client's read timeout has to
                     # notice. Once back, this connection is dropped.
@@ -403,6 +442,16 @@ class FaultProxy:
                         up_writer.close()
                         up_reader = up_writer = None
                     continue
+                if fault == "trickle":
+                    # Never silent for long, but far too slow: one byte at a time.
+                    for b in rhead + rbody:
+                        await asyncio.sleep(self.trickle_s)
+                        writer.write(bytes((b,)))
+                        await writer.drain()
+                    if upstream_closes:
+                        up_writer.close()
+                        up_reader = up_writer = None
+                    continue
                 if fault == "slow":
                     # Slow but never silent for long: ten pieces, evenly spread.
                     data = rhead + rbody
@@ -453,6 +502,20 @@ async def control(proxy: FaultProxy, reader: asyncio.StreamReader,
             else:
                 await proxy.go_away(mode)
                 reply = proxy.stats
+        elif url.path == "/tls" and method == "POST" and proxy.tls is not None:
+            # Serve another certificate from now on; open connections are
+            # reset, so the next requests make new handshakes.
+            q = parse_qs(url.query)
+            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ctx.load_cert_chain(q["cert"][0], q["key"][0])
+            proxy.tls = ctx
+            for w in list(proxy.clients):
+                reset(w)
+            reply = proxy.stats
+        elif url.path == "/reset" and method == "POST":
+            for w in list(proxy.clients):
+                reset(w)
+            reply = proxy.stats
         elif url.path == "/back" and method == "POST":
             await proxy.come_back()
             reply = proxy.stats
@@ -496,10 +559,18 @@ def main(argv=None):
                     help="per-kind rates instead, e.g. 503=0.1,reset=0.05,stall=0.01")
     ap.add_argument("--stall-s", type=float, default=10.0, help="how long a stall holds the reply")
     ap.add_argument("--slow-s", type=float, default=2.0, help="how long a slow reply takes to send")
+    ap.add_argument("--trickle-s", type=float, default=0.1,
+                    help="seconds between the bytes of a trickled reply")
+    ap.add_argument("--tls-cert", help="serve https with this certificate (PEM)")
+    ap.add_argument("--tls-key", help="... and this private key (PEM)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--bandwidth-bps", type=float, default=0.0,
                     help="stub mode: replies share a link of this many bytes/s (0: unlimited)")
     args = ap.parse_args(argv)
+    tls = None
+    if args.tls_cert:
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(args.tls_cert, args.tls_key)
     host, _, port = args.upstream.rpartition(":")
     faults = [f for f in args.faults.split(",") if f]
     for f in faults:
@@ -518,7 +589,9 @@ def main(argv=None):
         # Made inside the loop: the proxy holds asyncio events.
         proxy = FaultProxy(host, int(port), args.latency_ms / 1000.0, args.fault_rate, faults,
                            args.seed, store, fault_rates=rates, stall_s=args.stall_s,
-                           slow_s=args.slow_s, bandwidth_bps=args.bandwidth_bps)
+                           slow_s=args.slow_s, bandwidth_bps=args.bandwidth_bps, tls=tls,
+                           trickle_s=args.trickle_s)
+        proxy.tls_at_accept = args.uvloop
         await serve(proxy, args.host, args.port, ready)
 
     runner = asyncio.run

@@ -88,11 +88,16 @@ def start_moto(env: dict | None = None) -> Server:
 def start_proxy(upstream_port: int, latency_ms: float = 0.0, fault_rate: float = 0.0,
                 faults=("503", "500", "reset", "truncate"), seed: int = 0,
                 fault_rates: dict | None = None, stall_s: float = 10.0,
-                slow_s: float = 2.0, uvloop: bool = False) -> Server:
+                slow_s: float = 2.0, uvloop: bool = False, tls: tuple | None = None,
+                trickle_s: float = 0.1, serve_dir=None, bucket: str = "bench",
+                prefix: str = "") -> Server:
     """The fault proxy in front of 127.0.0.1:upstream_port. fault_rate is
     shared equally by `faults`; fault_rates ({"503": 0.1, "stall": 0.01})
-    gives each kind its own rate instead. The returned Server has .control,
-    the port of the proxy's control interface (proxy_control)."""
+    gives each kind its own rate instead. tls: (cert PEM, key PEM) to serve
+    https (the Server's endpoint is then https://). serve_dir: be an
+    in-memory S3 stub of that folder (bucket, prefix) instead of a proxy.
+    The returned Server has .control, the port of the proxy's control
+    interface (proxy_control)."""
     cmd = [sys.executable, str(HERE / "s3_fault_proxy.py"), "--upstream",
            f"127.0.0.1:{upstream_port}", "--latency-ms", str(latency_ms), "--fault-rate",
            str(fault_rate), "--faults", ",".join(faults), "--seed", str(seed),
@@ -101,6 +106,12 @@ def start_proxy(upstream_port: int, latency_ms: float = 0.0, fault_rate: float =
         cmd += ["--fault-rates", ",".join(f"{k}={v}" for k, v in fault_rates.items())]
     if uvloop:
         cmd.append("--uvloop")
+    if tls:
+        cmd += ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])]
+    if trickle_s != 0.1:
+        cmd += ["--trickle-s", str(trickle_s)]
+    if serve_dir is not None:
+        cmd += ["--serve-dir", str(serve_dir), "--bucket", bucket, "--prefix", prefix]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     line = proc.stdout.readline()
     if not line.startswith("PORT "):
@@ -111,6 +122,14 @@ def start_proxy(upstream_port: int, latency_ms: float = 0.0, fault_rate: float =
     _wait_listening(proc, port, "fault proxy")
     server = Server(proc, port)
     server.control = int(words[3])
+    if tls:
+        server.endpoint = f"https://127.0.0.1:{port}"
+    # The readiness probe above is a connection too: wait until it is
+    # counted, so a test's before/after counts see only its own.
+    for _ in range(600):  # bounded: 600 tries, 10 ms apart
+        if proxy_stats(server).get("connections", 1) >= 1:
+            break
+        time.sleep(0.01)
     return server
 
 

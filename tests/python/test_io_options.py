@@ -33,3 +33,15 @@ def test_local_datasets_ignore_the_storage_timeouts(image_folder):
     b = [b["index"].tolist() for b in plain]
     assert a == b and sum(map(len, a)) == plain.num_samples
     assert tight.stats()["timeouts"] == 0 and tight.stats()["samples_skipped"] == 0
+
+
+@pytest.mark.parametrize("kw, exc, message", [
+    (dict(min_rate=-1), ValueError, "min_rate must be >= 0 bytes/s"),
+    (dict(min_rate=float("nan")), ValueError, "min_rate must be >= 0 bytes/s"),
+    (dict(min_rate=100, min_rate_window=0), ValueError, "min_rate_window > 0"),
+    (dict(verify="/etc/ssl/ca.pem"), TypeError, "a CA file goes in ca_bundle="),
+    (dict(ca_bundle="/nonexistent/ca.pem"), ValueError, "'/nonexistent/ca.pem' is not a readable file"),
+])
+def test_bad_tls_and_rate_options_are_refused(image_folder, kw, exc, message):
+    with pytest.raises(exc, match=message):
+        stoker.Loader(image_folder, **kw)

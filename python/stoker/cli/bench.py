@@ -60,7 +60,9 @@ def run_bench(uri: str, *, batch_size: int = 64, threads: Union[int, str] = "aut
               read_timeout: Optional[float] = None, io_timeout: Optional[float] = None,
               lookahead: bool = True, jpeg_index: bool = True, step_ms: float = 0.0,
               max_in_flight: Optional[int] = None,
-              log: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
+              log: Optional[Callable[[str], None]] = None,
+              ca_bundle: Optional[str] = None,
+              min_rate: Optional[float] = None) -> Dict[str, Any]:
     """Loads `uri` for `epochs` epochs and returns the measurements (the
     object `stoker bench --json` prints)."""
     if epochs < 1:
@@ -86,12 +88,18 @@ def run_bench(uri: str, *, batch_size: int = 64, threads: Union[int, str] = "aut
         extra["io_timeout"] = io_timeout
     if max_in_flight is not None:
         extra["max_in_flight"] = max_in_flight
+    if ca_bundle is not None:
+        extra["ca_bundle"] = ca_bundle
+    if min_rate is not None:
+        extra["min_rate"] = min_rate
     loader = stoker.Loader(uri, batch_size=batch_size, transform=tf, shuffle=shuffle, seed=seed,
                            threads=threads, on_error=on_error, prefetch_batches=prefetch_batches,
                            **extra)
     open_s = time.perf_counter() - t0
+    started = t0
 
     rows: List[Dict[str, Any]] = []
+    first_batch_s: Optional[float] = None
     with measure.TreeSampler(pss=True) as sampler:
         last = loader.stats()
         for epoch in range(epochs):
@@ -100,6 +108,9 @@ def run_bench(uri: str, *, batch_size: int = 64, threads: Union[int, str] = "aut
             cpu0, t0 = measure.tree_cpu_seconds() - sampler.cpu_s, time.perf_counter()
             n = 0
             for batch in loader:
+                if first_batch_s is None:
+                    # From the start of Loader(): a cold start's wait.
+                    first_batch_s = time.perf_counter() - started
                 n += _batch_len(batch)
                 if step_s:
                     time.sleep(step_s)  # a simulated training step: no GIL, no CPU
@@ -165,6 +176,7 @@ def run_bench(uri: str, *, batch_size: int = 64, threads: Union[int, str] = "aut
         "wall_s": wall,
         "cpu_s": cpu,
         "open_s": open_s,
+        "first_batch_s": first_batch_s,
         "measure_cpu_s": sampler.cpu_s,
         "epochs": rows,
         "rss_after_epoch": [r["rss_after_bytes"] for r in rows],
@@ -265,7 +277,14 @@ def add_run_arguments(p, epochs: int) -> None:
 
 
 def add_io_arguments(p) -> None:
-    """--read-timeout and --io-timeout: the Loader's read_timeout and io_timeout."""
+    """--read-timeout, --io-timeout, --min-rate and --ca-bundle: the Loader's
+    read_timeout, io_timeout, min_rate and ca_bundle."""
+    p.add_argument("--min-rate", type=float, default=None, metavar="BYTES_PER_S",
+                   help="a reply slower than this over 15 s is retried (default 0: no minimum)")
+    p.add_argument("--ca-bundle", default=None, metavar="PEM",
+                   help="certificate authorities that https:// servers must be signed by "
+                        "(default: AWS_CA_BUNDLE or the AWS profile's ca_bundle for s3://, "
+                        "else the system's)")
     p.add_argument("--read-timeout", type=float, default=None, metavar="S",
                    help="seconds without a byte before a storage request is retried (default 5)")
     p.add_argument("--io-timeout", type=float, default=None, metavar="S",
@@ -281,6 +300,7 @@ def _run(args) -> int:
                   on_error=args.on_error, endpoint_url=args.endpoint_url,
                   read_timeout=args.read_timeout, io_timeout=args.io_timeout,
                   lookahead=args.lookahead, jpeg_index=args.jpeg_index,
-                  step_ms=args.step_ms, max_in_flight=args.max_in_flight, log=log)
+                  step_ms=args.step_ms, max_in_flight=args.max_in_flight, log=log,
+                  ca_bundle=args.ca_bundle, min_rate=args.min_rate)
     print(json.dumps(measure.jsonable(r)) if args.json else format_report(r))
     return 0

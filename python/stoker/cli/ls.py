@@ -29,12 +29,14 @@ def _local_path(uri: str) -> Optional[str]:
 
 def list_dataset(uri: str, with_bytes: Optional[bool] = None,
                  endpoint_url: Optional[str] = None, read_timeout: Optional[float] = None,
-                 io_timeout: Optional[float] = None) -> Dict[str, Any]:
+                 io_timeout: Optional[float] = None,
+                 ca_bundle: Optional[str] = None,
+                 min_rate: Optional[float] = None) -> Dict[str, Any]:
     """{uri, num_samples, num_classes, classes: [{label, name, count}],
     total_bytes (None when not computed)}. with_bytes: None = only when
     local and cheap, True = whenever local, False = never."""
-    io = {k: v for k, v in (("read_timeout", read_timeout), ("io_timeout", io_timeout))
-          if v is not None}
+    io = {k: v for k, v in (("read_timeout", read_timeout), ("io_timeout", io_timeout),
+                            ("ca_bundle", ca_bundle), ("min_rate", min_rate)) if v is not None}
     loader = stoker.Loader(uri, batch_size=1, endpoint_url=endpoint_url, **io)
     try:
         n = loader.num_samples
@@ -91,6 +93,6 @@ def add_parser(subparsers) -> None:
 
 def _run(args) -> int:
     r = list_dataset(args.uri, args.with_bytes, args.endpoint_url, args.read_timeout,
-                     args.io_timeout)
+                     args.io_timeout, args.ca_bundle, args.min_rate)
     print(json.dumps(r) if args.json else format_listing(r), file=sys.stdout)
     return 0

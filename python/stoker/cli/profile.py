@@ -40,7 +40,8 @@ def run_profile(uri: str, *, batch_size: int = 64, threads: Union[int, str] = "a
                 normalize: bool = False, seed: int = 0, prefetch_batches: int = 2,
                 endpoint_url: Optional[str] = None, read_timeout: Optional[float] = None,
                 io_timeout: Optional[float] = None, jpeg_index: bool = True,
-                max_batches: Optional[int] = None,
+                max_batches: Optional[int] = None, ca_bundle: Optional[str] = None,
+                min_rate: Optional[float] = None,
                 log: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
     """Loads `uri` and returns loader.profile() plus the run's settings (the
     object `stoker profile --json` prints)."""
@@ -57,6 +58,10 @@ def run_profile(uri: str, *, batch_size: int = 64, threads: Union[int, str] = "a
         extra["read_timeout"] = read_timeout
     if io_timeout is not None:
         extra["io_timeout"] = io_timeout
+    if ca_bundle is not None:
+        extra["ca_bundle"] = ca_bundle
+    if min_rate is not None:
+        extra["min_rate"] = min_rate
     loader = stoker.Loader(uri, batch_size=batch_size, transform=tf, shuffle=True, seed=seed,
                            threads=threads, prefetch_batches=prefetch_batches,
                            max_in_flight=max_in_flight, trace=trace is not None, **extra)
@@ -152,6 +157,7 @@ def _run(args) -> int:
                     trace=args.trace, transform=args.transform, size=args.size, seed=args.seed,
                     prefetch_batches=args.prefetch_batches, endpoint_url=args.endpoint_url,
                     read_timeout=args.read_timeout, io_timeout=args.io_timeout,
-                    jpeg_index=args.jpeg_index, max_batches=args.max_batches, log=log)
+                    jpeg_index=args.jpeg_index, max_batches=args.max_batches,
+                    ca_bundle=args.ca_bundle, min_rate=args.min_rate, log=log)
     print(json.dumps(r) if args.json else format_report(r))
     return 0

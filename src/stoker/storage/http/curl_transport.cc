@@ -8,14 +8,19 @@
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <string>
+#include <string_view>
 #include <unordered_set>
 #include <vector>
 
 #include "stoker/base/cpu_time.h"
+#include "stoker/base/logging.h"
 #include "stoker/storage/http/io_thread.h"
+#include "stoker/storage/http/retry.h"
 #include "stoker/storage/http/url.h"
 
 namespace stoker::storage::http {
@@ -26,17 +31,33 @@ void GlobalInit() {
   std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
 }
 
-NetError Classify(CURLcode code) {
+// `first_contact`: no request to this origin got an HTTP reply yet (and the
+// handshake was not cut by a reset or EOF). A TLS handshake that fails then
+// (a plain-HTTP server on an https:// URL, no common protocol) is a TLS
+// failure; otherwise it is a reset connection, retried.
+NetError Classify(CURLcode code, bool first_contact) {
   switch (code) {
     case CURLE_OPERATION_TIMEDOUT: return NetError::kTimeout;
-    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_RESOLVE_HOST: return NetError::kResolve;
     case CURLE_COULDNT_RESOLVE_PROXY:
     case CURLE_COULDNT_CONNECT: return NetError::kConnect;
+    case CURLE_SSL_CONNECT_ERROR: return first_contact ? NetError::kTls : NetError::kReset;
+    case CURLE_PEER_FAILED_VERIFICATION:  // also CURLE_SSL_CACERT
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+    case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_SSL_CRL_BADFILE:
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+    case CURLE_SSL_INVALIDCERTSTATUS:
+    case CURLE_SSL_ENGINE_NOTFOUND:
+    case CURLE_SSL_ENGINE_SETFAILED:
+    case CURLE_SSL_ENGINE_INITFAILED:
+    case CURLE_USE_SSL_FAILED: return NetError::kTls;
     case CURLE_SEND_ERROR:
     case CURLE_RECV_ERROR:
     case CURLE_GOT_NOTHING:
     case CURLE_PARTIAL_FILE:
-    case CURLE_SSL_CONNECT_ERROR:
     case CURLE_HTTP2:
     case CURLE_HTTP2_STREAM:
     case CURLE_WEIRD_SERVER_REPLY: return NetError::kReset;
@@ -65,6 +86,7 @@ struct Active {
   // timeout.
   double last_activity = 0;
   bool custom_method = false;
+  std::string origin;  // scheme://host:port of the URL
   char error[CURL_ERROR_SIZE] = {};
 };
 
@@ -132,6 +154,15 @@ int OnConnected(void* user, char*, char*, int, int) {
 struct State : internal::IoState {
   CurlOptions options;
   CURLM* multi = nullptr;
+  // TLS sessions shared by every handle of this transport: a new connection
+  // to a server seen before resumes a session (no certificate chain to
+  // verify, no full key exchange). Used on the I/O thread only: no locks.
+  CURLSH* share = nullptr;
+  // The CA file every connection trusts (empty: curl's default). Set
+  // without a CA folder, so curl parses it once and keeps the store in the
+  // multi handle (its CA cache) instead of once per connection.
+  std::string ca_file;
+  bool drop_ca_path = false;
 
   // I/O thread only.
   std::vector<CURL*> idle_easy;
@@ -142,10 +173,15 @@ struct State : internal::IoState {
   // that connects now has the latest one, so it only needs recomputing when
   // it falls due.
   double next_stall_check = kNever;
+  // Origins that gave some request an HTTP reply (Response::first_contact),
+  // and those already named in the verify_tls = false warning.
+  std::unordered_set<std::string> answered;
+  std::unordered_set<std::string> warned_unverified;
 
   ~State() {
     for (CURL* e : idle_easy) curl_easy_cleanup(e);
     if (multi) curl_multi_cleanup(multi);
+    if (share) curl_share_cleanup(share);
   }
 
   // CURLMOPT_SOCKETFUNCTION: curl says which events it wants on socket `s`.
@@ -200,6 +236,13 @@ struct State : internal::IoState {
     }
     a->easy = e;
     const Request& r = p.request;
+    a->origin = OriginOf(r.url);
+    if (!options.verify_tls && a->origin.rfind("https://", 0) == 0 &&
+        warned_unverified.insert(a->origin).second) {
+      LogWarning("TLS certificate verification is OFF for " + a->origin +
+                 " (verify_tls=false): any server can answer for it, and read or change "
+                 "the data on the way");
+    }
     for (const auto& [k, v] : r.headers) {
       std::string line = k + ": " + v;
       if (v.empty()) line = k + ";";  // curl's way to send an empty header
@@ -256,6 +299,9 @@ struct State : internal::IoState {
     curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, &OnConnected);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, options.verify_tls ? 1L : 0L);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, options.verify_tls ? 2L : 0L);
+    if (!ca_file.empty()) curl_easy_setopt(e, CURLOPT_CAINFO, ca_file.c_str());
+    if (drop_ca_path) curl_easy_setopt(e, CURLOPT_CAPATH, nullptr);
+    if (share) curl_easy_setopt(e, CURLOPT_SHARE, share);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, OnBody);
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, OnHeader);
     return e;
@@ -277,9 +323,19 @@ struct State : internal::IoState {
       long status = 0;
       curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
       a->response.status = static_cast<int>(status);
+      answered.insert(a->origin);
     } else {
-      a->response.error = Classify(code);
       a->response.error_message = a->error[0] ? std::string(a->error) : curl_easy_strerror(code);
+      const std::string& m = a->response.error_message;
+      // A handshake cut by the network (reset, EOF) is worth retrying even
+      // at first contact; one the server refused is not.
+      const bool cut = m.find("reset") != std::string::npos ||
+                       m.find("SSL_ERROR_SYSCALL") != std::string::npos ||
+                       m.find("unexpected eof") != std::string::npos;
+      const bool first = answered.count(a->origin) == 0;
+      a->response.error = Classify(code, first && !cut);
+      a->response.first_contact =
+          first && (a->response.error == NetError::kTls || a->response.error == NetError::kResolve);
       a->response.body.clear();
     }
     Complete(a);
@@ -414,6 +470,11 @@ CurlOptions CurlOptionsFor(const IoOptions& io) {
   // close to that meaning with a long one.
   c.connect_timeout_ms = io.connect_timeout_s > 0 ? std::max(1L, ms(io.connect_timeout_s)) : 300000;
   c.read_timeout_ms = io.read_timeout_s > 0 ? std::max(1L, ms(io.read_timeout_s)) : 0;
+  c.low_speed_bytes_per_s =
+      io.min_rate_bytes_per_s > 0 ? std::max(1L, std::lround(io.min_rate_bytes_per_s)) : 0;
+  c.low_speed_time_s = std::max(1L, static_cast<long>(std::ceil(io.min_rate_window_s)));
+  c.ca_bundle = io.ca_bundle;
+  c.verify_tls = io.verify_tls;
   return c;
 }
 
@@ -427,6 +488,27 @@ std::unique_ptr<Transport> NewCurlTransport(const CurlOptions& options) {
   curl_multi_setopt(state->multi, CURLMOPT_SOCKETDATA, state.get());
   curl_multi_setopt(state->multi, CURLMOPT_TIMERFUNCTION, &State::OnTimer);
   curl_multi_setopt(state->multi, CURLMOPT_TIMERDATA, state.get());
+  // STOKER_CURL_TLS_REUSE=0: each connection sets TLS up from scratch, as
+  // libcurl does by default (for comparison: bench/https_bench.py).
+  const char* reuse = std::getenv("STOKER_CURL_TLS_REUSE");
+  const bool tls_reuse = !(reuse && std::string_view(reuse) == "0");
+  if (tls_reuse) state->share = curl_share_init();
+  if (state->share) curl_share_setopt(state->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+  // curl caches a CA store (CURLOPT_CA_CACHE_TIMEOUT) only when it comes
+  // from a CA file alone; Debian's libcurl also names a CA folder by
+  // default, which turns the cache off and makes every new connection parse
+  // the whole system bundle again. So: the file alone, when there is one.
+  state->ca_file = options.ca_bundle;
+  if (tls_reuse && !state->ca_file.empty()) {
+    state->drop_ca_path = true;
+  } else if (tls_reuse) {
+    if (CURL* probe = curl_easy_init()) {
+      char* default_file = nullptr;
+      curl_easy_getinfo(probe, CURLINFO_CAINFO, &default_file);
+      if (default_file && ::access(default_file, R_OK) == 0) state->drop_ca_path = true;
+      curl_easy_cleanup(probe);
+    }
+  }
   return std::make_unique<internal::ThreadedTransport<State>>(std::move(state));
 }
 

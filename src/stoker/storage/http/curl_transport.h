@@ -20,16 +20,21 @@ struct CurlOptions {
   long read_timeout_ms = 5000;
   // Abort a transfer that moves fewer than `low_speed_bytes_per_s` for
   // `low_speed_time_s` seconds (a trickle that keeps the read timeout at
-  // bay). Never shorter than the read timeout.
-  long low_speed_bytes_per_s = 1024;
+  // bay); 0: no minimum (IoOptions::min_rate_bytes_per_s). The window is
+  // never shorter than the read timeout. Reported as NetError::kTimeout.
+  long low_speed_bytes_per_s = 0;
   long low_speed_time_s = 15;
   // Hard cap on one attempt, connect to last byte; 0: none. A request's own
   // Request::timeout (its remaining deadline) also applies; the shorter wins.
   long total_timeout_ms = 0;
   // Idle connections kept for reuse.
   long max_idle_connections = 512;
-  // Verify TLS peers (leave on outside tests).
+  // Verify TLS peers. When off, the first request to each https:// origin
+  // logs a warning naming it.
   bool verify_tls = true;
+  // A PEM file of trusted CAs instead of the system store; empty: the system
+  // store. Loaded once per transport and shared by every connection.
+  std::string ca_bundle;
 };
 
 // The transport options for a Loader's IoOptions.

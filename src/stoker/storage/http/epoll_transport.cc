@@ -134,6 +134,7 @@ struct State : internal::IoState {
     double expires = 0;
   };
   std::unordered_map<std::string, Resolved> resolved;  // by host:port
+  std::unordered_set<std::string> answered;  // host:port that gave an HTTP reply
   double next_check = kNever;  // no attempt can time out before this
 
   // ---- IoState hooks ------------------------------------------------------
@@ -309,7 +310,7 @@ struct State : internal::IoState {
     std::string error;
     const Resolved* r = Resolve(op->target, now, &error);
     if (!r) {
-      Fail(op, NetError::kConnect, error);
+      Fail(op, NetError::kResolve, error, answered.count(op->target.key) == 0);
       return;
     }
     auto* c = new Conn;
@@ -494,6 +495,7 @@ struct State : internal::IoState {
     c->op = nullptr;
     op->conn = nullptr;
     op->response = std::move(c->reader.response());
+    answered.insert(c->key);
     // Bytes after the reply were not asked for: such a connection is not reused.
     if (c->reader.keep_alive() && c->reader.leftover() == 0 &&
         idle_count < static_cast<size_t>(options.max_idle_connections)) {
@@ -511,7 +513,8 @@ struct State : internal::IoState {
   }
 
   // `message` by value: it may live in the connection this closes.
-  void Fail(Op* op, NetError error, std::string message) {
+  // `first_contact`: see Response::first_contact.
+  void Fail(Op* op, NetError error, std::string message, bool first_contact = false) {
     if (op->conn) {
       Conn* c = op->conn;
       op->conn = nullptr;
@@ -522,6 +525,7 @@ struct State : internal::IoState {
     op->response = Response{};
     op->response.error = error;
     op->response.error_message = std::move(message);
+    op->response.first_contact = first_contact;
     Deliver(op);
   }
 

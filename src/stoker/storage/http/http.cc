@@ -10,6 +10,8 @@ const char* NetErrorName(NetError e) {
     case NetError::kReset: return "connection reset";
     case NetError::kOther: return "transfer failed";
     case NetError::kCancelled: return "cancelled";
+    case NetError::kResolve: return "name resolution failed";
+    case NetError::kTls: return "TLS failure";
   }
   return "unknown";
 }

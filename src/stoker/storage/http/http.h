@@ -42,15 +42,19 @@ struct Request {
   std::stop_token stop;
 };
 
-// Why no HTTP status came back. Every kind except kOther and kCancelled is
-// worth retrying: the request may succeed on a fresh connection.
+// Why no HTTP status came back. Every kind except kTls, kOther and
+// kCancelled is worth retrying: the request may succeed on a fresh
+// connection.
 enum class NetError {
   kNone = 0,
   kTimeout,    // connect, read (a stall), low-speed or total timeout
-  kConnect,    // could not resolve or connect
+  kConnect,    // could not connect
   kReset,      // connection reset or closed early, body cut short
-  kOther,      // bad URL, TLS verification, out of memory: retrying won't help
+  kOther,      // bad URL, out of memory: retrying won't help
   kCancelled,  // the transport shut down, or the request's stop was requested
+  kResolve,    // the host name did not resolve
+  kTls,        // TLS handshake or certificate verification failed (unknown
+               // CA, expired, wrong host name, unreadable CA bundle)
 };
 
 const char* NetErrorName(NetError e);
@@ -65,6 +69,11 @@ struct Response {
   Headers headers;            // names lower-cased, values trimmed
   BufferRecycler::Bytes body;
   double seconds = 0;         // from the first byte sent to the last received
+  // With a kResolve or kTls error: no earlier request to the same origin
+  // (scheme, host, port) got an HTTP reply through this transport, so the
+  // endpoint (its name, certificate or CA) is misconfigured rather than one
+  // request unlucky (IsFirstContactFailure, retry.h).
+  bool first_contact = false;
 
   // The first header named `name` (lower-case), or nullptr.
   const std::string* Header(std::string_view name) const;

@@ -1,6 +1,7 @@
 #include "stoker/storage/http/http_storage.h"
 
 #include <future>
+#include <optional>
 
 #include "stoker/storage/http/range.h"
 #include "stoker/storage/http/url.h"
@@ -9,8 +10,9 @@
 namespace stoker::storage::http {
 
 Verdict ClassifyHttpReply(const Response& r, const std::string& uri) {
+  if (IsFirstContactFailure(r)) return Verdict::Fail(FirstContactStatus(r, uri, OriginOf(uri)));
   if (r.error != NetError::kNone) {
-    Status st = IOError(uri + ": " + NetErrorName(r.error) + ": " + r.error_message);
+    Status st = IOError(uri + ": " + NetErrorName(r.error) + ": " + DescribeNetFailure(r));
     return IsTransient(r) ? Verdict::Retry(std::move(st)) : Verdict::Fail(std::move(st));
   }
   if (r.status >= 200 && r.status < 300) return Verdict::Done();
@@ -43,6 +45,89 @@ Result<std::vector<ObjectInfo>> HttpStorage::List(const std::string& prefix_uri)
 HttpStorage::~HttpStorage() { dispatcher_->Shutdown(); }
 void HttpStorage::Shutdown() { dispatcher_->Shutdown(); }
 
+namespace {
+
+constexpr int kMaxRedirects = 5;
+
+bool IsRedirect(int status) {
+  return status == 301 || status == 302 || status == 303 || status == 307 || status == 308;
+}
+
+// Where a Location header sends a request for `url`; empty if nowhere an
+// http(s) GET can go.
+std::string ResolveLocation(const std::string& url, std::string location) {
+  location = std::string(Trim(location));
+  if (const size_t hash = location.find('#'); hash != std::string::npos) location.resize(hash);
+  if (location.empty()) return {};
+  const std::string lower = ToLower(location.substr(0, 8));
+  if (lower.rfind("http://", 0) == 0 || lower.rfind("https://", 0) == 0) return location;
+  if (location.find("://") != std::string::npos) return {};  // another scheme
+  const std::string origin = url.substr(0, url.find_first_of("/?#", url.find("://") + 3));
+  if (location.rfind("//", 0) == 0) return url.substr(0, url.find("://") + 1) + location;
+  if (location[0] == '/') return origin + location;
+  // Relative to the URL's folder.
+  std::string base = url.substr(0, url.find_first_of("?#", origin.size()));
+  const size_t slash = base.rfind('/');
+  base = slash == std::string::npos || slash < origin.size() ? origin + "/" : base.substr(0, slash + 1);
+  return base + location;
+}
+
+struct ReadContext {
+  std::shared_ptr<Dispatcher> dispatcher;
+  std::shared_ptr<BufferRecycler> buffers;
+  std::shared_ptr<StorageMeters> meters;
+};
+
+// GETs `url` (bytes `range` of it, when given) for the sample `uri`,
+// following up to kMaxRedirects redirects (each hop is a request of its own,
+// with its own retries, and the same stop token).
+void ReadFollowing(const ReadContext& ctx, const std::string& uri, const std::string& url, int hops,
+                   std::optional<ByteRange> range, std::stop_token stop,
+                   Storage::ReadCallback done) {
+  Dispatcher::Call call;
+  call.prepare = [url, range, buffers = ctx.buffers]() -> Result<Request> {
+    Request req;
+    req.url = url;  // sent as given: a presigned URL's query stays intact
+    if (range) req.headers.emplace_back("Range", RangeHeader(*range));
+    req.body_buffers = buffers;
+    return req;
+  };
+  const std::string shown = url == uri ? uri : uri + " (redirected to " + url + ")";
+  call.classify = [shown, ranged = range.has_value()](const Response& r) {
+    if (r.error == NetError::kNone && IsRedirect(r.status) && r.Header("location")) {
+      return Verdict::Done();
+    }
+    if (ranged && IsRangeAnswer(r)) return Verdict::Done();
+    return ClassifyHttpReply(r, shown);
+  };
+  call.done = [ctx, uri, url, hops, shown, range, stop,
+               done = std::move(done)](Result<Response> r) mutable {
+    auto finish = [&](Result<Bytes> out) {
+      ctx.meters->Ended(out);
+      ctx.meters->Add(ctx.meters->in_flight, -1);
+      done(std::move(out));
+    };
+    if (!r.ok()) return finish(r.status());
+    if (IsRedirect(r->status)) {
+      const std::string next = ResolveLocation(url, *r->Header("location"));
+      if (next.empty()) {
+        return finish(IOError(shown + ": HTTP " + std::to_string(r->status) +
+                              " redirects to a location that is not an http(s) URL"));
+      }
+      if (hops >= kMaxRedirects) {
+        return finish(IOError(shown + ": more than " + std::to_string(kMaxRedirects) + " redirects"));
+      }
+      ReadFollowing(ctx, uri, next, hops + 1, range, stop, std::move(done));
+      return;
+    }
+    finish(range ? RangeBody(*r, shown, *range) : Result<Bytes>(std::move(r->body)));
+  };
+  call.stop = std::move(stop);
+  ctx.dispatcher->Submit(std::move(call));
+}
+
+}  // namespace
+
 void HttpStorage::ReadAsync(const std::string& uri, ReadCallback done) {
   Get(uri, nullptr, std::move(done), std::stop_token());
 }
@@ -65,30 +150,9 @@ void HttpStorage::Get(const std::string& uri, const ByteRange* range, ReadCallba
     return;
   }
   meters_->Add(meters_->in_flight);
-  Dispatcher::Call call;
-  const bool ranged = range != nullptr;
-  const ByteRange r = ranged ? *range : ByteRange{};
-  call.prepare = [uri, ranged, r, buffers = buffers_]() -> Result<Request> {
-    Request req;
-    req.url = uri;  // sent as given: a presigned URL's query stays intact
-    if (ranged) req.headers.emplace_back("Range", RangeHeader(r));
-    req.body_buffers = buffers;
-    return req;
-  };
-  call.classify = [uri, ranged](const Response& reply) {
-    if (ranged && IsRangeAnswer(reply)) return Verdict::Done();
-    return ClassifyHttpReply(reply, uri);
-  };
-  call.done = [meters = meters_, uri, ranged, r, done = std::move(done)](Result<Response> reply) {
-    Result<Bytes> out = !reply.ok()  ? Result<Bytes>(reply.status())
-                        : ranged     ? RangeBody(*reply, uri, r)
-                                     : Result<Bytes>(std::move(reply->body));
-    meters->Ended(out);
-    meters->Add(meters->in_flight, -1);
-    done(std::move(out));
-  };
-  call.stop = std::move(stop);
-  dispatcher_->Submit(std::move(call));
+  ReadFollowing(ReadContext{dispatcher_, buffers_, meters_}, uri, uri, 0,
+                range ? std::optional<ByteRange>(*range) : std::nullopt, std::move(stop),
+                std::move(done));
 }
 
 Result<Bytes> HttpStorage::Read(const std::string& uri) {

@@ -1,6 +1,7 @@
 // Plain http:// and https:// URLs (a manifest whose paths are URLs, a
 // public dataset behind a web server): GET with the same many-in-flight
-// dispatcher and retries as S3, no signing. Cannot list.
+// dispatcher and retries as S3, no signing. Redirects (301, 302, 303, 307,
+// 308) are followed, up to 5 hops. Cannot list.
 #pragma once
 
 #include <atomic>

@@ -3,9 +3,11 @@
 
 #include <chrono>
 #include <cstdint>
+#include <string>
 #include <string_view>
 
 #include "stoker/options.h"
+#include "stoker/status.h"
 #include "stoker/storage/http/http.h"
 
 namespace stoker::storage::http {
@@ -34,8 +36,32 @@ RetryPolicy RetryPolicyFor(const IoOptions& io, int configured_max_attempts);
 std::chrono::nanoseconds Backoff(const RetryPolicy& policy, int retry, uint64_t random);
 
 // True for failures that a later attempt may not see: timeouts, refused or
-// reset connections, truncated bodies; HTTP 500, 502, 503, 504 and 429.
+// reset connections, truncated bodies, names that did not resolve; HTTP 500,
+// 502, 503, 504 and 429. Not TLS failures (a certificate does not fix
+// itself), nor first-contact failures (IsFirstContactFailure).
 bool IsTransient(const Response& response);
+
+// A TLS, certificate or name-resolution failure at an origin that has never
+// answered through this transport: a configuration error (wrong endpoint,
+// missing CA bundle, wrong certificate), like an unreachable server. Not
+// retried; the backends report it as StatusCode::kUnavailable, which ends
+// the pass whatever on_error says. A later, isolated TLS failure (the origin
+// answered before) is a per-request error.
+bool IsFirstContactFailure(const Response& response);
+
+// The reason of a kTls or kResolve failure in words, e.g. "the server's
+// certificate is not signed by a trusted CA (unknown CA): ...", followed by
+// the transport's own message.
+std::string DescribeNetFailure(const Response& response);
+
+// The Unavailable status of a first-contact failure of a request for `uri`
+// to `endpoint` (the origin, as messages name it).
+Status FirstContactStatus(const Response& response, const std::string& uri,
+                          const std::string& endpoint);
+
+// "scheme://host[:port]" of an absolute URL, lower-cased, without any
+// user:password@ part; the whole string when it has no "://".
+std::string OriginOf(std::string_view url);
 
 // S3 (and generic AWS) error codes that mean "slow down or try again",
 // whatever the HTTP status: SlowDown, InternalError, RequestTimeout, ...

@@ -1,6 +1,7 @@
 #include "stoker/storage/s3/config.h"
 
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -192,6 +193,30 @@ Result<S3Config> ResolveS3Config(const std::string& endpoint_override, const Env
         return InvalidArgument(where + " must be a positive integer, got '" + *v + "'");
       }
       cfg.max_attempts = n;
+    }
+  }
+
+  // CA bundle: botocore's AWS_CA_BUNDLE / ca_bundle. Checked here so a
+  // wrong path fails when the Loader is made, naming where it came from.
+  {
+    std::optional<std::string> v = env("AWS_CA_BUNDLE");
+    std::string where = "AWS_CA_BUNDLE";
+    if (!v) {
+      v = from_config.Get("ca_bundle");
+      where = config_path + ": profile '" + profile_name + "': ca_bundle";
+    }
+    if (v) {
+      std::string path = *v;
+      if (path.rfind("~/", 0) == 0) {
+        if (auto home = env("HOME")) path = *home + path.substr(1);
+      }
+      if (std::FILE* f = std::fopen(path.c_str(), "rb")) {
+        std::fclose(f);
+      } else {
+        return InvalidArgument(where + " names '" + path + "', which cannot be read: " +
+                               std::strerror(errno));
+      }
+      cfg.ca_bundle = std::move(path);
     }
   }
 

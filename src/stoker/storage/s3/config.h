@@ -15,6 +15,9 @@
 //                auto is virtual-hosted for AWS, path-style for a custom endpoint
 //   attempts:    AWS_MAX_ATTEMPTS > profile's `max_attempts` > not set
 //                (IoOptions::max_attempts, when set, wins over both)
+//   CA bundle:   AWS_CA_BUNDLE > profile's `ca_bundle` > the system store
+//                (IoOptions::ca_bundle, when set, wins over both); a leading
+//                ~/ is the home folder; a file that cannot be read is an error
 //
 // AWS_RETRY_MODE is not read: retries always use full-jitter backoff.
 // Not read (yet): SSO, assume-role, credential_process, web identity, and the
@@ -44,6 +47,8 @@ struct S3Config {
   std::string credentials_source = "none (anonymous)";
   // Attempts per request from AWS_MAX_ATTEMPTS or the profile; 0: not set.
   int max_attempts = 0;
+  // PEM file of trusted CAs from AWS_CA_BUNDLE or the profile; empty: not set.
+  std::string ca_bundle;
 };
 
 // Looks up an environment variable; nullopt when unset. Empty values count

@@ -194,5 +194,35 @@ TEST_F(ConfigTest, MaxAttemptsFromEnvironmentThenProfile) {
   EXPECT_FALSE(Resolve().ok());
 }
 
+TEST_F(ConfigTest, CaBundleFromEnvironmentThenProfile) {
+  auto c = Resolve();
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->ca_bundle, "");  // not set: the system store
+  Write("profile-ca.pem", "-----BEGIN CERTIFICATE-----\n");
+  Write("env-ca.pem", "-----BEGIN CERTIFICATE-----\n");
+  Write(".aws/config", "[default]\nca_bundle = ~/profile-ca.pem\n");
+  c = Resolve();
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->ca_bundle, (home_ / "profile-ca.pem").string());
+  env_["AWS_CA_BUNDLE"] = (home_ / "env-ca.pem").string();
+  c = Resolve();
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->ca_bundle, (home_ / "env-ca.pem").string());
+  // A path that cannot be read fails at once, naming where it came from.
+  env_["AWS_CA_BUNDLE"] = (home_ / "missing.pem").string();
+  c = Resolve();
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find("AWS_CA_BUNDLE names '" + (home_ / "missing.pem").string() +
+                                      "', which cannot be read"),
+            std::string::npos)
+      << c.status().message();
+  env_.erase("AWS_CA_BUNDLE");
+  Write(".aws/config", "[default]\nca_bundle = /nonexistent/ca.pem\n");
+  c = Resolve();
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find("ca_bundle names '/nonexistent/ca.pem'"), std::string::npos)
+      << c.status().message();
+}
+
 }  // namespace
 }  // namespace stoker::storage::s3

@@ -91,9 +91,13 @@ http::Verdict ClassifyS3Reply(const http::Response& r, const std::string& uri, c
                               const S3Config& config) {
   const std::string names = "bucket '" + Sanitize(where.bucket, 255) + "'" +
                             (where.key.empty() ? "" : ", key '" + Sanitize(where.key, 1024) + "'");
+  if (http::IsFirstContactFailure(r)) {
+    Status st = http::FirstContactStatus(r, uri, ServerName(config));
+    return http::Verdict::Fail(Status(st.code(), Sanitize(st.message(), 1000) + " (" + names + ")"));
+  }
   if (r.error != http::NetError::kNone) {
     std::string msg = uri + ": " + http::NetErrorName(r.error) + ": " +
-                      Sanitize(r.error_message) + " (" + names + ")";
+                      Sanitize(http::DescribeNetFailure(r)) + " (" + names + ")";
     Status st = IOError(std::move(msg));
     return http::IsTransient(r) ? http::Verdict::Retry(std::move(st))
                                 : http::Verdict::Fail(std::move(st));
@@ -142,12 +146,15 @@ Result<std::shared_ptr<S3Storage>> S3Storage::Open(const StorageOptions& options
   STOKER_ASSIGN_OR_RETURN(S3Config config, ResolveS3Config(options.endpoint_url, ProcessEnv()));
   // Check the endpoint and region before starting the I/O thread.
   STOKER_RETURN_IF_ERROR(RequestBuilder::Create(config).status());
-  return Create(config, http::NewTransport(s3.curl), s3);
+  http::CurlOptions curl = s3.curl;
+  if (curl.ca_bundle.empty()) curl.ca_bundle = config.ca_bundle;
+  return Create(config, http::NewTransport(curl), s3);
 }
 
 S3Options S3OptionsFor(const IoOptions& io, const S3Config& config) {
   S3Options o;
   o.curl = http::CurlOptionsFor(io);
+  if (o.curl.ca_bundle.empty()) o.curl.ca_bundle = config.ca_bundle;
   o.dispatch.retry = http::RetryPolicyFor(io, config.max_attempts);
   return o;
 }

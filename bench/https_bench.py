@@ -1,0 +1,166 @@
+"""S3 over https vs over http, in one run, on the same data and machine.
+
+    .venv/bin/python bench/https_bench.py [--n-images 1000] [--latency-ms 20]
+                                          [--epochs 3] [--rounds 1] [--json]
+
+Generates (or reuses) an ImageFolder of --n-images generated JPEGs, and
+serves it from memory, path-style S3 (the fault proxy's stub mode,
+tests/integration/s3_fault_proxy.py, on uvloop), twice on loopback: once over
+http, once over https with a certificate from a CA made for the run
+(tests/integration/tls_certs.py; the loader trusts it through --ca-bundle, a
+copy of the system's bundle with the test CA appended, so loading it costs
+what the system store costs). Both add --latency-ms to every request.
+
+Then runs `stoker bench s3://stub/<prefix>/ --endpoint-url ... --epochs N
+--threads 2 --json` (each in a fresh process: a cold start) for:
+
+  http          stoker's own epoll transport (the default for http://)
+  http (curl)   STOKER_HTTP_TRANSPORT=curl: libcurl, as https uses
+  https         libcurl with one CA store per loader and TLS sessions shared
+                and resumed across its connections
+  https (plain) the same with STOKER_CURL_TLS_REUSE=0: every connection sets
+                TLS up from scratch (libcurl's defaults on Debian)
+
+and prints, per configuration: epoch 0 images/s, steady-state images/s (the
+median of the later epochs), CPU-ms per image in epoch 0 (the loader
+process's, not the servers'), time to the first batch from Loader(), and the
+ratios of https to http from the same run. --rounds repeats the four runs,
+interleaved, and reports medians. The servers share the machine's cores with
+the loader.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests" / "integration"))
+
+from s3_servers import CREDENTIALS, start_proxy  # noqa: E402
+from tls_certs import make_certs  # noqa: E402
+
+try:
+    import uvloop  # noqa: F401
+    UVLOOP = True
+except ImportError:
+    UVLOOP = False
+
+CONFIGS = {
+    "http": ("http", {}),
+    "http (curl)": ("http", {"STOKER_HTTP_TRANSPORT": "curl"}),
+    "https": ("https", {}),
+    "https (plain)": ("https", {"STOKER_CURL_TLS_REUSE": "0"}),
+}
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def run_stoker_bench(uri, endpoint, env_extra, args, ca_bundle):
+    cmd = [str(Path(sys.executable).parent / "stoker"), "bench", uri, "--endpoint-url", endpoint,
+           "--epochs", str(args.epochs), "--threads", str(args.threads), "--json",
+           "--on-error", "raise"]
+    if endpoint.startswith("https://"):
+        cmd += ["--ca-bundle", str(ca_bundle)]
+    env = {**os.environ, **CREDENTIALS, **env_extra}
+    out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
+    r = json.loads(out.stdout)
+    e = r["epochs"]
+    later = [x["images_per_s"] for x in e[1:]] or [e[0]["images_per_s"]]
+    return {"epoch0_ips": e[0]["images_per_s"], "steady_ips": statistics.median(later),
+            "epoch0_cpu_ms": e[0]["cpu_s_per_image"] * 1e3, "first_batch_s": r["first_batch_s"],
+            "epochs_ips": [x["images_per_s"] for x in e], "requests": r["requests"],
+            "retries": r["retries"]}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--root", default=str(REPO / "data" / "https-bench"),
+                    help="the generated ImageFolder (made there if missing)")
+    ap.add_argument("--n-images", type=int, default=1000)
+    ap.add_argument("--latency-ms", type=float, default=20.0)
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--configs", default=",".join(CONFIGS),
+                    help="which of: " + ", ".join(CONFIGS))
+    ap.add_argument("--json", action="store_true", help="also print the numbers as JSON")
+    args = ap.parse_args(argv)
+    configs = [c.strip() for c in args.configs.split(",") if c.strip()]
+    for c in configs:
+        if c not in CONFIGS:
+            ap.error(f"unknown config {c!r}")
+
+    from stoker import datagen
+
+    root = datagen.make_imagefolder(args.root, n_images=args.n_images, verbose=True)
+    prefix = "train/"
+    uri = f"s3://stub/{prefix}"
+    results = {c: [] for c in configs}
+    load0 = os.getloadavg()
+    with contextlib.ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="stoker-https-bench-")))
+        certs = make_certs(tmp / "certs")
+        # The system's bundle plus the test CA: loading it costs what the
+        # system store does.
+        bundle = tmp / "bundle.pem"
+        system = ssl.get_default_verify_paths().cafile or "/etc/ssl/certs/ca-certificates.crt"
+        with open(bundle, "wb") as out:
+            if os.path.isfile(system):
+                with open(system, "rb") as f:
+                    shutil.copyfileobj(f, out)
+            out.write(b"\n" + certs.ca.read_bytes())
+        servers = {
+            "http": stack.enter_context(start_proxy(0, latency_ms=args.latency_ms, uvloop=UVLOOP,
+                                                    serve_dir=root, bucket="stub", prefix=prefix)),
+            "https": stack.enter_context(start_proxy(0, latency_ms=args.latency_ms, uvloop=UVLOOP,
+                                                     serve_dir=root, bucket="stub", prefix=prefix,
+                                                     tls=certs.good)),
+        }
+        for rnd in range(args.rounds):
+            for c in configs:
+                scheme, env_extra = CONFIGS[c]
+                r = run_stoker_bench(uri, servers[scheme].endpoint, env_extra, args, bundle)
+                results[c].append(r)
+                log(f"round {rnd} {c:>14}: epochs " +
+                    ", ".join(f"{x:,.0f}" for x in r["epochs_ips"]) +
+                    f" img/s; epoch 0 {r['epoch0_cpu_ms']:.2f} CPU-ms/img; first batch "
+                    f"{r['first_batch_s']:.3f} s; {r['requests']} requests, {r['retries']} retries")
+    load1 = os.getloadavg()
+
+    keys = ("epoch0_ips", "steady_ips", "epoch0_cpu_ms", "first_batch_s")
+    med = {c: {k: statistics.median(r[k] for r in rs) for k in keys} for c, rs in results.items()}
+    print(f"S3 path-style GETs of {args.n_images} generated JPEGs from an in-memory stub on "
+          f"loopback, +{args.latency_ms:g} ms per request; stoker bench --epochs {args.epochs} "
+          f"--threads {args.threads}; {os.cpu_count()} CPUs, load average {load0[0]:.1f} before, "
+          f"{load1[0]:.1f} after; medians of {args.rounds} round(s)\n")
+    print(f"| | epoch 0 img/s | steady img/s | CPU-ms/img, epoch 0 | first batch s |")
+    print("|---|---:|---:|---:|---:|")
+    for c, m in med.items():
+        print(f"| {c} | {m['epoch0_ips']:,.0f} | {m['steady_ips']:,.0f} | {m['epoch0_cpu_ms']:.2f} "
+              f"| {m['first_batch_s']:.3f} |")
+    print()
+    targets = {"epoch0_ips": ">= 0.9", "steady_ips": ">= 0.95", "epoch0_cpu_ms": "<= 1.2",
+               "first_batch_s": "<= 1.3"}
+    for https in [c for c in ("https", "https (plain)") if c in med]:
+        for http in [c for c in ("http (curl)", "http") if c in med]:
+            parts = [f"{k} {med[https][k] / med[http][k]:.2f}x (target {targets[k]})" for k in keys]
+            print(f"{https} / {http}: " + "; ".join(parts))
+    if args.json:
+        print(json.dumps({"runs": results, "medians": med, "loadavg_before": load0,
+                          "loadavg_after": load1}))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
