@@ -20,6 +20,7 @@ import torch
 import stoker
 from conftest import BUCKET
 from s3_servers import proxy_stats, start_proxy
+from test_s3 import run_epoch
 from tls_certs import make_certs
 
 N_TRAIN = 25
@@ -55,13 +56,6 @@ def http_stub(small_folder):
         yield stub
 
 
-def run_epoch(loader):
-    images, labels, indices = [], [], []
-    for batch in loader:
-        images.append(batch["image"].clone())
-        labels.append(batch["label"].clone())
-        indices.append(batch["index"].clone())
-    return torch.cat(images), torch.cat(labels), torch.cat(indices)
 
 
 def local_files(folder):
@@ -280,7 +274,9 @@ def test_verify_false_reads_and_warns_naming_the_endpoint(small_folder, certs, t
 def test_new_connections_resume_the_tls_session(small_folder, certs, tmp_path, record_behaviour):
     # Epoch 0 makes full handshakes (no session yet). Then the server resets
     # every connection (POST /reset): each connection of epoch 1 is new, and
-    # resumes a session the loader kept (counted by the server).
+    # can resume a session the loader kept (counted by the server). Not every
+    # one does: with TLS 1.3 a ticket serves one resumption, and connections
+    # opened at once outrun the tickets that arrive (seen: 1 to 16 of 16).
     files = local_files(small_folder)
     with start_stub(small_folder, certs.good) as proxy:
         rows = [(f"{proxy.endpoint}/{BUCKET}/train/{p.relative_to(small_folder).as_posix()}", 0)
@@ -297,9 +293,9 @@ def test_new_connections_resume_the_tls_session(small_folder, certs, tmp_path, r
     assert sorted(idx.tolist()) == list(range(len(files)))
     new = after["connections"] - before["connections"]
     resumed = after["tls_resumed"] - before["tls_resumed"]
-    assert new >= 1 and resumed == new, (before, after)
+    assert new >= 1 and 1 <= resumed <= new, (new, resumed)
     record_behaviour("TLS", "new https connections to a server the loader talked to",
-                     "each resumes a TLS session (counted by the server)")
+                     "resume a TLS session the loader kept (counted by the server)")
 
 
 @pytest.mark.parametrize("reuse", ["1", "0"])

@@ -53,6 +53,13 @@ def stage_rows(stats: Dict[str, Any]) -> List[Dict[str, Any]]:
     return stages
 
 
+def storage_kwargs(**options: Any) -> Dict[str, Any]:
+    """The Loader keywords among `options` that were given (not None, and an
+    endpoint_url that is not empty): the Loader's own defaults for the rest."""
+    return {k: v for k, v in options.items()
+            if v is not None and not (k == "endpoint_url" and not v)}
+
+
 def run_bench(uri: str, *, batch_size: int = 64, threads: Union[int, str] = "auto",
               epochs: int = 3, transform: str = "train", normalize: bool = False,
               size: int = 224, seed: int = 0, shuffle: bool = True, prefetch_batches: int = 3,
@@ -79,19 +86,10 @@ def run_bench(uri: str, *, batch_size: int = 64, threads: Union[int, str] = "aut
     # the part of the peak that is not the loader's.
     baseline_rss = measure.rss_bytes()
     t0 = time.perf_counter()
-    extra: Dict[str, Any] = {"lookahead": lookahead, "jpeg_index": jpeg_index}
-    if endpoint_url:
-        extra["endpoint_url"] = endpoint_url
-    if read_timeout is not None:
-        extra["read_timeout"] = read_timeout
-    if io_timeout is not None:
-        extra["io_timeout"] = io_timeout
-    if max_in_flight is not None:
-        extra["max_in_flight"] = max_in_flight
-    if ca_bundle is not None:
-        extra["ca_bundle"] = ca_bundle
-    if min_rate is not None:
-        extra["min_rate"] = min_rate
+    extra = storage_kwargs(endpoint_url=endpoint_url, read_timeout=read_timeout,
+                           io_timeout=io_timeout, max_in_flight=max_in_flight,
+                           ca_bundle=ca_bundle, min_rate=min_rate)
+    extra.update(lookahead=lookahead, jpeg_index=jpeg_index)
     loader = stoker.Loader(uri, batch_size=batch_size, transform=tf, shuffle=shuffle, seed=seed,
                            threads=threads, on_error=on_error, prefetch_batches=prefetch_batches,
                            **extra)

@@ -31,7 +31,7 @@ import time
 from typing import Any, Callable, Dict, Optional, Union
 
 import stoker
-from stoker.cli.bench import add_io_arguments, add_run_arguments
+from stoker.cli.bench import add_io_arguments, add_run_arguments, storage_kwargs
 
 
 def run_profile(uri: str, *, batch_size: int = 64, threads: Union[int, str] = "auto",
@@ -51,20 +51,12 @@ def run_profile(uri: str, *, batch_size: int = 64, threads: Union[int, str] = "a
         raise ValueError("--step-ms must be >= 0")
     make_tf = {"train": stoker.transforms.imagenet_train, "val": stoker.transforms.imagenet_val}
     tf = make_tf[transform](size, normalize=normalize)
-    extra: Dict[str, Any] = {"jpeg_index": jpeg_index}
-    if endpoint_url:
-        extra["endpoint_url"] = endpoint_url
-    if read_timeout is not None:
-        extra["read_timeout"] = read_timeout
-    if io_timeout is not None:
-        extra["io_timeout"] = io_timeout
-    if ca_bundle is not None:
-        extra["ca_bundle"] = ca_bundle
-    if min_rate is not None:
-        extra["min_rate"] = min_rate
+    extra = storage_kwargs(endpoint_url=endpoint_url, read_timeout=read_timeout,
+                           io_timeout=io_timeout, max_in_flight=max_in_flight,
+                           ca_bundle=ca_bundle, min_rate=min_rate)
     loader = stoker.Loader(uri, batch_size=batch_size, transform=tf, shuffle=True, seed=seed,
                            threads=threads, prefetch_batches=prefetch_batches,
-                           max_in_flight=max_in_flight, trace=trace is not None, **extra)
+                           jpeg_index=jpeg_index, trace=trace is not None, **extra)
     step_s = step_ms / 1e3
     batches = 0
     try:
