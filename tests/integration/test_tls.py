@@ -295,7 +295,7 @@ def test_new_connections_resume_the_tls_session(small_folder, certs, tmp_path, r
     resumed = after["tls_resumed"] - before["tls_resumed"]
     assert new >= 1 and 1 <= resumed <= new, (new, resumed)
     record_behaviour("TLS", "new https connections to a server the loader talked to",
-                     "resume a TLS session the loader kept (counted by the server)")
+                     "resume from a TLS ticket the loader kept (counted by the server)")
 
 
 @pytest.mark.parametrize("reuse", ["1", "0"])
