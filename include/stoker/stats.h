@@ -20,7 +20,6 @@ struct StageStats {
   double busy_cpu_s = 0;     // thread CPU time spent working
   double wait_input_s = 0;   // wall time its workers waited for input
   double wait_output_s = 0;  // wall time its workers waited to hand on (queue full)
-  double idle_s = 0;         // = wait_input_s (older name)
   int parallelism = 0;       // threads (decode) or requests allowed in flight (fetch)
 };
 

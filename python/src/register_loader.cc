@@ -77,7 +77,6 @@ nb::dict StatsToDict(const LoaderStats& s) {
     sd["busy_cpu_s"] = st.busy_cpu_s;
     sd["wait_input_s"] = st.wait_input_s;
     sd["wait_output_s"] = st.wait_output_s;
-    sd["idle_s"] = st.idle_s;
     sd["parallelism"] = st.parallelism;
     stages.append(sd);
     d[nb::str(st.name.c_str())] = sd;

@@ -218,15 +218,16 @@ def format_report(r: Dict[str, Any]) -> str:
                      f"crop ({r['jpeg_index_crops']:,} cut to its MCU rows and columns, the rest "
                      f"started at a remembered row); index {mb(r['jpeg_index_bytes'])}")
     if r["stages"]:
-        lines += ["", f"{'stage':<10} {'items':>9} {'MB':>9} {'busy CPU s':>11} {'idle s':>8} "
-                      f"{'items/CPU-s':>12} {'CPU share':>10}"]
+        lines += ["", f"{'stage':<10} {'items':>9} {'MB':>9} {'busy CPU s':>11} {'wait in':>8} "
+                      f"{'wait out':>8} {'items/CPU-s':>12} {'CPU share':>10}"]
         for s in r["stages"]:
             rate, share = s.get("items_per_cpu_s"), s.get("busy_share")
             rate_s = f"{rate:,.0f}" if rate else "-"
             share_s = f"{share:.0%}" if share is not None else "-"
             lines.append(
                 f"{s.get('name', '?'):<10} {s.get('items', 0):>9,} {s.get('bytes', 0) / 1e6:>9.1f} "
-                f"{s.get('busy_cpu_s', 0.0):>11.2f} {s.get('idle_s', 0.0):>8.2f} "
+                f"{s.get('busy_cpu_s', 0.0):>11.2f} {s.get('wait_input_s', 0.0):>8.2f} "
+                f"{s.get('wait_output_s', 0.0):>8.2f} "
                 f"{rate_s:>12} {share_s:>10}")
     return "\n".join(lines)
 

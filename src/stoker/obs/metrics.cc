@@ -32,7 +32,6 @@ StageStats StageMeter::Snapshot() const {
   s.busy_cpu_s = Seconds(busy_ns_);
   s.wait_input_s = Seconds(wait_in_ns_);
   s.wait_output_s = Seconds(wait_out_ns_);
-  s.idle_s = s.wait_input_s;
   s.parallelism = parallelism();
   return s;
 }
