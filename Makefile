@@ -138,7 +138,7 @@ test-tsan: venv
 	tools/sanitizers/test_python.sh thread build/tsan $(PY) -q $(TSAN_PYTHON_TESTS)
 
 # libFuzzer targets (clang, ASan + UBSan) in build/fuzz; `make fuzz` runs each
-# for FUZZ_SECONDS, `make fuzz-smoke` for 45 s (CI). A crash, a hang (an
+# for FUZZ_SECONDS, `make fuzz-smoke` for 40 s (CI). A crash, a hang (an
 # input over 10 s) or memory over 2 GB fails the target; see docs/fuzzing.md.
 CLANG_VERSION ?= 14
 FUZZ_BUILD ?= build/fuzz
@@ -156,7 +156,7 @@ fuzz: fuzz-build
 	PATH=/usr/lib/llvm-$(CLANG_VERSION)/bin:$$PATH tools/fuzz.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 fuzz-smoke:
-	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=45
+	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=40
 
 bench-s3: install build
 	$(PY) bench/s3_bench.py

@@ -3,7 +3,7 @@
 
     fuzz_seeds.py OUT_DIR
 
-creates OUT_DIR/{decode,manifest,uri,xml,http_reply}/ with a few small valid inputs per
+creates OUT_DIR/{decode,manifest,uri,xml,http_reply,fields}/ with a few small valid inputs per
 target, so the fuzzers start from the formats' real structure instead of
 finding it byte by byte. Images are generated with Pillow (kept tiny: a
 fuzzer mutates faster on short inputs); the text formats are written
@@ -102,6 +102,26 @@ HTTP_REPLIES = {
 }
 
 
+def _npy(descr, shape, data, version=1):
+    header = f"{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}"
+    header += " " * ((64 - (len(header) + 11) % 64) % 64) + "\n"
+    size = len(header).to_bytes(2 if version == 1 else 4, "little")
+    return b"\x93NUMPY" + bytes([version, 0]) + size + header.encode() + data
+
+
+# .npy files and JSON texts (fields_fuzz.cc runs every input through both).
+FIELDS = {
+    "f4-2x2.npy": _npy("<f4", "(2, 2)", bytes(range(16))),
+    "u1-3.npy": _npy("|u1", "(3,)", b"abc"),
+    "i8-scalar.npy": _npy("<i8", "()", b"\x01" * 8),
+    "big-endian.npy": _npy(">i2", "(2,)", b"\x00\x01\x00\x02", version=2),
+    "bool-empty.npy": _npy("|b1", "(0, 3)", b""),
+    "doc.json": b'{"caption": "a cat \\u00e9", "boxes": [[1, 2.5e3, -0.5, null]], "ok": true}',
+    "scalar.json": b"  -12.5E+2 ",
+    "text.txt": "caf\u00e9 \u4e2d\U0001f600".encode(),
+}
+
+
 def main():
     out = pathlib.Path(sys.argv[1])
     corpora = {
@@ -110,6 +130,7 @@ def main():
         "uri": URIS,
         "xml": XMLS,
         "http_reply": HTTP_REPLIES,
+        "fields": FIELDS,
     }
     # Decode seeds: a few control-byte prefixes per image (full/val, train,
     # fast, normalize; see decode_fuzz.cc).

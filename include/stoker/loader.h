@@ -18,6 +18,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -32,7 +33,39 @@
 
 namespace stoker {
 
-enum class DType { kUInt8, kFloat32 };
+enum class DType { kUInt8, kFloat32, kInt8, kInt16, kUInt16, kInt32, kUInt32, kInt64, kUInt64,
+                   kFloat16, kFloat64, kBool };
+// Bytes per element.
+constexpr size_t DTypeSize(DType dtype) {
+  switch (dtype) {
+    case DType::kUInt8: case DType::kInt8: case DType::kBool: return 1;
+    case DType::kInt16: case DType::kUInt16: case DType::kFloat16: return 2;
+    case DType::kFloat32: case DType::kInt32: case DType::kUInt32: return 4;
+    case DType::kInt64: case DType::kUInt64: case DType::kFloat64: return 8;
+  }
+  return 1;
+}
+
+// An n-dimensional C-contiguous array of a field (FieldColumn).
+struct Array {
+  DType dtype = DType::kUInt8;
+  std::vector<int64_t> shape;
+  std::vector<std::byte> data;  // product(shape) * DTypeSize(dtype) bytes
+};
+
+// One field of a batch (LoaderOptions::fields), in batch order.
+struct FieldColumn {
+  std::string name;
+  FieldSpec::Kind kind = FieldSpec::Kind::kAuto;  // as resolved: never kAuto
+  // kInt (int64), kFloat (float64), kMask (uint8 N x 1 x H x W), and kNpy
+  // when every array of the batch has one dtype and shape: one array whose
+  // first dimension is the batch.
+  std::optional<Array> stacked;
+  // kText and kJson (UTF-8), kBytes: one string per sample.
+  std::vector<std::string> strings;
+  // kNpy whose arrays differ in dtype or shape: one array per sample.
+  std::vector<Array> arrays;
+};
 
 // One batch. Cheap to copy: copies share the same buffers, which live as long
 // as any copy (or any tensor made from them) does.
@@ -56,6 +89,8 @@ class Batch {
   // The epoch this batch belongs to and its number within the epoch.
   int64_t epoch() const;
   int64_t batch_number() const;
+  // The fields asked for in LoaderOptions::fields, in that order.
+  const std::vector<FieldColumn>& fields() const;
 
   // Shares ownership of all buffers; used to hand them to other runtimes
   // (DLPack) without a copy.

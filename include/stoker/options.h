@@ -5,6 +5,7 @@
 #include <array>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace stoker {
 
@@ -83,6 +84,44 @@ struct IoOptions {
   bool verify_tls = true;
 };
 
+// A field of each sample besides its image, label and index
+// (docs/fields.md). Where its value comes from depends on the dataset:
+//   - a manifest: the column (CSV) or key (JSON Lines) of that name. Its
+//     value is the field (a number, a text, JSON) or, for kBytes, kNpy and
+//     kMask, the path of a file holding it (relative to the manifest).
+//   - a folder: the file beside the sample's image with the same name up to
+//     the first dot and this field's name after it (WebDataset's
+//     convention): for cat/x.jpg, field "txt" is cat/x.txt, "seg.png" is
+//     cat/x.seg.png. Files of such a group are one sample, not several.
+// A field not asked for is never read. A sample whose field is missing or
+// bad is skipped (or raised, by `on_error`) with the file and the field
+// named.
+struct FieldSpec {
+  enum class Kind {
+    // Manifest: kInt if every value is an integer, else kFloat if every
+    // value is a number, else kText (JSON Lines: arrays, objects and
+    // booleans as kJson). Folder: by the name's last extension: txt and text
+    // kText, json kJson, npy kNpy, cls and idx kInt, png (beside an image
+    // that is not one) kMask, anything else kBytes.
+    kAuto,
+    kInt,    // int64 per sample (a file: its text, as WebDataset's .cls)
+    kFloat,  // float64 per sample
+    kText,   // str per sample; a file's bytes must be UTF-8
+    kJson,   // str per sample holding one JSON value, checked
+    kBytes,  // the file's bytes
+    // A NumPy .npy file (format 1.0-3.0, C order): one array per sample,
+    // stacked into one N x ... array when the batch's arrays share dtype
+    // and shape.
+    kNpy,
+    // An 8-bit grayscale or palette PNG of the image's size (class indices):
+    // cropped, resized, flipped and padded with the image's parameters,
+    // nearest-neighbour, no colour ops: uint8 N x 1 x H x W.
+    kMask,
+  };
+  std::string name;
+  Kind kind = Kind::kAuto;
+};
+
 struct LoaderOptions {
   // A local folder (ImageFolder layout), `file://` URI, or a manifest file
   // (.csv with header `path,label`, or .jsonl with keys `path`, `label`).
@@ -94,6 +133,8 @@ struct LoaderOptions {
   IoOptions io;
   int64_t batch_size = 64;
   TransformOptions transform;
+  // Fields to read besides image, label and index (FieldSpec).
+  std::vector<FieldSpec> fields;
   bool shuffle = false;
   uint64_t seed = 0;
   // true: drop the last incomplete batch.

@@ -1,6 +1,7 @@
 #include <nanobind/ndarray.h>
 #include <nanobind/stl/array.h>
 #include <nanobind/stl/optional.h>
+#include <nanobind/stl/pair.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
@@ -32,6 +33,85 @@ nb::capsule Owner(const Batch& batch) {
   });
 }
 
+nb::dlpack::dtype ToDlpack(DType t) {
+  using C = nb::dlpack::dtype_code;
+  auto d = [](C code, int bits) {
+    nb::dlpack::dtype r;
+    r.code = static_cast<uint8_t>(code);
+    r.bits = static_cast<uint8_t>(bits);
+    r.lanes = 1;
+    return r;
+  };
+  switch (t) {
+    case DType::kUInt8: return d(C::UInt, 8);
+    case DType::kInt8: return d(C::Int, 8);
+    case DType::kBool: return d(C::Bool, 8);
+    case DType::kInt16: return d(C::Int, 16);
+    case DType::kUInt16: return d(C::UInt, 16);
+    case DType::kFloat16: return d(C::Float, 16);
+    case DType::kInt32: return d(C::Int, 32);
+    case DType::kUInt32: return d(C::UInt, 32);
+    case DType::kFloat32: return d(C::Float, 32);
+    case DType::kInt64: return d(C::Int, 64);
+    case DType::kUInt64: return d(C::UInt, 64);
+    case DType::kFloat64: return d(C::Float, 64);
+  }
+  return d(C::UInt, 8);
+}
+
+// A field's array, sharing the batch's memory.
+template <typename Framework>
+nb::object ArrayToPython(const Array& a, const Batch& batch) {
+  std::vector<size_t> shape(a.shape.begin(), a.shape.end());
+  // A zero-sized array still needs a non-null, aligned pointer.
+  alignas(16) static std::byte kEmpty[16];
+  void* data = a.data.empty() ? static_cast<void*>(kEmpty) : const_cast<std::byte*>(a.data.data());
+  return nb::cast(nb::ndarray<Framework>(data, shape.size(), shape.data(), Owner(batch), nullptr,
+                                         ToDlpack(a.dtype)));
+}
+
+// The batch's fields (LoaderOptions::fields) by name: arrays (stacked, or
+// one per sample), str (text, JSON) or bytes.
+template <typename Framework>
+nb::dict FieldsToPython(const Batch& batch) {
+  nb::dict d;
+  for (const FieldColumn& col : batch.fields()) {
+    nb::object value;
+    if (col.stacked) {
+      value = ArrayToPython<Framework>(*col.stacked, batch);
+    } else if (col.kind == FieldSpec::Kind::kNpy || col.kind == FieldSpec::Kind::kMask) {
+      nb::list l;
+      for (const Array& a : col.arrays) l.append(ArrayToPython<Framework>(a, batch));
+      value = l;
+    } else {
+      nb::list l;
+      for (const std::string& s : col.strings) {
+        if (col.kind == FieldSpec::Kind::kBytes) {
+          l.append(nb::bytes(s.data(), s.size()));
+        } else {
+          l.append(nb::str(s.data(), s.size()));
+        }
+      }
+      value = l;
+    }
+    d[nb::str(col.name.data(), col.name.size())] = value;
+  }
+  return d;
+}
+
+FieldSpec::Kind ParseFieldKind(const std::string& name, const std::string& kind) {
+  using K = FieldSpec::Kind;
+  static const std::pair<const char*, K> kKinds[] = {
+      {"auto", K::kAuto}, {"int", K::kInt},     {"float", K::kFloat}, {"text", K::kText},
+      {"json", K::kJson}, {"bytes", K::kBytes}, {"npy", K::kNpy},     {"mask", K::kMask}};
+  for (const auto& [n, k] : kKinds) {
+    if (kind == n) return k;
+  }
+  throw nb::value_error(("field '" + name + "': kind must be one of auto, int, float, text, "
+                         "json, bytes, npy, mask; got '" + kind + "'")
+                            .c_str());
+}
+
 template <typename Framework>
 nb::tuple BatchToArrays(const Batch& batch) {
   auto shape = batch.image_shape();
@@ -50,7 +130,7 @@ nb::tuple BatchToArrays(const Batch& batch) {
       const_cast<int64_t*>(batch.labels_data()), 1, n, Owner(batch)));
   auto indices = nb::cast(nb::ndarray<Framework, int64_t>(
       const_cast<int64_t*>(batch.indices_data()), 1, n, Owner(batch)));
-  return nb::make_tuple(images, labels, indices);
+  return nb::make_tuple(images, labels, indices, FieldsToPython<Framework>(batch));
 }
 
 // Every figure of the loader's metrics registry, by name; stages and queues
@@ -318,7 +398,8 @@ void register_loader(nb::module_& m) {
              double read_timeout, double io_timeout, int max_attempts, bool lookahead,
              bool jpeg_index, int64_t jpeg_index_mb, int64_t max_in_flight, bool trace,
              const std::string& ca_bundle, bool verify_tls, double min_rate,
-             double min_rate_window) {
+             double min_rate_window,
+             const std::vector<std::pair<std::string, std::string>>& fields) {
             LoaderOptions o;
             o.uri.assign(uri.c_str(), uri.size());  // os.fsencode()d: any bytes
             o.endpoint_url = endpoint_url;
@@ -347,6 +428,9 @@ void register_loader(nb::module_& m) {
             o.world_size = world_size;
             o.max_in_flight = max_in_flight;
             o.trace = trace;
+            for (const auto& [name, kind] : fields) {
+              o.fields.push_back({name, ParseFieldKind(name, kind)});
+            }
             Result<std::unique_ptr<Loader>> r =
                 WithoutGil([&] { return Loader::Open(o); });
             new (self) PyLoader(ValueOrThrow(std::move(r)));
@@ -366,7 +450,8 @@ void register_loader(nb::module_& m) {
           nb::arg("trace") = false, nb::arg("ca_bundle") = "",
           nb::arg("verify_tls") = true,
           nb::arg("min_rate") = IoOptions{}.min_rate_bytes_per_s,
-          nb::arg("min_rate_window") = IoOptions{}.min_rate_window_s)
+          nb::arg("min_rate_window") = IoOptions{}.min_rate_window_s,
+          nb::arg("fields") = std::vector<std::pair<std::string, std::string>>())
       .def("__len__", [](const PyLoader& l) { return l.impl->num_batches(); })
       .def_prop_ro("num_samples", [](const PyLoader& l) { return l.impl->num_samples(); })
       .def_prop_ro("classes",
@@ -403,7 +488,7 @@ void register_loader(nb::module_& m) {
       // forked child.
       .def("close", [](PyLoader& l) { WithoutGil([&] { l.impl->Close(); }); })
       .def("next", &NextBatch, nb::arg("torch"),
-           "Next batch as (images, labels, indices), or None at the end of the epoch.")
+           "Next batch as (images, labels, indices, fields), or None at the end of the epoch.")
       .def("stats",
            [](const PyLoader& l) {
              RequireOwnProcess(l);

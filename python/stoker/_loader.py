@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import atexit
 import os
-from typing import Any, Dict, Iterator, Optional, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 from stoker import _core
 from stoker.transforms import Transform, imagenet_val
@@ -33,6 +33,30 @@ def _distributed_defaults(rank: Optional[int], world_size: Optional[int]):
     elif "WORLD_SIZE" in os.environ:
         r, w = int(os.environ.get("RANK", "0")), int(os.environ["WORLD_SIZE"])
     return (r if rank is None else rank), (w if world_size is None else world_size)
+
+
+_FIELD_KINDS = ("auto", "int", "float", "text", "json", "bytes", "npy", "mask")
+
+
+def _field_specs(fields) -> List[Tuple[str, str]]:
+    """fields= as (name, kind) pairs: a list of names (kind "auto"), a list
+    of names and (name, kind) pairs, or a dict name -> kind."""
+    if fields is None:
+        return []
+    if isinstance(fields, str):
+        raise TypeError(f"fields must be a list of names or a dict of name -> kind, got the "
+                        f"string {fields!r} (write [{fields!r}])")
+    items = fields.items() if isinstance(fields, Mapping) else fields
+    out = []
+    for item in items:
+        name, kind = (item, "auto") if isinstance(item, str) else tuple(item)
+        if not isinstance(name, str) or not isinstance(kind, str):
+            raise TypeError(f"fields: expected a name or (name, kind), got {item!r}")
+        if kind not in _FIELD_KINDS:
+            raise ValueError(f"field {name!r}: kind must be one of {', '.join(_FIELD_KINDS)}; "
+                             f"got {kind!r}")
+        out.append((name, kind))
+    return out
 
 
 class Loader:
@@ -101,11 +125,24 @@ class Loader:
         once).
     trace: record a span per sample per stage, for write_trace() (Chrome
         trace-event JSON for Perfetto or chrome://tracing). Off: no cost.
+    fields: more of each sample than its image, label and index: a list of
+        names, or a dict of name -> kind. From a manifest, the columns (CSV)
+        or keys (JSON Lines) of those names; from a folder, the files beside
+        each image with its name up to the first dot and the field's name
+        after it (``cat/x.jpg``'s field ``"txt"`` is ``cat/x.txt``). Kinds:
+        "int" and "float" (a tensor of the batch), "text" and "json" (a list
+        of str), "bytes" (a list of bytes), "npy" (a .npy file: one stacked
+        array when the batch's arrays share dtype and shape, else a list),
+        "auto" (the default: from the values, or from the file's extension;
+        docs/fields.md). A manifest's "bytes" and "npy" values are file paths.
+        A field not asked for is never read; a sample missing one, or with a
+        bad one, is skipped or raised by on_error, naming the file and field.
 
     Iterating yields dicts: ``image`` (N x 3 x H x W uint8, or float32 when
     the transform normalises), ``label`` (int64), ``index`` (int64 position of
-    the sample in the dataset listing). Torch tensors when torch is
-    installed, else NumPy arrays; either way no copy is made.
+    the sample in the dataset listing), and each of ``fields`` by its name.
+    Torch tensors when torch is installed, else NumPy arrays; either way no
+    copy is made.
     """
 
     def __init__(self, uri: Union[str, bytes, os.PathLike], batch_size: int = 64,
@@ -120,7 +157,8 @@ class Loader:
                  jpeg_index: bool = True, jpeg_index_mb: int = 128,
                  max_in_flight: Optional[int] = None, trace: bool = False,
                  ca_bundle: Optional[Union[str, os.PathLike]] = None, verify: bool = True,
-                 min_rate: float = 0.0, min_rate_window: float = 15.0):
+                 min_rate: float = 0.0, min_rate_window: float = 15.0,
+                 fields: Optional[Union[Sequence[str], Mapping[str, str]]] = None):
         transform = transform if transform is not None else imagenet_val(224)
         if threads == "auto":
             threads = 0
@@ -138,6 +176,7 @@ class Loader:
                             f"got {verify!r}")
         if ca_bundle is not None and not os.path.isfile(ca_bundle):
             raise ValueError(f"ca_bundle: {os.fspath(ca_bundle)!r} is not a readable file")
+        field_specs = _field_specs(fields)
         rank, world_size = _distributed_defaults(rank, world_size)
         self.transform = transform
         self.batch_size = batch_size
@@ -151,7 +190,8 @@ class Loader:
             int(max_attempts or 0), bool(lookahead), bool(jpeg_index),
             int(jpeg_index_mb), int(max_in_flight or 0), bool(trace),
             os.fspath(ca_bundle) if ca_bundle is not None else "", verify,
-            float(min_rate), float(min_rate_window))
+            float(min_rate), float(min_rate_window), fields=field_specs)
+        self.fields = [name for name, _ in field_specs]
         self.rank, self.world_size = rank, world_size
         self._closed = False
 
@@ -201,8 +241,10 @@ class Loader:
                     raise
                 if out is None:
                     return
-                images, labels, indices = out
-                yield {"image": images, "label": labels, "index": indices}
+                images, labels, indices, fields = out
+                batch = {"image": images, "label": labels, "index": indices}
+                batch.update(fields)
+                yield batch
         finally:
             # A consumer that stops early (break, exception, del) must not
             # leave threads decoding ahead.

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cctype>
 #include <charconv>
+#include <cmath>
 #include <map>
 #include <optional>
 
@@ -156,7 +157,142 @@ Status SkipJsonValue(std::string_view s, size_t& i, const std::string& where) {
   return Status::Ok();
 }
 
+
+// A manifest's value of a field on one line, before the field's kind is
+// known.
+struct RawValue {
+  enum class Type { kMissing, kString, kNumber, kOther };
+  Type type = Type::kMissing;
+  std::string text;  // a string's characters; a number's or other value's JSON text
+  std::string json;  // JSON Lines: the value as written
+};
+
+std::string Trimmed(std::string_view s) {
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) s.remove_prefix(1);
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.remove_suffix(1);
+  return std::string(s);
+}
+
+bool ParsesAsInt(std::string_view s) {
+  const std::string t = Trimmed(s);
+  int64_t v = 0;
+  auto [ptr, ec] = std::from_chars(t.data(), t.data() + t.size(), v);
+  return !t.empty() && ec == std::errc() && ptr == t.data() + t.size();
+}
+
+bool ParsesAsNumber(std::string_view s) {
+  const std::string t = Trimmed(s);
+  double v = 0;
+  auto [ptr, ec] = std::from_chars(t.data(), t.data() + t.size(), v);
+  return !t.empty() && ec == std::errc() && ptr == t.data() + t.size() && std::isfinite(v);
+}
+
+bool IsFileKind(FieldSpec::Kind k) {
+  return k == FieldSpec::Kind::kBytes || k == FieldSpec::Kind::kNpy ||
+         k == FieldSpec::Kind::kMask;
+}
+
+// Resolves each field's kind from its values (kAuto) and turns the values
+// into what Sample::fields holds; errors name the manifest line.
+Status ResolveManifestFields(const std::vector<FieldSpec>& specs,
+                             const std::vector<std::vector<RawValue>>& raw,
+                             const std::vector<size_t>& lines, const std::string& name,
+                             const std::string& base_uri, const storage::Storage& storage,
+                             Dataset& ds) {
+  using K = FieldSpec::Kind;
+  using T = RawValue::Type;
+  for (size_t f = 0; f < specs.size(); ++f) {
+    Field field{specs[f].name, specs[f].kind, false};
+    if (field.kind == K::kAuto) {
+      bool any = false, ints = true, numbers = true, other = false, strings = false;
+      for (const auto& row : raw) {
+        const RawValue& v = row[f];
+        if (v.type == T::kMissing) continue;
+        any = true;
+        other |= v.type == T::kOther;
+        // A JSON string is text even when it holds digits; a CSV cell
+        // (Type::kString without JSON) is whatever it reads as.
+        const bool numeric_source = v.type == T::kNumber || (v.type == T::kString && v.json.empty());
+        strings |= v.type == T::kString && !v.json.empty();
+        ints = ints && numeric_source && ParsesAsInt(v.text);
+        numbers = numbers && numeric_source && ParsesAsNumber(v.text);
+      }
+      bool json_numbers = false;
+      for (const auto& row : raw) json_numbers |= row[f].type == T::kNumber;
+      field.kind = !any                    ? K::kText
+                   : other                 ? K::kJson
+                   : ints                  ? K::kInt
+                   : numbers               ? K::kFloat
+                   : strings && json_numbers ? K::kJson  // JSON strings and numbers mixed
+                                           : K::kText;
+    }
+    field.file = IsFileKind(field.kind);
+    for (size_t i = 0; i < raw.size(); ++i) {
+      const RawValue& v = raw[i][f];
+      auto& out = ds.samples[i].fields;
+      if (out.size() < specs.size()) out.resize(specs.size());
+      if (v.type == T::kMissing) continue;
+      const std::string where =
+          LineRef(name, lines[i]) + ": field '" + field.name + "' (" + FieldKindName(field.kind) + ")";
+      switch (field.kind) {
+        case K::kInt:
+          if (v.type == T::kOther || (v.type == T::kString && !v.json.empty()) || !ParsesAsInt(v.text))
+            return InvalidArgument(where + ": '" + v.text + "' is not an integer");
+          out[f] = Trimmed(v.text);
+          break;
+        case K::kFloat:
+          if (v.type == T::kOther || (v.type == T::kString && !v.json.empty()) ||
+              !ParsesAsNumber(v.text))
+            return InvalidArgument(where + ": '" + v.text + "' is not a number");
+          out[f] = Trimmed(v.text);
+          break;
+        case K::kText:
+          if (v.type == T::kOther) return InvalidArgument(where + ": " + v.text + " is not a string");
+          out[f] = v.text;
+          break;
+        case K::kJson:
+          out[f] = v.json.empty() ? v.text : v.json;
+          break;
+        default:  // a file
+          if (v.type != T::kString) return InvalidArgument(where + ": expected a path, got " + v.text);
+          if (v.text.empty()) break;  // no file: missing
+          out[f] = IsAbsoluteUri(v.text) ? v.text : storage.Join(base_uri, v.text);
+          break;
+      }
+    }
+    ds.fields.push_back(std::move(field));
+  }
+  return Status::Ok();
+}
+
+// Folder fields by the name's last extension (FieldSpec::Kind::kAuto).
+FieldSpec::Kind KindFromExtension(std::string_view field) {
+  using K = FieldSpec::Kind;
+  const auto dot = field.find_last_of('.');
+  std::string ext(dot == std::string_view::npos ? field : field.substr(dot + 1));
+  for (char& c : ext) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (ext == "txt" || ext == "text") return K::kText;
+  if (ext == "json") return K::kJson;
+  if (ext == "npy") return K::kNpy;
+  if (ext == "cls") return K::kInt;
+  if (ext == "png") return K::kMask;
+  return K::kBytes;
+}
 }  // namespace
+
+const char* FieldKindName(FieldSpec::Kind kind) {
+  switch (kind) {
+    case FieldSpec::Kind::kAuto: return "auto";
+    case FieldSpec::Kind::kInt: return "int";
+    case FieldSpec::Kind::kFloat: return "float";
+    case FieldSpec::Kind::kText: return "text";
+    case FieldSpec::Kind::kJson: return "json";
+    case FieldSpec::Kind::kBytes: return "bytes";
+    case FieldSpec::Kind::kNpy: return "npy";
+    case FieldSpec::Kind::kMask: return "mask";
+  }
+  return "?";
+}
 
 bool HasImageExtension(std::string_view key) {
   static constexpr std::string_view kExt[] = {".jpg", ".jpeg", ".png", ".ppm", ".bmp",
@@ -165,9 +301,69 @@ bool HasImageExtension(std::string_view key) {
                      [&](std::string_view e) { return EndsWithNoCase(key, e); });
 }
 
-Result<Dataset> ListImageFolder(const std::string& root_uri, storage::Storage& storage) {
+namespace {
+
+// Folder listing with fields: files grouped by their name up to the first
+// dot (WebDataset's key), under each class folder.
+Result<Dataset> ListImageFolderWithFields(const std::string& root_uri,
+                                          const std::vector<storage::ObjectInfo>& listed,
+                                          storage::Storage& storage,
+                                          const std::vector<FieldSpec>& specs) {
+  Dataset ds;
+  for (const auto& spec : specs) {
+    const auto kind = spec.kind == FieldSpec::Kind::kAuto ? KindFromExtension(spec.name) : spec.kind;
+    ds.fields.push_back({spec.name, kind, true});
+  }
+  struct Group {
+    std::string image;  // key of the image file ("" while none)
+    std::vector<std::optional<std::string>> fields;
+  };
+  // class -> group key -> group; std::map keeps both sorted.
+  std::map<std::string, std::map<std::string, Group>> by_class;
+  for (const auto& obj : listed) {
+    auto slash = obj.key.find('/');
+    if (slash == std::string::npos || slash == 0) continue;  // not inside a class folder
+    auto& groups = by_class[obj.key.substr(0, slash)];
+    const auto base = obj.key.find_last_of('/') + 1;
+    const auto dot = obj.key.find('.', base);
+    if (dot == std::string::npos || dot == base) continue;  // no extension, or a dot file
+    const std::string key = obj.key.substr(0, dot);
+    const std::string_view rest = std::string_view(obj.key).substr(dot + 1);
+    Group& g = groups[key];
+    g.fields.resize(specs.size());
+    bool is_field = false;
+    for (size_t f = 0; f < specs.size(); ++f) {
+      if (rest == specs[f].name) {
+        g.fields[f] = storage.Join(root_uri, obj.key);
+        is_field = true;
+      }
+    }
+    if (!is_field && HasImageExtension(obj.key) && (g.image.empty() || obj.key < g.image)) {
+      g.image = obj.key;
+    }
+  }
+  int64_t label = 0;
+  for (auto& [name, groups] : by_class) {
+    ds.classes.push_back(name);
+    for (auto& [key, g] : groups) {
+      if (g.image.empty()) continue;  // fields without an image: not a sample
+      ds.samples.push_back({storage.Join(root_uri, g.image), label, std::move(g.fields)});
+    }
+    ++label;
+  }
+  if (ds.samples.empty()) {
+    return NotFound(root_uri + ": no images found (expected ImageFolder layout root/<class>/<image>)");
+  }
+  return ds;
+}
+
+}  // namespace
+
+Result<Dataset> ListImageFolder(const std::string& root_uri, storage::Storage& storage,
+                                const std::vector<FieldSpec>& fields) {
   auto listed = storage.List(root_uri);
   if (!listed.ok()) return listed.status();
+  if (!fields.empty()) return ListImageFolderWithFields(root_uri, *listed, storage, fields);
   Dataset ds;
   std::map<std::string, std::vector<std::string>> by_class;
   for (const auto& obj : *listed) {
@@ -179,7 +375,7 @@ Result<Dataset> ListImageFolder(const std::string& root_uri, storage::Storage& s
   int64_t label = 0;
   for (auto& [name, keys] : by_class) {
     ds.classes.push_back(name);
-    for (auto& key : keys) ds.samples.push_back({storage.Join(root_uri, key), label});
+    for (auto& key : keys) ds.samples.push_back({storage.Join(root_uri, key), label, {}});
     ++label;
   }
   if (ds.samples.empty()) {
@@ -189,8 +385,12 @@ Result<Dataset> ListImageFolder(const std::string& root_uri, storage::Storage& s
 }
 
 Result<Dataset> ParseCsvManifest(std::string_view text, const std::string& name,
-                                 const std::string& base_uri, const storage::Storage& storage) {
+                                 const std::string& base_uri, const storage::Storage& storage,
+                                 const std::vector<FieldSpec>& fields) {
   Dataset ds;
+  std::vector<int> field_cols(fields.size(), -1);
+  std::vector<std::vector<RawValue>> raw;
+  std::vector<size_t> lines;
   size_t pos = 0, line = 0;
   int path_col = -1, label_col = -1;
   size_t header_fields = 0;
@@ -219,6 +419,17 @@ Result<Dataset> ParseCsvManifest(std::string_view text, const std::string& name,
       if (path_col < 0 || label_col < 0) {
         return InvalidArgument(LineRef(name, line) + ": expected a header with columns 'path' and 'label'");
       }
+      for (size_t k = 0; k < fields.size(); ++k) {
+        for (size_t c = 0; c < f.size(); ++c) {
+          if (Trimmed(f[c]) == fields[k].name) field_cols[k] = static_cast<int>(c);
+        }
+        if (field_cols[k] < 0) {
+          std::string cols;
+          for (const auto& h : f) cols += (cols.empty() ? "" : ", ") + Trimmed(h);
+          return InvalidArgument(LineRef(name, line) + ": no column '" + fields[k].name +
+                                 "' for field '" + fields[k].name + "' (columns: " + cols + ")");
+        }
+      }
       have_header = true;
       header_fields = f.size();
       continue;
@@ -236,16 +447,30 @@ Result<Dataset> ParseCsvManifest(std::string_view text, const std::string& name,
     if (path.empty()) return InvalidArgument(where + ": empty path");
     auto label = ParseLabel(f[label_col], where);
     if (!label.ok()) return label.status();
-    ds.samples.push_back({IsAbsoluteUri(path) ? path : storage.Join(base_uri, path), *label});
+    ds.samples.push_back({IsAbsoluteUri(path) ? path : storage.Join(base_uri, path), *label, {}});
+    if (!fields.empty()) {
+      auto& row = raw.emplace_back(fields.size());
+      for (size_t k = 0; k < fields.size(); ++k) {
+        row[k].type = RawValue::Type::kString;
+        row[k].text = f[field_cols[k]];
+      }
+      lines.push_back(line);
+    }
   }
   if (!have_header) return InvalidArgument(name + ": empty manifest");
   if (ds.samples.empty()) return NotFound(name + ": manifest lists no samples");
+  STOKER_RETURN_IF_ERROR(
+      ResolveManifestFields(fields, raw, lines, name, base_uri, storage, ds));
   return ds;
 }
 
 Result<Dataset> ParseJsonlManifest(std::string_view text, const std::string& name,
-                                   const std::string& base_uri, const storage::Storage& storage) {
+                                   const std::string& base_uri, const storage::Storage& storage,
+                                   const std::vector<FieldSpec>& fields) {
   Dataset ds;
+  std::vector<std::vector<RawValue>> raw;
+  std::vector<size_t> lines;
+  std::vector<bool> seen(fields.size(), false);
   size_t line = 0, pos = 0;
   while (pos < text.size()) {
     size_t end = text.find('\n', pos);
@@ -263,6 +488,7 @@ Result<Dataset> ParseJsonlManifest(std::string_view text, const std::string& nam
     ++i;
     std::optional<std::string> path;
     std::optional<int64_t> label;
+    std::vector<RawValue> row(fields.size());
     while (true) {
       SkipSpace(s, i);
       if (i < s.size() && s[i] == '}') break;
@@ -285,7 +511,28 @@ Result<Dataset> ParseJsonlManifest(std::string_view text, const std::string& nam
         if (!v.ok()) return v.status();
         label = *v;
       } else {
+        const size_t start = i;
         STOKER_RETURN_IF_ERROR(SkipJsonValue(s, i, where));
+        for (size_t k = 0; k < fields.size(); ++k) {
+          if (*key != fields[k].name) continue;
+          seen[k] = true;
+          RawValue& v = row[k];
+          v.json = Trimmed(s.substr(start, i - start));
+          if (v.json == "null") {
+            v = RawValue{};
+          } else if (s[start] == '"') {
+            size_t j = start;
+            auto str = ParseJsonString(s, j, where);
+            if (!str.ok()) return str.status();
+            v.type = RawValue::Type::kString;
+            v.text = std::move(*str);
+          } else {
+            v.type = (s[start] == '-' || std::isdigit(static_cast<unsigned char>(s[start])))
+                         ? RawValue::Type::kNumber
+                         : RawValue::Type::kOther;
+            v.text = v.json;
+          }
+        }
       }
       SkipSpace(s, i);
       if (i < s.size() && s[i] == ',') {
@@ -302,22 +549,36 @@ Result<Dataset> ParseJsonlManifest(std::string_view text, const std::string& nam
     if (i != s.size()) return InvalidArgument(where + ": unexpected text after the JSON object");
     if (!path || path->empty()) return InvalidArgument(where + ": missing \"path\"");
     if (!label) return InvalidArgument(where + ": missing \"label\"");
-    ds.samples.push_back({IsAbsoluteUri(*path) ? *path : storage.Join(base_uri, *path), *label});
+    ds.samples.push_back(
+        {IsAbsoluteUri(*path) ? *path : storage.Join(base_uri, *path), *label, {}});
+    if (!fields.empty()) {
+      raw.push_back(std::move(row));
+      lines.push_back(line);
+    }
   }
   if (ds.samples.empty()) return NotFound(name + ": manifest lists no samples");
+  for (size_t k = 0; k < fields.size(); ++k) {
+    if (!seen[k]) {
+      return InvalidArgument(name + ": no line has the key '" + fields[k].name + "' for field '" +
+                             fields[k].name + "'");
+    }
+  }
+  STOKER_RETURN_IF_ERROR(
+      ResolveManifestFields(fields, raw, lines, name, base_uri, storage, ds));
   return ds;
 }
 
-Result<Dataset> OpenDataset(const std::string& uri, storage::Storage& storage) {
+Result<Dataset> OpenDataset(const std::string& uri, storage::Storage& storage,
+                            const std::vector<FieldSpec>& fields) {
   const bool csv = EndsWithNoCase(uri, ".csv");
   const bool jsonl = EndsWithNoCase(uri, ".jsonl");
-  if (!csv && !jsonl) return ListImageFolder(uri, storage);
+  if (!csv && !jsonl) return ListImageFolder(uri, storage, fields);
   auto bytes = storage.Read(uri);
   if (!bytes.ok()) return bytes.status().WithContext("cannot read manifest");
   std::string_view text(reinterpret_cast<const char*>(bytes->data()), bytes->size());
   const std::string base = ParentUri(uri);
-  return csv ? ParseCsvManifest(text, uri, base, storage)
-             : ParseJsonlManifest(text, uri, base, storage);
+  return csv ? ParseCsvManifest(text, uri, base, storage, fields)
+             : ParseJsonlManifest(text, uri, base, storage, fields);
 }
 
 }  // namespace stoker::dataset

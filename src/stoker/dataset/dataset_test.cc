@@ -231,5 +231,81 @@ TEST_F(DatasetTest, FileStorageReadsExactBytesAndNamesMissingFiles) {
   EXPECT_EQ(c.bytes_read, 20);
 }
 
+TEST_F(DatasetTest, FolderFieldsGroupFilesByNameUpToTheFirstDot) {
+  Touch("cat/a.jpg");
+  Touch("cat/a.txt");
+  Touch("cat/a.seg.png");
+  Touch("cat/b.png");  // the image of its group: "png" is no field here
+  Touch("cat/b.txt");
+  Touch("cat/c.txt");  // a field without an image: no sample
+  Touch("dog/d.jpeg");
+  const std::vector<FieldSpec> fields = {{"txt", FieldSpec::Kind::kAuto},
+                                         {"seg.png", FieldSpec::Kind::kAuto}};
+  auto ds = ListImageFolder(root_.string(), storage_, fields);
+  ASSERT_TRUE(ds.ok()) << ds.status().ToString();
+  ASSERT_EQ(ds->fields.size(), 2u);
+  EXPECT_EQ(ds->fields[0].kind, FieldSpec::Kind::kText);
+  EXPECT_EQ(ds->fields[1].kind, FieldSpec::Kind::kMask);
+  EXPECT_TRUE(ds->fields[0].file && ds->fields[1].file);
+  ASSERT_EQ(ds->samples.size(), 3u);
+  EXPECT_EQ(ds->samples[0].uri, (root_ / "cat/a.jpg").string());
+  EXPECT_EQ(ds->samples[0].fields[0], (root_ / "cat/a.txt").string());
+  EXPECT_EQ(ds->samples[0].fields[1], (root_ / "cat/a.seg.png").string());
+  EXPECT_EQ(ds->samples[1].uri, (root_ / "cat/b.png").string());
+  EXPECT_EQ(ds->samples[1].fields[0], (root_ / "cat/b.txt").string());
+  EXPECT_FALSE(ds->samples[1].fields[1].has_value());
+  EXPECT_EQ(ds->samples[2].uri, (root_ / "dog/d.jpeg").string());
+  EXPECT_FALSE(ds->samples[2].fields[0].has_value());
+  EXPECT_EQ(ds->samples[2].label, 1);
+}
+
+TEST_F(DatasetTest, ManifestFieldKindsFromTheValues) {
+  using K = FieldSpec::Kind;
+  auto csv = ParseCsvManifest("path,label,i,f,t,p\na.jpg,0,1,1,x,q.npy\nb.jpg,1,-2,2.5,3,\n",
+                              "m.csv", "/b", storage_,
+                              {{"i", K::kAuto}, {"f", K::kAuto}, {"t", K::kAuto}, {"p", K::kNpy}});
+  ASSERT_TRUE(csv.ok()) << csv.status().ToString();
+  EXPECT_EQ(csv->fields[0].kind, K::kInt);
+  EXPECT_EQ(csv->fields[1].kind, K::kFloat);
+  EXPECT_EQ(csv->fields[2].kind, K::kText);
+  EXPECT_EQ(csv->fields[3].kind, K::kNpy);
+  EXPECT_TRUE(csv->fields[3].file);
+  EXPECT_EQ(csv->samples[0].fields[3], "/b/q.npy");
+  EXPECT_FALSE(csv->samples[1].fields[3].has_value());  // an empty path: missing
+  EXPECT_EQ(csv->samples[1].fields[1], "2.5");
+
+  auto jsonl = ParseJsonlManifest(
+      "{\"path\": \"a.jpg\", \"label\": 0, \"s\": \"12\", \"n\": 3, \"o\": {\"k\": [1]}, \"m\": 1}\n"
+      "{\"path\": \"b.jpg\", \"label\": 1, \"s\": \"x\\u00e9\", \"n\": null, \"o\": 2, \"m\": \"one\"}\n",
+      "m.jsonl", "/b", storage_,
+      {{"s", K::kAuto}, {"n", K::kAuto}, {"o", K::kAuto}, {"m", K::kAuto}});
+  ASSERT_TRUE(jsonl.ok()) << jsonl.status().ToString();
+  EXPECT_EQ(jsonl->fields[0].kind, K::kText);  // JSON strings stay text, digits or not
+  EXPECT_EQ(jsonl->fields[1].kind, K::kInt);
+  EXPECT_EQ(jsonl->fields[2].kind, K::kJson);
+  EXPECT_EQ(jsonl->fields[3].kind, K::kJson);  // a number and a string: JSON text
+  EXPECT_EQ(jsonl->samples[1].fields[0], "x\xc3\xa9");
+  EXPECT_FALSE(jsonl->samples[1].fields[1].has_value());  // null
+  EXPECT_EQ(jsonl->samples[0].fields[2], "{\"k\": [1]}");
+  EXPECT_EQ(jsonl->samples[1].fields[3], "\"one\"");
+}
+
+TEST_F(DatasetTest, ManifestFieldErrorsNameTheLine) {
+  using K = FieldSpec::Kind;
+  auto bad_int = ParseCsvManifest("path,label,n\na.jpg,0,1\nb.jpg,1,1.5\n", "m.csv", "/b",
+                                  storage_, {{"n", K::kInt}});
+  ASSERT_FALSE(bad_int.ok());
+  EXPECT_EQ(bad_int.status().message(), "m.csv:3: field 'n' (int): '1.5' is not an integer");
+  auto not_text = ParseJsonlManifest("{\"path\": \"a.jpg\", \"label\": 0, \"t\": [1]}\n", "m.jsonl",
+                                     "/b", storage_, {{"t", K::kText}});
+  ASSERT_FALSE(not_text.ok());
+  EXPECT_EQ(not_text.status().message(), "m.jsonl:1: field 't' (text): [1] is not a string");
+  auto no_col = ParseCsvManifest("path,label\na.jpg,0\n", "m.csv", "/b", storage_,
+                                 {{"caption", K::kAuto}});
+  ASSERT_FALSE(no_col.ok());
+  EXPECT_EQ(no_col.status().message(),
+            "m.csv:1: no column 'caption' for field 'caption' (columns: path, label)");
+}
+
 }  // namespace
 }  // namespace stoker::dataset

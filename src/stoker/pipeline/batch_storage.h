@@ -90,6 +90,7 @@ struct Batch::Buffers {
   DType dtype = DType::kUInt8;
   std::vector<int64_t> labels;
   std::vector<int64_t> indices;
+  std::vector<FieldColumn> fields;  // LoaderOptions::fields, in order
   int64_t epoch = 0;
   int64_t batch_number = 0;
 

@@ -44,6 +44,10 @@ const int64_t* Batch::labels_data() const { return buffers_->labels.data(); }
 const int64_t* Batch::indices_data() const { return buffers_->indices.data(); }
 int64_t Batch::epoch() const { return buffers_->epoch; }
 int64_t Batch::batch_number() const { return buffers_->batch_number; }
+const std::vector<FieldColumn>& Batch::fields() const {
+  static const std::vector<FieldColumn> kNone;
+  return buffers_ ? buffers_->fields : kNone;
+}
 std::shared_ptr<void> Batch::keep_alive() const { return buffers_; }
 
 namespace pipeline {
@@ -420,6 +424,17 @@ Status Validate(const LoaderOptions& o) {
     return InvalidArgument("center_fraction must be in (0, 1]");
   for (float s : t.std)
     if (!(s > 0)) return InvalidArgument("normalisation std must be positive");
+  for (size_t f = 0; f < o.fields.size(); ++f) {
+    const std::string& name = o.fields[f].name;
+    if (name.empty()) return InvalidArgument("a field has an empty name");
+    if (name == "image" || name == "label" || name == "index") {
+      return InvalidArgument("field '" + name + "': every batch has it already; fields= names the "
+                             "others (manifest columns, sibling files)");
+    }
+    for (size_t g = 0; g < f; ++g) {
+      if (o.fields[g].name == name) return InvalidArgument("field '" + name + "' is named twice");
+    }
+  }
   const IoOptions& io = o.io;
   if (!(io.connect_timeout_s >= 0) || !(io.read_timeout_s >= 0))
     return InvalidArgument("connect_timeout and read_timeout must be >= 0 seconds (0: no limit)");
@@ -436,8 +451,13 @@ Result<std::unique_ptr<Loader>> Loader::Open(const LoaderOptions& options) {
   auto storage =
       storage::OpenStorage(options.uri, {.endpoint_url = options.endpoint_url, .io = options.io});
   if (!storage.ok()) return storage.status();
-  auto dataset = dataset::OpenDataset(options.uri, **storage);
+  auto dataset = dataset::OpenDataset(options.uri, **storage, options.fields);
   if (!dataset.ok()) return dataset.status();
+  for (const auto& f : dataset->fields) {
+    if (f.kind == FieldSpec::Kind::kMask) {
+      return Unsupported("field '" + f.name + "': mask fields are not read yet");
+    }
+  }
   auto ds = std::make_shared<const dataset::Dataset>(std::move(*dataset));
   return std::unique_ptr<Loader>(
       std::make_unique<pipeline::LoaderImpl>(options, std::move(*storage), std::move(ds)));

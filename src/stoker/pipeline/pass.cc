@@ -44,7 +44,11 @@ Pass::Pass(Config c)
       sample_bytes_(SampleImageBytes(c_.options.transform)),
       max_in_flight_(c_.options.max_in_flight > 0
                          ? c_.options.max_in_flight
-                         : std::numeric_limits<int64_t>::max()) {}
+                         : std::numeric_limits<int64_t>::max()) {
+  for (size_t f = 0; f < c_.dataset->fields.size(); ++f) {
+    if (c_.dataset->fields[f].file) file_fields_.push_back(f);
+  }
+}
 
 void Pass::Launch() {
   auto self = shared_from_this();
@@ -298,13 +302,35 @@ void Pass::FetchLoop() {
     }
     obs::BusyTimer busy(m_.fetch);
     const int64_t t_issue = obs::NowNs();
+    const dataset::Sample& sample = c_.dataset->samples[w.index];
+    // The field files this sample has; a missing one is reported when the
+    // sample is decoded.
+    std::vector<size_t> reads;
+    for (size_t f : file_fields_) {
+      if (sample.fields[f]) reads.push_back(f);
+    }
+    if (!file_fields_.empty()) {
+      std::lock_guard<std::mutex> lock(mu_);
+      Pending& p = pending_[k];
+      p.left = 1 + static_cast<int>(reads.size());
+      p.files.resize(c_.dataset->fields.size(), storage::Bytes());
+      in_flight_ += static_cast<int64_t>(reads.size());
+      if (!reads.empty()) m_.in_flight.Change(static_cast<int64_t>(reads.size()));
+    }
     storage::Storage::ReadCallback done = [self, k, t_issue](Result<storage::Bytes> r) {
-      self->OnFetched(k, std::move(r), t_issue);
+      self->OnFetched(k, -1, std::move(r), t_issue);
     };
     // The loader dropped any lookahead this pass may not use (StartLocked).
     if (!c_.lookahead || !c_.lookahead->Claim(c_.sampler.epoch(), k, w.index, done)) {
-      c_.storage->ReadAsync(c_.dataset->samples[w.index].uri, std::move(done),
-                            stop_source_.get_token());
+      c_.storage->ReadAsync(sample.uri, std::move(done), stop_source_.get_token());
+    }
+    for (size_t f : reads) {
+      c_.storage->ReadAsync(
+          *sample.fields[f],
+          [self, k, f, t_issue](Result<storage::Bytes> r) {
+            self->OnFetched(k, static_cast<int>(f), std::move(r), t_issue);
+          },
+          stop_source_.get_token());
     }
   }
   ReadAhead();
@@ -349,10 +375,11 @@ std::unique_ptr<Pass::Slot> Pass::NewSlot(int64_t b) {
   slot->unfetched = n;
   slot->remaining = n;
   slot->errors.resize(n);
+  slot->fields.assign(c_.dataset->fields.size(), std::vector<FieldValue>(static_cast<size_t>(n)));
   return slot;
 }
 
-void Pass::OnFetched(int64_t k, Result<storage::Bytes> bytes, int64_t t_issue) {
+void Pass::OnFetched(int64_t k, int part, Result<storage::Bytes> bytes, int64_t t_issue) {
   if (!bytes.ok() && bytes.status().code() == StatusCode::kUnavailable) {
     // The storage, not this sample, failed (no answer for io_timeout):
     // skipping would skip the rest of the dataset one deadline at a time.
@@ -368,7 +395,23 @@ void Pass::OnFetched(int64_t k, Result<storage::Bytes> bytes, int64_t t_issue) {
     --in_flight_;
     m_.in_flight.Change(-1, t_done);
     m_.fetch_latency.AddNs(t_done - t_issue);
-    if (bytes.ok()) m_.fetch.AddItems(1, n_bytes);
+    // Items count samples; bytes count every file read.
+    if (bytes.ok()) m_.fetch.AddItems(part < 0 ? 1 : 0, n_bytes);
+    Item item{k, std::move(bytes), {}};
+    if (!file_fields_.empty()) {
+      auto p = pending_.find(k);
+      if (part < 0) {
+        p->second.image = std::move(item.bytes);
+      } else {
+        p->second.files[part] = std::move(item.bytes);
+      }
+      if (--p->second.left > 0) {
+        cv_fetch_.notify_one();  // a request slot is free
+        return;
+      }
+      item = Item{k, std::move(*p->second.image), std::move(p->second.files)};
+      pending_.erase(p);
+    }
     const int64_t b = k / c_.options.batch_size;
     auto it = slots_.find(b);
     // The batch the consumer waits for has all its bytes: its wait is now
@@ -376,7 +419,7 @@ void Pass::OnFetched(int64_t k, Result<storage::Bytes> bytes, int64_t t_issue) {
     if (it != slots_.end() && --it->second->unfetched == 0 && b == next_deliver_) {
       wake_consumer = true;
     }
-    fetched_.push_back(Item{k, std::move(bytes)});
+    fetched_.push_back(std::move(item));
     std::push_heap(fetched_.begin(), fetched_.end(), Later);
     m_.fetched.Change(1);
   }
@@ -446,10 +489,20 @@ void Pass::DecodeLoop(int id) {
       } catch (const std::exception& e) {
         st = Internal(std::string("while processing: ") + e.what());
       }
+      if (st.ok() && !c_.dataset->fields.empty()) {
+        try {
+          st = DecodeFields(*item, index, *slot, j);
+        } catch (const std::exception& e) {
+          st = Internal(std::string("while decoding fields: ") + e.what());
+        }
+      }
       if (!st.ok()) st = st.WithContext(c_.dataset->samples[index].uri);
     }
     // Give the encoded bytes back before waiting again.
     if (item->bytes.ok()) c_.storage->Recycle(std::move(item->bytes).value());
+    for (auto& f : item->files) {
+      if (f.ok() && f->capacity() > 0) c_.storage->Recycle(std::move(f).value());
+    }
     if (obs::kMetersOn) m_.decode.AddBusyNs(obs::ThreadCpuNs() - cpu0);
     if (st.ok()) m_.decode.AddItems(1, static_cast<int64_t>(sample_bytes_));
     if (trace_) trace_->Complete("decode", wall0, obs::NowNs(), c_.sampler.epoch(), item->k, index);
@@ -468,6 +521,32 @@ void Pass::DecodeLoop(int id) {
   }
 }
 
+Status Pass::DecodeFields(const Item& item, int64_t index, Slot& slot, int64_t j) {
+  const dataset::Sample& sample = c_.dataset->samples[index];
+  for (size_t f = 0; f < c_.dataset->fields.size(); ++f) {
+    const dataset::Field& field = c_.dataset->fields[f];
+    const auto& value = sample.fields[f];
+    const std::string what = "field '" + field.name + "'";
+    if (!value) {
+      return NotFound(what + " is missing" +
+                      (field.file ? " (no file of that name beside the sample)"
+                                  : " (no value on its manifest line)"));
+    }
+    std::span<const uint8_t> file;
+    if (field.file) {
+      const auto& bytes = item.files[f];
+      if (!bytes.ok()) return Status(bytes.status().code(), what + ": " + bytes.status().message());
+      file = std::span<const uint8_t>(bytes->data(), bytes->size());
+    }
+    Status st = DecodeField(field, *value, file, slot.fields[f][static_cast<size_t>(j)]);
+    if (!st.ok()) {
+      return Status(st.code(), what + (field.file ? " (" + *value + ")" : std::string()) + ": " +
+                                   st.message());
+    }
+  }
+  return Status::Ok();
+}
+
 // Collate: drops (kSkip) or reports (kRaise) failed samples, then hands the
 // batch out.
 Result<std::optional<Batch>> Pass::Collate(std::unique_ptr<Slot> slot) {
@@ -484,6 +563,7 @@ Result<std::optional<Batch>> Pass::Collate(std::unique_ptr<Slot> slot) {
                      sample_bytes_);
         st.labels[kept] = st.labels[j];
         st.indices[kept] = st.indices[j];
+        for (auto& column : slot->fields) column[kept] = std::move(column[j]);
       }
       ++kept;
       continue;
@@ -507,6 +587,11 @@ Result<std::optional<Batch>> Pass::Collate(std::unique_ptr<Slot> slot) {
   st.n = kept;
   st.labels.resize(kept);
   st.indices.resize(kept);
+  st.fields.clear();
+  for (size_t f = 0; f < slot->fields.size(); ++f) {
+    slot->fields[f].resize(static_cast<size_t>(kept));
+    st.fields.push_back(CollateField(c_.dataset->fields[f], slot->fields[f]));
+  }
   m_.collate.AddItems(1, static_cast<int64_t>(kept * sample_bytes_));
   m_.delivered.Add(kept);
   m_.deliver.AddItems(kept > 0 ? 1 : 0);

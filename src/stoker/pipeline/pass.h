@@ -37,6 +37,7 @@
 #include "stoker/obs/metrics.h"
 #include "stoker/obs/trace.h"
 #include "stoker/pipeline/batch_storage.h"
+#include "stoker/pipeline/fields.h"
 #include "stoker/pipeline/lookahead.h"
 #include "stoker/sampler/sampler.h"
 #include "stoker/storage/storage.h"
@@ -130,10 +131,21 @@ class Pass : public std::enable_shared_from_this<Pass> {
     int64_t unfetched = 0;  // reads not yet back
     int64_t remaining = 0;  // samples not yet decoded (or failed)
     std::vector<Status> errors;  // per sample; ok unless it failed
+    std::vector<std::vector<FieldValue>> fields;  // [field][sample]
   };
   struct Item {
     int64_t k;
     Result<storage::Bytes> bytes;
+    // One per dataset field: the file's bytes (file fields the sample has),
+    // else empty.
+    std::vector<Result<storage::Bytes>> files;
+  };
+  // A sample whose image and field files are read by several requests,
+  // until the last of them is back.
+  struct Pending {
+    int left = 0;
+    std::optional<Result<storage::Bytes>> image;
+    std::vector<Result<storage::Bytes>> files;
   };
   static bool Later(const Item& a, const Item& b) { return a.k > b.k; }
   enum class Waited { kFetch, kDecode, kCollate };
@@ -155,7 +167,10 @@ class Pass : public std::enable_shared_from_this<Pass> {
 
   void FetchLoop();
   void ReadAhead();
-  void OnFetched(int64_t k, Result<storage::Bytes> bytes, int64_t t_issue);
+  // part: -1 for the image, else the field whose file this is.
+  void OnFetched(int64_t k, int part, Result<storage::Bytes> bytes, int64_t t_issue);
+  // Decodes the sample's fields into slot->fields[.][j]; the first error.
+  Status DecodeFields(const Item& item, int64_t index, Slot& slot, int64_t j);
   void DecodeLoop(int id);
   Result<std::optional<Batch>> Collate(std::unique_ptr<Slot> slot);
 
@@ -177,6 +192,8 @@ class Pass : public std::enable_shared_from_this<Pass> {
   int64_t in_flight_ = 0;
   std::map<int64_t, std::unique_ptr<Slot>> slots_;
   std::vector<Item> fetched_;  // min-heap on k
+  std::map<int64_t, Pending> pending_;  // samples with field files, by k
+  std::vector<size_t> file_fields_;     // dataset fields read from files
   int decode_target_ = 0;
   std::vector<bool> decoder_running_;  // by decoder id
   // When the consumer last left Next() or Wait() (0: it is inside one).
