@@ -24,6 +24,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "stoker/options.h"
@@ -67,6 +68,30 @@ struct FieldColumn {
   std::vector<Array> arrays;
 };
 
+// One sample's field as a SampleHook sees it (read-only).
+struct SampleField {
+  const std::string* name = nullptr;
+  FieldSpec::Kind kind = FieldSpec::Kind::kAuto;
+  int64_t int_value = 0;       // kInt
+  double float_value = 0;      // kFloat
+  std::string_view bytes;      // kText, kJson (UTF-8), kBytes
+  const Array* array = nullptr;  // kNpy, kMask
+};
+
+// A decoded, transformed sample, as LoaderOptions::map sees it.
+struct SampleView {
+  void* image = nullptr;  // channels x height x width, C-contiguous, `dtype`
+  DType dtype = DType::kUInt8;
+  int64_t channels = 0, height = 0, width = 0;
+  int64_t label = 0;  // the hook may change it
+  int64_t index = 0;  // position in the dataset listing
+  int64_t epoch = 0;
+  uint64_t position = 0;  // in the epoch's global order
+  std::vector<SampleField> fields;
+  // What the hook leaves for the batch: Batch::sample_user_data()[i].
+  std::shared_ptr<void> user;
+};
+
 // One batch. Cheap to copy: copies share the same buffers, which live as long
 // as any copy (or any tensor made from them) does.
 class Batch {
@@ -91,6 +116,12 @@ class Batch {
   int64_t batch_number() const;
   // The fields asked for in LoaderOptions::fields, in that order.
   const std::vector<FieldColumn>& fields() const;
+  // What LoaderOptions::map left per sample (SampleView::user), in batch
+  // order; empty without a map.
+  const std::vector<std::shared_ptr<void>>& sample_user_data() const;
+  // What LoaderOptions::batch_map left (null without one).
+  std::shared_ptr<void> user_data() const;
+  void set_user_data(std::shared_ptr<void> data);
 
   // Shares ownership of all buffers; used to hand them to other runtimes
   // (DLPack) without a copy.

@@ -4,8 +4,11 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
+
+#include "stoker/status.h"
 
 namespace stoker {
 
@@ -122,6 +125,21 @@ struct FieldSpec {
   Kind kind = Kind::kAuto;
 };
 
+class Batch;        // stoker/loader.h
+struct SampleView;  // stoker/loader.h
+
+// User code run on the loader's threads (the Python binding's map= and
+// batch_map=). A hook's error is the sample's error (skipped and counted,
+// or raised, by on_error) for `map`, the batch's for `batch_map`.
+//   map: on each sample once its image is transformed and its fields
+//     decoded, on the decode thread; may change the image in place and the
+//     label, and leave an object for the batch (SampleView::user).
+//   batch_map: on each batch once it is collated, in order, on the loader's
+//     map thread, while the consumer works on earlier batches; may leave an
+//     object for the consumer (Batch::user_data).
+using SampleHook = std::function<Status(SampleView&)>;
+using BatchHook = std::function<Status(Batch&)>;
+
 struct LoaderOptions {
   // A local folder (ImageFolder layout), `file://` URI, or a manifest file
   // (.csv with header `path,label`, or .jsonl with keys `path`, `label`).
@@ -135,6 +153,9 @@ struct LoaderOptions {
   TransformOptions transform;
   // Fields to read besides image, label and index (FieldSpec).
   std::vector<FieldSpec> fields;
+  // Hooks (SampleHook, BatchHook); empty: none.
+  SampleHook map;
+  BatchHook batch_map;
   bool shuffle = false;
   uint64_t seed = 0;
   // true: drop the last incomplete batch.

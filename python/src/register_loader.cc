@@ -7,7 +7,9 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cstring>
 #include <chrono>
 #include <condition_variable>
 #include <memory>
@@ -130,7 +132,16 @@ nb::tuple BatchToArrays(const Batch& batch) {
       const_cast<int64_t*>(batch.labels_data()), 1, n, Owner(batch)));
   auto indices = nb::cast(nb::ndarray<Framework, int64_t>(
       const_cast<int64_t*>(batch.indices_data()), 1, n, Owner(batch)));
-  return nb::make_tuple(images, labels, indices, FieldsToPython<Framework>(batch));
+  // What map= left per sample (dicts), or None.
+  nb::object extras = nb::none();
+  if (!batch.sample_user_data().empty()) {
+    nb::list l;
+    for (const auto& u : batch.sample_user_data()) {
+      l.append(u ? *static_cast<nb::object*>(u.get()) : nb::none());
+    }
+    extras = l;
+  }
+  return nb::make_tuple(images, labels, indices, FieldsToPython<Framework>(batch), extras);
 }
 
 // Every figure of the loader's metrics registry, by name; stages and queues
@@ -362,6 +373,152 @@ void RequireOwnProcess(const PyLoader& l) {
               "in this process");
 }
 
+
+// A Python object kept by C++ (a hook, what a hook returned): released
+// with the GIL taken, on whatever thread drops the last reference; left
+// alone once the interpreter is exiting (see WithoutGil).
+std::shared_ptr<void> HoldPython(nb::object o) {
+  return std::shared_ptr<void>(new nb::object(std::move(o)), [](void* p) {
+    auto* obj = static_cast<nb::object*>(p);
+    if (MustNotReturnToPython() || !Py_IsInitialized()) {
+      (void)obj->release();  // the process is ending: no decref without the GIL
+      delete obj;
+      return;
+    }
+    nb::gil_scoped_acquire gil;
+    delete obj;
+  });
+}
+
+// Runs f with the GIL on a loader thread; a Python exception becomes the
+// error of the sample or batch: "<what> raised <type>: <message>".
+template <typename F>
+Status CallPython(const char* what, F&& f) {
+  if (g_exiting.load()) return Cancelled("the interpreter is exiting");
+  nb::gil_scoped_acquire gil;
+  try {
+    return f();
+  } catch (nb::python_error& e) {
+    std::string type = "exception";
+    try {
+      type = nb::cast<std::string>(e.type().attr("__name__"));
+    } catch (...) {
+    }
+    std::string message;
+    try {
+      message = nb::cast<std::string>(nb::str(e.value()));
+    } catch (...) {
+    }
+    return InvalidArgument(std::string(what) + " raised " + type +
+                           (message.empty() ? "" : ": " + message));
+  } catch (const std::exception& e) {
+    return InvalidArgument(std::string(what) + " failed: " + e.what());
+  }
+}
+
+// A copy of `bytes` bytes at `data` as a (torch or NumPy) array of `shape`.
+nb::object CopyToPython(const void* data, DType dtype, std::vector<size_t> shape, bool torch) {
+  size_t bytes = DTypeSize(dtype);
+  for (size_t d : shape) bytes *= d;
+  auto* buf = new std::vector<std::byte>(std::max<size_t>(bytes, 1));
+  if (bytes) std::memcpy(buf->data(), data, bytes);
+  nb::capsule owner(buf, [](void* p) noexcept { delete static_cast<std::vector<std::byte>*>(p); });
+  if (torch) {
+    return nb::cast(nb::ndarray<nb::pytorch>(buf->data(), shape.size(), shape.data(), owner,
+                                             nullptr, ToDlpack(dtype)));
+  }
+  return nb::cast(nb::ndarray<nb::numpy>(buf->data(), shape.size(), shape.data(), owner, nullptr,
+                                         ToDlpack(dtype)));
+}
+
+nb::object SampleFieldToPython(const SampleField& f, bool torch) {
+  using K = FieldSpec::Kind;
+  switch (f.kind) {
+    case K::kInt: return nb::int_(f.int_value);
+    case K::kFloat: return nb::float_(f.float_value);
+    case K::kText:
+    case K::kJson: return nb::str(f.bytes.data(), f.bytes.size());
+    case K::kBytes: return nb::bytes(f.bytes.data(), f.bytes.size());
+    case K::kNpy:
+    case K::kMask: {
+      std::vector<size_t> shape(f.array->shape.begin(), f.array->shape.end());
+      return CopyToPython(f.array->data.data(), f.array->dtype, shape, torch);
+    }
+    case K::kAuto: break;
+  }
+  return nb::none();
+}
+
+// map=: calls the Python wrapper (stoker._loader) as fn(image, label, index,
+// fields) -> dict; copies the dict's image back into the batch, takes its
+// label, and keeps the whole dict for the batch (its other keys).
+SampleHook MakeSampleHook(nb::object fn, bool torch) {
+  auto held = HoldPython(std::move(fn));
+  return [held, torch](SampleView& v) -> Status {
+    return CallPython("map", [&]() -> Status {
+      const nb::object& call = *static_cast<nb::object*>(held.get());
+      const std::vector<size_t> shape = {static_cast<size_t>(v.channels),
+                                         static_cast<size_t>(v.height),
+                                         static_cast<size_t>(v.width)};
+      nb::object image = CopyToPython(v.image, v.dtype, shape, torch);
+      nb::dict fields;
+      for (const auto& f : v.fields) fields[nb::str(f.name->c_str())] = SampleFieldToPython(f, torch);
+      nb::object out = call(image, v.label, v.index, fields);
+      nb::dict d = nb::cast<nb::dict>(out);  // the wrapper checked it is one
+      nb::object img = d.contains("image") ? nb::object(d["image"]) : image;
+      nb::ndarray<nb::device::cpu> arr;
+      if (!nb::try_cast(img, arr)) {
+        return InvalidArgument("map returned an image that is not an array (a tensor or NumPy array "
+                               "on the CPU)");
+      }
+      const bool same_shape = arr.ndim() == 3 && arr.shape(0) == shape[0] &&
+                              arr.shape(1) == shape[1] && arr.shape(2) == shape[2];
+      if (!same_shape || arr.dtype() != ToDlpack(v.dtype)) {
+        std::string got;
+        for (size_t i = 0; i < arr.ndim(); ++i) got += (i ? " x " : "") + std::to_string(arr.shape(i));
+        return InvalidArgument("map returned an image of shape " + got + " (" +
+                               std::to_string(arr.itemsize() * 8) + "-bit); the batch holds " +
+                               std::to_string(shape[0]) + " x " + std::to_string(shape[1]) + " x " +
+                               std::to_string(shape[2]) + " images of " +
+                               (v.dtype == DType::kFloat32 ? "float32" : "uint8"));
+      }
+      // Any strides (a transposed or sliced tensor): copy element by element.
+      const size_t item = DTypeSize(v.dtype);
+      const auto* src = static_cast<const std::byte*>(arr.data());
+      auto* dst = static_cast<std::byte*>(v.image);
+      for (size_t c = 0; c < shape[0]; ++c) {
+        for (size_t y = 0; y < shape[1]; ++y) {
+          for (size_t x = 0; x < shape[2]; ++x) {
+            const int64_t off = static_cast<int64_t>(c) * arr.stride(0) +
+                                static_cast<int64_t>(y) * arr.stride(1) +
+                                static_cast<int64_t>(x) * arr.stride(2);
+            std::memcpy(dst + ((c * shape[1] + y) * shape[2] + x) * item,
+                        src + off * static_cast<int64_t>(item), item);
+          }
+        }
+      }
+      if (d.contains("label")) v.label = nb::cast<int64_t>(d["label"]);
+      v.user = HoldPython(d);
+      return Status::Ok();
+    });
+  };
+}
+
+// batch_map=: calls the Python wrapper with the batch's arrays (what next()
+// returns) and keeps what it returns as the batch for the consumer.
+BatchHook MakeBatchHook(nb::object fn, bool torch) {
+  auto held = HoldPython(std::move(fn));
+  return [held, torch](Batch& batch) -> Status {
+    return CallPython("batch_map", [&]() -> Status {
+      const nb::object& call = *static_cast<nb::object*>(held.get());
+      nb::object arrays = torch ? nb::object(BatchToArrays<nb::pytorch>(batch))
+                                : nb::object(BatchToArrays<nb::numpy>(batch));
+      batch.set_user_data(HoldPython(call(arrays)));
+      return Status::Ok();
+    });
+  };
+}
+
 nb::object NextBatch(PyLoader& l, bool torch) {
   RequireOwnProcess(l);
   Result<std::optional<Batch>> r = Internal("no batch");
@@ -381,6 +538,8 @@ nb::object NextBatch(PyLoader& l, bool torch) {
   }
   std::optional<Batch> b = ValueOrThrow(std::move(r));
   if (!b) return nb::none();
+  // What batch_map= returned stands for the batch.
+  if (auto user = b->user_data()) return nb::make_tuple(*static_cast<nb::object*>(user.get()));
   return torch ? BatchToArrays<nb::pytorch>(*b) : BatchToArrays<nb::numpy>(*b);
 }
 
@@ -399,7 +558,8 @@ void register_loader(nb::module_& m) {
              bool jpeg_index, int64_t jpeg_index_mb, int64_t max_in_flight, bool trace,
              const std::string& ca_bundle, bool verify_tls, double min_rate,
              double min_rate_window,
-             const std::vector<std::pair<std::string, std::string>>& fields) {
+             const std::vector<std::pair<std::string, std::string>>& fields, nb::object map,
+             nb::object batch_map, bool torch) {
             LoaderOptions o;
             o.uri.assign(uri.c_str(), uri.size());  // os.fsencode()d: any bytes
             o.endpoint_url = endpoint_url;
@@ -431,6 +591,8 @@ void register_loader(nb::module_& m) {
             for (const auto& [name, kind] : fields) {
               o.fields.push_back({name, ParseFieldKind(name, kind)});
             }
+            if (!map.is_none()) o.map = MakeSampleHook(map, torch);
+            if (!batch_map.is_none()) o.batch_map = MakeBatchHook(batch_map, torch);
             Result<std::unique_ptr<Loader>> r =
                 WithoutGil([&] { return Loader::Open(o); });
             new (self) PyLoader(ValueOrThrow(std::move(r)));
@@ -451,7 +613,9 @@ void register_loader(nb::module_& m) {
           nb::arg("verify_tls") = true,
           nb::arg("min_rate") = IoOptions{}.min_rate_bytes_per_s,
           nb::arg("min_rate_window") = IoOptions{}.min_rate_window_s,
-          nb::arg("fields") = std::vector<std::pair<std::string, std::string>>())
+          nb::arg("fields") = std::vector<std::pair<std::string, std::string>>(),
+          nb::arg("map") = nb::none(), nb::arg("batch_map") = nb::none(),
+          nb::arg("torch") = true)
       .def("__len__", [](const PyLoader& l) { return l.impl->num_batches(); })
       .def_prop_ro("num_samples", [](const PyLoader& l) { return l.impl->num_samples(); })
       .def_prop_ro("classes",
@@ -492,12 +656,14 @@ void register_loader(nb::module_& m) {
       .def("stats",
            [](const PyLoader& l) {
              RequireOwnProcess(l);
-             return StatsToDict(l.impl->stats());
+             // Without the GIL: a loader thread may need it to let go of a
+             // hook's object while holding a lock these calls take.
+             return StatsToDict(WithoutGil([&] { return l.impl->stats(); }));
            })
       .def("profile",
            [](const PyLoader& l) {
              RequireOwnProcess(l);
-             return ProfileToDict(l.impl->Profile());
+             return ProfileToDict(WithoutGil([&] { return l.impl->Profile(); }));
            })
       .def("trace_json",
            [](const PyLoader& l) {
@@ -513,7 +679,7 @@ void register_loader(nb::module_& m) {
       .def("state_dict",
            [](const PyLoader& l) {
              RequireOwnProcess(l);
-             LoaderState st = l.impl->state();
+             LoaderState st = WithoutGil([&] { return l.impl->state(); });
              nb::dict d;
              d["version"] = st.version;
              d["seed"] = st.seed;

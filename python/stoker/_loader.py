@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import atexit
 import os
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
 
 from stoker import _core
 from stoker.transforms import Transform, imagenet_val
@@ -57,6 +59,55 @@ def _field_specs(fields) -> List[Tuple[str, str]]:
                              f"got {kind!r}")
         out.append((name, kind))
     return out
+
+
+def _sample_map(fn: Callable[[Dict[str, Any]], Dict[str, Any]]):
+    """map= as the C++ side calls it: fn(image, label, index, fields)."""
+    def call(image, label, index, fields):
+        sample = {"image": image, "label": label, "index": index}
+        sample.update(fields)
+        out = fn(sample)
+        if not isinstance(out, dict):
+            raise TypeError(f"map must return a dict, got {type(out).__name__}")
+        return out
+    return call
+
+
+def _collate(values: List[Any]) -> Any:
+    """What map= added to the samples, as a batch (default_collate's rules,
+    shallow): tensors or arrays of one shape stacked; bool/int/float values
+    a tensor; anything else a list."""
+    first = values[0]
+    if _torch is not None and all(isinstance(v, _torch.Tensor) for v in values):
+        if all(v.shape == first.shape for v in values):
+            return _torch.stack(values)
+        return values
+    if isinstance(first, np.ndarray) and all(isinstance(v, np.ndarray) and v.shape == first.shape
+                                             for v in values):
+        return _torch.from_numpy(np.stack(values)) if _torch is not None else np.stack(values)
+    for kind in (bool, int, float):
+        if all(type(v) is kind for v in values):
+            return _torch.tensor(values) if _torch is not None else np.array(values)
+    return values
+
+
+def _batch_dict(out) -> Dict[str, Any]:
+    images, labels, indices, fields, extras = out
+    batch = {"image": images, "label": labels, "index": indices}
+    batch.update(fields)
+    if extras:
+        for key in extras[0]:
+            if key in ("image", "label", "index"):
+                continue
+            batch[key] = _collate([e.get(key) for e in extras])
+    return batch
+
+
+def _batch_map(fn: Callable[[Dict[str, Any]], Any]):
+    """batch_map= as the C++ side calls it: with next()'s arrays."""
+    def call(out):
+        return fn(_batch_dict(out))
+    return call
 
 
 class Loader:
@@ -137,6 +188,18 @@ class Loader:
         docs/fields.md). A manifest's "bytes" and "npy" values are file paths.
         A field not asked for is never read; a sample missing one, or with a
         bad one, is skipped or raised by on_error, naming the file and field.
+    map: fn(sample) -> sample, on each sample after its transform, on the
+        decode threads: ``sample`` is a dict of its image (C x H x W, a copy
+        the function may change or replace with one of the same shape and
+        dtype), label, index and fields; what it returns replaces them, and
+        its other keys are collated into the batch (tensors of one shape
+        stacked, numbers as a tensor, else a list). The GIL is held only
+        inside the call. An exception is the sample's error: skipped and
+        counted, or raised, by on_error, naming the file.
+    batch_map: fn(batch) -> anything, on each batch (the dict iteration
+        would yield) on a thread of the loader, ahead of the consumer;
+        iteration yields what it returns. An exception skips (or raises) the
+        batch's error with its number.
 
     Iterating yields dicts: ``image`` (N x 3 x H x W uint8, or float32 when
     the transform normalises), ``label`` (int64), ``index`` (int64 position of
@@ -158,7 +221,9 @@ class Loader:
                  max_in_flight: Optional[int] = None, trace: bool = False,
                  ca_bundle: Optional[Union[str, os.PathLike]] = None, verify: bool = True,
                  min_rate: float = 0.0, min_rate_window: float = 15.0,
-                 fields: Optional[Union[Sequence[str], Mapping[str, str]]] = None):
+                 fields: Optional[Union[Sequence[str], Mapping[str, str]]] = None,
+                 map: Optional[Callable[[Dict[str, Any]], Dict[str, Any]]] = None,
+                 batch_map: Optional[Callable[[Dict[str, Any]], Any]] = None):
         transform = transform if transform is not None else imagenet_val(224)
         if threads == "auto":
             threads = 0
@@ -190,7 +255,10 @@ class Loader:
             int(max_attempts or 0), bool(lookahead), bool(jpeg_index),
             int(jpeg_index_mb), int(max_in_flight or 0), bool(trace),
             os.fspath(ca_bundle) if ca_bundle is not None else "", verify,
-            float(min_rate), float(min_rate_window), fields=field_specs)
+            float(min_rate), float(min_rate_window), fields=field_specs,
+            map=_sample_map(map) if map is not None else None,
+            batch_map=_batch_map(batch_map) if batch_map is not None else None,
+            torch=_torch is not None)
         self.fields = [name for name, _ in field_specs]
         self.rank, self.world_size = rank, world_size
         self._closed = False
@@ -241,10 +309,8 @@ class Loader:
                     raise
                 if out is None:
                     return
-                images, labels, indices, fields = out
-                batch = {"image": images, "label": labels, "index": indices}
-                batch.update(fields)
-                yield batch
+                # batch_map's result comes alone.
+                yield out[0] if len(out) == 1 else _batch_dict(out)
         finally:
             # A consumer that stops early (break, exception, del) must not
             # leave threads decoding ahead.

@@ -91,6 +91,8 @@ struct Batch::Buffers {
   std::vector<int64_t> labels;
   std::vector<int64_t> indices;
   std::vector<FieldColumn> fields;  // LoaderOptions::fields, in order
+  std::vector<std::shared_ptr<void>> sample_user;  // LoaderOptions::map's, per sample
+  std::shared_ptr<void> user;                      // LoaderOptions::batch_map's
   int64_t epoch = 0;
   int64_t batch_number = 0;
 

@@ -44,6 +44,14 @@ const int64_t* Batch::labels_data() const { return buffers_->labels.data(); }
 const int64_t* Batch::indices_data() const { return buffers_->indices.data(); }
 int64_t Batch::epoch() const { return buffers_->epoch; }
 int64_t Batch::batch_number() const { return buffers_->batch_number; }
+const std::vector<std::shared_ptr<void>>& Batch::sample_user_data() const {
+  static const std::vector<std::shared_ptr<void>> kNone;
+  return buffers_ ? buffers_->sample_user : kNone;
+}
+std::shared_ptr<void> Batch::user_data() const { return buffers_ ? buffers_->user : nullptr; }
+void Batch::set_user_data(std::shared_ptr<void> data) {
+  if (buffers_) buffers_->user = std::move(data);
+}
 const std::vector<FieldColumn>& Batch::fields() const {
   static const std::vector<FieldColumn> kNone;
   return buffers_ ? buffers_->fields : kNone;

@@ -280,6 +280,68 @@ TEST_F(LoaderTest, EverySampleOncePerEpochAndSameBatchesForAnyThreadCount) {
   }
 }
 
+// C++ hooks: map changes pixels and labels in place and leaves an object
+// per sample; batch_map runs once per batch, in order, and leaves one for
+// the consumer; an error of map is the sample's (skipped and counted).
+TEST_F(LoaderTest, MapAndBatchMapHooks) {
+  auto plain = Loader::Open(Options(2));
+  ASSERT_TRUE(plain.ok());
+  const Epoch want = Run(**plain, 0);
+  LoaderOptions o = Options(2);
+  std::atomic<int> bad_index{-1};
+  o.map = [&](SampleView& v) -> Status {
+    if (v.index == bad_index.load()) return InvalidArgument("refused by the hook");
+    EXPECT_EQ(v.channels, 3);
+    EXPECT_EQ(v.dtype, DType::kUInt8);
+    auto* p = static_cast<uint8_t*>(v.image);
+    for (int64_t i = 0; i < v.channels * v.height * v.width; ++i) p[i] = static_cast<uint8_t>(255 - p[i]);
+    v.label = 1000 + v.index;
+    v.user = std::make_shared<int64_t>(v.index * 2);
+    return Status::Ok();
+  };
+  std::vector<int64_t> mapped_batches;
+  std::mutex mu;
+  o.batch_map = [&](Batch& b) -> Status {
+    std::lock_guard<std::mutex> lock(mu);
+    mapped_batches.push_back(b.batch_number());
+    b.set_user_data(std::make_shared<int64_t>(b.size()));
+    return Status::Ok();
+  };
+  auto loader = Loader::Open(o);
+  ASSERT_TRUE(loader.ok()) << loader.status().ToString();
+  (*loader)->SetEpoch(0);
+  std::vector<int64_t> indices;
+  std::vector<uint8_t> pixels;
+  while (true) {
+    auto batch = (*loader)->Next();
+    ASSERT_TRUE(batch.ok()) << batch.status().ToString();
+    if (!batch->has_value()) break;
+    const Batch& x = **batch;
+    ASSERT_TRUE(x.user_data());
+    EXPECT_EQ(*static_cast<int64_t*>(x.user_data().get()), x.size());
+    ASSERT_EQ(x.sample_user_data().size(), static_cast<size_t>(x.size()));
+    for (int64_t i = 0; i < x.size(); ++i) {
+      EXPECT_EQ(x.labels_data()[i], 1000 + x.indices_data()[i]);
+      EXPECT_EQ(*static_cast<int64_t*>(x.sample_user_data()[i].get()), 2 * x.indices_data()[i]);
+    }
+    indices.insert(indices.end(), x.indices_data(), x.indices_data() + x.size());
+    const auto* p = static_cast<const uint8_t*>(x.images_data());
+    for (int64_t i = 0; i < x.size() * 3 * 16 * 16; ++i) pixels.push_back(static_cast<uint8_t>(255 - p[i]));
+  }
+  EXPECT_EQ(indices, want.indices);
+  EXPECT_TRUE(pixels == want.pixels);
+  EXPECT_EQ(mapped_batches, (std::vector<int64_t>{0, 1, 2, 3, 4, 5}));
+
+  bad_index = static_cast<int>(want.indices[2]);
+  auto skipping = Loader::Open(o);
+  ASSERT_TRUE(skipping.ok());
+  const Epoch got = Run(**skipping, 0);
+  std::vector<int64_t> expected = want.indices;
+  expected.erase(expected.begin() + 2);
+  EXPECT_EQ(got.indices, expected);
+  EXPECT_EQ((*skipping)->stats().Get("samples_skipped"), 1);
+}
+
 // The decode stage's parallelism changes while a pass runs (up, down, up
 // again) and every batch stays what a fixed thread count gives; the
 // registry's stages and queues count every sample exactly once.

@@ -68,6 +68,13 @@ void Pass::Launch() {
   m_.assembling.SetCapacity(c_.options.prefetch_batches);
   m_.complete.SetCapacity(c_.options.prefetch_batches);
   for (int i = 0; i < decode_target_; ++i) SpawnDecoderLocked(i);
+  if (c_.options.batch_map) {
+    threads_.emplace_back([self] {
+      SetThreadName("stoker-map");
+      if (self->trace_) self->trace_->NameThread("stoker-map");
+      self->Guard("map", [&] { self->MapLoop(); });
+    });
+  }
 }
 
 // Under mu_ and join_mu_.
@@ -145,6 +152,8 @@ int64_t Pass::position() const {
 // Under mu_: which stage the batch Next() waits for is waiting on.
 Pass::Waited Pass::Blocking() const {
   auto it = slots_.find(next_deliver_);
+  // Taken by the map thread: being collated and mapped.
+  if (it == slots_.end() && c_.options.batch_map && next_map_ > next_deliver_) return Waited::kCollate;
   if (it == slots_.end() || it->second->unfetched > 0) return Waited::kFetch;
   if (it->second->remaining > 0) return Waited::kDecode;
   return Waited::kCollate;
@@ -215,6 +224,17 @@ Result<std::optional<Batch>> Pass::NextIncludingEmpty() {
     WaitReadyLocked(lock, std::nullopt);
     if (fatal_) return *fatal_;
     if (stop_ || next_deliver_ >= c_.num_batches) return std::optional<Batch>();
+    if (c_.options.batch_map) {
+      auto done = mapped_.find(next_deliver_);
+      auto r = std::move(done->second);
+      mapped_.erase(done);
+      ++next_deliver_;
+      m_.deliver.AddWaitInputNs(obs::NowNs() - entered);
+      lock.unlock();
+      cv_fetch_.notify_one();
+      consumer_left_ns_.store(obs::NowNs(), std::memory_order_relaxed);
+      return r;
+    }
     auto it = slots_.find(next_deliver_);
     slot = std::move(it->second);
     slots_.erase(it);
@@ -231,6 +251,7 @@ Result<std::optional<Batch>> Pass::NextIncludingEmpty() {
 // Under mu_: the batch Next() waits for is complete, or the pass is over.
 bool Pass::NextReady() const {
   if (stop_ || fatal_ || next_deliver_ >= c_.num_batches) return true;
+  if (c_.options.batch_map) return mapped_.count(next_deliver_) > 0;
   auto it = slots_.find(next_deliver_);
   return it != slots_.end() && it->second->remaining == 0;
 }
@@ -376,6 +397,7 @@ std::unique_ptr<Pass::Slot> Pass::NewSlot(int64_t b) {
   slot->remaining = n;
   slot->errors.resize(n);
   slot->fields.assign(c_.dataset->fields.size(), std::vector<FieldValue>(static_cast<size_t>(n)));
+  if (c_.options.map) slot->user.resize(static_cast<size_t>(n));
   return slot;
 }
 
@@ -496,6 +518,7 @@ void Pass::DecodeLoop(int id) {
           st = Internal(std::string("while decoding fields: ") + e.what());
         }
       }
+      if (st.ok() && c_.options.map) st = MapSample(*slot, j, item->k, index, dst);
       if (!st.ok()) st = st.WithContext(c_.dataset->samples[index].uri);
     }
     // Give the encoded bytes back before waiting again.
@@ -547,6 +570,103 @@ Status Pass::DecodeFields(const Item& item, int64_t index, Slot& slot, int64_t j
   return Status::Ok();
 }
 
+Status Pass::MapSample(Slot& slot, int64_t j, int64_t k, int64_t index, void* dst) {
+  const auto& b = *slot.buffers;
+  SampleView v;
+  v.image = dst;
+  v.dtype = b.dtype;
+  v.channels = 3;
+  v.height = v.width = b.size;
+  v.label = b.labels[j];
+  v.index = index;
+  v.epoch = c_.sampler.epoch();
+  v.position = c_.sampler.GlobalPosition(static_cast<uint64_t>(k));
+  for (size_t f = 0; f < c_.dataset->fields.size(); ++f) {
+    const FieldValue& fv = slot.fields[f][static_cast<size_t>(j)];
+    SampleField sf;
+    sf.name = &c_.dataset->fields[f].name;
+    sf.kind = c_.dataset->fields[f].kind;
+    sf.int_value = fv.i;
+    sf.float_value = fv.d;
+    sf.bytes = fv.s;
+    sf.array = &fv.array;
+    v.fields.push_back(sf);
+  }
+  Status st;
+  try {
+    st = c_.options.map(v);
+  } catch (const std::exception& e) {
+    st = Internal(std::string("map: ") + e.what());
+  }
+  if (!st.ok()) return st;
+  slot.buffers->labels[j] = v.label;
+  slot.user[static_cast<size_t>(j)] = std::move(v.user);
+  return Status::Ok();
+}
+
+void Pass::MapLoop() {
+  while (true) {
+    std::unique_ptr<Slot> slot;
+    int64_t b = 0;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      auto ready = [&] {
+        if (stop_ || next_map_ >= c_.num_batches) return true;
+        auto it = slots_.find(next_map_);
+        return it != slots_.end() && it->second->remaining == 0;
+      };
+      if (!ready()) {
+        const int64_t t0 = obs::NowNs();
+        cv_consumer_.wait(lock, ready);
+        m_.collate.AddWaitInputNs(obs::NowNs() - t0);
+      }
+      if (stop_ || next_map_ >= c_.num_batches) return;
+      b = next_map_++;
+      auto it = slots_.find(b);
+      slot = std::move(it->second);
+      slots_.erase(it);
+      m_.complete.Change(-1);
+    }
+    auto r = Collate(std::move(slot));
+    if (r.ok() && r->has_value() && (*r)->size() > 0) {
+      const int64_t wall0 = trace_ ? obs::NowNs() : 0;
+      Status st;
+      try {
+        st = c_.options.batch_map(**r);
+      } catch (const std::exception& e) {
+        st = Internal(std::string("batch_map: ") + e.what());
+      }
+      if (!st.ok()) {
+        st = st.WithContext("batch " + std::to_string(b) + " of epoch " +
+                            std::to_string(c_.sampler.epoch()));
+        if (c_.options.on_error == OnError::kRaise) {
+          r = st;
+        } else {
+          // Skipped like its samples would be: counted, logged, and an
+          // empty batch in its place (Next() passes over it).
+          const int64_t n = (*r)->size();
+          m_.skipped.Add(n);
+          m_.delivered.Add(-n);  // Collate counted them
+          m_.batches.Add(-1);
+          {
+            std::lock_guard<std::mutex> lock(m_.mu);
+            m_.errors_by_kind[StatusCodeName(st.code())] += n;
+          }
+          LogWarning("skipped " + st.message());
+          r = std::optional<Batch>(Batch(std::make_shared<Batch::Buffers>()));
+        }
+      }
+      if (trace_) trace_->Complete("batch_map", wall0, obs::NowNs(), c_.sampler.epoch(), b, -1);
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stop_) return;
+      mapped_.emplace(b, std::move(r));
+    }
+    cv_consumer_.notify_all();
+  }
+}
+
 // Collate: drops (kSkip) or reports (kRaise) failed samples, then hands the
 // batch out.
 Result<std::optional<Batch>> Pass::Collate(std::unique_ptr<Slot> slot) {
@@ -564,6 +684,7 @@ Result<std::optional<Batch>> Pass::Collate(std::unique_ptr<Slot> slot) {
         st.labels[kept] = st.labels[j];
         st.indices[kept] = st.indices[j];
         for (auto& column : slot->fields) column[kept] = std::move(column[j]);
+        if (!slot->user.empty()) slot->user[kept] = std::move(slot->user[j]);
       }
       ++kept;
       continue;
@@ -587,6 +708,10 @@ Result<std::optional<Batch>> Pass::Collate(std::unique_ptr<Slot> slot) {
   st.n = kept;
   st.labels.resize(kept);
   st.indices.resize(kept);
+  if (!slot->user.empty()) {
+    slot->user.resize(static_cast<size_t>(kept));
+    st.sample_user = std::move(slot->user);
+  }
   st.fields.clear();
   for (size_t f = 0; f < slot->fields.size(); ++f) {
     slot->fields[f].resize(static_cast<size_t>(kept));

@@ -132,6 +132,7 @@ class Pass : public std::enable_shared_from_this<Pass> {
     int64_t remaining = 0;  // samples not yet decoded (or failed)
     std::vector<Status> errors;  // per sample; ok unless it failed
     std::vector<std::vector<FieldValue>> fields;  // [field][sample]
+    std::vector<std::shared_ptr<void>> user;      // LoaderOptions::map's, per sample
   };
   struct Item {
     int64_t k;
@@ -172,6 +173,11 @@ class Pass : public std::enable_shared_from_this<Pass> {
   // Decodes the sample's fields into slot->fields[.][j]; the first error.
   Status DecodeFields(const Item& item, int64_t index, Slot& slot, int64_t j);
   void DecodeLoop(int id);
+  // Runs LoaderOptions::map on the sample just decoded into `dst`.
+  Status MapSample(Slot& slot, int64_t j, int64_t k, int64_t index, void* dst);
+  // With LoaderOptions::batch_map: collates complete batches in order and
+  // runs the hook on each, ahead of the consumer (thread "stoker-map").
+  void MapLoop();
   Result<std::optional<Batch>> Collate(std::unique_ptr<Slot> slot);
 
   const Config c_;
@@ -193,6 +199,9 @@ class Pass : public std::enable_shared_from_this<Pass> {
   std::map<int64_t, std::unique_ptr<Slot>> slots_;
   std::vector<Item> fetched_;  // min-heap on k
   std::map<int64_t, Pending> pending_;  // samples with field files, by k
+  // batch_map: batches collated and mapped, by number, and the next to map.
+  std::map<int64_t, Result<std::optional<Batch>>> mapped_;
+  int64_t next_map_ = 0;
   std::vector<size_t> file_fields_;     // dataset fields read from files
   int decode_target_ = 0;
   std::vector<bool> decoder_running_;  // by decoder id
