@@ -482,18 +482,23 @@ SampleHook MakeSampleHook(nb::object fn, bool torch) {
                                std::to_string(shape[2]) + " images of " +
                                (v.dtype == DType::kFloat32 ? "float32" : "uint8"));
       }
-      // Any strides (a transposed or sliced tensor): copy element by element.
       const size_t item = DTypeSize(v.dtype);
       const auto* src = static_cast<const std::byte*>(arr.data());
       auto* dst = static_cast<std::byte*>(v.image);
-      for (size_t c = 0; c < shape[0]; ++c) {
-        for (size_t y = 0; y < shape[1]; ++y) {
-          for (size_t x = 0; x < shape[2]; ++x) {
-            const int64_t off = static_cast<int64_t>(c) * arr.stride(0) +
-                                static_cast<int64_t>(y) * arr.stride(1) +
-                                static_cast<int64_t>(x) * arr.stride(2);
-            std::memcpy(dst + ((c * shape[1] + y) * shape[2] + x) * item,
-                        src + off * static_cast<int64_t>(item), item);
+      const int64_t h = static_cast<int64_t>(shape[1]), w = static_cast<int64_t>(shape[2]);
+      if (arr.stride(2) == 1 && arr.stride(1) == w && arr.stride(0) == h * w) {
+        std::memcpy(dst, src, shape[0] * shape[1] * shape[2] * item);  // C-contiguous
+      } else {
+        // Any strides (a transposed or sliced tensor): element by element.
+        for (size_t c = 0; c < shape[0]; ++c) {
+          for (size_t y = 0; y < shape[1]; ++y) {
+            for (size_t x = 0; x < shape[2]; ++x) {
+              const int64_t off = static_cast<int64_t>(c) * arr.stride(0) +
+                                  static_cast<int64_t>(y) * arr.stride(1) +
+                                  static_cast<int64_t>(x) * arr.stride(2);
+              std::memcpy(dst + ((c * shape[1] + y) * shape[2] + x) * item,
+                          src + off * static_cast<int64_t>(item), item);
+            }
           }
         }
       }
