@@ -274,3 +274,23 @@ def test_field_arguments_checked(images):
         stoker.Loader(images / "m.csv", fields=["label"])
     with pytest.raises(stoker.Error, match="named twice"):
         stoker.Loader(images / "m.csv", fields=["c", ("c", "text")])
+
+
+def test_clip_style_example_reads_images_and_captions(tmp_path):
+    """examples/python/clip_style.py end to end: its manifest's captions
+    reach the training step as a list of str beside the image tensor."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    script = Path(__file__).resolve().parents[2] / "examples" / "python" / "clip_style.py"
+    manifest = subprocess.run([sys.executable, str(script), "--generate", str(tmp_path),
+                               "--count", "48"], check=True, capture_output=True,
+                              text=True).stdout.strip()
+    out = subprocess.run([sys.executable, str(script), "--manifest", manifest, "--steps", "10",
+                          "--batch-size", "16"], check=True, capture_output=True, text=True).stdout
+    last = out.strip().splitlines()[-1]
+    assert last.startswith("step 10: loss ") and "e.g. 'a " in last, out
+    loader = stoker.Loader(manifest, batch_size=48, fields=["caption"])
+    b = next(iter(loader))
+    rows = Path(manifest).read_text().splitlines()[1:]
+    assert b["caption"] == [r.split(",", 2)[2].strip('"') for r in rows]
