@@ -35,8 +35,8 @@ nb::capsule Owner(const Batch& batch) {
 template <typename Framework>
 nb::tuple BatchToArrays(const Batch& batch) {
   auto shape = batch.image_shape();
-  size_t ishape[4] = {static_cast<size_t>(shape[0]), 3, static_cast<size_t>(shape[2]),
-                      static_cast<size_t>(shape[3])};
+  size_t ishape[4] = {static_cast<size_t>(shape[0]), static_cast<size_t>(shape[1]),
+                      static_cast<size_t>(shape[2]), static_cast<size_t>(shape[3])};
   size_t n[1] = {static_cast<size_t>(batch.size())};
   nb::object images;
   if (batch.dtype() == DType::kFloat32) {

@@ -339,8 +339,11 @@ std::unique_ptr<Pass::Slot> Pass::NewSlot(int64_t b) {
   auto st = std::make_unique<Batch::Buffers>();
   st->pool = c_.pool;
   st->n = n;
-  st->size = c_.options.transform.size;
-  st->dtype = c_.options.transform.normalize ? DType::kFloat32 : DType::kUInt8;
+  const auto shape = transform::ComposeOutputShape(c_.options.transform);  // Open validated it
+  st->channels = shape->channels;
+  st->height = shape->height;
+  st->width = shape->width;
+  st->dtype = shape->is_float ? DType::kFloat32 : DType::kUInt8;
   st->labels.assign(n, 0);
   st->indices.assign(n, 0);
   st->epoch = c_.sampler.epoch();
