@@ -36,6 +36,11 @@ CropParams SampleCropParams(int width, int height, const TransformOptions& trans
 
 // Exactly what a Loader writes for one sample: 3 x size x size, uint8 or
 // (normalize) float32, as raw bytes.
+// The first n Uniform() draws of the sample (seed, epoch, position): every
+// op's random parameters come from these, in op order (docs/transforms.md,
+// Randomness), so a test can re-derive them.
+std::vector<double> SampleUniforms(uint64_t seed, int64_t epoch, uint64_t position, int n);
+
 // What every sample of `transform` comes out as (channels x height x width,
 // float32 or uint8), or why the transform is refused (as Loader::Open).
 struct ImageShape {

@@ -5,6 +5,7 @@
 #include <nanobind/ndarray.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/tuple.h>
+#include <nanobind/stl/vector.h>
 
 #include <cstring>
 #include <string>
@@ -165,6 +166,11 @@ void register_transforms(nb::module_& m) {
       nb::arg("epoch"), nb::arg("position"),
       "The fused prefix of a Compose for one sample: source rect (x, y, w, h), hflip, vflip, "
       "and the size (out_w, out_h) it is resampled to.");
+
+  m.def("sample_uniforms", &SampleUniforms, nb::arg("seed"), nb::arg("epoch"),
+        nb::arg("position"), nb::arg("n"),
+        "The first n Uniform() draws of a sample's random numbers (every op's parameters "
+        "come from them, in op order).");
 
   m.def(
       "transform_mask",

@@ -1,5 +1,6 @@
 #include "stoker/image.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "stoker/decode/decode.h"
@@ -26,6 +27,13 @@ CropParams SampleCropParams(int width, int height, const TransformOptions& trans
                             uint64_t seed, int64_t epoch, uint64_t position) {
   auto p = pipeline::ComputeSampleParams(width, height, transform, seed, epoch, position);
   return {p.crop.x, p.crop.y, p.crop.w, p.crop.h, p.flip, p.vflip, p.out_w, p.out_h};
+}
+
+std::vector<double> SampleUniforms(uint64_t seed, int64_t epoch, uint64_t position, int n) {
+  transform::SampleRng rng(seed, epoch, static_cast<int64_t>(position));
+  std::vector<double> out(static_cast<size_t>(std::max(n, 0)));
+  for (double& v : out) v = rng.Uniform();
+  return out;
 }
 
 Result<ImageShape> TransformShape(const TransformOptions& transform) {
