@@ -245,9 +245,16 @@ void ResizePlanar(Planar& img, const image::Rect& box, int out_w, int out_h, boo
 }
 
 // torchvision's _rgb_to_grayscale_image in float32: r * 0.2989, then
-// + g * 0.587, + b * 0.114 (add with alpha: a fused multiply-add).
+// + g * 0.587, + b * 0.114, each add with alpha a fused multiply-add. The
+// fused steps are done in double, where they are exact (an 8-bit value times
+// a float32 constant plus a float32 below 256 needs under 40 bits), then
+// rounded once to float: the fma's result without std::fma, which is a slow
+// library call on CPUs without the FMA instruction.
 inline float Gray(float r, float g, float b) {
-  return std::fma(b, 0.114f, std::fma(g, 0.587f, r * 0.2989f));
+  const double l1 = static_cast<double>(r * 0.2989f);
+  const auto l2 = static_cast<float>(static_cast<double>(g) * static_cast<double>(0.587f) + l1);
+  return static_cast<float>(static_cast<double>(b) * static_cast<double>(0.114f) +
+                            static_cast<double>(l2));
 }
 
 void GrayscalePlanar(Planar& img, int out_channels, Scratch& s) {
@@ -262,34 +269,42 @@ void GrayscalePlanar(Planar& img, int out_channels, Scratch& s) {
   img.channels = out_channels;
 }
 
+// floor() of a value in [0, 2^31) without a libm call (baseline x86-64 has
+// no SSE4.1 round): truncation is the floor there, and it vectorises.
+inline float FloorNonNeg(float v) { return static_cast<float>(static_cast<int>(v)); }
+
 inline uint8_t ClampTrunc(float v) {
-  // clamp_(0, 255) then .to(uint8): truncation toward zero.
-  v = v < 0.f ? 0.f : (v > 255.f ? 255.f : v);
-  return static_cast<uint8_t>(v);
+  // clamp_(0, 255) then .to(uint8): truncation toward zero. min/max (not
+  // branches) so that the loops vectorise.
+  return static_cast<uint8_t>(static_cast<int>(std::min(std::max(v, 0.0f), 255.0f)));
 }
 
 // _blend(image, other, ratio) = clamp(image * ratio + other * (1 - ratio)).
 void Brightness(Planar& img, float f) {
   const size_t total = img.plane() * img.channels;
-  for (size_t i = 0; i < total; ++i) img.data[i] = ClampTrunc(img.data[i] * f);
+  uint8_t* __restrict d = img.data;
+  for (size_t i = 0; i < total; ++i) d[i] = ClampTrunc(d[i] * f);
 }
 
 void BlendWithGray(Planar& img, float f, bool mean_only) {
   const size_t n = img.plane();
   const float rest = static_cast<float>(1.0 - static_cast<double>(f));
-  uint8_t* r = img.data;
-  uint8_t* g = img.data + n;
-  uint8_t* b = img.data + 2 * n;
+  uint8_t* __restrict r = img.data;
+  uint8_t* __restrict g = img.data + n;
+  uint8_t* __restrict b = img.data + 2 * n;
   if (mean_only) {  // contrast: blend with the mean of floor(gray)
-    double sum = 0;
-    for (size_t i = 0; i < n; ++i) sum += std::floor(Gray(r[i], g[i], b[i]));
-    const float mean = static_cast<float>(sum / static_cast<double>(n));
+    // floor(gray) are integers: their sum is exact in an integer (torch's
+    // float32 sum is exact too while it stays below 2^24).
+    int64_t sum = 0;
+    for (size_t i = 0; i < n; ++i) sum += static_cast<int>(Gray(r[i], g[i], b[i]));
+    const float mean = static_cast<float>(sum) / static_cast<float>(n);
     const float m = mean * rest;
-    for (size_t i = 0; i < 3 * n; ++i) img.data[i] = ClampTrunc(img.data[i] * f + m);
+    uint8_t* __restrict d = img.data;
+    for (size_t i = 0; i < 3 * n; ++i) d[i] = ClampTrunc(d[i] * f + m);
     return;
   }
   for (size_t i = 0; i < n; ++i) {  // saturation: blend with floor(gray)
-    const float m = std::floor(Gray(r[i], g[i], b[i])) * rest;
+    const float m = FloorNonNeg(Gray(r[i], g[i], b[i])) * rest;
     r[i] = ClampTrunc(r[i] * f + m);
     g[i] = ClampTrunc(g[i] * f + m);
     b[i] = ClampTrunc(b[i] * f + m);
@@ -297,55 +312,86 @@ void BlendWithGray(Planar& img, float f, bool mean_only) {
 }
 
 // adjust_hue: uint8 -> float [0, 1], RGB -> HSV, h = (h + hue) mod 1, back,
-// then .mul(255.999).to(uint8), as torchvision's to_dtype(scale=True).
+// then .mul(255.999).to(uint8), as torchvision's to_dtype(scale=True). The
+// same float32 operations in the same order as torchvision's _rgb_to_hsv and
+// _hsv_to_rgb, 4 pixels at a time with GCC/Clang vector extensions: written
+// per pixel, the data-dependent selects became branches that mispredict on
+// every other pixel (3x slower).
+typedef float V4 __attribute__((vector_size(16)));
+typedef int32_t I4 __attribute__((vector_size(16)));
+
+inline V4 Trunc(V4 v) { return __builtin_convertvector(__builtin_convertvector(v, I4), V4); }
+
 void Hue(Planar& img, float hue) {
   const size_t n = img.plane();
-  uint8_t* pr = img.data;
-  uint8_t* pg = img.data + n;
-  uint8_t* pb = img.data + 2 * n;
+  uint8_t* __restrict pr = img.data;
+  uint8_t* __restrict pg = img.data + n;
+  uint8_t* __restrict pb = img.data + 2 * n;
   const float inv255 = static_cast<float>(1.0 / 255.0);
-  for (size_t i = 0; i < n; ++i) {
-    const float r = pr[i] * inv255, g = pg[i] * inv255, b = pb[i] * inv255;
-    const float maxc = std::max(r, std::max(g, b));
-    const float minc = std::min(r, std::min(g, b));
-    const bool eqc = maxc == minc;
-    const float range = maxc - minc;
-    const float s = range / (eqc ? 1.0f : maxc);
-    const float div = eqc ? 1.0f : range;
-    const float rc = (maxc - r) / div, gc = (maxc - g) / div, bc = (maxc - b) / div;
-    const bool neq_r = maxc != r;
-    const bool eq_g = maxc == g;
-    const float hg = (eq_g && neq_r) ? (rc + 2.0f) - bc : 0.0f;
-    const float hr = !neq_r ? bc - gc : 0.0f;
-    const float hb = (neq_r && !eq_g) ? (gc + 4.0f) - rc : 0.0f;
-    float h = (hr + hg) + hb;
-    h = std::fmod(h * static_cast<float>(1.0 / 6.0) + 1.0f, 1.0f);
+  const V4 zero = {0, 0, 0, 0}, one = zero + 1.0f;
+  for (size_t i = 0; i < n; i += 4) {
+    const size_t m = std::min<size_t>(4, n - i);
+    V4 r = zero, g = zero, b = zero;
+    for (size_t k = 0; k < m; ++k) {
+      r[k] = pr[i + k];
+      g[k] = pg[i + k];
+      b[k] = pb[i + k];
+    }
+    r *= inv255;
+    g *= inv255;
+    b *= inv255;
+    V4 maxc = r > g ? r : g;
+    maxc = maxc > b ? maxc : b;
+    V4 minc = r < g ? r : g;
+    minc = minc < b ? minc : b;
+    const I4 eqc = maxc == minc;
+    const V4 range = maxc - minc;
+    const V4 s = range / (eqc ? one : maxc);
+    const V4 div = eqc ? one : range;
+    const V4 rc = (maxc - r) / div, gc = (maxc - g) / div, bc = (maxc - b) / div;
+    // torchvision multiplies each candidate by its mask.
+    const I4 neq_r = maxc != r;
+    const I4 eq_g = maxc == g;
+    const V4 hg = ((rc + 2.0f) - bc) * ((eq_g & neq_r) ? one : zero);
+    const V4 hr = (bc - gc) * (neq_r ? zero : one);
+    const V4 hb = ((gc + 4.0f) - rc) * ((neq_r & ~eq_g) ? one : zero);
+    V4 h = (hr + hg) + hb;
+    // fmod(x, 1) of a positive x is x - floor(x), exactly.
+    h = h * static_cast<float>(1.0 / 6.0) + 1.0f;
+    h = h - Trunc(h);
     // h.add_(hue).remainder_(1.0): Python's modulo (result in [0, 1)).
     h = h + hue;
-    h = h - std::floor(h);
-    const float v = maxc;
-    const float h6 = h * 6.0f;
-    const float fi = std::floor(h6);
-    const float f = h6 - fi;
-    int i6 = static_cast<int>(fi) % 6;
-    if (i6 < 0) i6 += 6;
-    const float sxf = s * f;
-    const float one_minus_s = 1.0f - s;
-    const float q = std::clamp((1.0f - sxf) * v, 0.0f, 1.0f);
-    const float t = std::clamp((sxf + one_minus_s) * v, 0.0f, 1.0f);
-    const float p = std::clamp(one_minus_s * v, 0.0f, 1.0f);
-    float o[3];
-    switch (i6) {
-      case 0: o[0] = v, o[1] = t, o[2] = p; break;
-      case 1: o[0] = q, o[1] = v, o[2] = p; break;
-      case 2: o[0] = p, o[1] = v, o[2] = t; break;
-      case 3: o[0] = p, o[1] = q, o[2] = v; break;
-      case 4: o[0] = t, o[1] = p, o[2] = v; break;
-      default: o[0] = v, o[1] = p, o[2] = q; break;
+    V4 fl = Trunc(h);
+    fl = fl > h ? fl - 1.0f : fl;
+    h = h - fl;
+    const V4 v = maxc;
+    const V4 h6 = h * 6.0f;
+    const V4 fi = Trunc(h6);
+    const V4 f = h6 - fi;
+    I4 i6 = __builtin_convertvector(fi, I4);
+    i6 = i6 == 6 ? 0 : i6;  // h6 may round up to 6: i.remainder_(6)
+    const V4 sxf = s * f;
+    const V4 one_minus_s = 1.0f - s;
+    auto clamp01 = [&](V4 x) {
+      x = x < 0.0f ? zero : x;
+      return x > 1.0f ? one : x;
+    };
+    const V4 q = clamp01((1.0f - sxf) * v);
+    const V4 t = clamp01((sxf + one_minus_s) * v);
+    const V4 p = clamp01(one_minus_s * v);
+    // torchvision's gather of (v, p, q, t) by sector: (v,t,p) (q,v,p)
+    // (p,v,t) (p,q,v) (t,p,v) (v,p,q).
+    const V4 o0 = ((i6 == 0) | (i6 == 5)) ? v : (i6 == 1 ? q : (i6 == 4 ? t : p));
+    const V4 o1 = ((i6 == 1) | (i6 == 2)) ? v : (i6 == 0 ? t : (i6 == 3 ? q : p));
+    const V4 o2 = ((i6 == 3) | (i6 == 4)) ? v : (i6 == 2 ? t : (i6 == 5 ? q : p));
+    const I4 u0 = __builtin_convertvector(o0 * 255.999f, I4);
+    const I4 u1 = __builtin_convertvector(o1 * 255.999f, I4);
+    const I4 u2 = __builtin_convertvector(o2 * 255.999f, I4);
+    for (size_t k = 0; k < m; ++k) {
+      pr[i + k] = static_cast<uint8_t>(u0[k]);
+      pg[i + k] = static_cast<uint8_t>(u1[k]);
+      pb[i + k] = static_cast<uint8_t>(u2[k]);
     }
-    pr[i] = static_cast<uint8_t>(o[0] * 255.999f);
-    pg[i] = static_cast<uint8_t>(o[1] * 255.999f);
-    pb[i] = static_cast<uint8_t>(o[2] * 255.999f);
   }
 }
 
@@ -373,6 +419,10 @@ void GaussianKernel(int k, float sigma, float* w) {
 // Separable blur with reflect padding, rounded half to even back to uint8.
 Status Blur(Planar& img, const Op& op, float sigma, Scratch& s, const std::string& label) {
   const int kx = op.kernel_size[0], ky = op.kernel_size[1];
+  if (ky > 63) {
+    return InvalidArgument(label + ": kernel_size " + std::to_string(ky) +
+                           " is larger than 63 rows, which stoker does not support");
+  }
   if (kx / 2 >= img.width || ky / 2 >= img.height) {
     return InvalidArgument(label + ": kernel_size (" + std::to_string(kx) + ", " +
                            std::to_string(ky) + ") needs an image larger than its half (h=" +
@@ -387,28 +437,39 @@ Status Blur(Planar& img, const Op& op, float sigma, Scratch& s, const std::strin
   GaussianKernel(kx, sigma, wx);
   GaussianKernel(ky, sigma, wy);
   const int rx = kx / 2, ry = ky / 2;
+  // The reflected source column of each (output column, tap), once.
+  std::vector<int32_t>& cols = s.starts;
+  cols.resize(static_cast<size_t>(img.width) * kx);
+  for (int x = 0; x < img.width; ++x)
+    for (int k = 0; k < kx; ++k)
+      cols[static_cast<size_t>(x) * kx + k] =
+          PadIndex(x + k - rx, img.width, Op::PaddingMode::kReflect);
+  const float* rows[64];  // ky <= 63: checked below
   for (int c = 0; c < img.channels; ++c) {
     uint8_t* p = img.data + c * n;
     for (int y = 0; y < img.height; ++y) {  // horizontal into tmp
       const uint8_t* row = p + static_cast<size_t>(y) * img.width;
       float* t = tmp + static_cast<size_t>(y) * img.width;
       for (int x = 0; x < img.width; ++x) {
+        const int32_t* ix = cols.data() + static_cast<size_t>(x) * kx;
         float acc = 0;
-        for (int k = 0; k < kx; ++k) {
-          acc += wx[k] * row[PadIndex(x + k - rx, img.width, Op::PaddingMode::kReflect)];
-        }
+        for (int k = 0; k < kx; ++k) acc += wx[k] * row[ix[k]];
         t[x] = acc;
       }
     }
     for (int y = 0; y < img.height; ++y) {  // vertical back into p
+      for (int k = 0; k < ky; ++k) {
+        rows[k] = tmp + static_cast<size_t>(PadIndex(y + k - ry, img.height,
+                                                     Op::PaddingMode::kReflect)) * img.width;
+      }
       uint8_t* row = p + static_cast<size_t>(y) * img.width;
       for (int x = 0; x < img.width; ++x) {
         float acc = 0;
-        for (int k = 0; k < ky; ++k) {
-          const int yy = PadIndex(y + k - ry, img.height, Op::PaddingMode::kReflect);
-          acc += wy[k] * tmp[static_cast<size_t>(yy) * img.width + x];
-        }
-        row[x] = static_cast<uint8_t>(std::clamp(std::nearbyint(acc), 0.0f, 255.0f));
+        for (int k = 0; k < ky; ++k) acc += wy[k] * rows[k][x];
+        // Round half to even (torch's round_) by the 2^23 trick: acc is in
+        // [0, 255.x], where adding 2^23 leaves no fraction bits.
+        const float rounded = (acc + 8388608.0f) - 8388608.0f;
+        row[x] = static_cast<uint8_t>(std::clamp(rounded, 0.0f, 255.0f));
       }
     }
   }
@@ -612,6 +673,7 @@ Result<OutputShape> OpsOutputShape(std::span<const TransformOp> ops) {
           if (k <= 0 || k % 2 == 0) {
             return bad(i, "kernel_size must be odd and positive, got " + std::to_string(k));
           }
+          if (k > 63) return bad(i, "kernel_size must be at most 63, got " + std::to_string(k));
         }
         if (!(op.sigma[0] > 0 && op.sigma[0] <= op.sigma[1] && std::isfinite(op.sigma[1]))) {
           return bad(i, "sigma must satisfy 0 < min <= max");
