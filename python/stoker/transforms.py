@@ -22,8 +22,8 @@ lists. docs/transforms.md has the details and the agreement with torchvision.
 from __future__ import annotations
 
 import numbers
-from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from dataclasses import dataclass
+from typing import Any, Dict, List, Sequence, Tuple, Union
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -285,25 +285,34 @@ class ToDtype(_Op):
         return {"type": "ToDtype", "scale_values": bool(self.scale)}
 
 
-@dataclass(frozen=True)
 class Compose:
     """torchvision.transforms.v2.Compose of the ops above.
 
     fast_decode: decode JPEG crops with libjpeg's fast integer IDCT (~7% less
     CPU per image; 46 dB PSNR against Pillow's decode instead of 55 dB).
     """
-    transforms: Sequence[_Op]
-    fast_decode: bool = field(default=False, kw_only=True)
 
-    def __post_init__(self):
-        object.__setattr__(self, "transforms", tuple(self.transforms))
+    def __init__(self, transforms: Sequence[_Op], *, fast_decode: bool = False):
+        self.transforms = tuple(transforms)
+        self.fast_decode = bool(fast_decode)
         for i, op in enumerate(self.transforms):
             if not isinstance(op, _Op):
                 raise TypeError(f"Compose: transforms[{i}] is {op!r}, not a stoker.transforms op "
                                 f"(torchvision's own transforms run in Python: use map=)")
 
+    def __repr__(self) -> str:
+        ops = ", ".join(repr(op) for op in self.transforms)
+        return f"Compose([{ops}]{', fast_decode=True' if self.fast_decode else ''})"
+
+    def __eq__(self, other) -> bool:
+        return (isinstance(other, Compose) and self.transforms == other.transforms
+                and self.fast_decode == other.fast_decode)
+
+    def __hash__(self) -> int:
+        return hash((self.transforms, self.fast_decode))
+
     def _spec(self) -> Tuple[List[Dict[str, Any]], bool]:
-        return [op._spec() for op in self.transforms], bool(self.fast_decode)
+        return [op._spec() for op in self.transforms], self.fast_decode
 
 
 # Older name of the transform type.

@@ -164,6 +164,27 @@ TEST(ComposeSampleTest, UnfusedPadCropAndFlipsAreExact) {
   }
 }
 
+TEST(ComposeSampleTest, UnfusedResizesGiveTheFusedPixels) {
+  // Pad(0) changes nothing but ends the fused prefix: the resize then runs
+  // on the decoded image (ResizePlanar) instead of inside the decode, with
+  // the same draws, box and filter, so the pixels are the same.
+  const Bytes png = EncodePng(Pattern(97, 61), 97, 61, SPNG_COLOR_TYPE_TRUECOLOR);
+  Op nothing = MakeOp(Type::kPad);
+  Op flip = MakeOp(Type::kRandomHorizontalFlip);
+  const std::vector<std::vector<Op>> fused = {
+      {Sized(Type::kResize, 20, 30)},
+      {Sized(Type::kRandomResizedCrop, 24, 16), flip},
+  };
+  for (const auto& ops : fused) {
+    std::vector<Op> unfused = {nothing};
+    unfused.insert(unfused.end(), ops.begin(), ops.end());
+    for (uint64_t pos = 0; pos < 6; ++pos) {
+      EXPECT_EQ(RunSample(png, Compose(ops), pos), RunSample(png, Compose(unfused), pos))
+          << transform::OpName(ops[0].type) << " " << pos;
+    }
+  }
+}
+
 TEST(ComposeSampleTest, GrayscaleOutputHasOneChannelAndFloatOutput) {
   const Bytes png = EncodePng(Pattern(40, 30), 40, 30, SPNG_COLOR_TYPE_TRUECOLOR);
   Op gray = MakeOp(Type::kGrayscale);
