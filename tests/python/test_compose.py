@@ -187,21 +187,27 @@ def test_loader_batches_take_the_compose_shape(tmp_path):
             np.testing.assert_array_equal(np.asarray(img), one)
 
 
-def test_loader_refuses_a_compose_without_a_fixed_size(tmp_path):
+def test_loader_refuses_a_compose_without_a_fixed_size(tmp_path, record_behaviour):
     write_folder(tmp_path, [(60, 50)])
-    with pytest.raises(stoker.Error, match=r"output size is not fixed.*Resize \(op 0\).*Resize\(\(h, w\)\)"):
+    with pytest.raises(stoker.Error, match=r"output size is not fixed.*Resize \(op 0\).*Resize\(\(h, w\)\)") as e:
         stoker.Loader(str(tmp_path), transform=T.Compose([T.Resize(32)]))
+    record_behaviour("transform", "Compose whose output size depends on the image (Resize(32) alone)",
+                     f"Loader() raises stoker.Error '{e.value}'")
 
 
-def test_a_shape_the_op_cannot_take_follows_on_error(tmp_path):
+def test_a_shape_the_op_cannot_take_follows_on_error(tmp_path, record_behaviour):
     write_folder(tmp_path, [(60, 50), (20, 20), (70, 55)])
     t = T.Compose([T.RandomCrop(40)])
     with pytest.raises(stoker.Error, match=r"001\.png.*RandomCrop \(op 0\): crop \(h=40, w=40\) "
-                                           r"is larger than the image \(h=20, w=20\)"):
+                                           r"is larger than the image \(h=20, w=20\)") as e:
         list(stoker.Loader(str(tmp_path), batch_size=3, transform=t, on_error="raise"))
     loader = stoker.Loader(str(tmp_path), batch_size=3, transform=t, on_error="skip")
     batches = list(loader)
     assert sorted(int(i) for b in batches for i in b["index"]) == [0, 2]
+    assert loader.stats()["samples_skipped"] == 1
+    record_behaviour("transform", "image smaller than a RandomCrop without pad_if_needed",
+                     f"skip: skipped and counted; raise: stoker.Error "
+                     f"'{str(e.value).replace(str(tmp_path), '<root>')}'")
 
 
 def test_mask_gets_the_images_crop_and_flip():
