@@ -209,8 +209,9 @@ class WithIndex:
         return x, y, index
 
 
-def make_dataset(root, size=224, force_pillow=False):
-    """(dataset, description of the peer) for the ImageNet training pipeline."""
+def make_dataset(root, size=224, force_pillow=False, jitter=False):
+    """(dataset, description of the peer) for the ImageNet training pipeline
+    (with jitter: + ColorJitter(0.4, 0.4, 0.4, 0.1) after the flip)."""
     tv = None
     if not force_pillow:
         try:
@@ -224,10 +225,13 @@ def make_dataset(root, size=224, force_pillow=False):
         tf = transforms.Compose([
             transforms.RandomResizedCrop(size),
             transforms.RandomHorizontalFlip(),
+            *([transforms.ColorJitter(0.4, 0.4, 0.4, 0.1)] if jitter else []),
             transforms.ToTensor(),
             transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
         ])
         return datasets.ImageFolder(root, tf), "torch DataLoader + torchvision", tv.__version__
+    if jitter:
+        raise SystemExit("--jitter needs torchvision (no Pillow re-implementation of ColorJitter)")
     tf = PillowCompose([
         PillowRandomResizedCrop(size),
         PillowRandomHorizontalFlip(),
@@ -242,12 +246,12 @@ def make_dataset(root, size=224, force_pillow=False):
 
 
 def run(root, epochs=3, batch_size=64, workers=2, size=224, seed=0, persistent_workers=False,
-        force_pillow=False, verify=False, log=None):
+        force_pillow=False, verify=False, log=None, jitter=False):
     import torch
     from PIL import __version__ as pillow_version
 
     torch.manual_seed(seed)
-    ds, peer, tv_version = make_dataset(root, size, force_pillow)
+    ds, peer, tv_version = make_dataset(root, size, force_pillow, jitter)
     # What the process holds before loading anything (Python, torch,
     # torchvision, the file list): the part of the peak that is not loading.
     baseline_rss = measure.tree_rss_bytes()
@@ -335,11 +339,13 @@ def main(argv=None):
                    help="use the Pillow re-implementation even if torchvision is installed")
     p.add_argument("--verify", action="store_true",
                    help="also return each sample's index; report coverage and label checks")
+    p.add_argument("--jitter", action="store_true",
+                   help="add ColorJitter(0.4, 0.4, 0.4, 0.1) after the flip (needs torchvision)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     a = p.parse_args(argv)
     log = (lambda s: print(s, file=sys.stderr)) if a.json else print
     out = run(a.dir, a.epochs, a.batch_size, a.workers, a.size, a.seed, a.persistent_workers,
-              a.force_pillow, a.verify, log=log)
+              a.force_pillow, a.verify, log=log, jitter=a.jitter)
     if a.json:
         print(json.dumps(measure.jsonable(out)))
     else:

@@ -27,12 +27,38 @@ Result<Image> DecodeImage(std::span<const uint8_t> bytes, int64_t max_pixels = 1
 struct CropParams {
   double x = 0, y = 0, w = 0, h = 0;
   bool flip = false;
+  bool vflip = false;  // a Compose's vertical flip
+  int out_w = 0;       // the size the crop is resampled to
+  int out_h = 0;
 };
 CropParams SampleCropParams(int width, int height, const TransformOptions& transform,
                             uint64_t seed, int64_t epoch, uint64_t position);
 
 // Exactly what a Loader writes for one sample: 3 x size x size, uint8 or
 // (normalize) float32, as raw bytes.
+// The first n Uniform() draws of the sample (seed, epoch, position): every
+// op's random parameters come from these, in op order (docs/transforms.md,
+// Randomness), so a test can re-derive them.
+std::vector<double> SampleUniforms(uint64_t seed, int64_t epoch, uint64_t position, int n);
+
+// What every sample of `transform` comes out as (channels x height x width,
+// float32 or uint8), or why the transform is refused (as Loader::Open).
+struct ImageShape {
+  int channels = 3;
+  int height = 0;
+  int width = 0;
+  bool is_float = false;
+};
+Result<ImageShape> TransformShape(const TransformOptions& transform);
+
+// A segmentation mask (palette or grayscale PNG, 1-8 bits) given the geometry
+// the image of image_width x image_height got at (seed, epoch, position):
+// uint8, height x width of TransformShape.
+Result<std::vector<uint8_t>> TransformMask(std::span<const uint8_t> png,
+                                           const TransformOptions& transform, uint64_t seed,
+                                           int64_t epoch, uint64_t position, int image_width,
+                                           int image_height, int64_t max_pixels = 178956970);
+
 Result<std::vector<uint8_t>> TransformImage(std::span<const uint8_t> bytes,
                                             const TransformOptions& transform, uint64_t seed,
                                             int64_t epoch, uint64_t position,

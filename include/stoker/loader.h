@@ -104,7 +104,8 @@ class Batch {
   // Number of samples; smaller than batch_size for the last batch of an epoch
   // (drop_last=false) or when samples were skipped.
   int64_t size() const;
-  // Images as N x 3 x H x W, C-contiguous.
+  // Images as N x C x H x W, C-contiguous: C, H, W and the dtype are the
+  // transform's output (C is 1 after Grayscale(1), else 3).
   DType dtype() const;
   std::vector<int64_t> image_shape() const;
   void* images_data() const;

@@ -12,6 +12,50 @@
 
 namespace stoker {
 
+// One step of a TransformOptions::Kind::kCompose pipeline: torchvision.transforms.v2's
+// op of the same name with its arguments (docs/transforms.md). Only the fields
+// an op names are read. Sizes are (height, width), as torchvision's.
+struct TransformOp {
+  enum class Type {
+    kRandomResizedCrop,     // size, scale, ratio
+    kResize,                // size: (h, w), or (s, 0): shorter side s
+    kCenterCrop,            // size (pads with 0 where the image is smaller)
+    kRandomCrop,            // size, padding, pad_if_needed, fill, padding_mode
+    kPad,                   // padding, fill, padding_mode
+    kRandomHorizontalFlip,  // p
+    kRandomVerticalFlip,    // p
+    kColorJitter,           // brightness, contrast, saturation, hue (ranges)
+    kRandomGrayscale,       // p
+    kGrayscale,             // num_output_channels
+    kGaussianBlur,          // kernel_size, sigma (range)
+    kNormalize,             // mean, std (one per channel)
+    kToDtype,               // float32, scale
+  };
+  enum class PaddingMode { kConstant, kEdge, kReflect, kSymmetric };
+  Type type = Type::kResize;
+  std::array<int, 2> size = {0, 0};  // (h, w)
+  std::array<double, 2> scale = {0.08, 1.0};
+  std::array<double, 2> ratio = {3.0 / 4.0, 4.0 / 3.0};
+  std::array<int, 4> padding = {0, 0, 0, 0};  // left, top, right, bottom
+  bool pad_if_needed = false;
+  std::array<int, 3> fill = {0, 0, 0};
+  PaddingMode padding_mode = PaddingMode::kConstant;
+  double p = 0.5;
+  // ColorJitter's factor ranges, as torchvision stores them: brightness,
+  // contrast and saturation [lo, hi] around 1, hue [lo, hi] in [-0.5, 0.5].
+  // {1, 1} (hue {0, 0}) is torchvision's None: no draw, no change.
+  std::array<double, 2> brightness = {1, 1};
+  std::array<double, 2> contrast = {1, 1};
+  std::array<double, 2> saturation = {1, 1};
+  std::array<double, 2> hue = {0, 0};
+  int num_output_channels = 1;
+  std::array<int, 2> kernel_size = {0, 0};  // (kx, ky) as torchvision's: odd, > 0
+  std::array<double, 2> sigma = {0.1, 2.0};
+  std::vector<float> mean;
+  std::vector<float> std;
+  bool scale_values = true;  // ToDtype(float32, scale=...)
+};
+
 // What happens to each decoded sample before it is collated.
 struct TransformOptions {
   enum class Kind {
@@ -22,6 +66,11 @@ struct TransformOptions {
     // Resize the shorter side to round(size / center_fraction), then take the
     // centre size x size crop (torchvision's Resize + CenterCrop).
     kVal,
+    // `ops` in order (torchvision.transforms.v2.Compose). The leading crops,
+    // one resize and flips are fused into decoding; the rest run on the
+    // decoded crop. `size`, `normalize`, `mean`, `std` and the kTrain/kVal
+    // fields are not read (the ops say it all).
+    kCompose,
   };
   Kind kind = Kind::kVal;
   int size = 224;
@@ -37,6 +86,7 @@ struct TransformOptions {
   bool fast_decode = false;
   std::array<float, 3> mean = {0.485f, 0.456f, 0.406f};
   std::array<float, 3> std = {0.229f, 0.224f, 0.225f};
+  std::vector<TransformOp> ops;  // kCompose
 };
 
 enum class OnError {

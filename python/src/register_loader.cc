@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "errors.h"
+#include "register_transforms.h"
 #include "stoker/loader.h"
 
 namespace nb = nanobind;
@@ -117,8 +118,8 @@ FieldSpec::Kind ParseFieldKind(const std::string& name, const std::string& kind)
 template <typename Framework>
 nb::tuple BatchToArrays(const Batch& batch) {
   auto shape = batch.image_shape();
-  size_t ishape[4] = {static_cast<size_t>(shape[0]), 3, static_cast<size_t>(shape[2]),
-                      static_cast<size_t>(shape[3])};
+  size_t ishape[4] = {static_cast<size_t>(shape[0]), static_cast<size_t>(shape[1]),
+                      static_cast<size_t>(shape[2]), static_cast<size_t>(shape[3])};
   size_t n[1] = {static_cast<size_t>(batch.size())};
   nb::object images;
   if (batch.dtype() == DType::kFloat32) {
@@ -552,10 +553,8 @@ void register_loader(nb::module_& m) {
   nb::class_<PyLoader>(m, "Loader")
       .def(
           "__init__",
-          [](PyLoader* self, nb::bytes uri, int64_t batch_size, const std::string& kind,
-             int size, bool normalize, std::array<double, 2> scale, std::array<double, 2> ratio,
-             double flip_probability, double center_fraction, std::array<float, 3> mean,
-             std::array<float, 3> std, bool fast_decode, bool shuffle, uint64_t seed,
+          [](PyLoader* self, nb::bytes uri, int64_t batch_size, nb::handle transform,
+             bool shuffle, uint64_t seed,
              bool drop_last, int threads,
              const std::string& on_error, int prefetch_batches, int64_t max_pixels, int64_t rank,
              int64_t world_size, const std::string& endpoint_url, double connect_timeout,
@@ -577,8 +576,7 @@ void register_loader(nb::module_& m) {
             o.io.min_rate_bytes_per_s = min_rate;
             o.io.min_rate_window_s = min_rate_window;
             o.batch_size = batch_size;
-            o.transform = MakeTransform(kind, size, normalize, scale, ratio, flip_probability,
-                                        center_fraction, mean, std, fast_decode);
+            o.transform = TransformFromPython(transform);
             o.shuffle = shuffle;
             o.seed = seed;
             o.drop_last = drop_last;
@@ -602,10 +600,7 @@ void register_loader(nb::module_& m) {
                 WithoutGil([&] { return Loader::Open(o); });
             new (self) PyLoader(ValueOrThrow(std::move(r)));
           },
-          nb::arg("uri"), nb::arg("batch_size"), nb::arg("kind"), nb::arg("size"),
-          nb::arg("normalize"), nb::arg("scale"), nb::arg("ratio"), nb::arg("flip_probability"),
-          nb::arg("center_fraction"), nb::arg("mean"), nb::arg("std"), nb::arg("fast_decode"),
-          nb::arg("shuffle"),
+          nb::arg("uri"), nb::arg("batch_size"), nb::arg("transform"), nb::arg("shuffle"),
           nb::arg("seed"), nb::arg("drop_last"), nb::arg("threads"), nb::arg("on_error"),
           nb::arg("prefetch_batches"), nb::arg("max_pixels"), nb::arg("rank"),
           nb::arg("world_size"), nb::arg("endpoint_url") = "",

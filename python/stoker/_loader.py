@@ -118,8 +118,8 @@ class Loader:
         str, bytes or path-like. File names need not be UTF-8: they come
         back (sample_uri, classes, error messages) as os.fsdecode() gives
         them, so os.fsencode() recovers the bytes.
-    transform: stoker.transforms.imagenet_train(...) or imagenet_val(...)
-        (default imagenet_val(224)).
+    transform: stoker.transforms.Compose([...]) of torchvision v2's ops, or
+        imagenet_train(...) / imagenet_val(...) (default imagenet_val(224)).
     threads: decode threads, "auto" for one per core.
     on_error: "skip" counts a bad sample in stats() and logs its path once;
         "raise" raises stoker.Error naming the file and the reason.
@@ -201,8 +201,8 @@ class Loader:
         iteration yields what it returns. An exception skips (or raises) the
         batch's error with its number.
 
-    Iterating yields dicts: ``image`` (N x 3 x H x W uint8, or float32 when
-    the transform normalises), ``label`` (int64), ``index`` (int64 position of
+    Iterating yields dicts: ``image`` (N x C x H x W uint8, or float32 after
+    ToDtype(torch.float32)), ``label`` (int64), ``index`` (int64 position of
     the sample in the dataset listing), and each of ``fields`` by its name.
     Torch tensors when torch is installed, else NumPy arrays; either way no
     copy is made.
@@ -246,10 +246,8 @@ class Loader:
         self.transform = transform
         self.batch_size = batch_size
         self._core = _core.Loader(
-            os.fsencode(uri), batch_size, transform.kind, transform.size, transform.normalize,
-            tuple(transform.scale), tuple(transform.ratio), transform.flip_probability,
-            transform.center_fraction, tuple(transform.mean), tuple(transform.std),
-            bool(transform.fast_decode), bool(shuffle), int(seed), bool(drop_last), int(threads), on_error,
+            os.fsencode(uri), batch_size, transform, bool(shuffle), int(seed), bool(drop_last),
+            int(threads), on_error,
             int(prefetch_batches), int(max_pixels), int(rank), int(world_size),
             endpoint_url or "", float(connect_timeout), float(read_timeout), float(io_timeout),
             int(max_attempts or 0), bool(lookahead), bool(jpeg_index),

@@ -10,6 +10,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 import stoker
 from conftest import encode, textured
@@ -294,3 +295,89 @@ def test_clip_style_example_reads_images_and_captions(tmp_path):
     b = next(iter(loader))
     rows = Path(manifest).read_text().splitlines()[1:]
     assert b["caption"] == [r.split(",", 2)[2].strip('"') for r in rows]
+
+
+def _block_pairs(root, n, rng):
+    """Images (lossless PNG) whose red channel is 40 x the class of 8 x 8
+    blocks, and their masks (palette PNGs, as Pillow writes them: 2 bits a
+    pixel for 4 classes) holding the classes."""
+    from PIL import Image
+    (root / "c").mkdir()
+    for i in range(n):
+        h, w = int(rng.integers(60, 90)), int(rng.integers(60, 90))
+        classes = np.kron(rng.integers(0, 4, size=(h // 8 + 1, w // 8 + 1)),
+                          np.ones((8, 8), np.int64))[:h, :w].astype(np.uint8)
+        img = np.zeros((h, w, 3), np.uint8)
+        img[..., 0] = classes * 40
+        img[..., 1] = 200
+        Image.fromarray(img).save(root / "c" / f"x{i:02d}.png")
+        m = Image.fromarray(classes, mode="P")
+        m.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0, 0, 0, 255])
+        m.save(root / "c" / f"x{i:02d}.seg.png")
+
+
+def test_mask_gets_the_image_crop_and_flips(tmp_path, record_behaviour):
+    """Segmentation: a mask field takes its image's crop box and flips. With
+    crops and flips only, the image's red channel / 40 equals the mask pixel
+    for pixel; through RandomResizedCrop (image bilinear, mask nearest) they
+    agree away from block edges."""
+    from stoker import transforms as T
+    _block_pairs(tmp_path, 12, np.random.default_rng(6))
+    exact = T.Compose([T.RandomCrop(48), T.RandomHorizontalFlip(), T.RandomVerticalFlip()])
+    loader = stoker.Loader(tmp_path, batch_size=5, transform=exact, shuffle=True, seed=1,
+                           on_error="raise", fields={"seg.png": "mask"})
+    assert loader.num_samples == 12
+    batches = 0
+    for b in loader:
+        image, mask = b["image"], b["seg.png"]
+        assert tuple(mask.shape) == (len(b["index"]), 1, 48, 48) and mask.dtype == torch.uint8
+        assert torch.equal(image[:, 0:1] // 40, mask)
+        batches += 1
+    assert batches == 3
+    resized = T.Compose([T.RandomResizedCrop(40, scale=(0.3, 1.0)), T.RandomHorizontalFlip()])
+    loader = stoker.Loader(tmp_path, batch_size=12, transform=resized, seed=2, on_error="raise",
+                           fields={"seg.png": "mask"})
+    b = next(iter(loader))
+    agree = ((b["image"][:, 0:1].float() / 40).round() == b["seg.png"].float()).float().mean()
+    assert agree > 0.9, agree
+    record_behaviour("fields", "segmentation mask beside its image (fields={'seg.png': 'mask'})",
+                     "the mask gets the image's crop and flips (nearest neighbour): equal to the "
+                     "image's classes pixel for pixel under crops and flips")
+
+
+@pytest.mark.parametrize("on_error", ["skip", "raise"])
+def test_mask_of_another_size_is_skipped_or_raised(tmp_path, on_error, record_behaviour):
+    from PIL import Image
+    _block_pairs(tmp_path, 4, np.random.default_rng(7))
+    bad = tmp_path / "c" / "x02.seg.png"
+    Image.fromarray(np.zeros((10, 11), np.uint8), mode="L").save(bad)
+    with Image.open(tmp_path / "c" / "x02.png") as im:
+        w, h = im.size
+    loader = stoker.Loader(tmp_path, batch_size=4, transform=stoker.transforms.imagenet_val(32),
+                           on_error=on_error, fields={"seg.png": "mask"})
+    reason = f"field 'seg.png' ({bad}): mask is 11x10, image is {w}x{h}"
+    if on_error == "raise":
+        with pytest.raises(stoker.Error) as info:
+            list(loader)
+        assert str(info.value).endswith(f"{tmp_path / 'c' / 'x02.png'}: {reason}"), str(info.value)
+        outcome = f"next() raises stoker.Error '...{reason}'"
+    else:
+        got = [i for b in loader for i in b["index"].tolist()]
+        assert got == [0, 1, 3]
+        assert loader.stats()["samples_skipped"] == 1
+        outcome = "skipped and counted"
+    record_behaviour("fields", f"mask of another size than its image (on_error={on_error})",
+                     outcome)
+
+
+def test_segmentation_example_trains(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+    script = Path(__file__).resolve().parents[2] / "examples" / "python" / "segmentation.py"
+    subprocess.run([sys.executable, str(script), "--generate", str(tmp_path), "--count", "24"],
+                   check=True, capture_output=True)
+    out = subprocess.run([sys.executable, str(script), "--data", str(tmp_path), "--steps", "10",
+                          "--batch-size", "8"], check=True, capture_output=True, text=True)
+    assert "skipped" not in out.stderr, out.stderr  # every mask read
+    assert out.stdout.strip().splitlines()[-1].startswith("step 10: loss "), out.stdout

@@ -145,6 +145,55 @@ Result<Region> Decoder::DecodeRegion(std::span<const uint8_t> bytes, const CropF
   return impl_->Decode(req);
 }
 
+Result<Region> Decoder::DecodeRegion(std::span<const uint8_t> bytes, const CropPlanFn& plan,
+                                     const RowIndexRef& rows) {
+  if (!plan) return InvalidArgument("DecodeRegion: no crop plan function");
+  int planned[2] = {1, 1};
+  int asked[2] = {1, 1};
+  bool bad_size = false;
+  CropFn crop = [&](int w, int h) {
+    CropPlan p = plan(w, h);
+    planned[0] = p.out_w;
+    planned[1] = p.out_h;
+    if (p.out_w <= 0 || p.out_h <= 0) {
+      bad_size = true;
+      asked[0] = p.out_w;
+      asked[1] = p.out_h;
+      planned[0] = planned[1] = 1;
+    }
+    return p.crop;
+  };
+  internal::DecodeRequest req;
+  req.bytes = bytes;
+  req.crop = &crop;
+  req.out_w = 1;
+  req.out_h = 1;
+  req.planned_out = planned;
+  req.max_pixels = impl_->options.max_pixels;
+  req.fast = impl_->options.fast;
+  req.rows = rows;
+  auto region = impl_->Decode(req);
+  if (region.ok() && bad_size) {
+    return InvalidArgument("DecodeRegion: output size must be positive, got " +
+                           std::to_string(asked[0]) + "x" + std::to_string(asked[1]));
+  }
+  return region;
+}
+
+Result<MaskView> Decoder::DecodeMask(std::span<const uint8_t> bytes) {
+  if (bytes.empty()) return Corrupt("empty file");
+  if (DetectFormat(bytes) != Format::kPng) {
+    return Unsupported("a mask must be a PNG (palette or 8-bit grayscale); this file starts with " +
+                       HexPrefix(bytes));
+  }
+  try {
+    if (!impl_->png) impl_->png = std::make_unique<internal::PngDecoder>();
+    return impl_->png->DecodeMask(bytes, impl_->options.max_pixels);
+  } catch (const std::bad_alloc&) {
+    return ResourceExhausted("out of memory while decoding the mask");
+  }
+}
+
 Result<ImageView> Decoder::DecodeFull(std::span<const uint8_t> bytes) {
   internal::DecodeRequest req;
   req.bytes = bytes;

@@ -26,6 +26,23 @@ using image::Region;
 // has been read. Must return a rect inside [0, width] x [0, height].
 using CropFn = std::function<Rect(int width, int height)>;
 
+// A crop and the size it will be resampled to, both chosen from the full
+// source dimensions (a Compose's output size may depend on them).
+struct CropPlan {
+  Rect crop;
+  int out_w = 0;
+  int out_h = 0;
+};
+using CropPlanFn = std::function<CropPlan(int width, int height)>;
+
+// A single-channel 8-bit image (a segmentation mask's raw values).
+struct MaskView {
+  const uint8_t* data = nullptr;
+  int width = 0;
+  int height = 0;
+  size_t stride = 0;
+};
+
 enum class Format { kUnknown, kJpeg, kPng };
 
 // Detects the format from the leading bytes.
@@ -68,6 +85,20 @@ class Decoder {
                               int out_h);
   Result<Region> DecodeRegion(std::span<const uint8_t> bytes, const CropFn& crop, int out_w,
                               int out_h, const RowIndexRef& rows);
+
+  // DecodeRegion with the output size chosen with the crop (CropPlan).
+  // Errors as DecodeRegion; a plan with a non-positive output size is
+  // kInvalidArgument.
+  Result<Region> DecodeRegion(std::span<const uint8_t> bytes, const CropPlanFn& plan,
+                              const RowIndexRef& rows);
+
+  // Decodes a segmentation mask PNG as its raw values, one byte a pixel:
+  // palette indices of a palette PNG (the palette is not applied), the
+  // values of a grayscale PNG (unscaled), of 1 to 8 bits. Anything else
+  // (other formats, 16-bit samples, colour types) is kUnsupported naming what it is; corrupt or
+  // truncated data kCorrupt; more than max_pixels kResourceExhausted. The
+  // view stays valid until the next call.
+  Result<MaskView> DecodeMask(std::span<const uint8_t> bytes);
 
   // Decodes the whole image at full scale (as Pillow would: ISLOW IDCT, fancy
   // upsampling). Same lifetime and errors as DecodeRegion.

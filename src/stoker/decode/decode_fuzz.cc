@@ -163,5 +163,28 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     CheckError(out.status());
     if (full.ok()) Fail("decodes whole but not through the transform", &out.status());
   }
+
+  // 4. The same bytes as a segmentation mask (raw PNG values), given a
+  // Compose's geometry with padding and a vertical flip.
+  static stoker::decode::Decoder masks({.max_pixels = kMaxPixels});
+  auto mask = masks.DecodeMask(bytes);
+  if (mask.ok()) {
+    if (mask->width <= 0 || mask->height <= 0) Fail("empty mask decoded");
+    stoker::TransformOptions c;
+    c.kind = stoker::TransformOptions::Kind::kCompose;
+    stoker::TransformOp crop;
+    crop.type = stoker::TransformOp::Type::kRandomCrop;
+    crop.size = {out_size, out_size};
+    crop.pad_if_needed = true;
+    stoker::TransformOp flip;
+    flip.type = stoker::TransformOp::Type::kRandomVerticalFlip;
+    c.ops = {crop, flip};
+    auto m = stoker::TransformMask(bytes, c, flags, 0, data[1], mask->width, mask->height,
+                                   kMaxPixels);
+    if (!m.ok()) Fail("a decodable mask failed its transform", &m.status());
+    if (m->size() != static_cast<size_t>(out_size) * out_size) Fail("wrong mask size");
+  } else {
+    CheckError(mask.status());
+  }
   return 0;
 }

@@ -43,6 +43,9 @@ struct DecodeRequest {
   int64_t max_pixels = 0;
   bool fast = false;  // JDCT_IFAST and plain upsampling (DecodeOptions::fast)
   RowIndexRef rows;   // where to remember and find MCU row starts (JPEG crops)
+  // Set by the crop function of a CropPlanFn request: {out_w, out_h} that
+  // replace out_w and out_h once the crop has been chosen.
+  const int* planned_out = nullptr;
 };
 
 // Validates `r` against a width x height image: finite, non-empty, clamped
@@ -79,6 +82,8 @@ class PngDecoder {
   PngDecoder& operator=(const PngDecoder&) = delete;
 
   Result<Region> Decode(const DecodeRequest& req);
+  // Decoder::DecodeMask.
+  Result<MaskView> DecodeMask(std::span<const uint8_t> bytes, int64_t max_pixels);
 
  private:
   ScratchBuffer out_;

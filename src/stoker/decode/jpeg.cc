@@ -559,7 +559,9 @@ Result<Region> JpegDecoder::Decode(const DecodeRequest& req) {
   plan.cmyk = s.cinfo.jpeg_color_space == JCS_CMYK || s.cinfo.jpeg_color_space == JCS_YCCK;
   if (req.crop != nullptr) {
     STOKER_ASSIGN_OR_RETURN(plan.crop, ClampCrop((*req.crop)(width, height), width, height));
-    plan.denom = ChooseDenom(plan.crop, req.out_w, req.out_h);
+    plan.denom = req.planned_out != nullptr
+                     ? ChooseDenom(plan.crop, req.planned_out[0], req.planned_out[1])
+                     : ChooseDenom(plan.crop, req.out_w, req.out_h);
   } else {
     plan.crop = Rect{0, 0, static_cast<double>(width), static_cast<double>(height)};
     plan.denom = 1;

@@ -151,4 +151,68 @@ Result<Region> PngDecoder::Decode(const DecodeRequest& req) {
   return region;
 }
 
+Result<MaskView> PngDecoder::DecodeMask(std::span<const uint8_t> bytes, int64_t max_pixels) {
+  std::unique_ptr<spng_ctx, CtxDeleter> ctx(spng_ctx_new(0));
+  if (!ctx) return ResourceExhausted("out of memory creating a PNG decoder");
+  spng_ctx* c = ctx.get();
+  uint32_t dim_limit = std::numeric_limits<int32_t>::max();
+  if (max_pixels > 0 && max_pixels < int64_t{dim_limit}) {
+    dim_limit = static_cast<uint32_t>(max_pixels);
+  }
+  int rc = spng_set_image_limits(c, dim_limit, dim_limit);
+  if (rc == 0) rc = spng_set_chunk_limits(c, kMaxChunkBytes, kMaxChunkCacheBytes);
+  if (rc == 0) rc = spng_set_png_buffer(c, bytes.data(), bytes.size());
+  if (rc != 0) return PngError(rc, "PNG setup");
+  spng_ihdr ihdr;
+  rc = spng_get_ihdr(c, &ihdr);
+  if (rc != 0) return PngError(rc, "invalid PNG header");
+  const int64_t width = ihdr.width, height = ihdr.height;
+  if (max_pixels > 0 && width * height > max_pixels) {
+    return TooManyPixels(width, height, max_pixels);
+  }
+  const bool palette = ihdr.color_type == SPNG_COLOR_TYPE_INDEXED;
+  const bool gray = ihdr.color_type == SPNG_COLOR_TYPE_GRAYSCALE;
+  const int depth = ihdr.bit_depth;
+  if (!(palette || gray) || depth > 8) {
+    static const char* kTypes[] = {"grayscale", "?", "RGB", "palette", "grayscale+alpha", "?",
+                                   "RGBA"};
+    const char* type = ihdr.color_type <= 6 ? kTypes[ihdr.color_type] : "?";
+    char buf[200];
+    std::snprintf(buf, sizeof buf,
+                  "mask PNG is %s with %d-bit samples; a mask must be a palette or grayscale PNG "
+                  "of at most 8 bits (one value per pixel)",
+                  type, depth);
+    return Unsupported(buf);
+  }
+  size_t size = 0;
+  rc = spng_decoded_image_size(c, SPNG_FMT_PNG, &size);
+  if (rc != 0) return PngError(rc, "PNG");
+  // SPNG_FMT_PNG: the samples as stored (palette indices, not colours;
+  // gray values unscaled), rows packed below 8 bits.
+  const size_t row_bytes = (static_cast<size_t>(width) * depth + 7) / 8;
+  if (size != row_bytes * static_cast<size_t>(height)) {
+    return Internal("unexpected decoded mask size");
+  }
+  const size_t pixels = static_cast<size_t>(width) * static_cast<size_t>(height);
+  uint8_t* out = out_.Get(depth == 8 ? size : size + pixels);
+  uint8_t* packed = depth == 8 ? out : out + pixels;
+  rc = spng_decode_image(c, packed, size, SPNG_FMT_PNG, 0);
+  if (rc != 0) return PngError(rc, "invalid PNG data");
+  if (depth < 8) {
+    // One value per byte, most significant bits first (PNG's order).
+    const int per_byte = 8 / depth;
+    const unsigned mask = (1u << depth) - 1;
+    for (int64_t y = 0; y < height; ++y) {
+      const uint8_t* src = packed + static_cast<size_t>(y) * row_bytes;
+      uint8_t* dst = out + static_cast<size_t>(y) * static_cast<size_t>(width);
+      for (int64_t x = 0; x < width; ++x) {
+        const int shift = 8 - depth * (static_cast<int>(x % per_byte) + 1);
+        dst[x] = static_cast<uint8_t>((src[x / per_byte] >> shift) & mask);
+      }
+    }
+  }
+  return MaskView{out, static_cast<int>(width), static_cast<int>(height),
+                  static_cast<size_t>(width)};
+}
+
 }  // namespace stoker::decode::internal

@@ -86,7 +86,9 @@ struct Batch::Buffers {
   std::shared_ptr<pipeline::BufferPool> pool;
   pipeline::Buffer images;
   int64_t n = 0;
-  int size = 0;  // images are n x 3 x size x size
+  int channels = 3;  // images are n x channels x height x width
+  int height = 0;
+  int width = 0;
   DType dtype = DType::kUInt8;
   std::vector<int64_t> labels;
   std::vector<int64_t> indices;

@@ -37,7 +37,7 @@ Batch::Batch(std::shared_ptr<Buffers> buffers) : buffers_(std::move(buffers)) {}
 int64_t Batch::size() const { return buffers_ ? buffers_->n : 0; }
 DType Batch::dtype() const { return buffers_->dtype; }
 std::vector<int64_t> Batch::image_shape() const {
-  return {buffers_->n, 3, buffers_->size, buffers_->size};
+  return {buffers_->n, buffers_->channels, buffers_->height, buffers_->width};
 }
 void* Batch::images_data() const { return buffers_->images.get(); }
 const int64_t* Batch::labels_data() const { return buffers_->labels.data(); }
@@ -430,6 +430,7 @@ Status Validate(const LoaderOptions& o) {
     return InvalidArgument("transform ratio must satisfy 0 < min <= max");
   if (!(t.center_fraction > 0 && t.center_fraction <= 1))
     return InvalidArgument("center_fraction must be in (0, 1]");
+  if (auto shape = transform::ComposeOutputShape(t); !shape.ok()) return shape.status();
   for (float s : t.std)
     if (!(s > 0)) return InvalidArgument("normalisation std must be positive");
   for (size_t f = 0; f < o.fields.size(); ++f) {
@@ -461,11 +462,6 @@ Result<std::unique_ptr<Loader>> Loader::Open(const LoaderOptions& options) {
   if (!storage.ok()) return storage.status();
   auto dataset = dataset::OpenDataset(options.uri, **storage, options.fields);
   if (!dataset.ok()) return dataset.status();
-  for (const auto& f : dataset->fields) {
-    if (f.kind == FieldSpec::Kind::kMask) {
-      return Unsupported("field '" + f.name + "': mask fields are not read yet");
-    }
-  }
   auto ds = std::make_shared<const dataset::Dataset>(std::move(*dataset));
   return std::unique_ptr<Loader>(
       std::make_unique<pipeline::LoaderImpl>(options, std::move(*storage), std::move(ds)));

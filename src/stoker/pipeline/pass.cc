@@ -386,8 +386,11 @@ std::unique_ptr<Pass::Slot> Pass::NewSlot(int64_t b) {
   auto st = std::make_unique<Batch::Buffers>();
   st->pool = c_.pool;
   st->n = n;
-  st->size = c_.options.transform.size;
-  st->dtype = c_.options.transform.normalize ? DType::kFloat32 : DType::kUInt8;
+  const auto shape = transform::ComposeOutputShape(c_.options.transform);  // Open validated it
+  st->channels = shape->channels;
+  st->height = shape->height;
+  st->width = shape->width;
+  st->dtype = shape->is_float ? DType::kFloat32 : DType::kUInt8;
   st->labels.assign(n, 0);
   st->indices.assign(n, 0);
   st->epoch = c_.sampler.epoch();
@@ -503,17 +506,19 @@ void Pass::DecodeLoop(int id) {
                              std::to_string(c_.pool->buffer_bytes()) + " bytes");
     } else {
       uint8_t* dst = slot->buffers->images.get() + static_cast<size_t>(j) * sample_bytes_;
+      SourceInfo source;
       try {
         st = ProcessSample(*item->bytes, t, c_.options.seed, c_.sampler.epoch(),
                            c_.sampler.GlobalPosition(static_cast<uint64_t>(item->k)), decoder,
                            scratch, dst,
-                           decode::RowIndexRef{c_.row_index.get(), static_cast<size_t>(index)});
+                           decode::RowIndexRef{c_.row_index.get(), static_cast<size_t>(index)},
+                           &source);
       } catch (const std::exception& e) {
         st = Internal(std::string("while processing: ") + e.what());
       }
       if (st.ok() && !c_.dataset->fields.empty()) {
         try {
-          st = DecodeFields(*item, index, *slot, j);
+          st = DecodeFields(*item, index, *slot, j, source, decoder, scratch);
         } catch (const std::exception& e) {
           st = Internal(std::string("while decoding fields: ") + e.what());
         }
@@ -544,7 +549,9 @@ void Pass::DecodeLoop(int id) {
   }
 }
 
-Status Pass::DecodeFields(const Item& item, int64_t index, Slot& slot, int64_t j) {
+Status Pass::DecodeFields(const Item& item, int64_t index, Slot& slot, int64_t j,
+                          const SourceInfo& source, decode::Decoder& decoder,
+                          transform::Scratch& scratch) {
   const dataset::Sample& sample = c_.dataset->samples[index];
   for (size_t f = 0; f < c_.dataset->fields.size(); ++f) {
     const dataset::Field& field = c_.dataset->fields[f];
@@ -561,7 +568,20 @@ Status Pass::DecodeFields(const Item& item, int64_t index, Slot& slot, int64_t j
       if (!bytes.ok()) return Status(bytes.status().code(), what + ": " + bytes.status().message());
       file = std::span<const uint8_t>(bytes->data(), bytes->size());
     }
-    Status st = DecodeField(field, *value, file, slot.fields[f][static_cast<size_t>(j)]);
+    FieldValue& out = slot.fields[f][static_cast<size_t>(j)];
+    Status st;
+    if (field.kind == FieldSpec::Kind::kMask) {
+      // The image's geometry at this sample's (seed, epoch, position).
+      const auto shape = transform::ComposeOutputShape(c_.options.transform);
+      out.array.dtype = DType::kUInt8;
+      out.array.shape = {1, shape->height, shape->width};
+      out.array.data.resize(MaskBytes(c_.options.transform));
+      st = ProcessMask(file, c_.options.transform, c_.options.seed, c_.sampler.epoch(),
+                       c_.sampler.GlobalPosition(static_cast<uint64_t>(item.k)), source.width,
+                       source.height, decoder, scratch, out.array.data.data());
+    } else {
+      st = DecodeField(field, *value, file, out);
+    }
     if (!st.ok()) {
       return Status(st.code(), what + (field.file ? " (" + *value + ")" : std::string()) + ": " +
                                    st.message());
@@ -575,8 +595,9 @@ Status Pass::MapSample(Slot& slot, int64_t j, int64_t k, int64_t index, void* ds
   SampleView v;
   v.image = dst;
   v.dtype = b.dtype;
-  v.channels = 3;
-  v.height = v.width = b.size;
+  v.channels = b.channels;
+  v.height = b.height;
+  v.width = b.width;
   v.label = b.labels[j];
   v.index = index;
   v.epoch = c_.sampler.epoch();

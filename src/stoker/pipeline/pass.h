@@ -39,6 +39,7 @@
 #include "stoker/pipeline/batch_storage.h"
 #include "stoker/pipeline/fields.h"
 #include "stoker/pipeline/lookahead.h"
+#include "stoker/pipeline/sample.h"
 #include "stoker/sampler/sampler.h"
 #include "stoker/storage/storage.h"
 
@@ -171,7 +172,10 @@ class Pass : public std::enable_shared_from_this<Pass> {
   // part: -1 for the image, else the field whose file this is.
   void OnFetched(int64_t k, int part, Result<storage::Bytes> bytes, int64_t t_issue);
   // Decodes the sample's fields into slot->fields[.][j]; the first error.
-  Status DecodeFields(const Item& item, int64_t index, Slot& slot, int64_t j);
+  // `source` is the image's size as decoded (a mask must match it).
+  Status DecodeFields(const Item& item, int64_t index, Slot& slot, int64_t j,
+                      const SourceInfo& source, decode::Decoder& decoder,
+                      transform::Scratch& scratch);
   void DecodeLoop(int id);
   // Runs LoaderOptions::map on the sample just decoded into `dst`.
   Status MapSample(Slot& slot, int64_t j, int64_t k, int64_t index, void* dst);

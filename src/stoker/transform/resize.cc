@@ -161,17 +161,21 @@ namespace {
 
 // Where finished rows go and in what form.
 struct Sink {
-  int size;
+  int width;   // output columns
+  int height;  // output rows
+  bool vflip;  // row y is stored as row height - 1 - y
   bool normalize;
   float scale[3];  // normalised: q * scale + bias == (q / 255 - mean) / std
   float bias[3];
   void* dst;
 
   uint8_t* U8Row(int c, int y) const {
-    return static_cast<uint8_t*>(dst) + (static_cast<size_t>(c) * size + y) * size;
+    const size_t row = static_cast<size_t>(vflip ? height - 1 - y : y);
+    return static_cast<uint8_t*>(dst) + (static_cast<size_t>(c) * height + row) * width;
   }
   float* F32Row(int c, int y) const {
-    return static_cast<float*>(dst) + (static_cast<size_t>(c) * size + y) * size;
+    const size_t row = static_cast<size_t>(vflip ? height - 1 - y : y);
+    return static_cast<float*>(dst) + (static_cast<size_t>(c) * height + row) * width;
   }
 
   // Rounds half up (Pillow's fixed point does the same) and stores. The
@@ -184,7 +188,7 @@ struct Sink {
   // is truncation after + 0.5, and no clamp is needed (which also keeps the
   // loops branch-free, so they vectorise).
   void EmitRange(int c, int y, int x0, const float* __restrict v) const {
-    const int n = size - x0;
+    const int n = width - x0;
     if (normalize) {
       float* __restrict out = F32Row(c, y) + x0;
       const float sc = scale[c], bi = bias[c];
@@ -274,13 +278,13 @@ void HorizontalAny(const float* row, const AxisTaps& ax, int out, float* planes)
 
 void ResizePortable(const image::ImageView& img, const AxisTaps& ax, const AxisTaps& ay,
                     const Sink& sink, Scratch& scratch) {
-  const int out = sink.size;
+  const int out = sink.width;
   const int n = (ax.hi - ax.lo) * 3;
   const size_t need = static_cast<size_t>(n) + 3 * static_cast<size_t>(out);
   if (scratch.rows.size() < need) scratch.rows.resize(need);
   float* row = scratch.rows.data();
   float* planes = row + n;
-  for (int y = 0; y < out; ++y) {
+  for (int y = 0; y < sink.height; ++y) {
     VerticalAny(img.data + static_cast<size_t>(ay.start[y]) * img.stride + ax.lo * 3, img.stride,
                 ay.w + static_cast<size_t>(y) * ay.taps, ay.taps, row, n);
     HorizontalAny(row, ax, out, planes);
@@ -454,7 +458,7 @@ template <int K>
 STOKER_AVX2 void HorizontalAvx2(const int16_t* cols, const AxisTaps& ax, const int16_t* wq,
                                 const Sink& sink, int y0, int rows) {
   const int kt = K > 0 ? K : ax.taps;
-  const int size = sink.size;
+  const int size = sink.width;
   for (int x0 = 0; x0 < size; x0 += 8) {
     __m128i acc[3][8];
     for (int i = 0; i < 8; ++i) {
@@ -504,8 +508,8 @@ HorizontalFn PickHorizontalAvx2(int taps) {
 
 STOKER_AVX2 void ResizeAvx2(const image::ImageView& img, const AxisTaps& ax, const AxisTaps& ay,
                             const Sink& sink, Scratch& scratch) {
-  const int out = sink.size;
-  const size_t out8 = RoundUp8(out);
+  const int out = sink.height;  // rows
+  const size_t out8 = RoundUp8(sink.width);
   const int n = (ax.hi - ax.lo) * 3;
   const size_t n8 = RoundUp8(n);
   const int tx = ax.taps, ty = ay.taps;
@@ -599,34 +603,40 @@ bool KernelSupported(Kernel k) {
 void ResizeToCHWWith(Kernel kernel, const image::Region& region, const OutputSpec& spec,
                      bool flip, void* dst, Scratch& scratch) {
   const image::ImageView& img = region.image;
-  const int out = spec.size;
-  if (out <= 0) return;
-  const int out8 = static_cast<int>(RoundUp8(out));
+  const int out_w = spec.width > 0 ? spec.width : spec.size;
+  const int out_h = spec.height > 0 ? spec.height : spec.size;
+  if (out_w <= 0 || out_h <= 0) return;
+  const int out8 = static_cast<int>(RoundUp8(out_w));
   const image::Rect& c = region.crop;
   if (img.data == nullptr || img.width <= 0 || img.height <= 0 || !std::isfinite(c.x) ||
       !std::isfinite(c.y) || !(c.w > 0 && c.w < 1e9) || !(c.h > 0 && c.h < 1e9)) {
     // No pixels to resample (the decoder never returns such a region).
-    std::memset(dst, 0, 3 * static_cast<size_t>(out) * out * (spec.normalize ? 4 : 1));
+    std::memset(dst, 0, 3 * static_cast<size_t>(out_w) * out_h * (spec.normalize ? 4 : 1));
     return;
   }
-  const AxisGeometry gx = MakeGeometry(c.x, c.x + c.w, img.width, out);
-  const AxisGeometry gy = MakeGeometry(c.y, c.y + c.h, img.height, out);
-  const int tx = CountTaps(gx, out);
-  const int ty = CountTaps(gy, out);
+  const AxisGeometry gx = MakeGeometry(c.x, c.x + c.w, img.width, out_w);
+  const AxisGeometry gy = MakeGeometry(c.y, c.y + c.h, img.height, out_h);
+  const int tx = CountTaps(gx, out_w);
+  const int ty = CountTaps(gy, out_h);
   // Grow-only: no allocation once the largest crop has been seen.
-  const size_t nw = static_cast<size_t>(out8) * tx + static_cast<size_t>(out) * ty;
+  const size_t nw = static_cast<size_t>(out8) * tx + static_cast<size_t>(out_h) * ty;
   if (scratch.weights.size() < nw) scratch.weights.resize(nw);
-  if (scratch.starts.size() < static_cast<size_t>(out8 + out)) scratch.starts.resize(out8 + out);
+  if (scratch.starts.size() < static_cast<size_t>(out8 + out_h)) {
+    scratch.starts.resize(out8 + out_h);
+  }
   const AxisTaps ax =
-      FillTaps(gx, out, out8, tx, flip, scratch.starts.data(), scratch.weights.data());
-  const AxisTaps ay = FillTaps(gy, out, out, ty, false, scratch.starts.data() + out8,
+      FillTaps(gx, out_w, out8, tx, flip, scratch.starts.data(), scratch.weights.data());
+  const AxisTaps ay = FillTaps(gy, out_h, out_h, ty, false, scratch.starts.data() + out8,
                                scratch.weights.data() + static_cast<size_t>(out8) * tx);
 
   Sink sink;
-  sink.size = out;
+  sink.width = out_w;
+  sink.height = out_h;
+  sink.vflip = spec.vflip;
   sink.normalize = spec.normalize;
   for (int i = 0; i < 3; ++i) {
-    sink.scale[i] = 1.0f / (255.0f * spec.std[i]);
+    // (q * s - mean) / std with s = 1/255 (ToDtype(scale=True)) or 1.
+    sink.scale[i] = spec.scale_values ? 1.0f / (255.0f * spec.std[i]) : 1.0f / spec.std[i];
     sink.bias[i] = -spec.mean[i] / spec.std[i];
   }
   sink.dst = dst;

@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "stoker/transform/compose.h"
+
 namespace stoker::transform {
 namespace {
 
@@ -146,6 +148,18 @@ image::Rect CenterCropRect(int width, int height, int size, double center_fracti
 SampleParams ComputeSampleParams(int width, int height, const TransformOptions& t, uint64_t seed,
                                  int64_t epoch, uint64_t position) {
   SampleParams p;
+  if (t.kind == TransformOptions::Kind::kCompose) {
+    SampleRng rng(seed, epoch, static_cast<int64_t>(position));
+    const FusedPrefix f = PlanFusedPrefix(t.ops, width, height, rng);
+    p.crop = f.crop;
+    p.flip = f.hflip;
+    p.vflip = f.vflip;
+    p.out_w = f.out_w;
+    p.out_h = f.out_h;
+    p.fused_ops = f.next_op;
+    return p;
+  }
+  p.out_w = p.out_h = t.size;
   if (t.kind == TransformOptions::Kind::kTrain) {
     SampleRng rng(seed, epoch, static_cast<int64_t>(position));
     p.crop = RandomResizedCropRect(width, height, t.scale, t.ratio, rng);

@@ -16,6 +16,7 @@
 #pragma once
 
 #include <array>
+#include <cstddef>
 #include <cstdint>
 
 #include "stoker/image/geometry.h"
@@ -62,9 +63,15 @@ image::Rect CenterCropRect(int width, int height, int size, double center_fracti
 
 // The crop (in source pixels) and flip the transform takes for a source of
 // width x height at global position `position` of `epoch`.
+// For a Compose, the fused prefix's (compose.h): the source rect, the size it
+// is resampled to, its flips, and how many leading ops it covers.
 struct SampleParams {
   image::Rect crop;
   bool flip = false;
+  bool vflip = false;
+  int out_w = 0;
+  int out_h = 0;
+  size_t fused_ops = 0;
 };
 SampleParams ComputeSampleParams(int width, int height, const TransformOptions& t, uint64_t seed,
                                  int64_t epoch, uint64_t position);

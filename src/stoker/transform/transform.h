@@ -15,8 +15,12 @@
 namespace stoker::transform {
 
 struct OutputSpec {
-  int size = 224;          // output is size x size
+  int size = 224;          // output is size x size, unless width and height are set
+  int width = 0;           // > 0: output columns (instead of size)
+  int height = 0;          // > 0: output rows (instead of size)
+  bool vflip = false;      // mirror the output vertically
   bool normalize = false;  // false: uint8; true: float32 (x/255 - mean) / std
+  bool scale_values = true;  // normalize: x/255 (true) or x (false) before mean/std
   std::array<float, 3> mean = {0.485f, 0.456f, 0.406f};
   std::array<float, 3> std = {0.229f, 0.224f, 0.225f};
 };
@@ -30,9 +34,18 @@ struct Scratch {
   std::vector<int16_t, LargeAllocator<int16_t>> fixed;   // AVX2 kernel, rows and taps
   std::vector<float> weights;   // filter taps, both axes
   std::vector<int32_t> starts;  // first source pixel of each output, both axes
+  // Compose (compose.h): images between ops, an interleaved copy for the
+  // resampler, float rows for blur and colour ops, a preset's op list.
+  std::vector<uint8_t, LargeAllocator<uint8_t>> planes[2];
+  std::vector<uint8_t, LargeAllocator<uint8_t>> hwc;
+  std::vector<float> floats;
+  std::vector<TransformOp> ops;  // a preset's ops (OpsOf), for ops_key
+  TransformOptions ops_key;
+  bool ops_valid = false;
 };
 
-// Resizes `region.crop` of `region.image` to spec.size x spec.size with
+// Resizes `region.crop` of `region.image` to spec.size x spec.size (or
+// spec.width x spec.height) with
 // bilinear interpolation (antialiased when shrinking), mirrors it
 // horizontally if `flip`, and writes 3 planes (CHW) to `dst`: uint8 or
 // float32 as spec says. `dst` holds 3 * size * size elements.
