@@ -15,18 +15,23 @@ Then runs `stoker bench s3://stub/<prefix>/ --endpoint-url ... --epochs N
 --threads 2 --json` (each in a fresh process: a cold start) for:
 
   http          stoker's own epoll transport (the default for http://)
-  http (curl)   STOKER_HTTP_TRANSPORT=curl: libcurl, as https uses
-  https         libcurl with one CA store per loader and TLS sessions shared
-                and resumed across its connections
-  https (plain) the same with STOKER_CURL_TLS_REUSE=0: every connection sets
+  http (curl)   STOKER_HTTP_TRANSPORT=curl: libcurl
+  https         stoker's own epoll transport with OpenSSL (the default for
+                https://): one CA store and session cache per loader, every
+                ticket kept, at most 8 connections opening per host and
+                at most 2 of them without a session to resume
+  https (curl)  STOKER_HTTP_TRANSPORT=curl: libcurl with one CA store per
+                loader and TLS sessions shared across its connections
+  https (plain) libcurl with STOKER_CURL_TLS_REUSE=0: every connection sets
                 TLS up from scratch (libcurl's defaults on Debian)
 
-and prints, per configuration: epoch 0 images/s, steady-state images/s (the
-median of the later epochs), CPU-ms per image in epoch 0 (the loader
-process's, not the servers'), time to the first batch from Loader(), and the
-ratios of https to http from the same run. --rounds repeats the four runs,
-interleaved, and reports medians. The servers share the machine's cores with
-the loader.
+(--configs picks some) and prints, per configuration: epoch 0 images/s,
+steady-state images/s (the median of the later epochs), CPU-ms per image in
+epoch 0 (the loader process's), time to the first batch from Loader(), the
+server's CPU-ms per request over the whole run (the stub's process, which
+shares the machine's cores with the loader), and the ratios of https to
+http from the same run. --rounds repeats the runs, interleaved, and reports
+medians.
 """
 
 from __future__ import annotations
@@ -59,7 +64,8 @@ CONFIGS = {
     "http": ("http", {}),
     "http (curl)": ("http", {"STOKER_HTTP_TRANSPORT": "curl"}),
     "https": ("https", {}),
-    "https (plain)": ("https", {"STOKER_CURL_TLS_REUSE": "0"}),
+    "https (curl)": ("https", {"STOKER_HTTP_TRANSPORT": "curl"}),
+    "https (plain)": ("https", {"STOKER_HTTP_TRANSPORT": "curl", "STOKER_CURL_TLS_REUSE": "0"}),
 }
 
 
@@ -67,19 +73,29 @@ def log(msg):
     print(msg, file=sys.stderr, flush=True)
 
 
-def run_stoker_bench(uri, endpoint, env_extra, args, ca_bundle):
+def cpu_seconds(pid):
+    """User + system CPU seconds of process `pid` so far (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_stoker_bench(uri, endpoint, env_extra, args, ca_bundle, server_pid):
     cmd = [str(Path(sys.executable).parent / "stoker"), "bench", uri, "--endpoint-url", endpoint,
            "--epochs", str(args.epochs), "--threads", str(args.threads), "--json",
            "--on-error", "raise"]
     if endpoint.startswith("https://"):
         cmd += ["--ca-bundle", str(ca_bundle)]
     env = {**os.environ, **CREDENTIALS, **env_extra}
+    server0 = cpu_seconds(server_pid)
     out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
+    server_cpu = cpu_seconds(server_pid) - server0
     r = json.loads(out.stdout)
     e = r["epochs"]
     later = [x["images_per_s"] for x in e[1:]] or [e[0]["images_per_s"]]
     return {"epoch0_ips": e[0]["images_per_s"], "steady_ips": statistics.median(later),
             "epoch0_cpu_ms": e[0]["cpu_s_per_image"] * 1e3, "first_batch_s": r["first_batch_s"],
+            "server_cpu_ms": server_cpu * 1e3 / r["requests"],
             "epochs_ips": [x["images_per_s"] for x in e], "requests": r["requests"],
             "retries": r["retries"]}
 
@@ -131,7 +147,8 @@ def main(argv=None):
         for rnd in range(args.rounds):
             for c in configs:
                 scheme, env_extra = CONFIGS[c]
-                r = run_stoker_bench(uri, servers[scheme].endpoint, env_extra, args, bundle)
+                r = run_stoker_bench(uri, servers[scheme].endpoint, env_extra, args, bundle,
+                                     servers[scheme].proc.pid)
                 results[c].append(r)
                 log(f"round {rnd} {c:>14}: epochs " +
                     ", ".join(f"{x:,.0f}" for x in r["epochs_ips"]) +
@@ -140,20 +157,22 @@ def main(argv=None):
     load1 = os.getloadavg()
 
     keys = ("epoch0_ips", "steady_ips", "epoch0_cpu_ms", "first_batch_s")
-    med = {c: {k: statistics.median(r[k] for r in rs) for k in keys} for c, rs in results.items()}
+    med = {c: {k: statistics.median(r[k] for r in rs) for k in keys + ("server_cpu_ms",)}
+           for c, rs in results.items()}
     print(f"S3 path-style GETs of {args.n_images} generated JPEGs from an in-memory stub on "
           f"loopback, +{args.latency_ms:g} ms per request; stoker bench --epochs {args.epochs} "
           f"--threads {args.threads}; {os.cpu_count()} CPUs, load average {load0[0]:.1f} before, "
           f"{load1[0]:.1f} after; medians of {args.rounds} round(s)\n")
-    print(f"| | epoch 0 img/s | steady img/s | CPU-ms/img, epoch 0 | first batch s |")
-    print("|---|---:|---:|---:|---:|")
+    print("| | epoch 0 img/s | steady img/s | CPU-ms/img, epoch 0 | first batch s "
+          "| server CPU-ms/request |")
+    print("|---|---:|---:|---:|---:|---:|")
     for c, m in med.items():
         print(f"| {c} | {m['epoch0_ips']:,.0f} | {m['steady_ips']:,.0f} | {m['epoch0_cpu_ms']:.2f} "
-              f"| {m['first_batch_s']:.3f} |")
+              f"| {m['first_batch_s']:.3f} | {m['server_cpu_ms']:.2f} |")
     print()
     targets = {"epoch0_ips": ">= 0.9", "steady_ips": ">= 0.95", "epoch0_cpu_ms": "<= 1.2",
                "first_batch_s": "<= 1.3"}
-    for https in [c for c in ("https", "https (plain)") if c in med]:
+    for https in [c for c in ("https", "https (curl)", "https (plain)") if c in med]:
         for http in [c for c in ("http (curl)", "http") if c in med]:
             parts = [f"{k} {med[https][k] / med[http][k]:.2f}x (target {targets[k]})" for k in keys]
             print(f"{https} / {http}: " + "; ".join(parts))

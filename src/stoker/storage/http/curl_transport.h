@@ -1,4 +1,6 @@
-// The production Transport: libcurl's multi interface (socket API, epoll) on one I/O thread.
+// libcurl's multi interface (socket API, epoll) on one I/O thread: the
+// Transport for proxied schemes and STOKER_HTTP_TRANSPORT=curl
+// (epoll_transport.h); its CurlOptions configure both transports.
 // Hundreds of requests in flight on that thread, connections kept alive and
 // reused across requests, delayed sends (retry backoff) held in a timer heap.
 #pragma once

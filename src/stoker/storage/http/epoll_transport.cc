@@ -4,6 +4,11 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -13,6 +18,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
+#include <deque>
 #include <mutex>
 #include <string>
 #include <string_view>
@@ -21,8 +28,10 @@
 #include <vector>
 
 #include "stoker/base/cpu_time.h"
+#include "stoker/base/logging.h"
 #include "stoker/storage/http/io_thread.h"
 #include "stoker/storage/http/reply_reader.h"
+#include "stoker/storage/http/retry.h"
 #include "stoker/storage/http/url.h"
 
 namespace stoker::storage::http {
@@ -35,23 +44,28 @@ constexpr double kNever = internal::IoState::kNever;
 constexpr double kResolveTtl = 60.0;
 
 struct Target {
-  std::string host;       // for getaddrinfo: no IPv6 brackets
+  bool tls = false;       // https://
+  std::string host;       // for getaddrinfo, SNI and the certificate check: no IPv6 brackets
   std::string port;       // digits
-  std::string key;        // host:port, the connection pool
+  std::string key;        // scheme://host:port, the connection pool
   std::string authority;  // the Host header when the request has none
   std::string path;       // path and query, at least "/"
 };
 
-// "http://host[:port][/path][?query]". The host and port are checked by
+// "http[s]://host[:port][/path][?query]". The host and port are checked by
 // ParseUrl (url.h), as an endpoint's are; the path is kept as given (S3
 // keys are literal, and it is what was signed).
 bool SplitUrl(std::string_view url, Target* t, std::string* error) {
-  constexpr std::string_view kScheme = "http://";
-  if (url.size() < kScheme.size() || ToLower(url.substr(0, kScheme.size())) != kScheme) {
-    *error = "not an http:// URL";
+  constexpr std::string_view kHttp = "http://", kHttps = "https://";
+  const std::string lower = ToLower(url.substr(0, kHttps.size()));
+  if (lower.rfind(kHttps, 0) == 0) {
+    t->tls = true;
+  } else if (lower.rfind(kHttp, 0) != 0) {
+    *error = "not an http:// or https:// URL";
     return false;
   }
-  const size_t path = url.find_first_of("/?#", kScheme.size());
+  const std::string_view scheme = t->tls ? kHttps : kHttp;
+  const size_t path = url.find_first_of("/?#", scheme.size());
   Result<Url> origin = ParseUrl(url.substr(0, path));
   if (!origin.ok()) {
     *error = origin.status().message();
@@ -59,8 +73,8 @@ bool SplitUrl(std::string_view url, Target* t, std::string* error) {
   }
   const std::string& host = origin->host;
   t->host = host.front() == '[' ? host.substr(1, host.size() - 2) : host;
-  t->port = std::to_string(origin->port ? origin->port : 80);
-  t->key = host + ":" + t->port;
+  t->port = std::to_string(origin->port ? origin->port : (t->tls ? 443 : 80));
+  t->key = std::string(scheme) + host + ":" + t->port;
   t->authority = origin->Authority();
   const std::string_view rest = path == std::string_view::npos ? "" : url.substr(path);
   t->path = rest.empty() || rest.front() != '/' ? "/" + std::string(rest) : std::string(rest);
@@ -72,11 +86,28 @@ struct Address {
   socklen_t len;
 };
 
+// TLS connections one host may have opening (connecting, handshaking) at
+// once: a cold start asks for a hundred connections at the same moment, and
+// each full handshake costs both ends CPU. Requests beyond it wait for the
+// first connection that frees up (a finished request's) or for a slot.
+constexpr int kMaxTlsOpening = 8;
+// Of those, how many may go without a session to resume, counting TLS 1.3
+// connections whose tickets have not come yet (they come after the
+// handshake): a new connection waits for a ticket rather than make a full
+// handshake while some are on their way. So after the first connection,
+// every one resumes (each brings tickets for more: servers send two per
+// handshake); a server that sends none gets kMaxFullHandshakes at a time.
+constexpr int kMaxFullHandshakes = 2;
+// TLS sessions (tickets) kept per host: TLS 1.3 tickets serve one
+// resumption each, and servers send two per handshake.
+constexpr size_t kMaxSessions = 256;
+
 struct Op;
 
 struct Conn {
   enum Phase {
     kConnecting,
+    kHandshaking,  // TLS
     kSending,
     kReceiving,
     kIdle,  // in its pool, waiting for the next request
@@ -84,10 +115,15 @@ struct Conn {
   int fd = -1;
   uint64_t id = 0;  // epoll's key: new with every socket, so a stale event never
                     // reaches a later socket that got the same fd number
-  std::string key;  // host:port, the pool it belongs to
+  std::string key;  // scheme://host:port, the pool it belongs to
   Phase phase = kConnecting;
   Op* op = nullptr;
   bool reused = false;
+  SSL* ssl = nullptr;      // https: the TLS connection over fd
+  bool tls_clean = false;  // handshake done and no TLS error since: close_notify on close
+  bool opening = false;    // https, connecting or handshaking: counted in Host::opening
+  bool awaiting_ticket = false;    // TLS 1.3, handshake done, no ticket nor reply yet: Host::awaiting
+  SSL_SESSION* session = nullptr;  // to resume, taken when the connection was made
   std::string out;
   size_t out_off = 0;
   ReplyReader reader;
@@ -103,6 +139,7 @@ struct Op {
   Response response;
   Target target;
   Conn* conn = nullptr;
+  bool waiting = false;           // in its Host::waiting, for a connection
   double start = 0;
   double deadline = kNever;       // the attempt's total time limit
   double connect_deadline = kNever;
@@ -112,11 +149,42 @@ struct Op {
   bool resent = false;            // already resent once after a stale connection
 };
 
+// One scheme://host:port.
+struct Host {
+  std::vector<Conn*> idle;  // most recent last
+  std::deque<Op*> waiting;  // https: for a connection, while kMaxTlsOpening are opening
+  int opening = 0;          // https connections connecting or handshaking
+  int awaiting = 0;         // https connections whose tickets may still come (Conn::awaiting_ticket)
+  std::deque<SSL_SESSION*> sessions;  // https: to resume, newest last
+};
+
 using internal::Pending;
 
 std::string Errno(const char* what, int err) {
   return std::string(what) + ": " + std::strerror(err);
 }
+
+// OpenSSL's queued errors, oldest first, as one line ("" when none); clears
+// the queue.
+std::string TlsErrors() {
+  std::string out;
+  char buf[256];
+  while (const unsigned long e = ERR_get_error()) {
+    ERR_error_string_n(e, buf, sizeof(buf));
+    if (!out.empty()) out += "; ";
+    out += buf;
+  }
+  return out;
+}
+
+bool IsIpLiteral(const std::string& host) {
+  in6_addr a6;
+  in_addr a4;
+  return inet_pton(AF_INET, host.c_str(), &a4) == 1 || inet_pton(AF_INET6, host.c_str(), &a6) == 1;
+}
+
+// What a read or write on a connection came to.
+enum class Io { kData, kEof, kAgain, kFail };
 
 // Everything the I/O thread touches; shared with the Transport object so it
 // can be destroyed from inside a callback (see the curl transport).
@@ -125,7 +193,7 @@ struct State : internal::IoState {
 
   // I/O thread only.
   std::unordered_set<Op*> active;
-  std::unordered_map<std::string, std::vector<Conn*>> idle;  // by host:port, most recent last
+  std::unordered_map<std::string, Host> hosts;  // by scheme://host:port
   size_t idle_count = 0;
   std::unordered_map<uint64_t, Conn*> conns;  // every open connection, by id
   uint64_t next_id = 0;
@@ -133,9 +201,16 @@ struct State : internal::IoState {
     std::vector<Address> addrs;
     double expires = 0;
   };
-  std::unordered_map<std::string, Resolved> resolved;  // by host:port
-  std::unordered_set<std::string> answered;  // host:port that gave an HTTP reply
+  std::unordered_map<std::string, Resolved> resolved;  // by scheme://host:port
+  std::unordered_set<std::string> answered;  // scheme://host:port that gave an HTTP reply
+  std::unordered_set<std::string> warned_unverified;  // https origins named in the warning
+  std::unordered_set<std::string> to_drain;  // hosts whose waiting requests may proceed
   double next_check = kNever;  // no attempt can time out before this
+  // https: one context for every connection, made at the first https
+  // request: the CA store is loaded into it once.
+  SSL_CTX* tls = nullptr;
+  bool tls_tried = false;
+  std::string tls_error;  // why it could not be made
 
   // ---- IoState hooks ------------------------------------------------------
 
@@ -143,6 +218,7 @@ struct State : internal::IoState {
 
   double Tick(double now) override {
     CheckTimeouts(now);
+    Drain();
     return next_check;
   }
 
@@ -171,15 +247,321 @@ struct State : internal::IoState {
 
   ~State() {
     for (auto& [id, c] : conns) {
+      if (c->session) SSL_SESSION_free(c->session);
+      if (c->ssl) SSL_free(c->ssl);
       ::close(c->fd);
       delete c;
     }
+    for (auto& [key, h] : hosts) {
+      for (SSL_SESSION* s : h.sessions) SSL_SESSION_free(s);
+    }
+    if (tls) SSL_CTX_free(tls);
   }
 
   double ReadTimeout() const { return static_cast<double>(options.read_timeout_ms) * 1e-3; }
   double LowSpeedTime() const {
     return static_cast<double>(std::max(options.low_speed_time_s,
                                         (options.read_timeout_ms + 999) / 1000));
+  }
+
+  // ---- TLS ---------------------------------------------------------------
+
+  // The context every https connection uses, made once: the CA store
+  // (options.ca_bundle, else the system's default file and folder) loaded
+  // and parsed here, not per connection; a client session cache that
+  // OnNewSession fills. Null if it cannot be made (tls_error says why).
+  SSL_CTX* TlsContext() {
+    if (tls_tried) return tls;
+    tls_tried = true;
+    // OpenSSL writes with write(): a peer gone away must be EPIPE on this
+    // thread, not a SIGPIPE that ends the process.
+    sigset_t pipe;
+    sigemptyset(&pipe);
+    sigaddset(&pipe, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe, nullptr);
+    ERR_clear_error();
+    SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
+    if (!ctx) {
+      tls_error = "cannot create a TLS context: " + TlsErrors();
+      return nullptr;
+    }
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    // A server that closes without close_notify ends a body read until
+    // close as EOF (as curl takes it); a declared length still must arrive
+    // whole (ReplyReader).
+    SSL_CTX_set_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    // Whole socket reads, not one record header and body at a time.
+    SSL_CTX_set_read_ahead(ctx, 1);
+    SSL_CTX_set_default_read_buffer_len(ctx, size_t{64} << 10);
+    if (options.verify_tls) {
+      const bool loaded = options.ca_bundle.empty()
+                              ? SSL_CTX_set_default_verify_paths(ctx) == 1
+                              : SSL_CTX_load_verify_locations(ctx, options.ca_bundle.c_str(),
+                                                              nullptr) == 1;
+      if (!loaded) {
+        tls_error = "error setting certificate file: " +
+                    (options.ca_bundle.empty() ? std::string("the system CA store")
+                                               : options.ca_bundle + " (ca_bundle)") +
+                    ": " + TlsErrors();
+        SSL_CTX_free(ctx);
+        return nullptr;
+      }
+      SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nullptr);
+    } else {
+      SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, nullptr);
+    }
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    SSL_CTX_sess_set_new_cb(ctx, &State::OnNewSession);
+    SSL_CTX_set_app_data(ctx, this);
+    tls = ctx;
+    return tls;
+  }
+
+  // A session (a TLS 1.3 ticket, or a TLS 1.2 session) the server gave a
+  // connection: kept for a later connection to the same host to resume.
+  static int OnNewSession(SSL* ssl, SSL_SESSION* session) {
+    auto* st = static_cast<State*>(SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl)));
+    auto* c = static_cast<Conn*>(SSL_get_app_data(ssl));
+    if (!st || !c || !SSL_SESSION_is_resumable(session)) return 0;
+    // A copy: OpenSSL marks a connection's latest session not resumable
+    // when the connection ends without a close_notify (a server closing an
+    // idle connection, a reset), which would waste every last ticket.
+    SSL_SESSION* copy = SSL_SESSION_dup(session);
+    if (!copy) return 0;
+    Host& h = st->hosts[c->key];
+    st->TicketCame(c, h);
+    auto& kept = h.sessions;
+    kept.push_back(copy);
+    if (kept.size() > kMaxSessions) {
+      SSL_SESSION_free(kept.front());
+      kept.pop_front();
+    }
+    return 0;  // the original stays OpenSSL's
+  }
+
+  // `c` got a ticket or its reply: no more tickets expected before a request.
+  void TicketCame(Conn* c, Host& h) {
+    if (c->awaiting_ticket) {
+      c->awaiting_ticket = false;
+      --h.awaiting;
+    }
+    if (!h.waiting.empty()) to_drain.insert(c->key);
+  }
+
+  // Whether a new https connection to `h` may start now (Attach, Drain).
+  static bool CanOpen(Host& h) {
+    if (h.opening >= kMaxTlsOpening) return false;
+    if (HasSession(h)) return true;
+    return h.opening + h.awaiting < kMaxFullHandshakes;
+  }
+
+  // Whether `h` has a session to resume (dropping those past use).
+  static bool HasSession(Host& h) {
+    const auto now = static_cast<long>(std::time(nullptr));
+    while (!h.sessions.empty()) {
+      SSL_SESSION* s = h.sessions.back();
+      if (SSL_SESSION_is_resumable(s) &&
+          SSL_SESSION_get_time(s) + SSL_SESSION_get_timeout(s) > now) {
+        return true;
+      }
+      h.sessions.pop_back();
+      SSL_SESSION_free(s);
+    }
+    return false;
+  }
+
+  // A session to resume on a new connection to `h` (the caller frees it),
+  // or null. A TLS 1.3 ticket is handed out once (servers accept each
+  // once); a TLS 1.2 session stays for others.
+  static SSL_SESSION* TakeSession(Host& h) {
+    if (!HasSession(h)) return nullptr;
+    SSL_SESSION* s = h.sessions.back();
+    if (SSL_SESSION_get_protocol_version(s) >= TLS1_3_VERSION) {
+      h.sessions.pop_back();
+    } else {
+      SSL_SESSION_up_ref(s);
+    }
+    return s;
+  }
+
+  // The TCP connection of `c` is up: the TLS handshake starts.
+  void StartTls(Conn* c) {
+    Op* op = c->op;
+    const Target& t = op->target;
+    c->ssl = SSL_new(tls);
+    if (!c->ssl || SSL_set_fd(c->ssl, c->fd) != 1) {
+      Fail(op, NetError::kOther, "cannot start TLS: " + TlsErrors());
+      return;
+    }
+    SSL_set_app_data(c->ssl, c);
+    SSL_set_connect_state(c->ssl);
+    const bool ip = IsIpLiteral(t.host);
+    // SNI names a host, never an address (RFC 6066).
+    if (!ip) SSL_set_tlsext_host_name(c->ssl, t.host.c_str());
+    if (options.verify_tls) {
+      X509_VERIFY_PARAM* param = SSL_get0_param(c->ssl);
+      X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+      if (ip) {
+        X509_VERIFY_PARAM_set1_ip_asc(param, t.host.c_str());
+      } else {
+        SSL_set1_host(c->ssl, t.host.c_str());
+      }
+    }
+    if (c->session) {
+      SSL_set_session(c->ssl, c->session);
+      SSL_SESSION_free(c->session);
+      c->session = nullptr;
+    }
+    c->phase = Conn::kHandshaking;
+    Handshake(c);
+  }
+
+  void Handshake(Conn* c) {
+    ERR_clear_error();
+    const int rc = SSL_connect(c->ssl);
+    if (rc == 1) {
+      c->tls_clean = true;
+      Opened(c);
+      if (SSL_version(c->ssl) >= TLS1_3_VERSION) {
+        c->awaiting_ticket = true;
+        ++hosts[c->key].awaiting;
+      }
+      Connected(c);
+      return;
+    }
+    const int err = SSL_get_error(c->ssl, rc);
+    if (err == SSL_ERROR_WANT_READ) {
+      Watch(c, EPOLLIN);
+      return;
+    }
+    if (err == SSL_ERROR_WANT_WRITE) {
+      Watch(c, EPOLLOUT);
+      return;
+    }
+    Op* op = c->op;
+    const Target& t = op->target;
+    const bool first = answered.count(c->key) == 0;
+    const long verify = SSL_get_verify_result(c->ssl);
+    NetError kind;
+    std::string why;
+    if (options.verify_tls && verify != X509_V_OK) {
+      // The wording curl uses (DescribeNetFailure, retry.h, reads it).
+      kind = NetError::kTls;
+      if (verify == X509_V_ERR_HOSTNAME_MISMATCH || verify == X509_V_ERR_IP_ADDRESS_MISMATCH) {
+        why = "SSL: no alternative certificate subject name matches target host name '" + t.host +
+              "'";
+      } else {
+        why = std::string("SSL certificate problem: ") + X509_verify_cert_error_string(verify);
+      }
+      ERR_clear_error();
+    } else if (err == SSL_ERROR_SSL) {
+      // The server refused the handshake (no common protocol, an alert) or
+      // is no TLS server: a TLS failure at first contact; later, a reset
+      // connection, retried.
+      kind = first ? NetError::kTls : NetError::kReset;
+      why = "TLS handshake with " + c->key + " failed: " + TlsErrors();
+    } else {
+      // Cut by the network (reset, EOF): worth retrying even at first contact.
+      const int e = errno;
+      kind = NetError::kReset;
+      why = "TLS handshake with " + c->key + " cut short: " +
+            (err == SSL_ERROR_SYSCALL && e != 0 ? std::strerror(e) : "connection closed");
+      ERR_clear_error();
+    }
+    c->tls_clean = false;
+    const bool first_contact = first && kind == NetError::kTls;
+    // Requests waiting for a connection to the same host would fail the
+    // same way: they fail now, without more handshakes.
+    std::vector<Op*> same;
+    if (first_contact) {
+      Host& h = hosts[c->key];
+      same.assign(h.waiting.begin(), h.waiting.end());
+      h.waiting.clear();
+      for (Op* w : same) w->waiting = false;
+    }
+    Fail(op, kind, why, first_contact);  // closes c
+    for (Op* w : same) Fail(w, kind, why, true);
+  }
+
+  // `c` no longer counts as opening (connected, or closed).
+  void Opened(Conn* c) {
+    if (!c->opening) return;
+    c->opening = false;
+    --hosts[c->key].opening;
+    to_drain.insert(c->key);
+  }
+
+  // Reads up to `len` bytes of `c` into `buf` (through TLS on https).
+  // kAgain: nothing now, `c` watched for what it waits for.
+  Io Read(Conn* c, void* buf, size_t len, size_t* got, std::string* why) {
+    if (!c->ssl) {
+      for (;;) {
+        const ssize_t n = ::recv(c->fd, buf, len, 0);
+        if (n > 0) {
+          *got = static_cast<size_t>(n);
+          return Io::kData;
+        }
+        if (n == 0) return Io::kEof;
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return Io::kAgain;
+        *why = Errno("recv", errno);
+        return Io::kFail;
+      }
+    }
+    ERR_clear_error();
+    const int n = SSL_read(c->ssl, buf, static_cast<int>(std::min<size_t>(len, INT32_MAX)));
+    if (n > 0) {
+      *got = static_cast<size_t>(n);
+      return Io::kData;
+    }
+    return TlsIoError(c, n, "recv", why);
+  }
+
+  Io Write(Conn* c, const void* buf, size_t len, size_t* put, std::string* why) {
+    if (!c->ssl) {
+      for (;;) {
+        const ssize_t n = ::send(c->fd, buf, len, MSG_NOSIGNAL);
+        if (n > 0) {
+          *put = static_cast<size_t>(n);
+          return Io::kData;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+          Watch(c, EPOLLOUT);
+          return Io::kAgain;
+        }
+        *why = Errno("send", n < 0 ? errno : EPIPE);
+        return Io::kFail;
+      }
+    }
+    ERR_clear_error();
+    const int n = SSL_write(c->ssl, buf, static_cast<int>(std::min<size_t>(len, INT32_MAX)));
+    if (n > 0) {
+      *put = static_cast<size_t>(n);
+      return Io::kData;
+    }
+    return TlsIoError(c, n, "send", why);
+  }
+
+  Io TlsIoError(Conn* c, int rc, const char* what, std::string* why) {
+    const int err = SSL_get_error(c->ssl, rc);
+    const int e = errno;
+    switch (err) {
+      case SSL_ERROR_WANT_READ: Watch(c, EPOLLIN | EPOLLRDHUP); return Io::kAgain;
+      case SSL_ERROR_WANT_WRITE: Watch(c, EPOLLOUT); return Io::kAgain;
+      case SSL_ERROR_ZERO_RETURN: return Io::kEof;  // close_notify, or EOF (see TlsContext)
+      case SSL_ERROR_SYSCALL:
+        c->tls_clean = false;
+        ERR_clear_error();
+        if (e == 0) return Io::kEof;
+        *why = Errno(what, e);
+        return Io::kFail;
+      default:
+        c->tls_clean = false;
+        *why = std::string(what) + ": TLS error: " + TlsErrors();
+        return Io::kFail;
+    }
   }
 
   // ---- connections -------------------------------------------------------
@@ -195,18 +577,26 @@ struct State : internal::IoState {
 
   void CloseConn(Conn* c) {
     if (c->phase == Conn::kIdle) {
-      auto& pool = idle[c->key];
+      auto& pool = hosts[c->key].idle;
       pool.erase(std::remove(pool.begin(), pool.end(), c), pool.end());
       --idle_count;
     }
+    Opened(c);
+    if (c->awaiting_ticket) TicketCame(c, hosts[c->key]);
+    if (c->session) SSL_SESSION_free(c->session);
     conns.erase(c->id);
+    if (c->ssl) {
+      // A close_notify, when the connection is sound (never waiting for it).
+      if (c->tls_clean) SSL_shutdown(c->ssl);
+      SSL_free(c->ssl);
+      ERR_clear_error();
+    }
     if (c->fd >= 0) ::close(c->fd);  // also takes it out of the epoll set
     delete c;
   }
-
   // The addresses of host:port, resolved at most every kResolveTtl seconds.
-  // Blocking, on this thread: http:// endpoints are addresses or cluster
-  // names, resolved once a minute.
+  // Blocking, on this thread: endpoints are addresses or a few names,
+  // each resolved once a minute.
   const Resolved* Resolve(const Target& t, double now, std::string* error) {
     auto it = resolved.find(t.key);
     if (it != resolved.end() && it->second.expires > now) return &it->second;
@@ -267,6 +657,7 @@ struct State : internal::IoState {
     return false;
   }
 
+
   // ---- requests ----------------------------------------------------------
 
   void StartOp(Pending p, double now) {
@@ -289,22 +680,44 @@ struct State : internal::IoState {
       Finish(op, NetError::kOther, "method " + op->request.method + " is not supported");
       return;
     }
+    if (op->target.tls) {
+      if (!options.verify_tls) {
+        const std::string origin = OriginOf(op->request.url);
+        if (warned_unverified.insert(origin).second) {
+          LogWarning("TLS certificate verification is OFF for " + origin +
+                     " (verify_tls=false): any server can answer for it, and read or change "
+                     "the data on the way");
+        }
+      }
+      if (!TlsContext()) {
+        op->response.first_contact = answered.count(op->target.key) == 0;
+        Finish(op, NetError::kTls, tls_error);
+        return;
+      }
+    }
     active.insert(op);
+    next_check = std::min(next_check, op->deadline);
     Attach(op, now);
   }
 
   // Gives `op` a connection: an idle one to its host (unless `fresh`), or a
-  // new one.
+  // new one; over https, when kMaxTlsOpening are opening already, a place in
+  // the host's queue (Drain).
   void Attach(Op* op, double now, bool fresh = false) {
-    auto pool = idle.find(op->target.key);
-    if (!fresh && pool != idle.end() && !pool->second.empty()) {
-      Conn* c = pool->second.back();
-      pool->second.pop_back();
+    Host& h = hosts[op->target.key];
+    if (!fresh && !h.idle.empty()) {
+      Conn* c = h.idle.back();
+      h.idle.pop_back();
       --idle_count;
       c->reused = true;
       c->op = op;
       op->conn = c;
       BeginSend(c);
+      return;
+    }
+    if (op->target.tls && !CanOpen(h)) {
+      op->waiting = true;
+      h.waiting.push_back(op);
       return;
     }
     std::string error;
@@ -318,6 +731,11 @@ struct State : internal::IoState {
     c->addrs = r->addrs;
     c->op = op;
     op->conn = c;
+    if (op->target.tls) {
+      c->opening = true;
+      ++h.opening;
+      c->session = TakeSession(h);
+    }
     op->connect_deadline = now + static_cast<double>(options.connect_timeout_ms) * 1e-3;
     next_check = std::min(next_check, std::min(op->connect_deadline, op->deadline));
     if (!ConnectNext(c, &error)) {
@@ -325,6 +743,27 @@ struct State : internal::IoState {
       c->op = nullptr;
       CloseConn(c);
       Fail(op, NetError::kConnect, error);
+    }
+  }
+
+  // Requests queued for a connection (Attach) take what freed up: idle
+  // connections, then opening slots.
+  void Drain() {
+    if (to_drain.empty()) return;
+    std::vector<std::string> keys(to_drain.begin(), to_drain.end());
+    to_drain.clear();
+    const double now = WallSeconds();
+    for (const std::string& key : keys) {
+      Host& h = hosts[key];
+      while (!h.waiting.empty()) {
+        Op* op = h.waiting.front();
+        // A request resent after a stale connection takes a new one.
+        const bool can = (!op->resent && !h.idle.empty()) || CanOpen(h);
+        if (!can) break;
+        h.waiting.pop_front();
+        op->waiting = false;
+        Attach(op, now, op->resent);
+      }
     }
   }
 
@@ -363,19 +802,14 @@ struct State : internal::IoState {
 
   void Send(Conn* c) {
     while (c->out_off < c->out.size()) {
-      const ssize_t n = ::send(c->fd, c->out.data() + c->out_off, c->out.size() - c->out_off,
-                               MSG_NOSIGNAL);
-      if (n > 0) {
-        c->out_off += static_cast<size_t>(n);
-        continue;
+      size_t n = 0;
+      std::string why;
+      switch (Write(c, c->out.data() + c->out_off, c->out.size() - c->out_off, &n, &why)) {
+        case Io::kData: c->out_off += n; continue;
+        case Io::kAgain: return;
+        case Io::kEof:
+        case Io::kFail: Broken(c, why.empty() ? "send: connection closed" : why); return;
       }
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-        Watch(c, EPOLLOUT);
-        return;
-      }
-      Broken(c, Errno("send", errno));
-      return;
     }
     c->phase = Conn::kReceiving;
     Watch(c, EPOLLIN | EPOLLRDHUP);
@@ -387,6 +821,7 @@ struct State : internal::IoState {
   void Broken(Conn* c, std::string why) {  // by value: `why` may live in c
     Op* op = c->op;
     const bool stale = c->reused && !c->reader.got_bytes() && !op->resent;
+    c->tls_clean = false;
     CloseConn(c);
     op->conn = nullptr;
     if (stale) {
@@ -403,8 +838,16 @@ struct State : internal::IoState {
     Conn* c = it->second;
     const int fd = c->fd;
     if (c->phase == Conn::kIdle) {
-      // An idle connection is readable only when the server closed it (or
-      // sent something unasked): either way it is done.
+      // An idle connection is readable when the server closed it or sent
+      // something unasked: either way it is done. Over TLS it may also be a
+      // record with no data (a session ticket): that one stays.
+      if (c->ssl) {
+        char byte;
+        size_t got = 0;
+        std::string why;
+        if (Read(c, &byte, 1, &got, &why) == Io::kAgain) return;
+        c->tls_clean = false;
+      }
       CloseConn(c);
       return;
     }
@@ -413,7 +856,11 @@ struct State : internal::IoState {
       socklen_t len = sizeof(err);
       getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
       if (err == 0 && (events & EPOLLOUT) && !(events & EPOLLERR)) {
-        Connected(c);
+        if (c->op->target.tls) {
+          StartTls(c);
+        } else {
+          Connected(c);
+        }
       } else {
         std::string error = Errno(("cannot connect to " + c->key).c_str(), err ? err : ECONNREFUSED);
         if (!ConnectNext(c, &error)) {
@@ -423,6 +870,10 @@ struct State : internal::IoState {
           Fail(op, NetError::kConnect, error);
         }
       }
+      return;
+    }
+    if (c->phase == Conn::kHandshaking) {
+      Handshake(c);
       return;
     }
     if (c->phase == Conn::kSending) {
@@ -449,30 +900,31 @@ struct State : internal::IoState {
     const double now = WallSeconds();
     ReplyReader& reader = c->reader;
     for (;;) {
-      ReplyReader::Status st;
-      ssize_t n;
+      ReplyReader::Status st = ReplyReader::kMore;
+      size_t n = 0;
+      std::string why;
+      Io io;
       if (const ReplyReader::Window w = reader.BodyWindow(); w.size > 0) {
         // Straight into the body: no copy out of a receive buffer.
-        n = ::recv(c->fd, w.data, w.size, 0);
-        if (n > 0) {
-          Activity(op, static_cast<size_t>(n), now);
-          st = reader.CommitBody(static_cast<size_t>(n));
+        io = Read(c, w.data, w.size, &n, &why);
+        if (io == Io::kData) {
+          Activity(op, n, now);
+          st = reader.CommitBody(n);
         }
       } else {
         char buf[kReadChunk];
-        n = ::recv(c->fd, buf, sizeof(buf), 0);
-        if (n > 0) {
-          Activity(op, static_cast<size_t>(n), now);
-          st = reader.Feed(buf, static_cast<size_t>(n));
+        io = Read(c, buf, sizeof(buf), &n, &why);
+        if (io == Io::kData) {
+          Activity(op, n, now);
+          st = reader.Feed(buf, n);
         }
       }
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
-      if (n < 0) {
-        Broken(c, Errno("recv", errno));
+      if (io == Io::kAgain) return;
+      if (io == Io::kFail) {
+        Broken(c, why);
         return;
       }
-      if (n == 0) st = reader.Eof();
+      if (io == Io::kEof) st = reader.Eof();
       if (st == ReplyReader::kDone) {
         Complete(c);
         return;
@@ -496,14 +948,18 @@ struct State : internal::IoState {
     op->conn = nullptr;
     op->response = std::move(c->reader.response());
     answered.insert(c->key);
+    if (c->awaiting_ticket) TicketCame(c, hosts[c->key]);
     // Bytes after the reply were not asked for: such a connection is not reused.
     if (c->reader.keep_alive() && c->reader.leftover() == 0 &&
+        (!c->ssl || SSL_has_pending(c->ssl) == 0) &&
         idle_count < static_cast<size_t>(options.max_idle_connections)) {
       c->phase = Conn::kIdle;
       c->reused = false;
       c->out.clear();  // its capacity serves the next request
-      idle[c->key].push_back(c);
+      Host& h = hosts[c->key];
+      h.idle.push_back(c);
       ++idle_count;
+      if (!h.waiting.empty()) to_drain.insert(c->key);
       Watch(c, EPOLLIN | EPOLLRDHUP);
     } else {
       CloseConn(c);
@@ -520,6 +976,11 @@ struct State : internal::IoState {
       op->conn = nullptr;
       c->op = nullptr;
       CloseConn(c);
+    }
+    if (op->waiting) {
+      auto& q = hosts[op->target.key].waiting;
+      q.erase(std::remove(q.begin(), q.end(), op), q.end());
+      op->waiting = false;
     }
     active.erase(op);
     op->response = Response{};
@@ -601,23 +1062,26 @@ struct State : internal::IoState {
 
 };
 
-// http:// to the epoll transport, the rest to curl (made when first needed).
+// http:// and https:// to the epoll transport, except a scheme whose
+// requests go through a proxy (libcurl honours those); anything else (and
+// the proxied) to curl, made when first needed.
 class RoutingTransport final : public Transport {
  public:
-  RoutingTransport(const CurlOptions& options, bool http_to_curl)
-      : options_(options), http_to_curl_(http_to_curl) {}
+  RoutingTransport(const CurlOptions& options, bool http_to_curl, bool https_to_curl)
+      : options_(options), http_to_curl_(http_to_curl), https_to_curl_(https_to_curl) {}
 
   ~RoutingTransport() override { Shutdown(); }
 
   void Send(Request request, std::chrono::nanoseconds delay, Callback done) override {
-    const bool http = !http_to_curl_ && request.url.size() > 7 &&
-                      ToLower(std::string_view(request.url).substr(0, 7)) == "http://";
+    const std::string scheme = ToLower(std::string_view(request.url).substr(0, 8));
+    const bool http = scheme.rfind("http://", 0) == 0, https = scheme == "https://";
+    const bool epoll = (http && !http_to_curl_) || (https && !https_to_curl_);
     Transport* t = nullptr;
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (!shut_) {
-        auto& slot = http ? epoll_ : curl_;
-        if (!slot) slot = http ? NewEpollTransport(options_) : NewCurlTransport(options_);
+        auto& slot = epoll ? epoll_ : curl_;
+        if (!slot) slot = epoll ? NewEpollTransport(options_) : NewCurlTransport(options_);
         t = slot.get();
       }
     }
@@ -642,6 +1106,7 @@ class RoutingTransport final : public Transport {
  private:
   const CurlOptions options_;
   const bool http_to_curl_;
+  const bool https_to_curl_;
   std::mutex mu_;
   bool shut_ = false;  // guarded by mu_
   std::unique_ptr<Transport> epoll_;  // made under mu_, then only read
@@ -664,11 +1129,12 @@ std::unique_ptr<Transport> NewEpollTransport(const CurlOptions& options) {
 std::unique_ptr<Transport> NewTransport(const CurlOptions& options) {
   const char* choice = std::getenv("STOKER_HTTP_TRANSPORT");
   if (choice && std::string_view(choice) == "curl") return NewCurlTransport(options);
-  // libcurl reads http_proxy (lower-case only, for http) and all_proxy /
-  // ALL_PROXY; this transport does not speak to proxies, so leave it all to
-  // curl then.
-  const bool proxy = EnvSet("http_proxy") || EnvSet("all_proxy") || EnvSet("ALL_PROXY");
-  return std::make_unique<RoutingTransport>(options, proxy);
+  // libcurl reads http_proxy (lower-case only, for http), https_proxy /
+  // HTTPS_PROXY, and all_proxy / ALL_PROXY; this transport does not speak
+  // to proxies, so a proxied scheme goes to curl.
+  const bool all = EnvSet("all_proxy") || EnvSet("ALL_PROXY");
+  return std::make_unique<RoutingTransport>(
+      options, all || EnvSet("http_proxy"), all || EnvSet("https_proxy") || EnvSet("HTTPS_PROXY"));
 }
 
 }  // namespace stoker::storage::http

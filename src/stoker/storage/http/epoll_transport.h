@@ -1,6 +1,6 @@
-// A plain-HTTP/1.1 Transport of stoker's own, on one epoll thread, for
-// http:// endpoints (MinIO, Ceph, moto, S3-compatible stores inside a
-// cluster); https:// goes to the libcurl transport.
+// An HTTP/1.1 Transport of stoker's own, on one epoll thread, for http://
+// and https:// endpoints (MinIO, Ceph, moto, S3-compatible stores inside a
+// cluster, AWS).
 //
 // Why not libcurl for everything: on the S3 hot path (a GET of a ~117 KB
 // object) libcurl's per-transfer work (its easy/multi state machine, header
@@ -14,9 +14,20 @@
 // keep-alive connections reused per host, a request resent once on a new
 // connection when a reused one turns out closed before any reply byte, the
 // connect, read (stall), low-speed and total timeouts of CurlOptions, and
-// Content-Length, chunked and read-until-close bodies. It does not do
-// proxies: when http_proxy or all_proxy is set, every request goes to curl,
-// which honours them (as does STOKER_HTTP_TRANSPORT=curl, for comparison).
+// Content-Length, chunked and read-until-close bodies.
+//
+// https:// is TLS through OpenSSL on the same loop: one SSL_CTX per
+// transport with the CA store (CurlOptions::ca_bundle, else the system's)
+// loaded once; every session ticket a server sends kept per host and each
+// handed to one new connection to resume; at most 8 connections opening per
+// host, at most 2 of them without a session to resume (a new connection
+// rather waits for the tickets of those under way); the connect timeout
+// covering TCP and the handshake; certificate failures as NetError::kTls in
+// curl's words (docs/storage.md, "Transports").
+//
+// It does not do proxies: a scheme whose proxy variable is set goes to curl,
+// which honours them (as does everything with STOKER_HTTP_TRANSPORT=curl,
+// for comparison).
 #pragma once
 
 #include <memory>
@@ -26,12 +37,13 @@
 
 namespace stoker::storage::http {
 
-// The epoll transport alone: http:// only (anything else fails, kOther).
+// The epoll transport alone: http:// and https:// (anything else fails, kOther).
 std::unique_ptr<Transport> NewEpollTransport(const CurlOptions& options = {});
 
-// What the S3 and HTTP backends use: http:// on the epoll transport,
-// https:// (and everything, when a proxy is configured or
-// STOKER_HTTP_TRANSPORT=curl) on libcurl's, started when first needed.
+// What the S3 and HTTP backends use: http:// and https:// on the epoll
+// transport; a scheme with a proxy configured (http_proxy; https_proxy or
+// HTTPS_PROXY; all_proxy or ALL_PROXY for both), and everything with
+// STOKER_HTTP_TRANSPORT=curl, on libcurl's, started when first needed.
 std::unique_ptr<Transport> NewTransport(const CurlOptions& options = {});
 
 }  // namespace stoker::storage::http

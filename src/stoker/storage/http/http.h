@@ -1,7 +1,8 @@
 // HTTP behind an interface: the S3 and plain-HTTP backends talk to a
 // Transport; production uses NewTransport (epoll_transport.h: its own
-// HTTP/1.1 client for http://, libcurl's multi interface for https://),
-// unit tests a canned-response MockTransport (mock_transport.h).
+// HTTP/1.1 client with OpenSSL for http:// and https://, libcurl's multi
+// interface for proxied schemes), unit tests a canned-response
+// MockTransport (mock_transport.h).
 #pragma once
 
 #include <chrono>
