@@ -418,11 +418,14 @@ Status CallPython(const char* what, F&& f) {
 }
 
 // A copy of `bytes` bytes at `data` as a (torch or NumPy) array of `shape`.
-nb::object CopyToPython(const void* data, DType dtype, std::vector<size_t> shape, bool torch) {
+// `copy`, when given, receives where the copy's bytes are.
+nb::object CopyToPython(const void* data, DType dtype, std::vector<size_t> shape, bool torch,
+                        const std::byte** copy = nullptr) {
   size_t bytes = DTypeSize(dtype);
   for (size_t d : shape) bytes *= d;
   auto* buf = new std::vector<std::byte>(std::max<size_t>(bytes, 1));
   if (bytes) std::memcpy(buf->data(), data, bytes);
+  if (copy) *copy = buf->data();
   nb::capsule owner(buf, [](void* p) noexcept { delete static_cast<std::vector<std::byte>*>(p); });
   if (torch) {
     return nb::cast(nb::ndarray<nb::pytorch>(buf->data(), shape.size(), shape.data(), owner,
@@ -461,50 +464,66 @@ SampleHook MakeSampleHook(nb::object fn, bool torch) {
       const std::vector<size_t> shape = {static_cast<size_t>(v.channels),
                                          static_cast<size_t>(v.height),
                                          static_cast<size_t>(v.width)};
-      nb::object image = CopyToPython(v.image, v.dtype, shape, torch);
+      const std::byte* copy = nullptr;
+      nb::object image = CopyToPython(v.image, v.dtype, shape, torch, &copy);
       nb::dict fields;
       for (const auto& f : v.fields) fields[nb::str(f.name->c_str())] = SampleFieldToPython(f, torch);
       nb::object out = call(image, v.label, v.index, fields);
       nb::dict d = nb::cast<nb::dict>(out);  // the wrapper checked it is one
       nb::object img = d.contains("image") ? nb::object(d["image"]) : image;
-      nb::ndarray<nb::device::cpu> arr;
-      if (!nb::try_cast(img, arr)) {
-        return InvalidArgument("map returned an image that is not an array (a tensor or NumPy array "
-                               "on the CPU)");
-      }
-      const bool same_shape = arr.ndim() == 3 && arr.shape(0) == shape[0] &&
-                              arr.shape(1) == shape[1] && arr.shape(2) == shape[2];
-      if (!same_shape || arr.dtype() != ToDlpack(v.dtype)) {
-        std::string got;
-        for (size_t i = 0; i < arr.ndim(); ++i) got += (i ? " x " : "") + std::to_string(arr.shape(i));
-        return InvalidArgument("map returned an image of shape " + got + " (" +
-                               std::to_string(arr.itemsize() * 8) + "-bit); the batch holds " +
-                               std::to_string(shape[0]) + " x " + std::to_string(shape[1]) + " x " +
-                               std::to_string(shape[2]) + " images of " +
-                               (v.dtype == DType::kFloat32 ? "float32" : "uint8"));
-      }
       const size_t item = DTypeSize(v.dtype);
-      const auto* src = static_cast<const std::byte*>(arr.data());
+      const size_t bytes = shape[0] * shape[1] * shape[2] * item;
       auto* dst = static_cast<std::byte*>(v.image);
-      const int64_t h = static_cast<int64_t>(shape[1]), w = static_cast<int64_t>(shape[2]);
-      if (arr.stride(2) == 1 && arr.stride(1) == w && arr.stride(0) == h * w) {
-        std::memcpy(dst, src, shape[0] * shape[1] * shape[2] * item);  // C-contiguous
+      if (img.is(image)) {
+        // The copy handed out, changed in place or not: no array import.
+        std::memcpy(dst, copy, bytes);
       } else {
-        // Any strides (a transposed or sliced tensor): element by element.
-        for (size_t c = 0; c < shape[0]; ++c) {
-          for (size_t y = 0; y < shape[1]; ++y) {
-            for (size_t x = 0; x < shape[2]; ++x) {
-              const int64_t off = static_cast<int64_t>(c) * arr.stride(0) +
-                                  static_cast<int64_t>(y) * arr.stride(1) +
-                                  static_cast<int64_t>(x) * arr.stride(2);
-              std::memcpy(dst + ((c * shape[1] + y) * shape[2] + x) * item,
-                          src + off * static_cast<int64_t>(item), item);
+        nb::ndarray<nb::device::cpu> arr;
+        if (!nb::try_cast(img, arr)) {
+          return InvalidArgument("map returned an image that is not an array (a tensor or NumPy "
+                                 "array on the CPU)");
+        }
+        const bool same_shape = arr.ndim() == 3 && arr.shape(0) == shape[0] &&
+                                arr.shape(1) == shape[1] && arr.shape(2) == shape[2];
+        if (!same_shape || arr.dtype() != ToDlpack(v.dtype)) {
+          std::string got;
+          for (size_t i = 0; i < arr.ndim(); ++i) got += (i ? " x " : "") + std::to_string(arr.shape(i));
+          return InvalidArgument("map returned an image of shape " + got + " (" +
+                                 std::to_string(arr.itemsize() * 8) + "-bit); the batch holds " +
+                                 std::to_string(shape[0]) + " x " + std::to_string(shape[1]) +
+                                 " x " + std::to_string(shape[2]) + " images of " +
+                                 (v.dtype == DType::kFloat32 ? "float32" : "uint8"));
+        }
+        const auto* src = static_cast<const std::byte*>(arr.data());
+        const int64_t h = static_cast<int64_t>(shape[1]), w = static_cast<int64_t>(shape[2]);
+        if (arr.stride(2) == 1 && arr.stride(1) == w && arr.stride(0) == h * w) {
+          std::memcpy(dst, src, bytes);  // C-contiguous
+        } else {
+          // Any strides (a transposed or sliced tensor): element by element.
+          for (size_t c = 0; c < shape[0]; ++c) {
+            for (size_t y = 0; y < shape[1]; ++y) {
+              for (size_t x = 0; x < shape[2]; ++x) {
+                const int64_t off = static_cast<int64_t>(c) * arr.stride(0) +
+                                    static_cast<int64_t>(y) * arr.stride(1) +
+                                    static_cast<int64_t>(x) * arr.stride(2);
+                std::memcpy(dst + ((c * shape[1] + y) * shape[2] + x) * item,
+                            src + off * static_cast<int64_t>(item), item);
+              }
             }
           }
         }
       }
       if (d.contains("label")) v.label = nb::cast<int64_t>(d["label"]);
-      v.user = HoldPython(d);
+      // The rest is for the batch (the image's copy need not live as long;
+      // the function's own dict is left as it is).
+      nb::dict rest;
+      for (auto [key, value] : d) {
+        if (!(key.equal(nb::str("image")) || key.equal(nb::str("label")) ||
+              key.equal(nb::str("index")))) {
+          rest[key] = value;
+        }
+      }
+      v.user = HoldPython(rest);
       return Status::Ok();
     });
   };
