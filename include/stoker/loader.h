@@ -120,7 +120,9 @@ class Batch {
   // What LoaderOptions::map left per sample (SampleView::user), in batch
   // order; empty without a map.
   const std::vector<std::shared_ptr<void>>& sample_user_data() const;
-  // What LoaderOptions::batch_map left (null without one).
+  // What LoaderOptions::batch_map left (null without one). If it refers to
+  // this batch's buffers (keep_alive), take it out (set_user_data(nullptr))
+  // once read, or the two keep each other alive.
   std::shared_ptr<void> user_data() const;
   void set_user_data(std::shared_ptr<void> data);
 

@@ -563,8 +563,13 @@ nb::object NextBatch(PyLoader& l, bool torch) {
   }
   std::optional<Batch> b = ValueOrThrow(std::move(r));
   if (!b) return nb::none();
-  // What batch_map= returned stands for the batch.
-  if (auto user = b->user_data()) return nb::make_tuple(*static_cast<nb::object*>(user.get()));
+  // What batch_map= returned stands for the batch. It is taken out of the
+  // batch: it may hold the batch's own arrays, whose owners hold the batch,
+  // and a batch that kept it would never be freed.
+  if (auto user = b->user_data()) {
+    b->set_user_data(nullptr);
+    return nb::make_tuple(*static_cast<nb::object*>(user.get()));
+  }
   return torch ? BatchToArrays<nb::pytorch>(*b) : BatchToArrays<nb::numpy>(*b);
 }
 

@@ -182,3 +182,21 @@ def test_hooks_and_resume(folder):
     assert len(rest) == len(full) - 1
     for (i1, im1), (i2, im2) in zip(full[1:], rest):
         assert i1 == i2 and torch.equal(im1, im2)
+
+
+def test_batch_map_results_holding_the_batch_are_freed(folder):
+    """A batch_map result that holds the batch's own arrays (which keep the
+    batch's buffers alive) is freed once dropped: the batch does not keep
+    it (a cycle through C++ that Python's collector cannot see)."""
+    import gc
+    import weakref
+    l = loader(folder, batch_map=lambda b: b["image"])
+    refs = [weakref.ref(images) for images in l]
+    assert len(refs) == len(l) and all(r() is None for r in refs)
+    # Stopped after one batch: the batches mapped ahead and never delivered
+    # are let go as well.
+    it = iter(loader(folder, batch_map=lambda b: b["image"], prefetch_batches=3))
+    first = weakref.ref(next(it))
+    del it
+    gc.collect()
+    assert first() is None

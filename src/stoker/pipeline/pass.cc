@@ -123,6 +123,18 @@ void Pass::Stop() {
     if (t.joinable()) t.join();
   }
   threads_.clear();
+  // Batches mapped and never delivered: what batch_map left in them may
+  // hold them (a Python result holding the batch's arrays), so it is let
+  // go here, outside the lock (letting go of a Python object takes the GIL).
+  std::map<int64_t, Result<std::optional<Batch>>> undelivered;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    undelivered.swap(mapped_);
+  }
+  for (auto& [b, r] : undelivered) {
+    if (r.ok() && r->has_value()) (*r)->set_user_data(nullptr);
+  }
+  undelivered.clear();
   // What the stopped pass still held leaves the queues' occupancy. Reads
   // that come back later find stop_ set and change nothing.
   std::lock_guard<std::mutex> lock(mu_);
