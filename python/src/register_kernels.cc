@@ -6,6 +6,7 @@
 
 #include <cstring>
 
+#include "arrays.h"
 #include "errors.h"
 #include "stoker/image.h"
 
@@ -13,31 +14,23 @@ namespace nb = nanobind;
 
 namespace stoker::python {
 
-TransformOptions MakeTransform(const std::string& kind, int size, bool normalize,
-                               std::array<double, 2> scale, std::array<double, 2> ratio,
-                               double flip_probability, double center_fraction,
-                               std::array<float, 3> mean, std::array<float, 3> std,
-                               bool fast_decode);
-
 namespace {
 
+// The presets with their default parameters ("train" or "val").
 TransformOptions SimpleTransform(const std::string& kind, int size, bool normalize,
                                  bool fast_decode = false) {
-  TransformOptions d;
-  return MakeTransform(kind, size, normalize, d.scale, d.ratio, d.flip_probability,
-                       d.center_fraction, d.mean, d.std, fast_decode);
-}
-
-// A NumPy array that owns `data`.
-template <typename T>
-nb::ndarray<nb::numpy, T> OwnedArray(std::vector<T>&& data, std::initializer_list<size_t> shape) {
-  auto* heap = new std::vector<T>(std::move(data));
-  nb::capsule owner(heap, [](void* p) noexcept { delete static_cast<std::vector<T>*>(p); });
-  return nb::ndarray<nb::numpy, T>(heap->data(), shape, owner);
-}
-
-std::span<const uint8_t> Span(const nb::bytes& b) {
-  return {static_cast<const uint8_t*>(b.data()), b.size()};
+  TransformOptions t;
+  if (kind == "train") {
+    t.kind = TransformOptions::Kind::kTrain;
+  } else if (kind == "val") {
+    t.kind = TransformOptions::Kind::kVal;
+  } else {
+    throw nb::value_error(("transform kind must be 'train' or 'val', got '" + kind + "'").c_str());
+  }
+  t.size = size;
+  t.normalize = normalize;
+  t.fast_decode = fast_decode;
+  return t;
 }
 
 }  // namespace

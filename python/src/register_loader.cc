@@ -244,31 +244,6 @@ OnError ParseOnError(const std::string& s) {
 
 }  // namespace
 
-TransformOptions MakeTransform(const std::string& kind, int size, bool normalize,
-                               std::array<double, 2> scale, std::array<double, 2> ratio,
-                               double flip_probability, double center_fraction,
-                               std::array<float, 3> mean, std::array<float, 3> std,
-                               bool fast_decode) {
-  TransformOptions t;
-  if (kind == "train") {
-    t.kind = TransformOptions::Kind::kTrain;
-  } else if (kind == "val") {
-    t.kind = TransformOptions::Kind::kVal;
-  } else {
-    throw nb::value_error(("transform kind must be 'train' or 'val', got '" + kind + "'").c_str());
-  }
-  t.size = size;
-  t.normalize = normalize;
-  t.scale = scale;
-  t.ratio = ratio;
-  t.flip_probability = flip_probability;
-  t.center_fraction = center_fraction;
-  t.mean = mean;
-  t.std = std;
-  t.fast_decode = fast_decode;
-  return t;
-}
-
 // Shutdown, signals and fork (README: "Shutdown, signals and fork").
 //
 // - next() waits in slices of kSignalPoll with the GIL released and, between

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "arrays.h"
 #include "errors.h"
 #include "stoker/image.h"
 
@@ -109,17 +110,6 @@ TransformOptions Convert(nb::handle transform) {
     t.ops.push_back(std::move(op));
   }
   return t;
-}
-
-template <typename T>
-nb::ndarray<nb::numpy, T> OwnedArray(std::vector<T>&& data, std::initializer_list<size_t> shape) {
-  auto* heap = new std::vector<T>(std::move(data));
-  nb::capsule owner(heap, [](void* p) noexcept { delete static_cast<std::vector<T>*>(p); });
-  return nb::ndarray<nb::numpy, T>(heap->data(), shape, owner);
-}
-
-std::span<const uint8_t> Span(const nb::bytes& b) {
-  return {static_cast<const uint8_t*>(b.data()), b.size()};
 }
 
 }  // namespace

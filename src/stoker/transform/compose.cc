@@ -16,20 +16,6 @@ namespace {
 using Op = TransformOp;
 using Type = TransformOp::Type;
 
-// Python's round() (ties to even): torchvision's rounding of crop offsets.
-inline int RoundHalfEven(double v) {
-  const double f = std::floor(v);
-  const double d = v - f;
-  const bool up = d > 0.5 || (d == 0.5 && std::fmod(f, 2.0) != 0.0);
-  return static_cast<int>(up ? f + 1.0 : f);
-}
-
-// Uniform integer in [0, n), one draw (as RandomResizedCropRect's offsets).
-inline int UniformInt(SampleRng& rng, int n) {
-  const int v = static_cast<int>(rng.Uniform() * n);
-  return std::min(v, n - 1);
-}
-
 std::string OpLabel(const std::span<const Op> ops, size_t i) {
   return std::string(OpName(ops[i].type)) + " (op " + std::to_string(i) + ")";
 }

@@ -26,23 +26,6 @@ inline uint64_t SplitMix64Next(uint64_t& state) {
 
 inline uint64_t Rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
 
-// Python's round() (ties to even) followed by int(): torchvision's rounding.
-// Spelled out rather than std::nearbyint, which follows the floating-point
-// environment's rounding mode.
-inline int RoundHalfEven(double v) {
-  const double f = std::floor(v);
-  const double d = v - f;
-  const bool up = d > 0.5 || (d == 0.5 && std::fmod(f, 2.0) != 0.0);
-  return static_cast<int>(up ? f + 1.0 : f);
-}
-
-// Uniform integer in [0, n), one draw. The bias of floor(U * n) is below
-// n / 2^53: invisible for image sizes.
-inline int UniformInt(SampleRng& rng, int n) {
-  int v = static_cast<int>(rng.Uniform() * n);
-  return std::min(v, n - 1);
-}
-
 }  // namespace
 
 SampleRng::SampleRng(uint64_t seed, int64_t epoch, int64_t position) {

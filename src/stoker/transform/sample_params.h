@@ -15,7 +15,9 @@
 // changes every training crop: the tests pin them.
 #pragma once
 
+#include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 
@@ -41,6 +43,23 @@ class SampleRng {
  private:
   uint64_t s_[4];
 };
+
+// Python's round() (ties to even) followed by int(): torchvision's rounding.
+// Spelled out rather than std::nearbyint, which follows the floating-point
+// environment's rounding mode.
+inline int RoundHalfEven(double v) {
+  const double f = std::floor(v);
+  const double d = v - f;
+  const bool up = d > 0.5 || (d == 0.5 && std::fmod(f, 2.0) != 0.0);
+  return static_cast<int>(up ? f + 1.0 : f);
+}
+
+// Uniform integer in [0, n), one draw. The bias of floor(U * n) is below
+// n / 2^53: invisible for image sizes.
+inline int UniformInt(SampleRng& rng, int n) {
+  int v = static_cast<int>(rng.Uniform() * n);
+  return std::min(v, n - 1);
+}
 
 // torchvision.transforms.RandomResizedCrop.get_params: up to 10 tries of a
 // random area fraction in `scale` and log-uniform aspect ratio in `ratio`,
