@@ -15,7 +15,8 @@
 // as a region and through the transform; a region decoded through a JPEG
 // row index (a walk of the entropy-coded data, then a jump to a remembered
 // row) is the region decoded from the top, pixel for pixel, or the same
-// error.
+// error; a JPEG rewritten for shards (RewriteWithRestarts) decodes to the
+// original's pixels, whole and as the region (through the restart cut).
 
 #include <cmath>
 #include <cstdint>
@@ -25,6 +26,7 @@
 #include <span>
 
 #include "stoker/decode/decode.h"
+#include "stoker/decode/jpeg_restart.h"
 #include "stoker/decode/jpeg_rows.h"
 #include "stoker/image.h"
 #include "stoker/pipeline/sample.h"
@@ -139,6 +141,36 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         }
       }
     }
+  }
+
+  // 2c. Rewritten for shards (a restart marker after every MCU, a row
+  // table): the same pixels whole, and the same region through the cut.
+  auto rewritten = stoker::decode::RewriteWithRestarts(bytes, kMaxPixels);
+  if (rewritten.ok()) {
+    const std::span<const uint8_t> rb(rewritten->bytes);
+    auto rfull = stoker::DecodeImage(rb, kMaxPixels);
+    if (!full.ok() || !rfull.ok()) Fail("a rewritten JPEG and its original do not both decode");
+    if (rfull->width != full->width || rfull->height != full->height ||
+        rfull->pixels != full->pixels) {
+      Fail("a rewrite changed the pixels");
+    }
+    static stoker::decode::Decoder cutting({.max_pixels = kMaxPixels, .fast = false});
+    static stoker::decode::Decoder cutting_fast({.max_pixels = kMaxPixels, .fast = true});
+    auto cr = (fast ? cutting_fast : cutting).DecodeRegion(rb, crop, out_size, out_size);
+    if (!cr.ok() || !region.ok()) Fail("a rewritten JPEG's region does not decode");
+    const auto& a = region->image;
+    const auto& b = cr->image;
+    if (a.width != b.width || a.height != b.height || cr->scale_denom != region->scale_denom) {
+      Fail("a restart cut changed the region's geometry");
+    }
+    for (int y = 0; y < a.height; ++y) {
+      if (std::memcmp(a.data + a.stride * static_cast<size_t>(y),
+                      b.data + b.stride * static_cast<size_t>(y), size_t{3} * a.width) != 0) {
+        Fail("a restart cut changed the pixels");
+      }
+    }
+  } else {
+    CheckError(rewritten.status());
   }
 
   // 3. What a Loader writes for the sample.

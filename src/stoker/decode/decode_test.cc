@@ -15,6 +15,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstdio>
@@ -28,6 +29,7 @@
 #include <spng.h>
 
 #include "stoker/decode/decode.h"
+#include "stoker/decode/jpeg_restart.h"
 #include "stoker/decode/jpeg_rows.h"
 
 namespace stoker::decode {
@@ -79,6 +81,7 @@ struct JpegSpec {
   bool progressive = false;
   bool arith = false;
   int restart_rows = 0;
+  int restart_mcus = 0;  // a restart marker every this many MCUs
   bool optimize = false;  // optimal Huffman tables instead of the standard ones
   const std::vector<jpeg_scan_info>* scans = nullptr;  // custom progression
 };
@@ -121,6 +124,7 @@ Bytes EncodeJpeg(const Pixels& p, const JpegSpec& spec) {
   }
   cinfo.arith_code = spec.arith ? TRUE : FALSE;
   cinfo.restart_in_rows = spec.restart_rows;
+  if (spec.restart_mcus > 0) cinfo.restart_interval = static_cast<unsigned>(spec.restart_mcus);
   cinfo.optimize_coding = spec.optimize ? TRUE : FALSE;
   jpeg_start_compress(&cinfo, TRUE);
   while (cinfo.next_scanline < cinfo.image_height) {
@@ -1254,7 +1258,7 @@ TEST(DecodePng, HostileChunkIsBounded) {
   Bytes c(4 + 4 + body.size() + 4);
   PutBe32(&c[0], static_cast<uint32_t>(body.size()));
   std::memcpy(&c[4], "zTXt", 4);
-  std::memcpy(&c[8], body.data(), body.size());
+  std::copy(body.begin(), body.end(), c.begin() + 8);
   PutBe32(&c[8 + body.size()], Crc32(&c[4], 4 + body.size()));
   png.insert(png.begin() + 33, c.begin(), c.end());  // after IHDR
   auto r = dec.DecodeFull(S(png));
@@ -1274,9 +1278,10 @@ TEST(DecodePng, HostileChunkIsBounded) {
 
 // Decodes each crop of `jpeg` through `index` (as sample `sample`) and
 // without it, and checks that the two agree: scale, view, crop and pixels.
-void ExpectSameAsWithoutIndex(JpegRowIndex& index, size_t sample, const Bytes& jpeg,
-                              const std::vector<std::pair<Rect, int>>& crops,
-                              const std::string& what) {
+// Every crop of `got_jpeg` (decoded with `rows`) has the pixels of the same
+// crop of `want_jpeg` (decoded without an index), or fails as it does.
+void ExpectSameRegions(const Bytes& want_jpeg, const Bytes& got_jpeg, RowIndexRef rows,
+                       const std::vector<std::pair<Rect, int>>& crops, const std::string& what) {
   Decoder plain, jumping;
   for (const auto& [crop, denom] : crops) {
     SCOPED_TRACE(what + " denom=" + std::to_string(denom) + " crop=(" + std::to_string(crop.x) +
@@ -1284,9 +1289,8 @@ void ExpectSameAsWithoutIndex(JpegRowIndex& index, size_t sample, const Bytes& j
                  std::to_string(crop.h) + ")");
     const int out_w = std::max(1, static_cast<int>(std::floor(crop.w / denom)));
     const int out_h = std::max(1, static_cast<int>(std::floor(crop.h / denom)));
-    auto want = plain.DecodeRegion(S(jpeg), Fixed(crop), out_w, out_h);
-    auto got = jumping.DecodeRegion(S(jpeg), Fixed(crop), out_w, out_h,
-                                    RowIndexRef{&index, sample});
+    auto want = plain.DecodeRegion(S(want_jpeg), Fixed(crop), out_w, out_h);
+    auto got = jumping.DecodeRegion(S(got_jpeg), Fixed(crop), out_w, out_h, rows);
     ASSERT_EQ(got.ok(), want.ok()) << (got.ok() ? want.status() : got.status()).ToString();
     if (!want.ok()) {
       EXPECT_EQ(got.status().code(), want.status().code());
@@ -1308,6 +1312,12 @@ void ExpectSameAsWithoutIndex(JpegRowIndex& index, size_t sample, const Bytes& j
     }
     ASSERT_TRUE(SameArea(got->image, ref, 0, 0));
   }
+}
+
+void ExpectSameAsWithoutIndex(JpegRowIndex& index, size_t sample, const Bytes& jpeg,
+                              const std::vector<std::pair<Rect, int>>& crops,
+                              const std::string& what) {
+  ExpectSameRegions(jpeg, jpeg, RowIndexRef{&index, sample}, crops, what);
 }
 
 // RandomResizedCrop-like crops at each scale, plus crops whose first row is
@@ -1552,6 +1562,270 @@ TEST(DecodeRowJump, MemoryBudgetIsKept) {
   ExpectSameAsWithoutIndex(some, 1, jpeg, crops, "small budget, another sample");
   EXPECT_LE(some.bytes_used(), 3 * sizeof(void*) + 400);
   EXPECT_GT(some.bytes_used(), 3 * sizeof(void*));
+}
+
+// ---------------------------------------------------------------------------
+// JPEG: rewritten with a restart marker after every MCU (shards), and cut by
+// those markers.
+
+// Every kind of JPEG the decoder reads, for the rewrite.
+std::vector<std::pair<std::string, Bytes>> RewriteCorpus() {
+  std::vector<std::pair<std::string, JpegSpec>> specs;
+  auto add = [&](std::string what, auto edit) {
+    JpegSpec spec;
+    edit(spec);
+    specs.push_back({std::move(what), spec});
+  };
+  add("4:2:0", [](JpegSpec&) {});
+  add("4:2:0 optimized q50", [](JpegSpec& s) { s.optimize = true, s.quality = 50; });
+  add("4:2:2", [](JpegSpec& s) { s.v_samp = 1; });
+  add("4:4:4 q100", [](JpegSpec& s) { s.h_samp = s.v_samp = 1, s.quality = 100; });
+  add("4:4:0", [](JpegSpec& s) { s.h_samp = 1; });
+  add("4:1:1", [](JpegSpec& s) { s.h_samp = 4, s.v_samp = 1; });
+  add("sampling 2x2 Cr 2x1", [](JpegSpec& s) { s.cr_h_samp = 2; });
+  add("gray", [](JpegSpec& s) { s.kind = Kind::kGray; });
+  add("progressive", [](JpegSpec& s) { s.progressive = true; });
+  add("progressive gray", [](JpegSpec& s) { s.progressive = true, s.kind = Kind::kGray; });
+  add("arithmetic", [](JpegSpec& s) { s.arith = true; });
+  add("arithmetic progressive", [](JpegSpec& s) { s.arith = s.progressive = true; });
+  add("restart every row", [](JpegSpec& s) { s.restart_rows = 1; });
+  add("restart every 3 MCUs", [](JpegSpec& s) { s.restart_mcus = 3; });
+  add("cmyk", [](JpegSpec& s) { s.kind = Kind::kCmyk; });
+  add("ycck", [](JpegSpec& s) { s.kind = Kind::kYcck; });
+  std::vector<std::pair<std::string, Bytes>> corpus;
+  uint32_t seed = 40;
+  for (const auto& [what, spec] : specs) {
+    const int c = spec.kind == Kind::kGray ? 1 : (spec.kind == Kind::kYcc ? 3 : 4);
+    corpus.push_back({what, EncodeJpeg(Pattern(283 + int(seed % 7) * 9, 229, c, seed), spec)});
+    ++seed;
+  }
+  return corpus;
+}
+
+Bytes RawDecode(const Bytes& jpeg) {  // libjpeg's own output (CMYK stays CMYK)
+  jpeg_decompress_struct cinfo;
+  jpeg_error_mgr jerr;
+  cinfo.err = jpeg_std_error(&jerr);
+  jpeg_create_decompress(&cinfo);
+  jpeg_mem_src(&cinfo, jpeg.data(), static_cast<unsigned long>(jpeg.size()));
+  jpeg_read_header(&cinfo, TRUE);
+  jpeg_start_decompress(&cinfo);
+  const size_t row = size_t{cinfo.output_width} * static_cast<size_t>(cinfo.output_components);
+  Bytes out(row * cinfo.output_height);
+  while (cinfo.output_scanline < cinfo.output_height) {
+    JSAMPROW r = out.data() + row * cinfo.output_scanline;
+    jpeg_read_scanlines(&cinfo, &r, 1);
+  }
+  jpeg_finish_decompress(&cinfo);
+  jpeg_destroy_decompress(&cinfo);
+  return out;
+}
+
+TEST(DecodeRestart, RewriteKeepsEveryPixelOfEveryKind) {
+  for (const auto& [what, jpeg] : RewriteCorpus()) {
+    SCOPED_TRACE(what);
+    auto r = RewriteWithRestarts(S(jpeg));
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_EQ(RawDecode(r->bytes), RawDecode(jpeg));
+    Decoder a, b;
+    auto want = a.DecodeFull(S(jpeg));
+    auto got = b.DecodeFull(S(r->bytes));
+    ASSERT_TRUE(want.ok() && got.ok());
+    ASSERT_EQ(got->width, want->width);
+    ASSERT_EQ(got->height, want->height);
+    for (int y = 0; y < want->height; ++y) {
+      ASSERT_EQ(std::memcmp(got->data + y * got->stride, want->data + y * want->stride,
+                            size_t(want->width) * 3),
+                0)
+          << "row " << y;
+    }
+    // Baseline, a marker after every MCU, and a row table that says where
+    // each row starts.
+    internal::JpegLayout layout;
+    ASSERT_TRUE(internal::ParseJpegLayout(S(r->bytes), &layout));
+    EXPECT_EQ(layout.restart_interval, 1);
+    EXPECT_EQ(r->width, want->width);
+    EXPECT_EQ(r->height, want->height);
+    EXPECT_EQ(r->scan_offset, layout.data_start);
+    ASSERT_EQ(layout.row_table_rows, layout.mcu_rows);
+    std::vector<uint32_t> rows;
+    ASSERT_TRUE(internal::FindRestartRows(S(r->bytes), layout, &rows));
+    for (int i = 0; i < layout.mcu_rows; ++i) {
+      const uint8_t* e = r->bytes.data() + layout.row_table_at + 4 * i;
+      EXPECT_EQ(uint32_t(e[0]) << 24 | uint32_t(e[1]) << 16 | uint32_t(e[2]) << 8 | e[3],
+                rows[size_t(i)]);
+    }
+    // Rewriting the rewritten file gives it back (its old table is dropped).
+    auto again = RewriteWithRestarts(S(r->bytes));
+    ASSERT_TRUE(again.ok());
+    EXPECT_EQ(again->bytes, r->bytes);
+  }
+}
+
+TEST(DecodeRestart, RewriteKeepsMarkers) {
+  // An APP1 Exif segment and a comment survive; the pixels stay as stored.
+  Bytes jpeg = EncodeJpeg(64, 48);
+  const Bytes extra = {0xFF, 0xE1, 0, 8, 'E', 'x', 'i', 'f', 0, 0,
+                       0xFF, 0xFE, 0, 7, 'h', 'e', 'l', 'l', 'o'};
+  jpeg.insert(jpeg.begin() + 2, extra.begin(), extra.end());
+  auto r = RewriteWithRestarts(S(jpeg));
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  auto find = [&](const Bytes& seg) {
+    return std::search(r->bytes.begin(), r->bytes.end(), seg.begin(), seg.end()) !=
+           r->bytes.end();
+  };
+  EXPECT_TRUE(find(Bytes(extra.begin(), extra.begin() + 10)));
+  EXPECT_TRUE(find(Bytes(extra.begin() + 10, extra.end())));
+  EXPECT_EQ(RawDecode(r->bytes), RawDecode(jpeg));
+}
+
+TEST(DecodeRestart, CropsHaveTheOriginalsPixelsAtEveryScale) {
+  uint32_t seed = 70;
+  for (const auto& [what, jpeg] : RewriteCorpus()) {
+    auto r = RewriteWithRestarts(S(jpeg));
+    ASSERT_TRUE(r.ok()) << what;
+    internal::JpegLayout layout;
+    ASSERT_TRUE(internal::ParseJpegLayout(S(r->bytes), &layout));
+    const auto crops = JumpCrops(r->width, r->height, layout.mcu_h, 12, seed++, 2);
+    ExpectSameRegions(jpeg, r->bytes, RowIndexRef{}, crops, what);
+    // With a row index too (the restart cut needs none and ignores it).
+    JpegRowIndex index(1);
+    ExpectSameRegions(jpeg, r->bytes, RowIndexRef{&index, 0}, crops, what + ", index");
+    EXPECT_EQ(index.jumps(), 0) << what;
+    if (HasFailure()) return;
+  }
+}
+
+TEST(DecodeRestart, AFileWithoutTableIsCutByCountingMarkers) {
+  // A marker after every MCU from another encoder, with no row table.
+  JpegSpec spec;
+  spec.restart_mcus = 1;
+  const Bytes jpeg = EncodeJpeg(Pattern(301, 263, 3, 5), spec);
+  internal::JpegLayout layout;
+  ASSERT_TRUE(internal::ParseJpegLayout(S(jpeg), &layout));
+  ASSERT_EQ(layout.restart_interval, 1);
+  ASSERT_EQ(layout.row_table_rows, 0);
+  const Bytes plain = EncodeJpeg(Pattern(301, 263, 3, 5), JpegSpec{});
+  ExpectSameRegions(plain, jpeg, RowIndexRef{}, JumpCrops(301, 263, 16, 10, 3), "no table");
+}
+
+TEST(DecodeRestart, AWrongRowTableIsNotTrusted) {
+  const Bytes jpeg = EncodeJpeg(Pattern(320, 288, 3, 6), JpegSpec{});
+  auto r = RewriteWithRestarts(S(jpeg));
+  ASSERT_TRUE(r.ok());
+  internal::JpegLayout layout;
+  ASSERT_TRUE(internal::ParseJpegLayout(S(r->bytes), &layout));
+  const auto crops = JumpCrops(320, 288, 16, 10, 8);
+  // Each entry in turn pointing one byte off, past the end, or at 0.
+  for (int row = 0; row < layout.mcu_rows; ++row) {
+    if (row % 3 != 1) continue;
+    for (uint32_t bad : {1u, 0xFFFFFFu, 0u}) {
+      Bytes edited = r->bytes;
+      uint8_t* e = edited.data() + layout.row_table_at + 4 * row;
+      const uint32_t v = (uint32_t(e[0]) << 24 | uint32_t(e[1]) << 16 | uint32_t(e[2]) << 8 | e[3]);
+      const uint32_t w = bad == 1u ? v + 1 : bad;
+      e[0] = uint8_t(w >> 24), e[1] = uint8_t(w >> 16), e[2] = uint8_t(w >> 8), e[3] = uint8_t(w);
+      ExpectSameRegions(jpeg, edited, RowIndexRef{}, crops,
+                        "row " + std::to_string(row) + " bad " + std::to_string(bad));
+      if (HasFailure()) return;
+    }
+  }
+}
+
+TEST(DecodeRestart, TruncatedOrCorruptCutsNeverGiveOtherPixels) {
+  const Bytes jpeg = EncodeJpeg(Pattern(256, 256, 3, 9), JpegSpec{});
+  auto r = RewriteWithRestarts(S(jpeg));
+  ASSERT_TRUE(r.ok());
+  const Rect crop{64, 96, 96, 64};
+  Decoder dec;
+  auto whole = dec.DecodeRegion(S(r->bytes), Fixed(crop), 96, 64);
+  ASSERT_TRUE(whole.ok());
+  Pixels ref{whole->image.width, whole->image.height, 3, {}};
+  for (int y = 0; y < ref.h; ++y) {
+    const uint8_t* row = whole->image.data + size_t(y) * whole->image.stride;
+    ref.px.insert(ref.px.end(), row, row + size_t(ref.w) * 3);
+  }
+  std::mt19937 rng(1);
+  for (size_t len = r->scan_offset; len < r->bytes.size(); len += 1 + rng() % 97) {
+    Bytes cut(r->bytes.begin(), r->bytes.begin() + ptrdiff_t(len));
+    auto got = dec.DecodeRegion(S(cut), Fixed(crop), 96, 64);
+    if (got.ok()) {
+      EXPECT_TRUE(SameArea(got->image, ref, 0, 0)) << "length " << len;
+    }
+  }
+  for (int i = 0; i < 300; ++i) {
+    Bytes bad = r->bytes;
+    const size_t at = r->scan_offset + rng() % (bad.size() - r->scan_offset);
+    bad[at] = uint8_t(rng());
+    (void)dec.DecodeRegion(S(bad), Fixed(crop), 96, 64);  // must not crash (ASan)
+  }
+}
+
+TEST(DecodeRestart, McusOutsideTheCropAreNotDecoded) {
+  // The first MCU's data made invalid (eight 1 bits: no Huffman code is
+  // all ones). A decode that reaches it fails; a crop of the bottom right
+  // corner never does.
+  const Bytes jpeg = EncodeJpeg(Pattern(256, 256, 3, 11), JpegSpec{});
+  auto r = RewriteWithRestarts(S(jpeg));
+  ASSERT_TRUE(r.ok());
+  Bytes bad = r->bytes;
+  bad[r->scan_offset] = 0xFF;
+  bad[r->scan_offset + 1] = 0x00;
+  Decoder dec;
+  auto full = dec.DecodeFull(S(bad));
+  ASSERT_FALSE(full.ok());
+  EXPECT_EQ(full.status().code(), StatusCode::kCorrupt);
+  auto top_left = dec.DecodeRegion(S(bad), Fixed(Rect{0, 0, 64, 64}), 64, 64);
+  EXPECT_FALSE(top_left.ok());
+  const Rect corner{160, 160, 96, 96};
+  auto want = dec.DecodeRegion(S(r->bytes), Fixed(corner), 96, 96);
+  ASSERT_TRUE(want.ok());
+  Pixels ref{want->image.width, want->image.height, 3, {}};
+  for (int y = 0; y < ref.h; ++y) {
+    const uint8_t* row = want->image.data + size_t(y) * want->image.stride;
+    ref.px.insert(ref.px.end(), row, row + size_t(ref.w) * 3);
+  }
+  auto got = dec.DecodeRegion(S(bad), Fixed(corner), 96, 96);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_TRUE(SameArea(got->image, ref, 0, 0));
+}
+
+TEST(DecodeRestart, RewriteErrors) {
+  const Bytes jpeg = EncodeJpeg(200, 100);
+  auto truncated = RewriteWithRestarts(S(Bytes(jpeg.begin(), jpeg.begin() + jpeg.size() / 2)));
+  ASSERT_FALSE(truncated.ok());
+  EXPECT_EQ(truncated.status().code(), StatusCode::kCorrupt);
+  EXPECT_NE(truncated.status().message().find("truncated"), std::string::npos)
+      << truncated.status().ToString();
+  auto garbage = RewriteWithRestarts(S(Bytes{0xFF, 0xD8, 0xFF, 0x00, 1, 2, 3}));
+  EXPECT_FALSE(garbage.ok());
+  auto big = RewriteWithRestarts(S(jpeg), 200 * 100 - 1);
+  ASSERT_FALSE(big.ok());
+  EXPECT_EQ(big.status().code(), StatusCode::kResourceExhausted);
+  // A progression that never sends the last bit of the AC coefficients:
+  // libjpeg smooths such an image, a sequential copy would not be smoothed.
+  std::vector<jpeg_scan_info> scans;
+  jpeg_scan_info dc{};
+  dc.comps_in_scan = 3;
+  dc.component_index[0] = 0, dc.component_index[1] = 1, dc.component_index[2] = 2;
+  scans.push_back(dc);
+  for (int comp = 0; comp < 3; ++comp) {
+    jpeg_scan_info ac{};
+    ac.comps_in_scan = 1;
+    ac.component_index[0] = comp;
+    ac.Ss = 1, ac.Se = 63, ac.Al = 1;
+    scans.push_back(ac);
+  }
+  JpegSpec coarse;
+  coarse.progressive = true;
+  coarse.scans = &scans;
+  auto incomplete = RewriteWithRestarts(S(EncodeJpeg(64, 64, coarse)));
+  ASSERT_FALSE(incomplete.ok());
+  EXPECT_EQ(incomplete.status().code(), StatusCode::kUnsupported);
+  // Only the EOI missing: complete, as the decoder sees it.
+  auto no_eoi = RewriteWithRestarts(S(Bytes(jpeg.begin(), jpeg.end() - 2)));
+  ASSERT_TRUE(no_eoi.ok()) << no_eoi.status().ToString();
+  EXPECT_EQ(RawDecode(no_eoi->bytes), RawDecode(jpeg));
 }
 
 }  // namespace

@@ -22,9 +22,12 @@
 #include <jerror.h>
 
 #include <cmath>
+#include <cstdlib>
+#include <iterator>
 #include <string>
 
 #include "stoker/decode/decode_internal.h"
+#include "stoker/decode/jpeg_restart.h"
 
 namespace stoker::decode::internal {
 namespace {
@@ -304,6 +307,26 @@ struct JpegDecoder::State {
     return Fresh() && ReadHeader(bytes);
   }
 
+  // Reads the header of the first `size` bytes of `prefix`, a JPEG of MCU
+  // rows [r0, r1) and columns [c0, c1) of `bytes` (layout), and says where
+  // it lies in the file; if its header is refused or its size is not what
+  // it should be (which should not happen), goes back to the file as it is.
+  bool UseCut(std::span<const uint8_t> bytes, size_t size, int r0, int r1, int c0, int c1,
+              int* cut_x, int* cut_y, bool* used = nullptr) {
+    const JpegLayout& L = layout;
+    if (!Fresh()) return false;
+    const int new_w = c1 == L.mcus_per_row ? L.width - c0 * L.mcu_w : (c1 - c0) * L.mcu_w;
+    const int new_h = r1 == L.mcu_rows ? L.height - r0 * L.mcu_h : (r1 - r0) * L.mcu_h;
+    if (!ReadHeader({prefix.data(), size}) || static_cast<int>(cinfo.image_width) != new_w ||
+        static_cast<int>(cinfo.image_height) != new_h) {
+      return Restart(bytes);
+    }
+    *cut_x = c0 * L.mcu_w;
+    *cut_y = r0 * L.mcu_h;
+    if (used != nullptr) *used = true;
+    return true;
+  }
+
   // Makes libjpeg decode less than the whole file for the crop, using what
   // `rows` knows of the file (jpeg_rows.h), and says how many source
   // columns and rows were cut from the left and top (0, 0: the header of
@@ -320,6 +343,7 @@ struct JpegDecoder::State {
     *cut_x = *cut_y = 0;
     if (plan.cmyk || !ParseJpegLayout(bytes, &layout)) return true;
     const JpegLayout& L = layout;
+    if (L.restart_interval != 0 && L.restart_interval != 1) return true;
     const int d = plan.denom;
     // The crop's scaled pixels, as DecodeRows computes them.
     const Cover cover = CoverCrop(plan.crop, d, (L.width + d - 1) / d, (L.height + d - 1) / d);
@@ -330,6 +354,15 @@ struct JpegDecoder::State {
     const int r1 = ry1 / rh + 1 < L.mcu_rows ? ry1 / rh + 1 : L.mcu_rows;
     const int c0 = cx0 >= 1 ? (cx0 - 1) / cw : 0;
     const int c1 = cx1 / cw + 1 < L.mcus_per_row ? cx1 / cw + 1 : L.mcus_per_row;
+    // A file with a restart marker after every MCU (stoker's shards) is
+    // cut by its markers, with no index.
+    if (L.restart_interval == 1) {
+      if (r0 == 0 && c0 == 0 && c1 == L.mcus_per_row) return true;  // nothing to cut
+      size_t size = 0;
+      if (!CropRestartMcus(bytes, L, r0, r1, c0, c1, &prefix, &size)) return true;
+      return UseCut(bytes, size, r0, r1, c0, c1, cut_x, cut_y);
+    }
+    if (rows.index == nullptr) return true;
     JpegRowIndex& index = *rows.index;
 
     // The grid is walked on a file's second decode: one that is decoded
@@ -348,17 +381,12 @@ struct JpegDecoder::State {
       if (r0 == 0 && c0 == 0 && c1 == L.mcus_per_row) return true;  // nothing to cut
       size_t size = 0;
       if (!CropMcus(bytes, L, *grid, r0, r1, c0, c1, &prefix, &size)) return true;
-      if (!Fresh()) return false;
-      const int new_w = c1 == L.mcus_per_row ? L.width - c0 * L.mcu_w : (c1 - c0) * L.mcu_w;
-      const int new_h = r1 == L.mcu_rows ? L.height - r0 * L.mcu_h : (r1 - r0) * L.mcu_h;
-      if (!ReadHeader({prefix.data(), size}) || static_cast<int>(cinfo.image_width) != new_w ||
-          static_cast<int>(cinfo.image_height) != new_h) {
-        return Restart(bytes);
+      bool used = false;
+      if (!UseCut(bytes, size, r0, r1, c0, c1, cut_x, cut_y, &used)) return false;
+      if (used) {
+        index.CountJump(r0);
+        index.CountCrop();
       }
-      index.CountJump(r0);
-      index.CountCrop();
-      *cut_x = c0 * L.mcu_w;
-      *cut_y = r0 * L.mcu_h;
       return true;
     }
 
@@ -520,6 +548,96 @@ struct AbortGuard {
 };
 }  // namespace
 
+namespace {
+
+// libjpeg's transcoding objects for RewriteWithRestarts. Run calls setjmp
+// and keeps only trivially destructible locals; the destructor frees what
+// libjpeg allocated.
+struct Transcoder {
+  jpeg_decompress_struct src;
+  jpeg_compress_struct dst;
+  ErrorMgr err;
+  jpeg_progress_mgr progress;
+  bool src_created = false, dst_created = false;
+  unsigned char* out = nullptr;
+  unsigned long out_size = 0;
+  bool too_big = false;
+  bool incomplete = false;
+
+  Transcoder() {
+    std::memset(&src, 0, sizeof src);
+    std::memset(&dst, 0, sizeof dst);
+    src.err = jpeg_std_error(&err.pub);
+    dst.err = &err.pub;
+    err.pub.error_exit = ErrorExit;
+    err.pub.emit_message = EmitMessage;
+    err.pub.output_message = OutputMessage;
+    progress.progress_monitor = ProgressMonitor;
+  }
+  ~Transcoder() {
+    if (dst_created) jpeg_destroy_compress(&dst);
+    if (src_created) jpeg_destroy_decompress(&src);
+    std::free(out);
+  }
+  Transcoder(const Transcoder&) = delete;
+  Transcoder& operator=(const Transcoder&) = delete;
+
+  static bool Is(jpeg_saved_marker_ptr m, int marker, const char* id, unsigned len) {
+    return m->marker == marker && m->data_length >= len && std::memcmp(m->data, id, len) == 0;
+  }
+
+  bool Run(std::span<const uint8_t> in, int64_t max_pixels) {
+    if (setjmp(err.jmp)) return false;
+    jpeg_create_decompress(&src);
+    src_created = true;
+    src.progress = &progress;
+    jpeg_create_compress(&dst);
+    dst_created = true;
+    jpeg_mem_src(&src, in.data(), static_cast<unsigned long>(in.size()));
+    jpeg_save_markers(&src, JPEG_COM, 0xFFFF);
+    for (int m = 0; m < 16; ++m) jpeg_save_markers(&src, JPEG_APP0 + m, 0xFFFF);
+    jpeg_read_header(&src, TRUE);
+    if (max_pixels > 0 && int64_t{src.image_width} * src.image_height > max_pixels) {
+      too_big = true;
+      return true;
+    }
+    // As the decoder: a single-scan Huffman file that lacks only its EOI is
+    // complete (see DecodeRows).
+    err.lenient_eof = !jpeg_has_multiple_scans(&src) && !src.arith_code;
+    jvirt_barray_ptr* coefficients = jpeg_read_coefficients(&src);
+    // A progressive file whose scans leave some coefficient bits out is
+    // decoded with block smoothing (an estimate of what is missing); the
+    // same coefficients as a sequential file would not be: not lossless.
+    if (src.progressive_mode && src.coef_bits != nullptr) {
+      for (int c = 0; c < src.num_components; ++c) {
+        for (int k = 0; k < DCTSIZE2; ++k) incomplete |= src.coef_bits[c][k] != 0;
+      }
+      if (incomplete) return true;
+    }
+    jpeg_copy_critical_parameters(&src, &dst);  // sequential Huffman, the same tables
+    dst.optimize_coding = TRUE;
+    dst.restart_interval = 1;
+    jpeg_mem_dest(&dst, &out, &out_size);
+    jpeg_write_coefficients(&dst, coefficients);
+    for (jpeg_saved_marker_ptr m = src.marker_list; m != nullptr; m = m->next) {
+      // The JFIF and Adobe markers libjpeg writes itself, and a row table
+      // of an earlier rewrite, are not copied.
+      if ((dst.write_JFIF_header && Is(m, JPEG_APP0, "JFIF", 5)) ||
+          (dst.write_Adobe_marker && Is(m, JPEG_APP0 + 14, "Adobe", 5)) ||
+          Is(m, JPEG_APP0 + 15, kRowTableId, sizeof kRowTableId)) {
+        continue;
+      }
+      jpeg_write_marker(&dst, static_cast<int>(m->marker), m->data, m->data_length);
+    }
+    jpeg_finish_compress(&dst);
+    if (err.eof_seen) return true;  // the EOI was missing: nothing more to read
+    jpeg_finish_decompress(&src);
+    return true;
+  }
+};
+
+}  // namespace
+
 JpegDecoder::JpegDecoder() : s_(std::make_unique<State>()) {
   std::memset(&s_->cinfo, 0, sizeof s_->cinfo);
   s_->cinfo.err = jpeg_std_error(&s_->err.pub);
@@ -567,7 +685,7 @@ Result<Region> JpegDecoder::Decode(const DecodeRequest& req) {
     plan.denom = 1;
   }
 
-  if (req.crop != nullptr && req.rows.index != nullptr) {
+  if (req.crop != nullptr && (req.rows.index != nullptr || s.cinfo.restart_interval == 1)) {
     int cut_x = 0, cut_y = 0;  // source columns and rows left out of what libjpeg decodes
     if (!s.Jump(req.bytes, req.rows, plan, &cut_x, &cut_y)) return s.ErrorStatus();
     plan.crop.x -= cut_x;
@@ -589,3 +707,62 @@ Result<Region> JpegDecoder::Decode(const DecodeRequest& req) {
 }
 
 }  // namespace stoker::decode::internal
+
+namespace stoker::decode {
+
+Result<RestartJpeg> RewriteWithRestarts(std::span<const uint8_t> jpeg, int64_t max_pixels) {
+  if (jpeg.size() < 4) return Corrupt("not a JPEG: too short");
+  if (jpeg.size() >= (size_t{1} << 28)) {
+    return Status(StatusCode::kUnsupported, "JPEG of 256 MiB or more");
+  }
+  auto t = std::make_unique<internal::Transcoder>();
+  t->err.code = StatusCode::kCorrupt;
+  t->err.message[0] = '\0';
+  if (!t->Run(jpeg, max_pixels)) return Status(t->err.code, t->err.message);
+  if (t->too_big) {
+    return internal::TooManyPixels(t->src.image_width, t->src.image_height, max_pixels);
+  }
+  if (t->incomplete) {
+    return Status(StatusCode::kUnsupported,
+                  "progressive JPEG whose scans leave coefficient bits out: decoders smooth "
+                  "what is missing, so a sequential copy would not have the same pixels");
+  }
+  const std::span<const uint8_t> rewritten(t->out, t->out_size);
+  internal::JpegLayout L;
+  std::vector<uint32_t> rows;
+  if (!internal::ParseJpegLayout(rewritten, &L) || L.restart_interval != 1 ||
+      !internal::FindRestartRows(rewritten, L, &rows)) {
+    return Status(StatusCode::kUnsupported, "no row table for this JPEG's layout");
+  }
+  // The row table, an APP15 segment just before SOS: offsets from the
+  // scan's first byte do not move when it is inserted.
+  const size_t payload = sizeof internal::kRowTableId + 3 + 4 * rows.size();
+  if (payload + 2 > 0xFFFF) return Status(StatusCode::kUnsupported, "too many MCU rows");
+  RestartJpeg r;
+  r.bytes.reserve(rewritten.size() + payload + 4);
+  r.bytes.assign(rewritten.begin(), rewritten.begin() + static_cast<ptrdiff_t>(L.sos_at));
+  auto put16 = [&](size_t v) {
+    r.bytes.push_back(static_cast<uint8_t>(v >> 8));
+    r.bytes.push_back(static_cast<uint8_t>(v & 0xFF));
+  };
+  r.bytes.push_back(0xFF);
+  r.bytes.push_back(0xEF);
+  put16(payload + 2);
+  r.bytes.insert(r.bytes.end(), std::begin(internal::kRowTableId), std::end(internal::kRowTableId));
+  r.bytes.push_back(internal::kRowTableVersion);
+  put16(rows.size());
+  for (uint32_t off : rows) {
+    put16(off >> 16);
+    put16(off & 0xFFFF);
+  }
+  r.bytes.insert(r.bytes.end(), rewritten.begin() + static_cast<ptrdiff_t>(L.sos_at),
+                 rewritten.end());
+  r.width = L.width;
+  r.height = L.height;
+  r.scan_offset = static_cast<uint32_t>(L.data_start + payload + 4);
+  r.mcu_rows = L.mcu_rows;
+  r.mcus_per_row = L.mcus_per_row;
+  return r;
+}
+
+}  // namespace stoker::decode

@@ -395,6 +395,9 @@ bool ParseJpegLayout(std::span<const uint8_t> b, JpegLayout* L) {
   const size_t n = b.size();
   if (n < 4 || n >= (size_t{1} << 28) || b[0] != 0xFF || b[1] != 0xD8) return false;
   for (int i = 0; i < 4; ++i) L->dc[i].defined = L->ac[i].defined = false;
+  L->restart_interval = 0;
+  L->row_table_at = 0;
+  L->row_table_rows = 0;
   struct FrameComp {
     int id, h, v;
   } fc[4];
@@ -444,7 +447,17 @@ bool ParseJpegLayout(std::span<const uint8_t> b, JpegLayout* L) {
         i += 17 + static_cast<size_t>(total);
       }
     } else if (m == 0xDD) {  // DRI
-      if (seglen < 2 || (seg[0] | seg[1]) != 0) return false;
+      if (seglen < 2) return false;
+      L->restart_interval = seg[0] << 8 | seg[1];
+    } else if (m == 0xEF) {  // APP15: stoker's row table, or someone else's
+      if (seglen >= 8 && std::memcmp(seg, kRowTableId, sizeof kRowTableId) == 0 &&
+          seg[5] == kRowTableVersion) {
+        const int rows = seg[6] << 8 | seg[7];
+        if (seglen == 8 + 4 * static_cast<size_t>(rows)) {
+          L->row_table_at = p + 2 + 8;
+          L->row_table_rows = rows;
+        }
+      }
     } else if (m == 0xDA) {  // SOS
       if (nf == 0 || seglen < 1 || seg[0] != nf || seglen != 4 + 2 * static_cast<size_t>(nf)) {
         return false;
@@ -471,6 +484,7 @@ bool ParseJpegLayout(std::span<const uint8_t> b, JpegLayout* L) {
       L->mcu_h = ns == 1 ? 8 : 8 * vmax;
       L->mcus_per_row = (L->width + mcu_w - 1) / mcu_w;
       L->mcu_rows = (L->height + L->mcu_h - 1) / L->mcu_h;
+      L->sos_at = p - 2;
       L->data_start = p + len;
       L->key = Fnv1a(b.data(), L->data_start) ^ (static_cast<uint64_t>(n) * 0x9E3779B97F4A7C15ull);
       return true;
@@ -721,6 +735,130 @@ bool BuildJump(std::span<const uint8_t> bytes, const JpegLayout& L, const RowSta
     *resume_at = byte + 1 + (orig == 0xFF ? 1 : 0);  // past its stuffing
   }
   *size = static_cast<size_t>(w.end() - o);
+  return true;
+}
+
+namespace {
+
+// The next marker at or after `p` in entropy-coded data (0xFF followed by a
+// byte other than 0x00, the stuffing of a data 0xFF): its position, or
+// `end` when there is none. Fill bytes (0xFF 0xFF) before a marker are not
+// skipped: the encoders that write restart markers do not emit them, and
+// CropRestartMcus then declines the file.
+size_t NextMarker(const uint8_t* b, size_t p, size_t end) {
+  while (p + 1 < end) {
+    const void* hit = std::memchr(b + p, 0xFF, end - 1 - p);
+    if (hit == nullptr) return end;
+    p = static_cast<size_t>(static_cast<const uint8_t*>(hit) - b);
+    if (b[p + 1] != 0x00) return p;
+    p += 2;
+  }
+  return end;
+}
+
+bool IsRst(const uint8_t* b, size_t at) { return b[at] == 0xFF && (b[at + 1] & 0xF8) == 0xD0; }
+
+uint32_t LoadBe32(const uint8_t* p) {
+  return static_cast<uint32_t>(p[0]) << 24 | static_cast<uint32_t>(p[1]) << 16 |
+         static_cast<uint32_t>(p[2]) << 8 | p[3];
+}
+
+}  // namespace
+
+bool FindRestartRows(std::span<const uint8_t> bytes, const JpegLayout& L,
+                     std::vector<uint32_t>* rows) {
+  rows->clear();
+  if (L.restart_interval != 1 || L.data_start >= bytes.size()) return false;
+  const uint8_t* b = bytes.data();
+  const size_t n = bytes.size();
+  rows->reserve(static_cast<size_t>(L.mcu_rows));
+  size_t p = L.data_start;
+  const int64_t mcus = int64_t{L.mcus_per_row} * L.mcu_rows;
+  for (int64_t k = 0; k < mcus; ++k) {
+    if (k % L.mcus_per_row == 0) rows->push_back(static_cast<uint32_t>(p - L.data_start));
+    const size_t m = NextMarker(b, p, n);
+    if (m + 1 >= n) return false;
+    if (k + 1 == mcus) return b[m + 1] == 0xD9;  // EOI after the last MCU
+    if (!IsRst(b, m) || (b[m + 1] & 7) != (k & 7)) return false;
+    p = m + 2;
+  }
+  return false;
+}
+
+bool CropRestartMcus(std::span<const uint8_t> bytes, const JpegLayout& L, int r0, int r1, int c0,
+                     int c1, std::vector<uint8_t>* out, size_t* size) {
+  if (L.restart_interval != 1 || r0 < 0 || r1 > L.mcu_rows || r0 >= r1 || c0 < 0 ||
+      c1 > L.mcus_per_row || c0 >= c1 || L.data_start >= bytes.size()) {
+    return false;
+  }
+  const uint8_t* b = bytes.data();
+  const size_t n = bytes.size();
+  // Where row r0 starts: from the row table when it is there and points
+  // just past a restart marker, else by counting markers.
+  const bool table =
+      L.row_table_rows == L.mcu_rows && L.row_table_at + 4 * size_t(L.mcu_rows) <= n;
+  // Row r's first byte per the table (0: not a place a row can start).
+  auto table_row = [&](int r) -> size_t {
+    const size_t at = L.data_start + LoadBe32(b + L.row_table_at + 4 * static_cast<size_t>(r));
+    if (at >= n || (r == 0 ? at != L.data_start : at < L.data_start + 2 || !IsRst(b, at - 2))) {
+      return 0;
+    }
+    return at;
+  };
+  size_t row_at = 0;
+  if (table) {
+    if ((row_at = table_row(r0)) == 0) return false;
+  } else {
+    row_at = L.data_start;
+    for (int64_t k = 0, skip = int64_t{r0} * L.mcus_per_row; k < skip; ++k) {
+      const size_t m = NextMarker(b, row_at, n);
+      if (m + 1 >= n || !IsRst(b, m)) return false;
+      row_at = m + 2;
+    }
+  }
+  // The header, the MCUs' bytes (no longer than the rest of the file), a
+  // marker after each, EOI.
+  const size_t mcus = static_cast<size_t>(r1 - r0) * static_cast<size_t>(c1 - c0);
+  const size_t bound = L.data_start + (n - row_at) + 2 * mcus + 2;
+  if (out->size() < bound) out->resize(bound);
+  uint8_t* o = out->data();
+  std::memcpy(o, b, L.data_start);
+  const int new_w = c1 == L.mcus_per_row ? L.width - c0 * L.mcu_w : (c1 - c0) * L.mcu_w;
+  const int new_h = r1 == L.mcu_rows ? L.height - r0 * L.mcu_h : (r1 - r0) * L.mcu_h;
+  o[L.sof_height_at] = static_cast<uint8_t>(new_h >> 8);
+  o[L.sof_height_at + 1] = static_cast<uint8_t>(new_h & 0xFF);
+  o[L.sof_height_at + 2] = static_cast<uint8_t>(new_w >> 8);
+  o[L.sof_height_at + 3] = static_cast<uint8_t>(new_w & 0xFF);
+  size_t w = L.data_start;
+  size_t copied = 0;
+  size_t p = row_at;
+  for (int row = r0; row < r1; ++row) {
+    for (int c = 0; c < L.mcus_per_row; ++c) {
+      const size_t m = NextMarker(b, p, n);
+      if (m + 1 >= n) return false;
+      const bool last_of_image = row + 1 == L.mcu_rows && c + 1 == L.mcus_per_row;
+      if (last_of_image ? b[m + 1] != 0xD9 : !IsRst(b, m)) return false;
+      if (c >= c0 && c < c1) {
+        std::memcpy(o + w, b + p, m - p);
+        w += m - p;
+        if (++copied < mcus) {
+          o[w++] = 0xFF;
+          o[w++] = static_cast<uint8_t>(0xD0 + ((copied - 1) & 7));
+        }
+      }
+      p = m + 2;
+      if (c + 1 == c1) {  // the rest of the row is not needed
+        if (row + 1 == r1) break;
+        if (table) {
+          if ((p = table_row(row + 1)) == 0) return false;
+          break;
+        }
+      }
+    }
+  }
+  o[w++] = 0xFF;
+  o[w++] = 0xD9;
+  *size = w;
   return true;
 }
 

@@ -170,10 +170,27 @@ struct JpegLayout {
     int dc = 0, ac = 0;  // table numbers
   } comp[4];
   size_t sof_height_at = 0;  // offset of the SOF's 2-byte height
+  size_t sos_at = 0;         // the SOS marker's first byte
   size_t data_start = 0;     // first byte of entropy-coded data
   uint64_t key = 0;          // file size and a hash of the header
+  // DRI: MCUs between restart markers (0: none). Only files without
+  // restart markers are walked (WalkRows, WalkGrid, CropMcus, BuildJump);
+  // files with a marker after every MCU are cut by CropRestartMcus.
+  int restart_interval = 0;
+  // stoker's row table (an APP15 "STKR" segment, kRowTableId): where in the
+  // file the table's first entry is, and how many rows it has (0: none).
+  size_t row_table_at = 0;
+  int row_table_rows = 0;
   HuffTable dc[4], ac[4];
 };
+
+// The identifier that opens the APP15 segment holding a row table, and the
+// table's version. The segment's payload: the 5 identifier bytes, a version
+// byte, a big-endian u16 row count, then for each MCU row the big-endian
+// u32 offset of its first byte from the first byte of entropy-coded data.
+// Written by RewriteWithRestarts (jpeg_restart.h); docs/shard-format.md.
+inline constexpr char kRowTableId[5] = {'S', 'T', 'K', 'R', '\0'};
+inline constexpr uint8_t kRowTableVersion = 1;
 
 // Parses SOI .. SOS. False when the file is not one a jump handles (see the
 // top of this file) or its header is malformed; libjpeg says which.
@@ -203,6 +220,24 @@ bool WalkGrid(std::span<const uint8_t> bytes, const JpegLayout& layout, JpegRowI
 bool CropMcus(std::span<const uint8_t> bytes, const JpegLayout& layout,
               const JpegRowIndex::Grid& grid, int r0, int r1, int c0, int c1,
               std::vector<uint8_t>* out, size_t* size);
+
+// Writes to *out (its first *size bytes) a baseline JPEG of MCU rows
+// [r0, r1) and MCU columns [c0, c1) of a file with a restart marker after
+// every MCU (restart_interval 1), by copying bytes: the header with the SOF
+// size changed, each MCU's bytes, restart markers numbered anew, EOI. The
+// rows are found through the file's row table when it has a valid one, else
+// by counting markers from the start of the scan; the MCUs of a row by
+// their markers. Restart markers reset the DC predictors, so nothing is
+// re-encoded. False when the markers are not where they should be (the
+// caller decodes the file as it is, and libjpeg reports what is wrong).
+bool CropRestartMcus(std::span<const uint8_t> bytes, const JpegLayout& layout, int r0, int r1,
+                     int c0, int c1, std::vector<uint8_t>* out, size_t* size);
+
+// The offset from the first byte of entropy-coded data of each MCU row's
+// first byte, found by counting restart markers, in a file whose layout has
+// restart_interval 1. False when the markers do not match the layout.
+bool FindRestartRows(std::span<const uint8_t> bytes, const JpegLayout& layout,
+                     std::vector<uint32_t>* rows);
 
 // Builds the stream that starts at MCU row `row` (see the top of this file):
 // the first *size bytes of *prefix, then bytes[*resume_at ..]. The new image is
