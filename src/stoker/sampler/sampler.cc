@@ -1,6 +1,8 @@
 #include "stoker/sampler/sampler.h"
 
 #include <bit>
+#include <numeric>
+#include <string>
 
 namespace stoker::sampler {
 namespace {
@@ -47,8 +49,31 @@ uint64_t Permutation::operator()(uint64_t i) const {
   return x;
 }
 
+Status Sampler::Check(const SamplerOptions& options) {
+  if (options.world_size == 0) return InvalidArgument("sampler: world_size is 0");
+  if (options.rank >= options.world_size) {
+    return InvalidArgument("sampler: rank " + std::to_string(options.rank) +
+                           " is not below world_size " + std::to_string(options.world_size));
+  }
+  if (options.page_sizes != nullptr) {
+    const uint64_t total = std::accumulate(options.page_sizes->begin(), options.page_sizes->end(),
+                                           uint64_t{0});
+    if (total != options.num_samples) {
+      return InvalidArgument("sampler: the " + std::to_string(options.page_sizes->size()) +
+                             " page sizes sum to " + std::to_string(total) + " samples, not " +
+                             std::to_string(options.num_samples));
+    }
+  }
+  return Status::Ok();
+}
+
 Sampler::Sampler(const SamplerOptions& options)
     : options_(options), perm_(options.num_samples, 0) {
+  if (options_.shuffle && options_.page_sizes != nullptr) {
+    const uint32_t window = options_.window_pages > 0 ? options_.window_pages : kDefaultWindowPages;
+    Result<ChunkOrder> order = ChunkOrder::Create(options_.page_sizes, window);
+    if (order.ok() && order->size() == options_.num_samples) chunks_ = std::move(order).value();
+  }
   SetEpoch(0);
 }
 
@@ -58,14 +83,19 @@ void Sampler::SetEpoch(int64_t epoch, uint64_t start) {
   per_rank_ = options_.drop_last ? left / w : (left + w - 1) / w;
   start_ = start;
   epoch_ = epoch;
-  perm_ = Permutation(options_.num_samples,
-                      HashCombine(options_.seed, static_cast<uint64_t>(epoch)));
+  if (chunks_) {
+    chunks_->SetEpoch(options_.seed, epoch);
+  } else {
+    perm_ = Permutation(options_.num_samples,
+                        HashCombine(options_.seed, static_cast<uint64_t>(epoch)));
+  }
 }
 
 uint64_t Sampler::IndexAt(uint64_t g) const {
   const uint64_t n = options_.num_samples;
   const uint64_t pos = g % n;
-  return options_.shuffle ? perm_(pos) : pos;
+  if (!options_.shuffle) return pos;
+  return chunks_ ? chunks_->IndexAt(pos) : perm_(pos);
 }
 
 }  // namespace stoker::sampler
