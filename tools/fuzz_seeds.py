@@ -3,15 +3,18 @@
 
     fuzz_seeds.py OUT_DIR
 
-creates OUT_DIR/{decode,manifest,uri,xml,http_reply,fields}/ with a few small valid inputs per
-target, so the fuzzers start from the formats' real structure instead of
+creates OUT_DIR/{decode,manifest,uri,xml,http_reply,fields,shard_index}/ with a few small valid
+inputs per target, so the fuzzers start from the formats' real structure instead of
 finding it byte by byte. Images are generated with Pillow (kept tiny: a
 fuzzer mutates faster on short inputs); the text formats are written
 inline. Decode seeds carry decode_fuzz.cc's 4 control bytes in front.
+Shard indexes are packed with struct as docs/shard-format.md lays them out.
 """
 import io
 import pathlib
+import struct
 import sys
+import zlib
 
 from PIL import Image
 
@@ -122,6 +125,59 @@ FIELDS = {
 }
 
 
+MISSING = 0xFFFFFFFF
+
+
+def _shard_index(classes, fields, shards, entries, entry_extra=b""):
+    """An index object (docs/shard-format.md). fields: [(kind, name)];
+    shards: [(size, samples)]; entries: [(offset, source, label, shard,
+    image_length, scan_offset, width, height, image_format, record crc,
+    [field lengths])]; entry_extra: bytes a later minor version appends to
+    each entry."""
+    s = lambda text: struct.pack("<I", len(text.encode())) + text.encode()
+    meta = b"".join(s(c) for c in classes)
+    meta += b"".join(struct.pack("<B", kind) + s(name) for kind, name in fields)
+    entry_size = 56 + 4 * len(fields) + len(entry_extra)
+    out = b"STKINDEX" + struct.pack("<IIQIIIIQI", 1, 64, len(entries), len(shards), len(fields),
+                                    entry_size, len(classes), len(meta), 0) + bytes(12)
+    out += b"".join(struct.pack("<QII", size, n, 0) for size, n in shards)
+    out += meta
+    for off, src, label, shard, image, scan, w, h, fmt, crc, lens in entries:
+        length = image + sum(n for n in lens if n != MISSING)
+        out += struct.pack("<QQqIIIIIIII", off, src, label, shard, length, image, scan, w, h, fmt, crc)
+        out += b"".join(struct.pack("<I", n) for n in lens) + entry_extra
+    return out + struct.pack("<II", zlib.crc32(out), 0) + b"STKINDEX"
+
+
+def shard_indexes():
+    """name -> index object: one control byte (bit 0: shard_index_fuzz.cc
+    rewrites the trailer's CRC) then the index."""
+    example = _shard_index(  # the example of docs/shard-format.md
+        ["cat"], [(3, "txt")], [(27, 2)],
+        [(16, 1, 0, 0, 5, 0, 0, 0, 4, zlib.crc32(b"hellohi"), [2]),
+         (23, 0, -1, 0, 4, 0, 2, 3, 3, zlib.crc32(b"\x89PNG"), [MISSING])])
+    # Three shards, the middle one empty; every image format; fields
+    # present, empty and missing; a gap and a zero-length record.
+    many = _shard_index(
+        ["n01440764", "n01443537", "caf\u00e9"], [(7, "seg.png"), (6, "box.npy"), (1, "cls")],
+        [(16 + 1000 + 30 + 300 + 8, 3), (16, 0), (16 + 5 + 16 + 40, 3)],
+        [(16, 7, 2, 0, 1000, 620, 64, 48, 1, 1, [30, MISSING, MISSING]),
+         (1046, 3, 0, 0, 300, 0, 0, 0, 2, 2, [MISSING, MISSING, 0]),
+         (1346, 9, 1, 0, 0, 0, 0, 0, 0, 3, [MISSING, 8, MISSING]),
+         (16, 1, 1, 2, 0, 0, 0, 0, 0, 0, [MISSING, MISSING, MISSING]),
+         (21, 0, 2, 2, 12, 0, 3, 3, 3, 4, [MISSING, MISSING, 4]),
+         (37, 2, 5, 2, 40, 0, 0, 0, 4, 5, [MISSING, MISSING, MISSING])])
+    wide = _shard_index(  # entries with 8 bytes from a later minor version
+        [], [(5, "bin")], [(16 + 9, 2)],
+        [(16, 0, 7, 0, 4, 0, 1, 1, 2, 6, [1]), (21, 1, 8, 0, 4, 0, 1, 1, 2, 7, [MISSING])],
+        entry_extra=b"LATERVER")
+    empty = _shard_index([], [], [], [])
+    return {"example-fixcrc": b"\x01" + example, "example": b"\x00" + example,
+            "many-fixcrc": b"\x01" + many, "wide-fixcrc": b"\x03" + wide,
+            "empty": b"\x00" + empty, "empty-shard-fixcrc": b"\x01" + _shard_index(
+                ["a", "b"], [(2, "f")], [(16, 0)], [])}
+
+
 def main():
     out = pathlib.Path(sys.argv[1])
     corpora = {
@@ -131,6 +187,7 @@ def main():
         "xml": XMLS,
         "http_reply": HTTP_REPLIES,
         "fields": FIELDS,
+        "shard_index": shard_indexes(),
     }
     # Decode seeds: a few control-byte prefixes per image (full/val, train,
     # fast, normalize; see decode_fuzz.cc).
