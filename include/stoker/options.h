@@ -208,6 +208,16 @@ struct LoaderOptions {
   BatchHook batch_map;
   bool shuffle = false;
   uint64_t seed = 0;
+  // How a shard dataset is shuffled (docs/order.md). kChunk, the default
+  // for shards: a keyed order of pages (runs of up to page_bytes of
+  // consecutive records in one shard), window_pages of them open at a time,
+  // their samples shuffled together, so each page is read about once per
+  // epoch. kSample: a permutation of all samples (each page read about once
+  // per sample). Loose files are always shuffled per sample.
+  enum class Order { kAuto, kSample, kChunk };
+  Order order = Order::kAuto;
+  int64_t page_bytes = int64_t{8} << 20;
+  int window_pages = 0;  // 0: 16
   // true: drop the last incomplete batch.
   bool drop_last = false;
   // Decode threads; 0 means one per available core.

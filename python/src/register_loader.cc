@@ -21,6 +21,7 @@
 
 #include "errors.h"
 #include "register_transforms.h"
+#include "stoker/convert.h"
 #include "stoker/loader.h"
 
 namespace nb = nanobind;
@@ -562,7 +563,7 @@ void register_loader(nb::module_& m) {
              const std::string& ca_bundle, bool verify_tls, double min_rate,
              double min_rate_window,
              const std::vector<std::pair<std::string, std::string>>& fields, nb::object map,
-             nb::object batch_map, bool torch) {
+             nb::object batch_map, bool torch, const std::string& order) {
             LoaderOptions o;
             o.uri.assign(uri.c_str(), uri.size());  // os.fsencode()d: any bytes
             o.endpoint_url = endpoint_url;
@@ -593,6 +594,16 @@ void register_loader(nb::module_& m) {
             for (const auto& [name, kind] : fields) {
               o.fields.push_back({name, ParseFieldKind(name, kind)});
             }
+            if (order == "auto") {
+              o.order = LoaderOptions::Order::kAuto;
+            } else if (order == "sample") {
+              o.order = LoaderOptions::Order::kSample;
+            } else if (order == "chunk") {
+              o.order = LoaderOptions::Order::kChunk;
+            } else {
+              throw nb::value_error(
+                  ("order must be 'auto', 'sample' or 'chunk', got '" + order + "'").c_str());
+            }
             if (!map.is_none()) o.map = MakeSampleHook(map, torch);
             if (!batch_map.is_none()) o.batch_map = MakeBatchHook(batch_map, torch);
             Result<std::unique_ptr<Loader>> r =
@@ -614,7 +625,7 @@ void register_loader(nb::module_& m) {
           nb::arg("min_rate_window") = IoOptions{}.min_rate_window_s,
           nb::arg("fields") = std::vector<std::pair<std::string, std::string>>(),
           nb::arg("map") = nb::none(), nb::arg("batch_map") = nb::none(),
-          nb::arg("torch") = true)
+          nb::arg("torch") = true, nb::arg("order") = "auto")
       .def("__len__", [](const PyLoader& l) { return l.impl->num_batches(); })
       .def_prop_ro("num_samples", [](const PyLoader& l) { return l.impl->num_samples(); })
       .def_prop_ro("classes",
@@ -705,6 +716,63 @@ void register_loader(nb::module_& m) {
         }
         ThrowIfError(WithoutGil([&] { return l.impl->LoadState(st); }));
       });
+
+  // stoker convert: the C++ converter with the GIL released, `progress`
+  // called with it (a KeyboardInterrupt there stops the conversion).
+  m.def(
+      "convert",
+      [](nb::bytes src, nb::bytes dst, uint64_t shard_size, std::optional<uint64_t> shuffle_seed,
+         int threads, const std::string& on_error, const std::string& endpoint_url,
+         const std::vector<std::pair<std::string, std::string>>& fields, bool optimize_huffman,
+         int64_t max_pixels, nb::object progress) {
+        ConvertOptions o;
+        o.src.assign(src.c_str(), src.size());
+        o.dst.assign(dst.c_str(), dst.size());
+        o.shard_size = shard_size;
+        o.shuffle_seed = shuffle_seed;
+        o.threads = threads;
+        o.on_error = ParseOnError(on_error);
+        o.endpoint_url = endpoint_url;
+        for (const auto& [name, kind] : fields) o.fields.push_back({name, ParseFieldKind(name, kind)});
+        o.optimize_huffman = optimize_huffman;
+        o.max_pixels = max_pixels;
+        std::exception_ptr raised;
+        auto to_dict = [](const ConvertProgress& p) {
+          nb::dict d;
+          d["samples_total"] = p.samples_total;
+          d["samples_done"] = p.samples_done;
+          d["samples_skipped"] = p.samples_skipped;
+          d["jpegs_indexed"] = p.jpegs_indexed;
+          d["jpegs_kept"] = p.jpegs_kept;
+          d["bytes_in"] = p.bytes_in;
+          d["bytes_out"] = p.bytes_out;
+          d["shards"] = p.shards;
+          d["seconds"] = p.seconds;
+          nb::list skipped;
+          for (const auto& e : p.skipped_examples) skipped.append(nb::str(e.c_str()));
+          d["skipped_examples"] = skipped;
+          return d;
+        };
+        ConvertProgressFn fn;
+        if (!progress.is_none()) {
+          fn = [&](const ConvertProgress& p) {
+            nb::gil_scoped_acquire gil;
+            try {
+              progress(to_dict(p));
+              return true;
+            } catch (...) {
+              raised = std::current_exception();
+              return false;
+            }
+          };
+        }
+        Result<ConvertProgress> r = WithoutGil([&] { return Convert(o, fn); });
+        if (raised) std::rethrow_exception(raised);
+        return to_dict(ValueOrThrow(std::move(r)));
+      },
+      nb::arg("src"), nb::arg("dst"), nb::arg("shard_size"), nb::arg("shuffle_seed").none(),
+      nb::arg("threads"), nb::arg("on_error"), nb::arg("endpoint_url"), nb::arg("fields"),
+      nb::arg("optimize_huffman"), nb::arg("max_pixels"), nb::arg("progress").none());
 
   // Registered with atexit by the stoker package: closes every live loader
   // (threads joined) before the interpreter is torn down.

@@ -14,8 +14,9 @@ receives finished batches, handed over through DLPack without a copy.
 """
 
 from stoker import transforms
+from stoker._convert import convert
 from stoker._core import Error
 from stoker._loader import Loader
 
-__all__ = ["Loader", "Error", "transforms"]
+__all__ = ["Loader", "Error", "convert", "transforms"]
 __version__ = "0.1.0"

@@ -200,6 +200,11 @@ class Loader:
         would yield) on a thread of the loader, ahead of the consumer;
         iteration yields what it returns. An exception skips (or raises) the
         batch's error with its number.
+    order: how a shard dataset (written by stoker.convert) is shuffled.
+        "auto" (the default) and "chunk": pages of records (8 MB) in a
+        keyed order, 16 open at a time, their samples shuffled together, so
+        each page is read about once per epoch (docs/order.md); "sample": a
+        permutation of every sample. Loose files are shuffled per sample.
 
     Iterating yields dicts: ``image`` (N x C x H x W uint8, or float32 after
     ToDtype(torch.float32)), ``label`` (int64), ``index`` (int64 position of
@@ -223,7 +228,8 @@ class Loader:
                  min_rate: float = 0.0, min_rate_window: float = 15.0,
                  fields: Optional[Union[Sequence[str], Mapping[str, str]]] = None,
                  map: Optional[Callable[[Dict[str, Any]], Dict[str, Any]]] = None,
-                 batch_map: Optional[Callable[[Dict[str, Any]], Any]] = None):
+                 batch_map: Optional[Callable[[Dict[str, Any]], Any]] = None,
+                 order: str = "auto"):
         transform = transform if transform is not None else imagenet_val(224)
         if threads == "auto":
             threads = 0
@@ -256,7 +262,7 @@ class Loader:
             float(min_rate), float(min_rate_window), fields=field_specs,
             map=_sample_map(map) if map is not None else None,
             batch_map=_batch_map(batch_map) if batch_map is not None else None,
-            torch=_torch is not None)
+            torch=_torch is not None, order=order)
         self.fields = [name for name, _ in field_specs]
         self.rank, self.world_size = rank, world_size
         self._closed = False

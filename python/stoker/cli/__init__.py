@@ -4,6 +4,7 @@
     stoker bench URI [--json] ...    images/s, CPU per image, RSS, stalls, stages
     stoker profile URI [--json] ...  per-stage rates, the bottleneck, a what-if, a trace
     stoker ls URI                    what a dataset holds
+    stoker convert SRC DST           write a dataset as shards (lossless, crop-aware)
     stoker gen DIR                   a synthetic ImageNet-like JPEG folder
 
 Each subcommand lives in its own module with add_parser(subparsers), which
@@ -23,7 +24,7 @@ import stoker
 
 # Modules that define a subcommand, in the order `stoker --help` lists them.
 SUBCOMMANDS = ("stoker.cli.demo", "stoker.cli.bench", "stoker.cli.profile", "stoker.cli.ls",
-               "stoker.datagen")
+               "stoker.cli.convert", "stoker.datagen")
 
 
 def build_parser() -> argparse.ArgumentParser:

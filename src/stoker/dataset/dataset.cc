@@ -357,16 +357,14 @@ Result<Dataset> ListImageFolderWithFields(const std::string& root_uri,
   return ds;
 }
 
-}  // namespace
-
-Result<Dataset> ListImageFolder(const std::string& root_uri, storage::Storage& storage,
-                                const std::vector<FieldSpec>& fields) {
-  auto listed = storage.List(root_uri);
-  if (!listed.ok()) return listed.status();
-  if (!fields.empty()) return ListImageFolderWithFields(root_uri, *listed, storage, fields);
+Result<Dataset> ImageFolderFromListing(const std::string& root_uri,
+                                       const std::vector<storage::ObjectInfo>& listed,
+                                       storage::Storage& storage,
+                                       const std::vector<FieldSpec>& fields) {
+  if (!fields.empty()) return ListImageFolderWithFields(root_uri, listed, storage, fields);
   Dataset ds;
   std::map<std::string, std::vector<std::string>> by_class;
-  for (const auto& obj : *listed) {
+  for (const auto& obj : listed) {
     auto slash = obj.key.find('/');
     if (slash == std::string::npos || slash == 0) continue;  // not inside a class folder
     by_class[obj.key.substr(0, slash)];                    // a class even if it has no images
@@ -382,6 +380,15 @@ Result<Dataset> ListImageFolder(const std::string& root_uri, storage::Storage& s
     return NotFound(root_uri + ": no images found (expected ImageFolder layout root/<class>/<image>)");
   }
   return ds;
+}
+
+}  // namespace
+
+Result<Dataset> ListImageFolder(const std::string& root_uri, storage::Storage& storage,
+                                const std::vector<FieldSpec>& fields) {
+  auto listed = storage.List(root_uri);
+  if (!listed.ok()) return listed.status();
+  return ImageFolderFromListing(root_uri, *listed, storage, fields);
 }
 
 Result<Dataset> ParseCsvManifest(std::string_view text, const std::string& name,
@@ -568,11 +575,68 @@ Result<Dataset> ParseJsonlManifest(std::string_view text, const std::string& nam
   return ds;
 }
 
+std::string Dataset::SampleName(uint64_t i) const {
+  if (!shards) return samples[i].uri;
+  const ShardEntry e = shards->index.entry(i);
+  return shards->shard_uris[e.shard] + ", sample " + std::to_string(i) + " (source " +
+         std::to_string(e.source) + ")";
+}
+
+Result<Dataset> OpenShards(const std::string& index_uri, storage::Storage& storage,
+                           const std::vector<FieldSpec>& fields) {
+  auto bytes = storage.Read(index_uri);
+  if (!bytes.ok()) return bytes.status().WithContext("cannot read shard index");
+  auto index = ParseShardIndex(std::string(bytes->begin(), bytes->end()), index_uri);
+  if (!index.ok()) return index.status();
+  auto shards = std::make_shared<Shards>();
+  shards->index_uri = index_uri;
+  shards->root = ParentUri(index_uri);
+  shards->index = std::move(*index);
+  for (uint32_t k = 0; k < shards->index.shards().size(); ++k) {
+    shards->shard_uris.push_back(storage.Join(shards->root, ShardName(k)));
+  }
+  Dataset d;
+  d.classes = shards->index.classes();
+  const auto& have = shards->index.fields();
+  for (const FieldSpec& spec : fields) {
+    size_t f = 0;
+    while (f < have.size() && have[f].name != spec.name) ++f;
+    if (f == have.size()) {
+      std::string names;
+      for (const auto& h : have) names += (names.empty() ? "" : ", ") + h.name;
+      return NotFound(index_uri + ": no field '" + spec.name + "' in this shard dataset (" +
+                      (names.empty() ? std::string("it has none") : "it has " + names) + ")");
+    }
+    // The kind asked for wins (a JSON field read as bytes, say); auto is
+    // the kind the converter recorded.
+    d.fields.push_back({spec.name, spec.kind == FieldSpec::Kind::kAuto ? have[f].kind : spec.kind,
+                        /*file=*/true});
+    shards->field_map.push_back(f);
+  }
+  d.shards = std::move(shards);
+  return d;
+}
+
 Result<Dataset> OpenDataset(const std::string& uri, storage::Storage& storage,
                             const std::vector<FieldSpec>& fields) {
   const bool csv = EndsWithNoCase(uri, ".csv");
   const bool jsonl = EndsWithNoCase(uri, ".jsonl");
-  if (!csv && !jsonl) return ListImageFolder(uri, storage, fields);
+  if (EndsWithNoCase(uri, std::string("/") + kShardIndexName) || uri == kShardIndexName) {
+    return OpenShards(uri, storage, fields);
+  }
+  if (!csv && !jsonl) {
+    // A folder or prefix with index.stoker at its top is a shard dataset
+    // (its listing is the shards and the index; the index's own URI opens
+    // it with no listing at all).
+    auto listed = storage.List(uri);
+    if (!listed.ok()) return listed.status();
+    for (const auto& obj : *listed) {
+      if (obj.key == kShardIndexName) {
+        return OpenShards(storage.Join(uri, kShardIndexName), storage, fields);
+      }
+    }
+    return ImageFolderFromListing(uri, *listed, storage, fields);
+  }
   auto bytes = storage.Read(uri);
   if (!bytes.ok()) return bytes.status().WithContext("cannot read manifest");
   std::string_view text(reinterpret_cast<const char*>(bytes->data()), bytes->size());

@@ -3,11 +3,13 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "stoker/dataset/shard_format.h"
 #include "stoker/status.h"
 #include "stoker/storage/storage.h"
 
@@ -30,20 +32,52 @@ struct Field {
   bool file = false;  // the sample's value is the URI of a file to read
 };
 
+// A dataset written by `stoker convert` (docs/shard-format.md): its index,
+// read once, and where its shards are. Nothing else is kept per sample.
+struct Shards {
+  std::string root;       // the folder or prefix holding index.stoker
+  std::string index_uri;  // root/index.stoker
+  ShardIndex index;
+  std::vector<std::string> shard_uris;  // by shard number
+  // Dataset::fields[f] is the index's field field_map[f].
+  std::vector<size_t> field_map;
+};
+
 struct Dataset {
+  // Loose files (a folder or a manifest): one Sample each. Empty for a
+  // shard dataset, whose samples are `shards->index`'s entries.
   std::vector<Sample> samples;
+  std::shared_ptr<const Shards> shards;
   // Class names by label (ImageFolder); empty for manifests.
   std::vector<std::string> classes;
   std::vector<Field> fields;
+
+  uint64_t size() const { return shards ? shards->index.num_samples() : samples.size(); }
+  int64_t label(uint64_t i) const {
+    return shards ? shards->index.entry(i).label : samples[i].label;
+  }
+  // The position in the source's listing that batch["index"] reports: the
+  // sample's own index for loose files, the entry's source for shards.
+  uint64_t source(uint64_t i) const { return shards ? shards->index.entry(i).source : i; }
+  // What messages call sample i: its URI, or its shard, entry and source
+  // position ("s3://b/d/shard-000003.stoker, sample 1207 (source 88)").
+  std::string SampleName(uint64_t i) const;
 };
 
-// A `.csv` or `.jsonl` URI is a manifest; anything else is an ImageFolder
-// root. Errors name the URI (and the manifest line) and the reason.
+// A `.csv` or `.jsonl` URI is a manifest; a folder or prefix whose listing
+// has index.stoker at its top is a shard dataset, and so is that object's
+// own URI (opened with no listing: only the index is read); anything else
+// is an ImageFolder root. Errors name the URI (and the manifest line) and the reason.
 // `fields` (LoaderOptions::fields) are resolved here: a manifest must have
 // each as a column (CSV) or as a key on some line (JSON Lines); kAuto
 // becomes the kind the values or the file names say.
 Result<Dataset> OpenDataset(const std::string& uri, storage::Storage& storage,
                             const std::vector<FieldSpec>& fields = {});
+
+// A shard dataset: reads and checks `index_uri` (fields: as OpenDataset;
+// each must be one of the index's fields).
+Result<Dataset> OpenShards(const std::string& index_uri, storage::Storage& storage,
+                           const std::vector<FieldSpec>& fields = {});
 
 // ImageFolder as torchvision builds it: classes are the sorted names of the
 // root's subfolders that hold files, samples the files with an image

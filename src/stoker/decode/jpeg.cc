@@ -586,7 +586,7 @@ struct Transcoder {
     return m->marker == marker && m->data_length >= len && std::memcmp(m->data, id, len) == 0;
   }
 
-  bool Run(std::span<const uint8_t> in, int64_t max_pixels) {
+  bool Run(std::span<const uint8_t> in, int64_t max_pixels, bool optimize) {
     if (setjmp(err.jmp)) return false;
     jpeg_create_decompress(&src);
     src_created = true;
@@ -615,7 +615,7 @@ struct Transcoder {
       if (incomplete) return true;
     }
     jpeg_copy_critical_parameters(&src, &dst);  // sequential Huffman, the same tables
-    dst.optimize_coding = TRUE;
+    dst.optimize_coding = optimize ? TRUE : FALSE;
     dst.restart_interval = 1;
     jpeg_mem_dest(&dst, &out, &out_size);
     jpeg_write_coefficients(&dst, coefficients);
@@ -710,7 +710,8 @@ Result<Region> JpegDecoder::Decode(const DecodeRequest& req) {
 
 namespace stoker::decode {
 
-Result<RestartJpeg> RewriteWithRestarts(std::span<const uint8_t> jpeg, int64_t max_pixels) {
+Result<RestartJpeg> RewriteWithRestarts(std::span<const uint8_t> jpeg, int64_t max_pixels,
+                                        bool optimize_huffman) {
   if (jpeg.size() < 4) return Corrupt("not a JPEG: too short");
   if (jpeg.size() >= (size_t{1} << 28)) {
     return Status(StatusCode::kUnsupported, "JPEG of 256 MiB or more");
@@ -718,7 +719,7 @@ Result<RestartJpeg> RewriteWithRestarts(std::span<const uint8_t> jpeg, int64_t m
   auto t = std::make_unique<internal::Transcoder>();
   t->err.code = StatusCode::kCorrupt;
   t->err.message[0] = '\0';
-  if (!t->Run(jpeg, max_pixels)) return Status(t->err.code, t->err.message);
+  if (!t->Run(jpeg, max_pixels, optimize_huffman)) return Status(t->err.code, t->err.message);
   if (t->too_big) {
     return internal::TooManyPixels(t->src.image_width, t->src.image_height, max_pixels);
   }

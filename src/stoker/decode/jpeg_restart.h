@@ -28,12 +28,15 @@ struct RestartJpeg {
 // same quantisation tables and DCT coefficients, so every decoder gives the
 // same pixels as for the original; sequential (a progressive or arithmetic
 // coded file becomes baseline Huffman), Huffman tables optimised for the
-// image, a restart marker after every MCU, every APPn and COM marker kept,
+// image (optimize_huffman), a restart marker after every MCU, every APPn and COM marker kept,
 // and an APP15 "STKR" row table before SOS (jpeg_rows.h kRowTableId).
 // Errors: kCorrupt (invalid or truncated data), kUnsupported (a variant
 // libjpeg-turbo does not transcode, such as 12-bit or lossless),
 // kResourceExhausted (more than max_pixels pixels; 0: no limit). Messages
 // say the reason; callers add the URI.
-Result<RestartJpeg> RewriteWithRestarts(std::span<const uint8_t> jpeg, int64_t max_pixels = 0);
+// optimize_huffman: Huffman tables made for the image (smaller, a second
+// pass over the coefficients); else libjpeg's standard tables.
+Result<RestartJpeg> RewriteWithRestarts(std::span<const uint8_t> jpeg, int64_t max_pixels = 0,
+                                        bool optimize_huffman = true);
 
 }  // namespace stoker::decode

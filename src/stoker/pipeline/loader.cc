@@ -100,6 +100,44 @@ double RaplJoules() {
   return total;
 }
 
+// The pages of a shard dataset for the chunk-aware order: runs of
+// consecutive records of one shard, each at most page_bytes (a larger
+// record is a page of its own).
+std::shared_ptr<const std::vector<uint32_t>> ShardPages(const dataset::Shards& shards,
+                                                        int64_t page_bytes) {
+  auto pages = std::make_shared<std::vector<uint32_t>>();
+  const uint64_t n = shards.index.num_samples();
+  uint32_t shard = 0, count = 0;
+  uint64_t bytes = 0;
+  for (uint64_t i = 0; i < n; ++i) {
+    const dataset::ShardEntry e = shards.index.entry(i);
+    if (count > 0 && (e.shard != shard || bytes + e.length > static_cast<uint64_t>(page_bytes))) {
+      pages->push_back(count);
+      count = 0;
+      bytes = 0;
+    }
+    shard = e.shard;
+    bytes += e.length;
+    ++count;
+  }
+  if (count > 0) pages->push_back(count);
+  return pages;
+}
+
+sampler::SamplerOptions SamplerOptionsFor(const LoaderOptions& o, const dataset::Dataset& d) {
+  sampler::SamplerOptions s{.num_samples = d.size(),
+                            .shuffle = o.shuffle,
+                            .seed = o.seed,
+                            .drop_last = o.drop_last,
+                            .rank = static_cast<uint64_t>(o.rank),
+                            .world_size = static_cast<uint64_t>(o.world_size)};
+  if (d.shards && o.shuffle && o.order != LoaderOptions::Order::kSample) {
+    s.page_sizes = ShardPages(*d.shards, o.page_bytes);
+    s.window_pages = static_cast<uint32_t>(std::max(0, o.window_pages));
+  }
+  return s;
+}
+
 class LoaderImpl final : public Loader {
  public:
   LoaderImpl(LoaderOptions options, std::shared_ptr<storage::Storage> storage,
@@ -107,20 +145,15 @@ class LoaderImpl final : public Loader {
       : opt_(std::move(options)),
         storage_(std::move(storage)),
         dataset_(std::move(dataset)),
-        sampler_(sampler::SamplerOptions{
-            .num_samples = dataset_->samples.size(),
-            .shuffle = opt_.shuffle,
-            .seed = opt_.seed,
-            .drop_last = opt_.drop_last,
-            .rank = static_cast<uint64_t>(opt_.rank),
-            .world_size = static_cast<uint64_t>(opt_.world_size)}),
+        sampler_(SamplerOptionsFor(opt_, *dataset_)),
         registry_(std::make_shared<obs::Registry>()),
         meters_(std::make_shared<LoaderMeters>(registry_)) {
-    info_.num_samples = static_cast<int64_t>(dataset_->samples.size());
+    info_.num_samples = static_cast<int64_t>(dataset_->size());
     info_.classes = dataset_->classes;
     threads_ = opt_.threads > 0 ? opt_.threads : AvailableCores();
     num_batches_ = BatchesFor(static_cast<int64_t>(sampler_.per_rank()));
-    if (opt_.lookahead) {
+    // (Lookahead reads whole objects: not for shard records.)
+    if (opt_.lookahead && !dataset_->shards) {
       lookahead_ = std::make_shared<Lookahead>(storage_);
       // Enough to start the next pass's decoders while its own first reads
       // are in flight (one round trip); more would only be more reads wasted
@@ -129,7 +162,8 @@ class LoaderImpl final : public Loader {
           {int64_t{std::min(opt_.prefetch_batches, 2)} * opt_.batch_size,
            static_cast<int64_t>(sampler_.per_rank()), num_batches_ * opt_.batch_size});
     }
-    if (opt_.jpeg_index) {
+    // Shard JPEGs carry their own row tables and restart markers.
+    if (opt_.jpeg_index && !dataset_->shards) {
       row_index_ = std::make_shared<decode::JpegRowIndex>(
           dataset_->samples.size(),
           static_cast<size_t>(std::max<int64_t>(0, opt_.jpeg_index_max_bytes)));
@@ -183,8 +217,18 @@ class LoaderImpl final : public Loader {
   int64_t num_batches() const override { return num_batches_; }
   int64_t num_samples() const override { return info_.num_samples; }
   const DatasetInfo& info() const override { return info_; }
-  std::string sample_uri(int64_t index) const override { return dataset_->samples.at(index).uri; }
-  int64_t sample_label(int64_t index) const override { return dataset_->samples.at(index).label; }
+  std::string sample_uri(int64_t index) const override {
+    if (index < 0 || static_cast<uint64_t>(index) >= dataset_->size()) {
+      throw std::out_of_range("sample index " + std::to_string(index) + " out of range");
+    }
+    return dataset_->SampleName(static_cast<uint64_t>(index));
+  }
+  int64_t sample_label(int64_t index) const override {
+    if (index < 0 || static_cast<uint64_t>(index) >= dataset_->size()) {
+      throw std::out_of_range("sample index " + std::to_string(index) + " out of range");
+    }
+    return dataset_->label(static_cast<uint64_t>(index));
+  }
 
   void SetEpoch(int64_t epoch) override {
     if (Forked()) return;
@@ -449,6 +493,8 @@ Status Validate(const LoaderOptions& o) {
     return InvalidArgument("connect_timeout and read_timeout must be >= 0 seconds (0: no limit)");
   if (!(io.io_timeout_s > 0)) return InvalidArgument("io_timeout must be > 0 seconds");
   if (io.max_attempts < 0) return InvalidArgument("max_attempts must be >= 1 (0 or None: default)");
+  if (o.page_bytes <= 0) return InvalidArgument("page_bytes must be positive");
+  if (o.window_pages < 0) return InvalidArgument("window_pages must be >= 0 (0: default)");
   return Status::Ok();
 }
 
@@ -462,6 +508,10 @@ Result<std::unique_ptr<Loader>> Loader::Open(const LoaderOptions& options) {
   if (!storage.ok()) return storage.status();
   auto dataset = dataset::OpenDataset(options.uri, **storage, options.fields);
   if (!dataset.ok()) return dataset.status();
+  if (options.order == LoaderOptions::Order::kChunk && !dataset->shards) {
+    return InvalidArgument(options.uri + " is not a shard dataset: order='chunk' needs pages "
+                           "(stoker convert writes them); loose files are shuffled per sample");
+  }
   auto ds = std::make_shared<const dataset::Dataset>(std::move(*dataset));
   return std::unique_ptr<Loader>(
       std::make_unique<pipeline::LoaderImpl>(options, std::move(*storage), std::move(ds)));

@@ -45,7 +45,8 @@ Pass::Pass(Config c)
       max_in_flight_(c_.options.max_in_flight > 0
                          ? c_.options.max_in_flight
                          : std::numeric_limits<int64_t>::max()) {
-  for (size_t f = 0; f < c_.dataset->fields.size(); ++f) {
+  // A shard dataset's fields come in the sample's record, with its image.
+  for (size_t f = 0; f < c_.dataset->fields.size() && !c_.dataset->shards; ++f) {
     if (c_.dataset->fields[f].file) file_fields_.push_back(f);
   }
 }
@@ -329,12 +330,24 @@ void Pass::FetchLoop() {
         m_.assembling.Change(1);
       }
       slot->buffers->indices[w.slot] = w.index;
-      slot->buffers->labels[w.slot] = c_.dataset->samples[w.index].label;
+      slot->buffers->labels[w.slot] = c_.dataset->label(static_cast<uint64_t>(w.index));
       ++in_flight_;
       m_.in_flight.Change(1);
     }
     obs::BusyTimer busy(m_.fetch);
     const int64_t t_issue = obs::NowNs();
+    if (const auto& shards = c_.dataset->shards) {
+      // One range read of the sample's record: its image and its fields.
+      const dataset::ShardEntry e = shards->index.entry(static_cast<uint64_t>(w.index));
+      c_.storage->ReadRangeAsync(
+          shards->shard_uris[e.shard],
+          storage::ByteRange{static_cast<int64_t>(e.offset), static_cast<int64_t>(e.length)},
+          [self, k, t_issue](Result<storage::Bytes> r) {
+            self->OnFetched(k, -1, std::move(r), t_issue);
+          },
+          stop_source_.get_token());
+      continue;
+    }
     const dataset::Sample& sample = c_.dataset->samples[w.index];
     // The field files this sample has; a missing one is reported when the
     // sample is decoded.
@@ -372,7 +385,7 @@ void Pass::FetchLoop() {
 // Every read of this pass is issued: start the next epoch's first reads
 // (remote samples only; local reads are fast enough when asked for).
 void Pass::ReadAhead() {
-  if (!c_.lookahead || c_.lookahead_count <= 0) return;
+  if (!c_.lookahead || c_.lookahead_count <= 0 || c_.dataset->shards) return;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (stop_) return;
@@ -516,11 +529,17 @@ void Pass::DecodeLoop(int id) {
     } else if (!slot->buffers->images) {
       st = ResourceExhausted("out of memory for a batch buffer of " +
                              std::to_string(c_.pool->buffer_bytes()) + " bytes");
+    } else if (!(st = CheckRecord(*item, index)).ok()) {
+      st = st.WithContext(c_.dataset->SampleName(static_cast<uint64_t>(index)));
     } else {
       uint8_t* dst = slot->buffers->images.get() + static_cast<size_t>(j) * sample_bytes_;
       SourceInfo source;
+      std::span<const uint8_t> image(item->bytes->data(), item->bytes->size());
+      if (c_.dataset->shards) {
+        image = image.first(c_.dataset->shards->index.entry(static_cast<uint64_t>(index)).image_length);
+      }
       try {
-        st = ProcessSample(*item->bytes, t, c_.options.seed, c_.sampler.epoch(),
+        st = ProcessSample(image, t, c_.options.seed, c_.sampler.epoch(),
                            c_.sampler.GlobalPosition(static_cast<uint64_t>(item->k)), decoder,
                            scratch, dst,
                            decode::RowIndexRef{c_.row_index.get(), static_cast<size_t>(index)},
@@ -536,7 +555,7 @@ void Pass::DecodeLoop(int id) {
         }
       }
       if (st.ok() && c_.options.map) st = MapSample(*slot, j, item->k, index, dst);
-      if (!st.ok()) st = st.WithContext(c_.dataset->samples[index].uri);
+      if (!st.ok()) st = st.WithContext(c_.dataset->SampleName(static_cast<uint64_t>(index)));
     }
     // Give the encoded bytes back before waiting again.
     if (item->bytes.ok()) c_.storage->Recycle(std::move(item->bytes).value());
@@ -561,21 +580,45 @@ void Pass::DecodeLoop(int id) {
   }
 }
 
+// A shard record's length and checksum against its index entry (nothing to
+// check for loose files).
+Status Pass::CheckRecord(const Item& item, int64_t index) const {
+  if (!c_.dataset->shards) return Status::Ok();
+  const dataset::ShardEntry e = c_.dataset->shards->index.entry(static_cast<uint64_t>(index));
+  const storage::Bytes& b = *item.bytes;
+  if (b.size() != e.length) {
+    return Corrupt("the shard is shorter than its index says (read " + std::to_string(b.size()) +
+                   " of " + std::to_string(e.length) + " bytes at offset " +
+                   std::to_string(e.offset) + ")");
+  }
+  if (dataset::Crc32({b.data(), b.size()}) != e.crc) {
+    return Corrupt("checksum mismatch: the record's bytes are not those the index was written for");
+  }
+  return Status::Ok();
+}
+
 Status Pass::DecodeFields(const Item& item, int64_t index, Slot& slot, int64_t j,
                           const SourceInfo& source, decode::Decoder& decoder,
                           transform::Scratch& scratch) {
-  const dataset::Sample& sample = c_.dataset->samples[index];
+  const auto& shards = c_.dataset->shards;
+  const dataset::Sample* sample = shards ? nullptr : &c_.dataset->samples[index];
+  static const std::optional<std::string> kInRecord = std::string();
   for (size_t f = 0; f < c_.dataset->fields.size(); ++f) {
     const dataset::Field& field = c_.dataset->fields[f];
-    const auto& value = sample.fields[f];
+    std::optional<dataset::FieldRange> range;
+    if (shards) range = shards->index.field_range(static_cast<uint64_t>(index), shards->field_map[f]);
+    const auto& value = shards ? (range ? kInRecord : std::nullopt) : sample->fields[f];
     const std::string what = "field '" + field.name + "'";
     if (!value) {
       return NotFound(what + " is missing" +
-                      (field.file ? " (no file of that name beside the sample)"
-                                  : " (no value on its manifest line)"));
+                      (shards       ? " (the converted sample has none)"
+                       : field.file ? " (no file of that name beside the sample)"
+                                    : " (no value on its manifest line)"));
     }
     std::span<const uint8_t> file;
-    if (field.file) {
+    if (shards) {
+      file = std::span<const uint8_t>(item.bytes->data() + range->offset, range->length);
+    } else if (field.file) {
       const auto& bytes = item.files[f];
       if (!bytes.ok()) return Status(bytes.status().code(), what + ": " + bytes.status().message());
       file = std::span<const uint8_t>(bytes->data(), bytes->size());
@@ -595,7 +638,7 @@ Status Pass::DecodeFields(const Item& item, int64_t index, Slot& slot, int64_t j
       st = DecodeField(field, *value, file, out);
     }
     if (!st.ok()) {
-      return Status(st.code(), what + (field.file ? " (" + *value + ")" : std::string()) + ": " +
+      return Status(st.code(), what + (field.file && !shards ? " (" + *value + ")" : std::string()) + ": " +
                                    st.message());
     }
   }
@@ -611,7 +654,7 @@ Status Pass::MapSample(Slot& slot, int64_t j, int64_t k, int64_t index, void* ds
   v.height = b.height;
   v.width = b.width;
   v.label = b.labels[j];
-  v.index = index;
+  v.index = static_cast<int64_t>(c_.dataset->source(static_cast<uint64_t>(index)));
   v.epoch = c_.sampler.epoch();
   v.position = c_.sampler.GlobalPosition(static_cast<uint64_t>(k));
   for (size_t f = 0; f < c_.dataset->fields.size(); ++f) {
@@ -741,6 +784,10 @@ Result<std::optional<Batch>> Pass::Collate(std::unique_ptr<Slot> slot) {
   st.n = kept;
   st.labels.resize(kept);
   st.indices.resize(kept);
+  // batch["index"]: the position in the source's listing.
+  if (c_.dataset->shards) {
+    for (auto& i : st.indices) i = static_cast<int64_t>(c_.dataset->source(static_cast<uint64_t>(i)));
+  }
   if (!slot->user.empty()) {
     slot->user.resize(static_cast<size_t>(kept));
     st.sample_user = std::move(slot->user);

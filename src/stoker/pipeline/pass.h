@@ -173,6 +173,7 @@ class Pass : public std::enable_shared_from_this<Pass> {
   void OnFetched(int64_t k, int part, Result<storage::Bytes> bytes, int64_t t_issue);
   // Decodes the sample's fields into slot->fields[.][j]; the first error.
   // `source` is the image's size as decoded (a mask must match it).
+  Status CheckRecord(const Item& item, int64_t index) const;
   Status DecodeFields(const Item& item, int64_t index, Slot& slot, int64_t j,
                       const SourceInfo& source, decode::Decoder& decoder,
                       transform::Scratch& scratch);

@@ -1,0 +1,72 @@
+// stoker convert: any dataset stoker reads -> a shard dataset
+// (docs/shard-format.md), which opens by reading one index object and
+// decodes a crop's JPEG rows and columns only.
+//
+//   stoker::ConvertOptions opt;
+//   opt.src = "/data/imagenet/train";      // folder, manifest or shards; local or s3://
+//   opt.dst = "/data/imagenet-shards";     // a local folder
+//   auto summary = stoker::Convert(opt, [](const stoker::ConvertProgress& p) { ... });
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "stoker/options.h"
+#include "stoker/status.h"
+
+namespace stoker {
+
+struct ConvertOptions {
+  std::string src;
+  // A local folder (created if missing). What it held of an earlier
+  // conversion (index.stoker, shard-*.stoker) is replaced; nothing else in
+  // it is touched.
+  std::string dst;
+  // A shard is closed once the next record would take it past this many
+  // bytes (a record larger than this gets a shard of its own).
+  uint64_t shard_size = uint64_t{256} << 20;
+  // Samples written in a keyed random order of this seed (else in the
+  // source's order). Each keeps its source position (batch["index"]).
+  std::optional<uint64_t> shuffle_seed;
+  // Extra fields to carry (LoaderOptions::fields); empty: image and label.
+  std::vector<FieldSpec> fields;
+  int threads = 0;  // transcoding threads; 0: one per core
+  OnError on_error = OnError::kSkip;
+  std::string endpoint_url;  // for an s3:// source
+  IoOptions io;
+  int64_t max_pixels = 178956970;  // larger images are bad samples
+  // Optimal Huffman tables per JPEG (smaller shards, about twice the
+  // conversion CPU); else the standard tables.
+  bool optimize_huffman = false;
+};
+
+struct ConvertProgress {
+  int64_t samples_total = 0;  // in the source
+  int64_t samples_done = 0;   // read and written or skipped
+  int64_t samples_skipped = 0;
+  int64_t jpegs_indexed = 0;  // JPEGs rewritten with restart markers and a row table
+  int64_t jpegs_kept = 0;     // JPEGs stored as they were (a variant that cannot be rewritten losslessly)
+  int64_t bytes_in = 0;       // read from the source
+  int64_t bytes_out = 0;      // written: shards and index
+  int64_t shards = 0;
+  double seconds = 0;
+  // The first few skipped samples: "URI: reason".
+  std::vector<std::string> skipped_examples;
+};
+
+// Converts; calls `progress` (if set) from the calling thread after every
+// few hundred samples and once at the end; when it returns false the
+// conversion stops (kCancelled) without writing an index. The index is written last,
+// atomically (a temporary name, then a rename), after every shard is on
+// disk, so an interrupted conversion leaves no dataset that opens, and
+// running it again starts over. Errors: the source cannot be opened, the
+// destination cannot be written, or (OnError::kRaise) the first bad sample,
+// naming it and the reason.
+using ConvertProgressFn = std::function<bool(const ConvertProgress&)>;
+Result<ConvertProgress> Convert(const ConvertOptions& options,
+                                const ConvertProgressFn& progress = {});
+
+}  // namespace stoker

@@ -1,0 +1,284 @@
+"""Shard datasets (stoker convert, docs/shard-format.md): a converted
+dataset gives exactly the samples, labels, source positions, fields and
+pixels of its source, crops included; bad shards and indexes are errors
+that name the shard and the sample, never a wrong sample or a hang.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import stoker
+from conftest import encode, textured
+
+
+def train(size=32):
+    return stoker.transforms.imagenet_train(size)
+
+
+def batches(loader, epoch=0):
+    loader.set_epoch(epoch)
+    out = {"image": [], "label": [], "index": []}
+    for b in loader:
+        out["image"].append(b["image"].numpy())
+        out["label"].extend(b["label"].tolist())
+        out["index"].extend(b["index"].tolist())
+    out["image"] = np.concatenate(out["image"]) if out["image"] else np.zeros((0,))
+    return out
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    """Two classes of JPEGs of every kind the converter rewrites (4:2:0,
+    4:4:4, progressive, grayscale, CMYK, with EXIF) and PNGs."""
+    root = tmp_path_factory.mktemp("src")
+    rng = np.random.default_rng(3)
+    i = 0
+    for cls in ("a", "b"):
+        os.makedirs(root / cls)
+        for k in range(14):
+            arr = textured(rng, int(rng.integers(40, 200)), int(rng.integers(40, 200)))
+            kind = i % 7
+            if kind == 0:
+                data, ext = encode(arr, "PNG"), "png"
+            elif kind == 1:
+                data, ext = encode(arr, "JPEG", quality=90, progressive=True), "jpg"
+            elif kind == 2:
+                data, ext = encode(arr[..., 1], "JPEG", quality=80), "jpg"
+            elif kind == 3:
+                data, ext = encode(arr, "JPEG", quality=95, subsampling=0), "jpg"
+            elif kind == 4:
+                buf = Image.fromarray(arr).convert("CMYK")
+                import io
+                b = io.BytesIO()
+                buf.save(b, "JPEG", quality=90)
+                data, ext = b.getvalue(), "jpg"
+            elif kind == 5:
+                exif = Image.Exif()
+                exif[0x0112] = 6
+                data, ext = encode(arr, "JPEG", quality=85, exif=exif.tobytes()), "jpg"
+            else:
+                data, ext = encode(arr, "JPEG", quality=75), "jpg"
+            (root / cls / f"{k:03d}.{ext}").write_bytes(data)
+            i += 1
+    return root
+
+
+@pytest.fixture(scope="module")
+def shards(source, tmp_path_factory):
+    dst = tmp_path_factory.mktemp("shards")
+    # Small shards, so that samples spread over several.
+    r = stoker.convert(source, dst, shard_size=64 << 10, threads=2)
+    return dst, r
+
+
+def test_convert_summary_counts_every_sample(source, shards):
+    dst, r = shards
+    assert r["samples_total"] == r["samples_done"] == 28
+    assert r["samples_skipped"] == 0
+    assert r["jpegs_indexed"] == 24  # every JPEG; the 4 PNGs are stored as they are
+    assert r["shards"] > 2
+    names = sorted(os.listdir(dst))
+    assert names == ["index.stoker"] + [f"shard-{k:06d}.stoker" for k in range(r["shards"])]
+    assert r["bytes_out"] == sum(os.path.getsize(dst / n) for n in names)
+
+
+def test_shards_give_the_sources_batches_exactly(source, shards):
+    # Same order, same (seed, epoch, position): the same crops, the same
+    # pixels, batch by batch, over two epochs.
+    dst, _ = shards
+    kw = dict(batch_size=5, transform=train(), shuffle=True, seed=4, threads=2)
+    a, b = stoker.Loader(source, **kw), stoker.Loader(dst, order="sample", **kw)
+    assert b.num_samples == a.num_samples == 28
+    assert list(b.classes) == list(a.classes)
+    for epoch in (0, 1):
+        x, y = batches(a, epoch), batches(b, epoch)
+        assert y["index"] == x["index"]
+        assert y["label"] == x["label"]
+        assert sorted(y["index"]) == list(range(28))
+        np.testing.assert_array_equal(y["image"], x["image"])
+
+
+def test_chunk_order_reads_pages_in_turn_and_covers_every_sample(source, shards):
+    dst, _ = shards
+    kw = dict(batch_size=4, transform=stoker.transforms.imagenet_val(16), shuffle=True, seed=1)
+    chunk = stoker.Loader(dst, **kw)  # the default for shards
+    sample = stoker.Loader(dst, order="sample", **kw)
+    orders = []
+    for epoch in (0, 1, 2):
+        got = batches(chunk, epoch)["index"]
+        assert sorted(got) == list(range(28))
+        orders.append(got)
+        again = batches(stoker.Loader(dst, order="chunk", **kw), epoch)["index"]
+        assert again == got  # a function of (seed, epoch, position)
+    assert len({tuple(o) for o in orders}) == 3
+    assert batches(sample, 0)["index"] != orders[0]
+    with pytest.raises(stoker.Error, match="not a shard dataset"):
+        stoker.Loader(source, order="chunk", batch_size=4)
+    with pytest.raises(ValueError, match="order must be"):
+        stoker.Loader(dst, order="pages", batch_size=4)
+
+
+def test_shuffled_conversion_keeps_source_positions(source, tmp_path):
+    r = stoker.convert(source, tmp_path / "s", shuffle_seed=9, shard_size=32 << 10)
+    assert r["samples_skipped"] == 0
+    val = stoker.transforms.imagenet_val(24)
+    a = batches(stoker.Loader(source, batch_size=7, transform=val))
+    b = batches(stoker.Loader(tmp_path / "s", batch_size=7, transform=val))
+    assert b["index"] != a["index"]  # stored in another order...
+    assert sorted(b["index"]) == a["index"] == list(range(28))  # ...each exactly once
+    by_index = {i: (lab, img) for i, lab, img in zip(a["index"], a["label"], a["image"])}
+    for i, lab, img in zip(b["index"], b["label"], b["image"]):
+        assert lab == by_index[i][0]
+        np.testing.assert_array_equal(img, by_index[i][1])
+
+
+def test_fields_are_carried(tmp_path):
+    rng = np.random.default_rng(2)
+    lines = ["path,label,caption,score"]
+    for i in range(9):
+        (tmp_path / f"{i}.jpg").write_bytes(encode(textured(rng, 50, 40)))
+        lines.append(f'{i}.jpg,{i % 3},"caption {i}, with a comma",{i * 1.5}')
+    (tmp_path / "m.csv").write_text("\n".join(lines) + "\n")
+    dst = tmp_path / "s"
+    stoker.convert(tmp_path / "m.csv", dst, fields=["caption", "score"])
+    loader = stoker.Loader(dst, batch_size=4, transform=stoker.transforms.imagenet_val(16),
+                           fields=["caption", "score"])
+    got = {}
+    for b in loader:
+        for i, c, s in zip(b["index"].tolist(), b["caption"], b["score"].tolist()):
+            got[i] = (c, s)
+    assert got == {i: (f"caption {i}, with a comma", i * 1.5) for i in range(9)}
+    with pytest.raises(stoker.Error, match="no field 'nope'.*caption, score"):
+        stoker.Loader(dst, batch_size=4, fields=["nope"])
+
+
+def test_bad_source_samples_are_skipped_or_raised(source, tmp_path, record_behaviour):
+    src = tmp_path / "src"
+    os.makedirs(src / "a")
+    rng = np.random.default_rng(8)
+    for k in range(5):
+        (src / "a" / f"{k}.jpg").write_bytes(encode(textured(rng, 64, 48)))
+    good = (src / "a" / "1.jpg").read_bytes()
+    (src / "a" / "1.jpg").write_bytes(good[: len(good) // 2])  # truncated
+    r = stoker.convert(src, tmp_path / "s")
+    assert r["samples_skipped"] == 1 and r["samples_done"] == 5
+    assert "1.jpg" in r["skipped_examples"][0] and "truncated" in r["skipped_examples"][0]
+    idx = batches(stoker.Loader(tmp_path / "s", batch_size=8,
+                                transform=stoker.transforms.imagenet_val(16)))["index"]
+    assert idx == [0, 2, 3, 4]  # source positions, the bad one left out
+    with pytest.raises(stoker.Error, match="1.jpg.*truncated"):
+        stoker.convert(src, tmp_path / "t", on_error="raise")
+    assert not (tmp_path / "t" / "index.stoker").exists()
+    record_behaviour("convert", "a truncated JPEG in the source",
+                     "skipped and counted in the summary, named (or raised with on_error='raise'); "
+                     "batch['index'] keeps the other samples' source positions")
+
+
+def _copy(dst, tmp_path, name):
+    out = tmp_path / name
+    out.mkdir()
+    for n in os.listdir(dst):
+        (out / n).write_bytes((dst / n).read_bytes())
+    return out
+
+
+def test_a_corrupt_record_is_skipped_naming_shard_and_sample(shards, tmp_path, record_behaviour):
+    dst, _ = shards
+    bad = _copy(dst, tmp_path, "bad")
+    shard = bad / "shard-000001.stoker"
+    data = bytearray(shard.read_bytes())
+    data[100] ^= 0x40
+    shard.write_bytes(bytes(data))
+    loader = stoker.Loader(bad, batch_size=8, transform=stoker.transforms.imagenet_val(16))
+    got = batches(loader)
+    assert len(got["index"]) == 27
+    assert loader.stats()["samples_skipped"] == 1
+    strict = stoker.Loader(bad, batch_size=8, transform=stoker.transforms.imagenet_val(16),
+                           on_error="raise")
+    with pytest.raises(stoker.Error, match=r"shard-000001\.stoker, sample \d+ \(source \d+\).*checksum"):
+        batches(strict)
+    record_behaviour("shards", "a shard byte flipped",
+                     "the sample is skipped and counted (or raised), naming the shard, the sample "
+                     "and 'checksum mismatch'")
+
+
+def test_truncated_and_missing_shards(shards, tmp_path, record_behaviour):
+    dst, r = shards
+    cut = _copy(dst, tmp_path, "cut")
+    last = cut / f"shard-{r['shards'] - 1:06d}.stoker"
+    data = last.read_bytes()
+    last.write_bytes(data[: len(data) - 10])
+    loader = stoker.Loader(cut, batch_size=8, transform=stoker.transforms.imagenet_val(16),
+                           on_error="raise")
+    with pytest.raises(stoker.Error, match=rf"{last.name}, sample 27 .*shorter than its index"):
+        batches(loader)
+    gone = _copy(dst, tmp_path, "gone")
+    os.remove(gone / "shard-000000.stoker")
+    loader = stoker.Loader(gone, batch_size=8, transform=stoker.transforms.imagenet_val(16))
+    got = batches(loader)
+    n0 = 28 - len(got["index"])
+    assert n0 > 0 and loader.stats()["samples_skipped"] == n0
+    record_behaviour("shards", "a shard cut short or missing",
+                     "its samples are skipped and counted (or raised), naming the shard")
+
+
+def test_bad_index_is_a_clear_error(shards, tmp_path, record_behaviour):
+    dst, _ = shards
+    bad = _copy(dst, tmp_path, "badidx")
+    idx = bad / "index.stoker"
+    data = bytearray(idx.read_bytes())
+    data[80] ^= 1
+    idx.write_bytes(bytes(data))
+    with pytest.raises(stoker.Error, match="index.stoker"):
+        stoker.Loader(bad, batch_size=4)
+    idx.write_bytes(bytes(data[:40]))
+    with pytest.raises(stoker.Error, match="index.stoker"):
+        stoker.Loader(bad, batch_size=4)
+    record_behaviour("shards", "index.stoker corrupt or cut short",
+                     "Loader() raises stoker.Error naming the index and the reason")
+
+
+def test_interrupted_conversion_leaves_nothing_that_opens(source, tmp_path):
+    dst = tmp_path / "s"
+    stoker.convert(source, dst)  # a complete earlier conversion, replaced below
+
+    def stop(p):
+        raise KeyboardInterrupt
+
+    big = tmp_path / "big"
+    os.makedirs(big / "x")
+    rng = np.random.default_rng(1)
+    img = encode(textured(rng, 32, 32))
+    for k in range(600):  # more than one chunk
+        (big / "x" / f"{k:04d}.jpg").write_bytes(img)
+    with pytest.raises(KeyboardInterrupt):
+        stoker.convert(big, dst, progress=stop)
+    assert not (dst / "index.stoker").exists()
+    r = stoker.convert(big, dst)  # run again: complete
+    assert r["samples_done"] == 600
+    assert stoker.Loader(dst, batch_size=64).num_samples == 600
+
+
+def test_cli_convert_and_ls(source, tmp_path):
+    dst = tmp_path / "c"
+    out = subprocess.run([sys.executable, "-m", "stoker.cli", "convert", str(source), str(dst),
+                          "--json", "--shard-size", "1MB"],
+                         capture_output=True, text=True, check=True)
+    r = json.loads(out.stdout)
+    assert r["samples_done"] == 28 and r["shards"] == 1
+    out = subprocess.run([sys.executable, "-m", "stoker.cli", "convert", str(source), str(dst)],
+                         capture_output=True, text=True, check=True)
+    assert f"{dst}: 28 samples in 1 shard" in out.stdout
+    ls = subprocess.run([sys.executable, "-m", "stoker.cli", "ls", str(dst), "--json"],
+                        capture_output=True, text=True, check=True)
+    listing = json.loads(ls.stdout)
+    assert listing["num_samples"] == 28
+    assert [c["count"] for c in listing["classes"]] == [14, 14]
+    bad = subprocess.run([sys.executable, "-m", "stoker.cli", "convert", str(source), "s3://b/x"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 1 and "local folder" in bad.stderr
