@@ -23,7 +23,10 @@ struct RestartJpeg {
   int mcus_per_row = 0;
 };
 
-// Rewrites `jpeg` losslessly in the coefficient domain, as jpegtran does
+// Rewrites `jpeg` losslessly. A baseline file without restart markers (the
+// common case) keeps its Huffman tables and has the markers added by
+// copying bits (jpeg_rows.h AddRestarts); any other is transcoded in the
+// coefficient domain, as jpegtran does
 // (libjpeg-turbo's jpeg_read_coefficients / jpeg_write_coefficients): the
 // same quantisation tables and DCT coefficients, so every decoder gives the
 // same pixels as for the original; sequential (a progressive or arithmetic

@@ -765,6 +765,93 @@ uint32_t LoadBe32(const uint8_t* p) {
 
 }  // namespace
 
+bool AddRestarts(std::span<const uint8_t> bytes, const JpegLayout& L, std::vector<uint8_t>* out,
+                 size_t* scan_offset) {
+  if (L.restart_interval != 0 || L.data_start >= bytes.size() || L.sos_at >= L.data_start) {
+    return false;
+  }
+  const size_t rows = static_cast<size_t>(L.mcu_rows);
+  const size_t mcus = rows * static_cast<size_t>(L.mcus_per_row);
+  const size_t table = sizeof kRowTableId + 3 + 4 * rows;  // the APP15 payload
+  if (table + 2 > 0xFFFF) return false;
+  // The header with DRI and the table before SOS; then the data: each data
+  // byte possibly stuffed, per MCU a marker, padding and the re-encoded DC
+  // codes (at most 27 bits a component, stuffed), EOI, and slack for
+  // SpanWriter's whole-word stores.
+  const size_t head = L.data_start + 6 + 4 + table;
+  const size_t bound = head + 2 * (bytes.size() - L.data_start) +
+                       mcus * (3 + 8 * static_cast<size_t>(L.comps)) + 16;
+  out->resize(bound);
+  uint8_t* o = out->data();
+  std::memcpy(o, bytes.data(), L.sos_at);
+  size_t w = L.sos_at;
+  const uint8_t dri[6] = {0xFF, 0xDD, 0x00, 0x04, 0x00, 0x01};
+  std::memcpy(o + w, dri, sizeof dri);
+  w += sizeof dri;
+  o[w++] = 0xFF;
+  o[w++] = 0xEF;
+  o[w++] = static_cast<uint8_t>((table + 2) >> 8);
+  o[w++] = static_cast<uint8_t>((table + 2) & 0xFF);
+  std::memcpy(o + w, kRowTableId, sizeof kRowTableId);
+  w += sizeof kRowTableId;
+  o[w++] = kRowTableVersion;
+  o[w++] = static_cast<uint8_t>(rows >> 8);
+  o[w++] = static_cast<uint8_t>(rows & 0xFF);
+  const size_t table_at = w;
+  w += 4 * rows;
+  std::memcpy(o + w, bytes.data() + L.sos_at, L.data_start - L.sos_at);
+  w += L.data_start - L.sos_at;
+  const size_t data = w;
+
+  BitReader br(bytes, L.data_start, static_cast<uint32_t>(L.data_start * 8));
+  SpanWriter sw(o + data);
+  int32_t pred[4] = {0, 0, 0, 0};  // the source's DC predictors
+  for (size_t k = 0; k < mcus; ++k) {
+    if (k % static_cast<size_t>(L.mcus_per_row) == 0) {
+      const size_t at = static_cast<size_t>(sw.end() - (o + data));
+      uint8_t* e = o + table_at + 4 * (k / static_cast<size_t>(L.mcus_per_row));
+      e[0] = static_cast<uint8_t>(at >> 24), e[1] = static_cast<uint8_t>(at >> 16);
+      e[2] = static_cast<uint8_t>(at >> 8), e[3] = static_cast<uint8_t>(at);
+    }
+    for (int c = 0; c < L.comps; ++c) {
+      const HuffTable& dc = L.dc[L.comp[c].dc];
+      const HuffTable& ac = L.ac[L.comp[c].ac];
+      int32_t diff;
+      if (!DecodeDc(br, dc, &diff)) return false;
+      pred[c] += diff;
+      if (pred[c] > 32767 || pred[c] < -32767) return false;
+      const uint32_t after_dc = br.Position();
+      const int ns = Category(pred[c]);  // against 0, after the restart
+      if (ns > 11 || dc.size[ns] == 0) return false;
+      sw.Put(dc.code[ns], dc.size[ns]);
+      if (ns != 0) sw.Put(static_cast<uint32_t>(pred[c] >= 0 ? pred[c] : pred[c] - 1), ns);
+      if (!SkipAcs(br, ac)) return false;
+      for (int blk = 1; blk < L.comp[c].blocks; ++blk) {
+        if (!SkipBlock(br, dc, ac, &diff)) return false;
+        pred[c] += diff;
+        if (pred[c] > 32767 || pred[c] < -32767) return false;
+      }
+      if (br.overrun()) return false;
+      const uint32_t span_end = br.Position();
+      if (span_end < after_dc) return false;
+      sw.Copy(bytes.data(), after_dc, span_end);
+    }
+    sw.Flush();
+    if (k + 1 < mcus) {
+      uint8_t* e = sw.end();  // a marker is not data: written past the writer
+      e[0] = 0xFF;
+      e[1] = static_cast<uint8_t>(0xD0 + (k & 7));
+      sw = SpanWriter(e + 2);
+    }
+  }
+  uint8_t* e = sw.end();
+  *e++ = 0xFF;
+  *e++ = 0xD9;
+  out->resize(static_cast<size_t>(e - o));
+  *scan_offset = data;
+  return true;
+}
+
 bool FindRestartRows(std::span<const uint8_t> bytes, const JpegLayout& L,
                      std::vector<uint32_t>* rows) {
   rows->clear();

@@ -233,6 +233,19 @@ bool CropMcus(std::span<const uint8_t> bytes, const JpegLayout& layout,
 bool CropRestartMcus(std::span<const uint8_t> bytes, const JpegLayout& layout, int r0, int r1,
                      int c0, int c1, std::vector<uint8_t>* out, size_t* size);
 
+// Rewrites a file without restart markers (restart_interval 0) as
+// RewriteWithRestarts does (jpeg_restart.h), by copying bits: a DRI segment
+// of interval 1 and the row table before SOS, then each MCU's bits with
+// each component's first DC difference re-encoded against 0 (what a
+// restart resets the predictor to), padded with 1 bits to a byte, a restart
+// marker after each but the last, EOI. The same Huffman tables; no other
+// coefficient is decoded or encoded. Appends to *out; *scan_offset is where
+// the entropy-coded data starts in it. False when the scan does not walk
+// cleanly or a DC table lacks a category the absolute values need (the
+// caller then transcodes with libjpeg).
+bool AddRestarts(std::span<const uint8_t> bytes, const JpegLayout& layout,
+                 std::vector<uint8_t>* out, size_t* scan_offset);
+
 // The offset from the first byte of entropy-coded data of each MCU row's
 // first byte, found by counting restart markers, in a file whose layout has
 // restart_interval 1. False when the markers do not match the layout.

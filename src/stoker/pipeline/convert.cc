@@ -68,6 +68,7 @@ struct Item {
   std::optional<Result<storage::Bytes>> image;
   std::vector<std::optional<Result<storage::Bytes>>> files;  // by field; file fields only
   // Out:
+  int64_t bytes_in = 0;
   Status error;
   std::vector<uint8_t> record;
   dataset::ShardEntry entry;
@@ -290,10 +291,7 @@ Status Converter::CloseShard() {
 Status Converter::Write(Chunk& chunk) {
   for (Item& item : chunk.items) {
     ++p_.samples_done;
-    if (item.image && item.image->ok()) p_.bytes_in += static_cast<int64_t>((*item.image)->size());
-    for (auto& f : item.files) {
-      if (f && f->ok()) p_.bytes_in += static_cast<int64_t>((*f)->size());
-    }
+    p_.bytes_in += item.bytes_in;
     if (!item.error.ok()) {
       if (o_.on_error == OnError::kRaise) return item.error;
       ++p_.samples_skipped;
@@ -393,6 +391,10 @@ Result<ConvertProgress> Converter::Run(
     auto work = [&] {
       for (size_t j; (j = at.fetch_add(1)) < chunk->items.size();) {
         Item& item = chunk->items[j];
+        if (item.image && item.image->ok()) item.bytes_in += static_cast<int64_t>((*item.image)->size());
+        for (auto& f : item.files) {
+          if (f && f->ok()) item.bytes_in += static_cast<int64_t>((*f)->size());
+        }
         try {
           Transcode(item);
         } catch (const std::exception& e) {
