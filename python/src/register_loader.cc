@@ -563,7 +563,8 @@ void register_loader(nb::module_& m) {
              const std::string& ca_bundle, bool verify_tls, double min_rate,
              double min_rate_window,
              const std::vector<std::pair<std::string, std::string>>& fields, nb::object map,
-             nb::object batch_map, bool torch, const std::string& order) {
+             nb::object batch_map, bool torch, const std::string& order, int64_t page_bytes,
+             int window_pages) {
             LoaderOptions o;
             o.uri.assign(uri.c_str(), uri.size());  // os.fsencode()d: any bytes
             o.endpoint_url = endpoint_url;
@@ -594,6 +595,8 @@ void register_loader(nb::module_& m) {
             for (const auto& [name, kind] : fields) {
               o.fields.push_back({name, ParseFieldKind(name, kind)});
             }
+            o.page_bytes = page_bytes;
+            o.window_pages = window_pages;
             if (order == "auto") {
               o.order = LoaderOptions::Order::kAuto;
             } else if (order == "sample") {
@@ -625,7 +628,8 @@ void register_loader(nb::module_& m) {
           nb::arg("min_rate_window") = IoOptions{}.min_rate_window_s,
           nb::arg("fields") = std::vector<std::pair<std::string, std::string>>(),
           nb::arg("map") = nb::none(), nb::arg("batch_map") = nb::none(),
-          nb::arg("torch") = true, nb::arg("order") = "auto")
+          nb::arg("torch") = true, nb::arg("order") = "auto",
+          nb::arg("page_bytes") = LoaderOptions{}.page_bytes, nb::arg("window_pages") = 0)
       .def("__len__", [](const PyLoader& l) { return l.impl->num_batches(); })
       .def_prop_ro("num_samples", [](const PyLoader& l) { return l.impl->num_samples(); })
       .def_prop_ro("classes",

@@ -205,6 +205,10 @@ class Loader:
         keyed order, 16 open at a time, their samples shuffled together, so
         each page is read about once per epoch (docs/order.md); "sample": a
         permutation of every sample. Loose files are shuffled per sample.
+        From an object store, the chunk order (or shuffle=False) reads a
+        page with one ranged GET, 2 x window_pages pages held at most.
+    page_bytes, window_pages: the pages' size (8 MB) and how many are open
+        at once (16) in the chunk order.
 
     Iterating yields dicts: ``image`` (N x C x H x W uint8, or float32 after
     ToDtype(torch.float32)), ``label`` (int64), ``index`` (int64 position of
@@ -229,7 +233,7 @@ class Loader:
                  fields: Optional[Union[Sequence[str], Mapping[str, str]]] = None,
                  map: Optional[Callable[[Dict[str, Any]], Dict[str, Any]]] = None,
                  batch_map: Optional[Callable[[Dict[str, Any]], Any]] = None,
-                 order: str = "auto"):
+                 order: str = "auto", page_bytes: int = 8 << 20, window_pages: int = 16):
         transform = transform if transform is not None else imagenet_val(224)
         if threads == "auto":
             threads = 0
@@ -262,7 +266,8 @@ class Loader:
             float(min_rate), float(min_rate_window), fields=field_specs,
             map=_sample_map(map) if map is not None else None,
             batch_map=_batch_map(batch_map) if batch_map is not None else None,
-            torch=_torch is not None, order=order)
+            torch=_torch is not None, order=order, page_bytes=int(page_bytes),
+            window_pages=int(window_pages))
         self.fields = [name for name, _ in field_specs]
         self.rank, self.world_size = rank, world_size
         self._closed = False

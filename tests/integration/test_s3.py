@@ -401,3 +401,49 @@ def test_fields_from_s3_match_local(moto, s3, tmp_path):
     b = next(iter(m))
     want = np.stack([np.load(root / "a" / f"{k:03d}.npy") for k in range(5)])
     np.testing.assert_array_equal(b["arr"].numpy(), want)
+
+
+def _upload(s3, root, prefix):
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            s3.put_object(Bucket=BUCKET, Key=f"{prefix}/{p.relative_to(root)}", Body=p.read_bytes())
+
+
+def test_shards_from_s3_a_page_per_request(moto, s3, small_folder, tmp_path):
+    """A converted dataset in the bucket: the same batches as the local
+    shards, in the chunk order one ranged GET per page (pages of about 4 KB
+    here), with no listing when the index is named; a convert from s3://."""
+    shards = tmp_path / "shards"
+    r = stoker.convert(f"s3://{BUCKET}/train/", shards, endpoint_url=moto.endpoint,
+                       shard_size=16 << 10)
+    assert r["samples_done"] == 25 and r["samples_skipped"] == 0 and r["shards"] > 2
+    _upload(s3, shards, "shards")
+    kw = dict(batch_size=4, transform=stoker.transforms.imagenet_train(32), shuffle=True, seed=3,
+              threads=2, on_error="raise")
+    local = stoker.Loader(shards, **kw)
+    remote = stoker.Loader(f"s3://{BUCKET}/shards/index.stoker", endpoint_url=moto.endpoint,
+                           lookahead=False, **kw)
+    assert remote.num_samples == 25 and remote.classes == ["ant", "bee", "cow"]
+    for epoch in (0, 1):
+        local.set_epoch(epoch)
+        remote.set_epoch(epoch)
+        li, ll, lx = run_epoch(local)
+        before = remote.stats()
+        ri, rl, rx = run_epoch(remote)
+        after = remote.stats()
+        assert sorted(rx.tolist()) == list(range(25))
+        assert torch.equal(lx, rx) and torch.equal(ll, rl) and torch.equal(li, ri)
+        pages = after["shard_pages_read"] - before["shard_pages_read"]
+        assert pages == after["requests"] - before["requests"]  # one GET a page, nothing else
+    # The pages: runs of records of one shard of at most page_bytes. With
+    # 4 KB pages every page is read once per epoch (the chunk order's
+    # promise), and the whole dataset's bytes once.
+    small = stoker.Loader(f"s3://{BUCKET}/shards/", endpoint_url=moto.endpoint, lookahead=False,
+                          page_bytes=4096, **kw)
+    before = small.stats()
+    run_epoch(small)
+    after = small.stats()
+    n_pages = after["shard_pages_read"] - before["shard_pages_read"]
+    assert n_pages > r["shards"]
+    shard_bytes = sum(p.stat().st_size for p in shards.glob("shard-*.stoker"))
+    assert after["bytes_read"] - before["bytes_read"] == shard_bytes - 16 * r["shards"]

@@ -162,6 +162,17 @@ class LoaderImpl final : public Loader {
           {int64_t{std::min(opt_.prefetch_batches, 2)} * opt_.batch_size,
            static_cast<int64_t>(sampler_.per_rank()), num_batches_ * opt_.batch_size});
     }
+    // A remote shard dataset whose order reads pages in turn (the chunk
+    // order, or no shuffle): one request a page. Two windows of pages are
+    // held: the end of one and the start of the next may overlap.
+    if (dataset_->shards && !storage::IsLocal(opt_.uri) &&
+        (!opt_.shuffle || sampler_.chunk_order() != nullptr)) {
+      const uint32_t window = opt_.window_pages > 0 ? static_cast<uint32_t>(opt_.window_pages)
+                                                    : sampler::kDefaultWindowPages;
+      pages_ = std::make_shared<PageReader>(storage_, dataset_,
+                                            ShardPages(*dataset_->shards, opt_.page_bytes),
+                                            opt_.shuffle ? 2 * size_t{window} : 2);
+    }
     // Shard JPEGs carry their own row tables and restart markers.
     if (opt_.jpeg_index && !dataset_->shards) {
       row_index_ = std::make_shared<decode::JpegRowIndex>(
@@ -191,8 +202,9 @@ class LoaderImpl final : public Loader {
     });
     // Zero when off, so the figures are always there.
     registry_->AddSource([wla = std::weak_ptr<Lookahead>(lookahead_),
-                          ri = row_index_](std::vector<Metric>& out) {
+                          ri = row_index_, pages = pages_](std::vector<Metric>& out) {
       const auto la = wla.lock();
+      out.push_back({"shard_pages_read", pages ? static_cast<double>(pages->pages_read()) : 0});
       out.push_back({"lookahead_reads", la ? static_cast<double>(la->issued()) : 0});
       out.push_back({"lookahead_used", la ? static_cast<double>(la->used()) : 0});
       out.push_back({"jpeg_index_jumps", ri ? static_cast<double>(ri->jumps()) : 0});
@@ -274,7 +286,7 @@ class LoaderImpl final : public Loader {
     pass_ = std::make_shared<Pass>(Pass::Config{
         opt_, dataset_, sampler_, storage_, pool_, meters_, trace_, batches,
         std::min(per_rank, batches * opt_.batch_size), threads_.load(), lookahead_,
-        lookahead_count_, row_index_});
+        lookahead_count_, row_index_, pages_});
     pass_->Launch();
   }
 
@@ -424,6 +436,7 @@ class LoaderImpl final : public Loader {
   std::shared_ptr<Lookahead> lookahead_;  // null when options.lookahead is off
   int64_t lookahead_count_ = 0;
   std::shared_ptr<decode::JpegRowIndex> row_index_;  // null when jpeg_index is off
+  std::shared_ptr<PageReader> pages_;  // remote shards read a page at a time; else null
   int64_t BatchesFor(int64_t samples) const {
     return opt_.drop_last ? samples / opt_.batch_size
                           : (samples + opt_.batch_size - 1) / opt_.batch_size;

@@ -338,14 +338,18 @@ void Pass::FetchLoop() {
     const int64_t t_issue = obs::NowNs();
     if (const auto& shards = c_.dataset->shards) {
       // One range read of the sample's record: its image and its fields.
+      storage::Storage::ReadCallback got = [self, k, t_issue](Result<storage::Bytes> r) {
+        self->OnFetched(k, -1, std::move(r), t_issue);
+      };
+      if (c_.pages) {
+        c_.pages->Read(static_cast<uint64_t>(w.index), std::move(got), stop_source_.get_token());
+        continue;
+      }
       const dataset::ShardEntry e = shards->index.entry(static_cast<uint64_t>(w.index));
       c_.storage->ReadRangeAsync(
           shards->shard_uris[e.shard],
           storage::ByteRange{static_cast<int64_t>(e.offset), static_cast<int64_t>(e.length)},
-          [self, k, t_issue](Result<storage::Bytes> r) {
-            self->OnFetched(k, -1, std::move(r), t_issue);
-          },
-          stop_source_.get_token());
+          std::move(got), stop_source_.get_token());
       continue;
     }
     const dataset::Sample& sample = c_.dataset->samples[w.index];

@@ -39,6 +39,7 @@
 #include "stoker/pipeline/batch_storage.h"
 #include "stoker/pipeline/fields.h"
 #include "stoker/pipeline/lookahead.h"
+#include "stoker/pipeline/page_reader.h"
 #include "stoker/pipeline/sample.h"
 #include "stoker/sampler/sampler.h"
 #include "stoker/storage/storage.h"
@@ -105,6 +106,9 @@ class Pass : public std::enable_shared_from_this<Pass> {
     int64_t lookahead_count = 0;
     // Where JPEG MCU rows start, by dataset index (null: off).
     std::shared_ptr<decode::JpegRowIndex> row_index;
+    // A remote shard dataset's records, read a page at a time (null: one
+    // ranged read per record).
+    std::shared_ptr<PageReader> pages;
   };
 
   explicit Pass(Config c);
