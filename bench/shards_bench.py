@@ -10,8 +10,15 @@
    at scale) and on the shards (order="sample": the same per-sample order):
    images/s of epoch 0 and of the later epochs (steady state), each the
    median over rounds, and CPU per image (targets: shards >= 1.3x in epoch 0,
-   >= 1.25x steady).
-3. With --peer: PyTorch's DataLoader (2 workers) on the original files
+   >= 1.25x steady). For reference, the files again with every file's MCU
+   grid in memory (jpeg_index_mb=1024: the demo set's 22.6 MB; from epoch 2).
+3. With --s3-latency-ms MS: the shards from an in-memory S3 stub
+   (bench/s3_stub.cc, one epoll thread) adding MS to every request, read in
+   the chunk-aware order (the default for shards) by the index's URI,
+   against the same shards read locally in the same order, alternately:
+   images/s per epoch and requests per epoch (targets: >= 0.95x local,
+   <= N/50 requests per epoch).
+4. With --peer: PyTorch's DataLoader (2 workers) on the original files
    (bench/peers/torch_dataloader.py under .venv-peer): shards / DataLoader
    (target >= 4.3x).
 The dataset: --data, else stoker demo's 2,000 generated JPEGs (cached).
@@ -33,24 +40,27 @@ import stoker
 from stoker.cli import demo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
 import demo_compare  # noqa: E402
 
 
 def run(uri, epochs, threads, batch_size, **kw):
-    """Per-epoch images/s and CPU-ms per image (the whole process)."""
+    """Per-epoch images/s, CPU-ms per image (the whole process) and requests."""
     tf = stoker.transforms.imagenet_train(224, normalize=True)
     loader = stoker.Loader(str(uri), batch_size=batch_size, transform=tf, shuffle=True, seed=0,
                            threads=threads, **kw)
-    rates, cpus = [], []
+    rates, cpus, requests = [], [], []
     for epoch in range(epochs):
         loader.set_epoch(epoch)
+        r0 = loader.stats()["requests"]
         n, t0, c0 = 0, time.perf_counter(), time.process_time()
         for b in loader:
             n += int(b["label"].shape[0])
         rates.append(n / (time.perf_counter() - t0))
         cpus.append((time.process_time() - c0) / n * 1e3)
+        requests.append(loader.stats()["requests"] - r0)
     loader.close()
-    return {"rates": rates, "cpu_ms": cpus}
+    return {"rates": rates, "cpu_ms": cpus, "requests": requests}
 
 
 def main(argv=None):
@@ -62,6 +72,10 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--index-mb", type=int, default=1)
+    p.add_argument("--s3-latency-ms", type=float, default=None)
+    p.add_argument("--s3-only", action="store_true", help="skip the local comparison (2.)")
+    p.add_argument("--window-pages", type=int, default=16,
+                   help="chunk order: pages open at once (2x this many held from S3)")
     p.add_argument("--peer", action="store_true")
     p.add_argument("--peer-python")
     a = p.parse_args(argv)
@@ -82,21 +96,44 @@ def main(argv=None):
         out["convert"]["samples_per_s"] = conv["samples_done"] / conv["seconds"]
         out["convert"]["cpu_ms_per_sample"] = (time.process_time() - c0) / conv["samples_done"] * 1e3
         demo.warm_page_cache(dst)
-        runs = {"files": [], "shards": []}
-        for _ in range(a.rounds):
+        runs = {"files": [], "shards": [], "files_full_index": []}
+        for _ in range(0 if a.s3_only else a.rounds):
             runs["files"].append(run(root, a.epochs, a.threads, a.batch_size,
                                      jpeg_index_mb=a.index_mb))
+            # For reference: every file's MCU grid held in memory (from epoch 2).
+            runs["files_full_index"].append(run(root, a.epochs, a.threads, a.batch_size,
+                                                jpeg_index_mb=1024))
             runs["shards"].append(run(dst, a.epochs, a.threads, a.batch_size, order="sample"))
+        if a.s3_latency_ms is not None:
+            from s3_servers import CREDENTIALS, start_memory_s3
+            for k, v in CREDENTIALS.items():
+                os.environ.setdefault(k, v)
+            runs["shards_local_chunk"], runs["shards_s3"] = [], []
+            with start_memory_s3(dst, "stub", "shards/", a.s3_latency_ms, impl="cpp") as stub:
+                uri = "s3://stub/shards/index.stoker"
+                for _ in range(a.rounds):
+                    runs["shards_local_chunk"].append(run(dst, a.epochs, a.threads, a.batch_size,
+                                                          window_pages=a.window_pages))
+                    runs["shards_s3"].append(run(uri, a.epochs, a.threads, a.batch_size,
+                                                 endpoint_url=stub.endpoint,
+                                                 window_pages=a.window_pages))
+        runs = {k: v for k, v in runs.items() if v}
         out["runs"] = runs
         med = {}
         for k, v in runs.items():
             med[k] = {"epoch0": statistics.median(r["rates"][0] for r in v),
                       "steady": statistics.median(statistics.mean(r["rates"][1:]) for r in v),
                       "cpu_ms_epoch0": statistics.median(r["cpu_ms"][0] for r in v),
-                      "cpu_ms_steady": statistics.median(statistics.mean(r["cpu_ms"][1:]) for r in v)}
+                      "cpu_ms_steady": statistics.median(statistics.mean(r["cpu_ms"][1:]) for r in v),
+                      "requests_per_epoch": statistics.median(statistics.mean(r["requests"][1:])
+                                                              for r in v)}
         out["median"] = med
-        out["shards_over_files_epoch0"] = med["shards"]["epoch0"] / med["files"]["epoch0"]
-        out["shards_over_files_steady"] = med["shards"]["steady"] / med["files"]["steady"]
+        if "files" in med:
+            out["shards_over_files_epoch0"] = med["shards"]["epoch0"] / med["files"]["epoch0"]
+            out["shards_over_files_steady"] = med["shards"]["steady"] / med["files"]["steady"]
+        if "shards_s3" in med:
+            out["s3_over_local_epoch0"] = med["shards_s3"]["epoch0"] / med["shards_local_chunk"]["epoch0"]
+            out["s3_over_local_steady"] = med["shards_s3"]["steady"] / med["shards_local_chunk"]["steady"]
         if a.peer:
             py = demo_compare.resolve_peer_python(a.peer_python)
             peer = demo_compare.run_peer(py, root, epochs=a.epochs, batch_size=a.batch_size)
@@ -112,14 +149,24 @@ def main(argv=None):
     print(f"\nconvert: {c['samples_done']:,} samples in {c['seconds']:.2f} s = "
           f"{c['samples_per_s']:,.0f}/s, {c['cpu_ms_per_sample']:.2f} CPU-ms each, "
           f"{c['bytes_in'] / 2**20:.1f} MiB in, {c['bytes_out'] / 2**20:.1f} MiB out")
-    print("| | epoch 0 img/s | steady img/s | CPU-ms/img epoch 0 | steady |")
-    print("|---|---:|---:|---:|---:|")
-    for k, name in (("files", f"files, jpeg_index_mb={a.index_mb}"), ("shards", "shards")):
+    print("| | epoch 0 img/s | steady img/s | CPU-ms/img epoch 0 | steady | requests/epoch |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for k, name in (("files", f"files, jpeg_index_mb={a.index_mb}"),
+                    ("shards", "shards (order='sample')"),
+                    ("files_full_index", "files, every grid in memory (jpeg_index_mb=1024)"),
+                    ("shards_local_chunk", "shards, local, chunk order"),
+                    ("shards_s3", f"shards, S3 stub +{a.s3_latency_ms} ms, chunk order")):
+        if k not in med:
+            continue
         m = med[k]
         print(f"| {name} | {m['epoch0']:,.0f} | {m['steady']:,.0f} | {m['cpu_ms_epoch0']:.2f} | "
-              f"{m['cpu_ms_steady']:.2f} |")
-    print(f"shards / files: epoch 0 {out['shards_over_files_epoch0']:.2f}x, steady "
-          f"{out['shards_over_files_steady']:.2f}x")
+              f"{m['cpu_ms_steady']:.2f} | {m['requests_per_epoch']:,.0f} |")
+    if "shards_over_files_epoch0" in out:
+        print(f"shards / files: epoch 0 {out['shards_over_files_epoch0']:.2f}x, steady "
+              f"{out['shards_over_files_steady']:.2f}x")
+    if "s3_over_local_epoch0" in out:
+        print(f"S3 / local shards: epoch 0 {out['s3_over_local_epoch0']:.2f}x, steady "
+              f"{out['s3_over_local_steady']:.2f}x")
     if "peer" in out:
         print(f"shards / DataLoader ({out['peer']['workers']} workers): "
               f"{out['shards_over_peer']:.2f}x")

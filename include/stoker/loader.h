@@ -25,6 +25,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "stoker/options.h"
@@ -138,6 +139,20 @@ class Batch {
 struct DatasetInfo {
   int64_t num_samples = 0;
   std::vector<std::string> classes;  // index = label
+  // A shard dataset (stoker convert): its index object, its shards, its
+  // fields and what its images are. Empty for loose files.
+  struct Shard {
+    std::string uri;
+    int64_t bytes = 0;
+    int64_t samples = 0;
+  };
+  std::string shard_index_uri;
+  int64_t shard_index_bytes = 0;
+  std::vector<Shard> shards;
+  std::vector<std::pair<std::string, std::string>> shard_fields;  // name, kind
+  // Samples by image format: "jpeg_restart" (with restart markers and a row
+  // table), "jpeg", "png", "other", "none".
+  std::map<std::string, int64_t> image_formats;
 };
 
 // Where iteration stands, O(1) in size: the epoch and how many positions of

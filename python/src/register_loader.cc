@@ -632,6 +632,32 @@ void register_loader(nb::module_& m) {
           nb::arg("page_bytes") = LoaderOptions{}.page_bytes, nb::arg("window_pages") = 0)
       .def("__len__", [](const PyLoader& l) { return l.impl->num_batches(); })
       .def_prop_ro("num_samples", [](const PyLoader& l) { return l.impl->num_samples(); })
+      .def_prop_ro("shard_info",
+                   [](const PyLoader& l) -> nb::object {
+                     const DatasetInfo& i = l.impl->info();
+                     if (i.shard_index_uri.empty()) return nb::none();
+                     nb::dict d;
+                     d["index"] = DecodePath(i.shard_index_uri);
+                     d["index_bytes"] = i.shard_index_bytes;
+                     nb::list shards;
+                     for (const auto& s : i.shards) {
+                       nb::dict e;
+                       e["uri"] = DecodePath(s.uri);
+                       e["bytes"] = s.bytes;
+                       e["samples"] = s.samples;
+                       shards.append(e);
+                     }
+                     d["shards"] = shards;
+                     nb::dict fields;
+                     for (const auto& [name, kind] : i.shard_fields) {
+                       fields[nb::str(name.c_str())] = nb::str(kind.c_str());
+                     }
+                     d["fields"] = fields;
+                     nb::dict formats;
+                     for (const auto& [k, n] : i.image_formats) formats[nb::str(k.c_str())] = n;
+                     d["image_formats"] = formats;
+                     return d;
+                   })
       .def_prop_ro("classes",
                    [](const PyLoader& l) {
                      nb::list out;

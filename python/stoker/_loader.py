@@ -206,7 +206,8 @@ class Loader:
         each page is read about once per epoch (docs/order.md); "sample": a
         permutation of every sample. Loose files are shuffled per sample.
         From an object store, the chunk order (or shuffle=False) reads a
-        page with one ranged GET, 2 x window_pages pages held at most.
+        page with one ranged GET; the window in use and the next one (at
+        least 8 pages ahead) are held.
     page_bytes, window_pages: the pages' size (8 MB) and how many are open
         at once (16) in the chunk order.
 
@@ -275,6 +276,13 @@ class Loader:
     def __len__(self) -> int:
         """Batches per epoch on this rank."""
         return len(self._core)
+
+    @property
+    def shard_info(self) -> Optional[Dict[str, Any]]:
+        """For a shard dataset (stoker.convert): {index, index_bytes, shards:
+        [{uri, bytes, samples}], fields: {name: kind}, image_formats:
+        {format: samples}}; None for loose files."""
+        return self._core.shard_info
 
     @property
     def num_samples(self) -> int:

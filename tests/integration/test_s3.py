@@ -447,3 +447,25 @@ def test_shards_from_s3_a_page_per_request(moto, s3, small_folder, tmp_path):
     assert n_pages > r["shards"]
     shard_bytes = sum(p.stat().st_size for p in shards.glob("shard-*.stoker"))
     assert after["bytes_read"] - before["bytes_read"] == shard_bytes - 16 * r["shards"]
+
+
+def test_shards_from_s3_small_windows_and_storage_order(moto, s3, small_folder, tmp_path):
+    """Pages read ahead and let go under a small budget (window_pages=2:
+    four pages held) and in storage order (no shuffle, pages read ahead):
+    every sample exactly once, the local shards' pixels."""
+    shards = tmp_path / "shards"
+    stoker.convert(small_folder, shards, shard_size=16 << 10)
+    _upload(s3, shards, "shards2")
+    for kw in (dict(shuffle=True, seed=5, window_pages=2), dict(shuffle=False)):
+        common = dict(batch_size=3, transform=stoker.transforms.imagenet_val(24), threads=2,
+                      on_error="raise", page_bytes=3000, **kw)
+        local = stoker.Loader(shards, **common)
+        remote = stoker.Loader(f"s3://{BUCKET}/shards2/", endpoint_url=moto.endpoint,
+                               lookahead=False, **common)
+        for epoch in (0, 1, 2):
+            local.set_epoch(epoch)
+            remote.set_epoch(epoch)
+            li, ll, lx = run_epoch(local)
+            ri, rl, rx = run_epoch(remote)
+            assert sorted(rx.tolist()) == list(range(25)), kw
+            assert torch.equal(lx, rx) and torch.equal(li, ri), kw

@@ -279,6 +279,13 @@ def test_cli_convert_and_ls(source, tmp_path):
     listing = json.loads(ls.stdout)
     assert listing["num_samples"] == 28
     assert [c["count"] for c in listing["classes"]] == [14, 14]
+    sh = listing["shards"]
+    assert sh["image_formats"] == {"jpeg_restart": 24, "png": 4}
+    assert [s["samples"] for s in sh["shards"]] == [28]
+    assert listing["total_bytes"] == sum(os.path.getsize(dst / n) for n in os.listdir(dst))
+    text = subprocess.run([sys.executable, "-m", "stoker.cli", "ls", str(dst)],
+                          capture_output=True, text=True, check=True).stdout
+    assert "shard dataset: 1 shard," in text and "shard-000000.stoker" in text
     bad = subprocess.run([sys.executable, "-m", "stoker.cli", "convert", str(source), "s3://b/x"],
                          capture_output=True, text=True)
     assert bad.returncode == 1 and "local folder" in bad.stderr

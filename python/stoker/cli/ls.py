@@ -1,4 +1,5 @@
-"""`stoker ls URI`: what a dataset holds - samples, classes with counts, bytes.
+"""`stoker ls URI`: what a dataset holds - samples, classes with counts, bytes;
+for a shard dataset its shards, fields and image formats too.
 
 Everything comes from the loader's own listing (the same one training
 reads), so what ls shows is what a Loader would iterate. Total bytes are
@@ -43,7 +44,11 @@ def list_dataset(uri: str, with_bytes: Optional[bool] = None,
         names = list(loader.classes)
         counts: Counter = Counter(loader.sample_label(i) for i in range(n))
         total = None
-        if with_bytes is not False and (with_bytes or n <= _STAT_LIMIT):
+        shards = loader.shard_info
+        if shards is not None:
+            # The index says every size: nothing to stat.
+            total = shards["index_bytes"] + sum(s["bytes"] for s in shards["shards"])
+        elif with_bytes is not False and (with_bytes or n <= _STAT_LIMIT):
             paths = [_local_path(loader.sample_uri(i)) for i in range(n)]
             if all(p is not None for p in paths):
                 try:
@@ -56,7 +61,7 @@ def list_dataset(uri: str, with_bytes: Optional[bool] = None,
     classes = [{"label": int(lb), "name": names[lb] if 0 <= lb < len(names) else None,
                 "count": counts.get(lb)} for lb in labels]
     return {"uri": os.fspath(uri), "num_samples": n, "num_classes": len(classes),
-            "classes": classes, "total_bytes": total}
+            "classes": classes, "total_bytes": total, "shards": shards}
 
 
 def format_listing(r: Dict[str, Any]) -> str:
@@ -66,6 +71,18 @@ def format_listing(r: Dict[str, Any]) -> str:
         head += f", {measure.fmt_bytes(r['total_bytes'])} (mean {measure.fmt_bytes(mean)})"
     width = max([len(str(c["name"])) for c in r["classes"]] + [5])
     lines = [head]
+    sh = r.get("shards")
+    if sh is not None:
+        k = len(sh["shards"])
+        lines.append(f"  shard dataset: {k} shard{'s' if k != 1 else ''}, index {sh['index']} "
+                     f"({measure.fmt_bytes(sh['index_bytes'])})")
+        lines.append("  images: " + ", ".join(f"{k} {v:,}" for k, v in
+                                               sorted(sh["image_formats"].items())))
+        if sh["fields"]:
+            lines.append("  fields: " + ", ".join(f"{k} ({v})" for k, v in sh["fields"].items()))
+        for s in sh["shards"]:
+            lines.append(f"  {os.path.basename(s['uri'])}  {s['samples']:>9,} samples  "
+                         f"{measure.fmt_bytes(s['bytes']):>10}")
     for c in r["classes"]:
         count = "?" if c["count"] is None else f"{c['count']:,}"
         lines.append(f"  {c['label']:>5}  {str(c['name'] or ''):<{width}}  {count:>9}")

@@ -150,6 +150,22 @@ class LoaderImpl final : public Loader {
         meters_(std::make_shared<LoaderMeters>(registry_)) {
     info_.num_samples = static_cast<int64_t>(dataset_->size());
     info_.classes = dataset_->classes;
+    if (const auto& sh = dataset_->shards) {
+      info_.shard_index_uri = sh->index_uri;
+      info_.shard_index_bytes = static_cast<int64_t>(sh->index.bytes().size());
+      for (size_t k = 0; k < sh->shard_uris.size(); ++k) {
+        info_.shards.push_back({sh->shard_uris[k], static_cast<int64_t>(sh->index.shards()[k].size),
+                                static_cast<int64_t>(sh->index.shards()[k].samples)});
+      }
+      for (const auto& f : sh->index.fields()) {
+        info_.shard_fields.emplace_back(f.name, dataset::FieldKindName(f.kind));
+      }
+      static constexpr const char* kFormats[] = {"none", "jpeg_restart", "jpeg", "png", "other"};
+      for (uint64_t i = 0; i < sh->index.num_samples(); ++i) {
+        const auto f = static_cast<uint32_t>(sh->index.entry(i).image_format);
+        ++info_.image_formats[kFormats[f < 5 ? f : 4]];
+      }
+    }
     threads_ = opt_.threads > 0 ? opt_.threads : AvailableCores();
     num_batches_ = BatchesFor(static_cast<int64_t>(sampler_.per_rank()));
     // (Lookahead reads whole objects: not for shard records.)
@@ -163,15 +179,15 @@ class LoaderImpl final : public Loader {
            static_cast<int64_t>(sampler_.per_rank()), num_batches_ * opt_.batch_size});
     }
     // A remote shard dataset whose order reads pages in turn (the chunk
-    // order, or no shuffle): one request a page. Two windows of pages are
-    // held: the end of one and the start of the next may overlap.
+    // order, or no shuffle): one request a page. Held: the window in use and
+    // those read ahead of it (Pass::PrefetchPages).
     if (dataset_->shards && !storage::IsLocal(opt_.uri) &&
         (!opt_.shuffle || sampler_.chunk_order() != nullptr)) {
       const uint32_t window = opt_.window_pages > 0 ? static_cast<uint32_t>(opt_.window_pages)
                                                     : sampler::kDefaultWindowPages;
-      pages_ = std::make_shared<PageReader>(storage_, dataset_,
-                                            ShardPages(*dataset_->shards, opt_.page_bytes),
-                                            opt_.shuffle ? 2 * size_t{window} : 2);
+      pages_ = std::make_shared<PageReader>(
+          storage_, dataset_, ShardPages(*dataset_->shards, opt_.page_bytes),
+          opt_.shuffle ? (1 + Pass::LeadWindows(window)) * size_t{window} : Pass::kPagesAhead + 2);
     }
     // Shard JPEGs carry their own row tables and restart markers.
     if (opt_.jpeg_index && !dataset_->shards) {

@@ -49,7 +49,7 @@ Result<storage::Bytes> PageReader::Record(
   return out;
 }
 
-void PageReader::Read(uint64_t i, storage::Storage::ReadCallback done, std::stop_token stop) {
+void PageReader::Read(uint64_t i, storage::Storage::ReadCallback done) {
   const uint64_t page = PageOf(i);
   std::shared_ptr<const storage::Bytes> held;
   Result<std::shared_ptr<const storage::Bytes>> failed = Status(StatusCode::kInternal, "");
@@ -61,7 +61,8 @@ void PageReader::Read(uint64_t i, storage::Storage::ReadCallback done, std::stop
     if (!fresh && p.loaded) {
       ready = true;
       failed = p.bytes;
-      lru_.splice(lru_.begin(), lru_, p.lru);
+      used_.splice(used_.begin(), p.used ? used_ : unused_, p.lru);
+      p.used = true;
     } else {
       p.waiters.emplace_back(i, std::move(done));
       issue = fresh;
@@ -72,7 +73,20 @@ void PageReader::Read(uint64_t i, storage::Storage::ReadCallback done, std::stop
     done(Record(i, page, failed));
     return;
   }
-  if (!issue) return;
+  if (issue) Issue(page);
+}
+
+void PageReader::Prefetch(uint64_t page) {
+  if (page >= num_pages() || starts_[page] == starts_[page + 1]) return;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!pages_.try_emplace(page).second) return;
+    ++pages_read_;
+  }
+  Issue(page);
+}
+
+void PageReader::Issue(uint64_t page) {
   const auto& shards = *dataset_->shards;
   const dataset::ShardEntry a = shards.index.entry(starts_[page]);
   const dataset::ShardEntry z = shards.index.entry(starts_[page + 1] - 1);
@@ -83,7 +97,9 @@ void PageReader::Read(uint64_t i, storage::Storage::ReadCallback done, std::stop
       [self = shared_from_this(), page](Result<storage::Bytes> r) {
         self->OnPage(page, std::move(r));
       },
-      std::move(stop));
+      // Not cancelled with a pass: a page outlives the pass that asked for
+      // it (the next one may wait for it too).
+      std::stop_token{});
 }
 
 void PageReader::OnPage(uint64_t page, Result<storage::Bytes> r) {
@@ -101,16 +117,19 @@ void PageReader::OnPage(uint64_t page, Result<storage::Bytes> r) {
     if (bytes.ok()) {
       p.loaded = true;
       p.bytes = bytes;
-      lru_.push_front(page);
-      p.lru = lru_.begin();
+      p.used = !waiters.empty();
+      std::list<uint64_t>& list = p.used ? used_ : unused_;
+      list.push_front(page);
+      p.lru = list.begin();
     } else {
       pages_.erase(page);  // the next sample that asks reads it again
     }
-    while (lru_.size() > max_pages_) {
-      auto victim = pages_.find(lru_.back());
+    while (used_.size() + unused_.size() > max_pages_) {
+      std::list<uint64_t>& from = used_.empty() ? unused_ : used_;
+      auto victim = pages_.find(from.back());
       evicted.push_back(std::move(victim->second.bytes));
       pages_.erase(victim);
-      lru_.pop_back();
+      from.pop_back();
     }
   }
   for (auto& [i, done] : waiters) done(Record(i, page, bytes));

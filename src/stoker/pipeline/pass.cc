@@ -342,7 +342,8 @@ void Pass::FetchLoop() {
         self->OnFetched(k, -1, std::move(r), t_issue);
       };
       if (c_.pages) {
-        c_.pages->Read(static_cast<uint64_t>(w.index), std::move(got), stop_source_.get_token());
+        PrefetchPages(k, static_cast<uint64_t>(w.index));
+        c_.pages->Read(static_cast<uint64_t>(w.index), std::move(got));
         continue;
       }
       const dataset::ShardEntry e = shards->index.entry(static_cast<uint64_t>(w.index));
@@ -384,6 +385,29 @@ void Pass::FetchLoop() {
     }
   }
   ReadAhead();
+}
+
+// Page reads ahead of the order (remote shards): in the chunk order, the
+// pages of the next window as soon as the order enters a window (its own
+// pages too, at the start of a pass); in storage order, the next pages.
+void Pass::PrefetchPages(int64_t k, uint64_t index) {
+  PageReader& pages = *c_.pages;
+  if (const sampler::ChunkOrder* order = c_.sampler.chunk_order()) {
+    const uint64_t g = c_.sampler.GlobalPosition(static_cast<uint64_t>(k)) % order->size();
+    const uint64_t w = order->WindowAt(g);
+    const uint64_t window = order->window();
+    const uint64_t target = w + LeadWindows(static_cast<uint32_t>(window));
+    const uint64_t from = k == 0 || prefetched_window_ == UINT64_MAX ? w : prefetched_window_ + 1;
+    for (uint64_t j = from; j <= target && j < order->num_windows(); ++j) {
+      for (uint64_t q = j * window; q < (j + 1) * window && q < order->num_pages(); ++q) {
+        pages.Prefetch(order->PageAt(q));
+      }
+    }
+    if (from <= target) prefetched_window_ = target;
+    return;
+  }
+  const uint64_t page = pages.PageOf(index);
+  for (uint64_t p = page + 1; p <= page + kPagesAhead; ++p) pages.Prefetch(p);
 }
 
 // Every read of this pass is issued: start the next epoch's first reads

@@ -111,6 +111,14 @@ class Pass : public std::enable_shared_from_this<Pass> {
     std::shared_ptr<PageReader> pages;
   };
 
+  // Remote shards in storage order: pages read ahead of the one in use.
+  // In the chunk order, whole windows ahead of the one in use: at least
+  // kPagesAhead pages' worth.
+  static constexpr uint64_t kPagesAhead = 8;
+  static uint64_t LeadWindows(uint32_t window) {
+    return window >= kPagesAhead ? 1 : (kPagesAhead + window - 1) / window;
+  }
+
   explicit Pass(Config c);
 
   void Launch();
@@ -177,6 +185,8 @@ class Pass : public std::enable_shared_from_this<Pass> {
   void OnFetched(int64_t k, int part, Result<storage::Bytes> bytes, int64_t t_issue);
   // Decodes the sample's fields into slot->fields[.][j]; the first error.
   // `source` is the image's size as decoded (a mask must match it).
+  void PrefetchPages(int64_t k, uint64_t index);
+  uint64_t prefetched_window_ = UINT64_MAX;  // FetchLoop only
   Status CheckRecord(const Item& item, int64_t index) const;
   Status DecodeFields(const Item& item, int64_t index, Slot& slot, int64_t j,
                       const SourceInfo& source, decode::Decoder& decoder,

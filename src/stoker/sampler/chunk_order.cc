@@ -70,6 +70,13 @@ void ChunkOrder::SetEpoch(uint64_t seed, int64_t epoch) {
 
 uint64_t ChunkOrder::PageAt(uint64_t q) const { return layout_->pages[epoch_->order[q]]; }
 
+uint64_t ChunkOrder::WindowAt(uint64_t g) const {
+  const Epoch& e = *epoch_;
+  return static_cast<uint64_t>(std::upper_bound(e.window_first.begin(), e.window_first.end(), g) -
+                               e.window_first.begin()) -
+         1;
+}
+
 uint64_t ChunkOrder::IndexAt(uint64_t g) const {
   const Epoch& e = *epoch_;
   // The window holding g: the last whose first position is <= g (window_first

@@ -61,6 +61,11 @@ class ChunkOrder {
   // positions [j * window, (j + 1) * window).
   uint64_t PageAt(uint64_t q) const;
 
+  // The window holding position `g` (< size()), and the number of windows
+  // of the epoch. O(log pages).
+  uint64_t WindowAt(uint64_t g) const;
+  uint64_t num_windows() const { return epoch_->window_first.size() - 1; }
+
  private:
   struct Layout {
     std::shared_ptr<const std::vector<uint32_t>> page_sizes;
