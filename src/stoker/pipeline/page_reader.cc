@@ -35,24 +35,23 @@ int64_t PageReader::pages_read() const {
 }
 
 Result<storage::Bytes> PageReader::Record(
-    uint64_t i, uint64_t page, const Result<std::shared_ptr<const storage::Bytes>>& bytes) const {
+    uint64_t i, uint64_t page, const Result<std::shared_ptr<storage::Bytes>>& bytes) const {
   if (!bytes.ok()) return bytes.status();
   const auto& index = dataset_->shards->index;
   const uint64_t first = index.entry(starts_[page]).offset;
   const dataset::ShardEntry e = index.entry(i);
   const storage::Bytes& b = **bytes;
-  storage::Bytes out;
   // A page cut short gives its last records short: CheckRecord says so.
   const uint64_t from = e.offset - first;
   const uint64_t to = std::min<uint64_t>(b.size(), from + e.length);
+  storage::Bytes out = recycler_.Take(std::max<size_t>(1, e.length));
   if (from < to) out.assign(b.begin() + static_cast<ptrdiff_t>(from), b.begin() + static_cast<ptrdiff_t>(to));
   return out;
 }
 
 void PageReader::Read(uint64_t i, storage::Storage::ReadCallback done) {
   const uint64_t page = PageOf(i);
-  std::shared_ptr<const storage::Bytes> held;
-  Result<std::shared_ptr<const storage::Bytes>> failed = Status(StatusCode::kInternal, "");
+  Result<std::shared_ptr<storage::Bytes>> failed = Status(StatusCode::kInternal, "");
   bool ready = false, issue = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -103,12 +102,12 @@ void PageReader::Issue(uint64_t page) {
 }
 
 void PageReader::OnPage(uint64_t page, Result<storage::Bytes> r) {
-  Result<std::shared_ptr<const storage::Bytes>> bytes =
-      r.ok() ? Result<std::shared_ptr<const storage::Bytes>>(
-                   std::make_shared<const storage::Bytes>(std::move(*r)))
-             : Result<std::shared_ptr<const storage::Bytes>>(r.status());
+  Result<std::shared_ptr<storage::Bytes>> bytes =
+      r.ok() ? Result<std::shared_ptr<storage::Bytes>>(
+                   std::make_shared<storage::Bytes>(std::move(*r)))
+             : Result<std::shared_ptr<storage::Bytes>>(r.status());
   std::vector<std::pair<uint64_t, storage::Storage::ReadCallback>> waiters;
-  std::vector<Result<std::shared_ptr<const storage::Bytes>>> evicted;  // freed outside the lock
+  std::vector<Result<std::shared_ptr<storage::Bytes>>> evicted;  // freed outside the lock
   {
     std::lock_guard<std::mutex> lock(mu_);
     Page& p = pages_[page];
@@ -133,6 +132,11 @@ void PageReader::OnPage(uint64_t page, Result<storage::Bytes> r) {
     }
   }
   for (auto& [i, done] : waiters) done(Record(i, page, bytes));
+  // A page let go goes back to the storage for the next page's read (a
+  // record copied out of it does not hold it).
+  for (auto& e : evicted) {
+    if (e.ok() && e->use_count() == 1) storage_->Recycle(std::move(**e));
+  }
 }
 
 }  // namespace stoker::pipeline

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "stoker/dataset/dataset.h"
+#include "stoker/storage/buffer_recycler.h"
 #include "stoker/storage/storage.h"
 
 namespace stoker::pipeline {
@@ -45,10 +46,14 @@ class PageReader : public std::enable_shared_from_this<PageReader> {
 
   int64_t pages_read() const;
 
+  // Hands back a record's buffer once decoded, for the next record's copy
+  // (steady reading then allocates and faults in nothing).
+  void Recycle(storage::Bytes bytes) { recycler_.Put(std::move(bytes)); }
+
  private:
   struct Page {
     bool loaded = false;
-    Result<std::shared_ptr<const storage::Bytes>> bytes = Status(StatusCode::kInternal, "");
+    Result<std::shared_ptr<storage::Bytes>> bytes = Status(StatusCode::kInternal, "");
     std::vector<std::pair<uint64_t, storage::Storage::ReadCallback>> waiters;
     bool used = false;  // some sample has read it (it is in used_, else in unused_)
     std::list<uint64_t>::iterator lru;
@@ -56,7 +61,7 @@ class PageReader : public std::enable_shared_from_this<PageReader> {
   void OnPage(uint64_t page, Result<storage::Bytes> r);
   // Sample i's record out of its page's bytes (or the page's error).
   Result<storage::Bytes> Record(uint64_t i, uint64_t page,
-                                const Result<std::shared_ptr<const storage::Bytes>>& bytes) const;
+                                const Result<std::shared_ptr<storage::Bytes>>& bytes) const;
   void Issue(uint64_t page);
 
   std::shared_ptr<storage::Storage> storage_;
@@ -68,6 +73,7 @@ class PageReader : public std::enable_shared_from_this<PageReader> {
   std::list<uint64_t> used_;    // loaded pages some sample read, most recently used first
   std::list<uint64_t> unused_;  // loaded pages read ahead and not used yet, newest first
   int64_t pages_read_ = 0;
+  mutable storage::BufferRecycler recycler_{256};
 };
 
 }  // namespace stoker::pipeline

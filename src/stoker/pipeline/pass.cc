@@ -586,7 +586,13 @@ void Pass::DecodeLoop(int id) {
       if (!st.ok()) st = st.WithContext(c_.dataset->SampleName(static_cast<uint64_t>(index)));
     }
     // Give the encoded bytes back before waiting again.
-    if (item->bytes.ok()) c_.storage->Recycle(std::move(item->bytes).value());
+    if (item->bytes.ok()) {
+      if (c_.pages) {
+        c_.pages->Recycle(std::move(item->bytes).value());
+      } else {
+        c_.storage->Recycle(std::move(item->bytes).value());
+      }
+    }
     for (auto& f : item->files) {
       if (f.ok() && f->capacity() > 0) c_.storage->Recycle(std::move(f).value());
     }
