@@ -149,7 +149,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (rewritten.ok()) {
     const std::span<const uint8_t> rb(rewritten->bytes);
     auto rfull = stoker::DecodeImage(rb, kMaxPixels);
-    if (!full.ok() || !rfull.ok()) Fail("a rewritten JPEG and its original do not both decode");
+    if (!full.ok()) Fail("a JPEG that does not decode was rewritten", &full.status());
+    if (!rfull.ok()) Fail("a rewritten JPEG does not decode", &rfull.status());
     if (rfull->width != full->width || rfull->height != full->height ||
         rfull->pixels != full->pixels) {
       Fail("a rewrite changed the pixels");

@@ -586,6 +586,20 @@ struct Transcoder {
     return m->marker == marker && m->data_length >= len && std::memcmp(m->data, id, len) == 0;
   }
 
+  // What libjpeg checks before it decodes a sequential file's data (the
+  // markers, the tables, the frame): for the bit copy, which reads only
+  // what it needs of the header, to refuse what a decode would refuse.
+  bool CheckHeader(std::span<const uint8_t> in) {
+    if (setjmp(err.jmp)) return false;
+    jpeg_create_decompress(&src);
+    src_created = true;
+    src.progress = &progress;
+    jpeg_mem_src(&src, in.data(), static_cast<unsigned long>(in.size()));
+    jpeg_read_header(&src, TRUE);
+    jpeg_start_decompress(&src);  // a single-scan file: tables latched, no data read
+    return true;
+  }
+
   bool Run(std::span<const uint8_t> in, int64_t max_pixels, bool optimize) {
     if (setjmp(err.jmp)) return false;
     jpeg_create_decompress(&src);
@@ -713,6 +727,9 @@ namespace stoker::decode {
 Result<RestartJpeg> RewriteWithRestarts(std::span<const uint8_t> jpeg, int64_t max_pixels,
                                         bool optimize_huffman) {
   if (jpeg.size() < 4) return Corrupt("not a JPEG: too short");
+  // What the decoder takes for a JPEG (DetectFormat), no more: libjpeg
+  // alone would also skip junk where a marker should follow SOI.
+  if (DetectFormat(jpeg) != Format::kJpeg) return Unsupported("not a JPEG (no SOI marker)");
   if (jpeg.size() >= (size_t{1} << 28)) {
     return Status(StatusCode::kUnsupported, "JPEG of 256 MiB or more");
   }
@@ -726,6 +743,9 @@ Result<RestartJpeg> RewriteWithRestarts(std::span<const uint8_t> jpeg, int64_t m
       }
       RestartJpeg r;
       size_t scan = 0;
+      internal::Transcoder check;
+      check.err.message[0] = '\0';
+      if (!check.CheckHeader(jpeg)) return Status(check.err.code, check.err.message);
       if (internal::AddRestarts(jpeg, L, &r.bytes, &scan)) {
         r.width = L.width;
         r.height = L.height;

@@ -430,9 +430,11 @@ bool ParseJpegLayout(std::span<const uint8_t> b, JpegLayout* L) {
         vmax = fc[i].v > vmax ? fc[i].v : vmax;
       }
       L->sof_height_at = p + 3;
-    } else if ((m >= 0xC2 && m <= 0xCF && m != 0xC4) || m == 0xDC || m == 0x01 ||
-               (m >= 0xD0 && m <= 0xD9)) {
-      return false;  // another coding process, DNL, or a marker out of place
+    } else if (m != 0xC4 && m != 0xDB && m != 0xDD && m != 0xDA && m != 0xFE &&
+               !(m >= 0xE0 && m <= 0xEF)) {
+      // Another coding process, DNL, a marker out of place, or one libjpeg
+      // does not know (it refuses the file): nothing to cut.
+      return false;
     } else if (m == 0xC4) {  // DHT
       size_t i = 0;
       while (i < seglen) {
