@@ -190,6 +190,16 @@ struct SampleView;  // stoker/loader.h
 using SampleHook = std::function<Status(SampleView&)>;
 using BatchHook = std::function<Status(Batch&)>;
 
+// A shard dataset's index as columns, one value per sample in storage
+// order, for `LoaderOptions::where`: what can be filtered on without reading
+// a sample. image_format: 0 none, 1 JPEG with a row table, 2 other JPEG,
+// 3 PNG, 4 other.
+struct ShardColumns {
+  std::vector<int64_t> label, source, shard, bytes, width, height, image_format;
+};
+// Returns one flag per sample (non-zero: keep it), or an error.
+using ShardFilter = std::function<Result<std::vector<uint8_t>>(const ShardColumns&)>;
+
 struct LoaderOptions {
   // A local folder (ImageFolder layout), `file://` URI, or a manifest file
   // (.csv with header `path,label`, or .jsonl with keys `path`, `label`).
@@ -203,6 +213,10 @@ struct LoaderOptions {
   TransformOptions transform;
   // Fields to read besides image, label and index (FieldSpec).
   std::vector<FieldSpec> fields;
+  // A shard dataset: only the samples this keeps, chosen from the index
+  // when the dataset opens (no sample is read for it). batch["index"] stays
+  // each sample's source position; num_samples() counts those kept.
+  ShardFilter where;
   // Hooks (SampleHook, BatchHook); empty: none.
   SampleHook map;
   BatchHook batch_map;

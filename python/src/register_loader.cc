@@ -19,6 +19,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "arrays.h"
 #include "errors.h"
 #include "register_transforms.h"
 #include "stoker/convert.h"
@@ -430,6 +431,32 @@ nb::object SampleFieldToPython(const SampleField& f, bool torch) {
 }
 
 // map=: calls the Python wrapper (stoker._loader) as fn(image, label, index,
+// where=: fn(dict of the index's columns as NumPy int64 arrays) -> bytes of
+// one flag per sample (the Python wrapper, _loader._where, makes them).
+ShardFilter MakeShardFilter(nb::object fn) {
+  auto held = HoldPython(std::move(fn));
+  return [held](const ShardColumns& c) -> Result<std::vector<uint8_t>> {
+    std::vector<uint8_t> keep;
+    Status st = CallPython("where", [&]() -> Status {
+      const nb::object& call = *static_cast<nb::object*>(held.get());
+      nb::dict d;
+      const std::pair<const char*, const std::vector<int64_t>*> cols[] = {
+          {"label", &c.label}, {"source", &c.source}, {"shard", &c.shard},
+          {"bytes", &c.bytes}, {"width", &c.width}, {"height", &c.height},
+          {"image_format", &c.image_format}};
+      for (const auto& [name, v] : cols) {
+        d[name] = nb::cast(OwnedArray(std::vector<int64_t>(*v), {v->size()}));
+      }
+      nb::bytes flags = nb::cast<nb::bytes>(call(d));
+      const auto span = Span(flags);
+      keep.assign(span.begin(), span.end());
+      return Status::Ok();
+    });
+    if (!st.ok()) return st;
+    return keep;
+  };
+}
+
 // fields) -> dict; copies the dict's image back into the batch, takes its
 // label, and keeps the whole dict for the batch (its other keys).
 SampleHook MakeSampleHook(nb::object fn, bool torch) {
@@ -564,7 +591,7 @@ void register_loader(nb::module_& m) {
              double min_rate_window,
              const std::vector<std::pair<std::string, std::string>>& fields, nb::object map,
              nb::object batch_map, bool torch, const std::string& order, int64_t page_bytes,
-             int window_pages) {
+             int window_pages, nb::object where) {
             LoaderOptions o;
             o.uri.assign(uri.c_str(), uri.size());  // os.fsencode()d: any bytes
             o.endpoint_url = endpoint_url;
@@ -597,6 +624,7 @@ void register_loader(nb::module_& m) {
             }
             o.page_bytes = page_bytes;
             o.window_pages = window_pages;
+            if (!where.is_none()) o.where = MakeShardFilter(where);
             if (order == "auto") {
               o.order = LoaderOptions::Order::kAuto;
             } else if (order == "sample") {
@@ -629,7 +657,8 @@ void register_loader(nb::module_& m) {
           nb::arg("fields") = std::vector<std::pair<std::string, std::string>>(),
           nb::arg("map") = nb::none(), nb::arg("batch_map") = nb::none(),
           nb::arg("torch") = true, nb::arg("order") = "auto",
-          nb::arg("page_bytes") = LoaderOptions{}.page_bytes, nb::arg("window_pages") = 0)
+          nb::arg("page_bytes") = LoaderOptions{}.page_bytes, nb::arg("window_pages") = 0,
+          nb::arg("where") = nb::none())
       .def("__len__", [](const PyLoader& l) { return l.impl->num_batches(); })
       .def_prop_ro("num_samples", [](const PyLoader& l) { return l.impl->num_samples(); })
       .def_prop_ro("shard_info",

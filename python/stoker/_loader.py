@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+
 import atexit
 import os
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
@@ -59,6 +61,94 @@ def _field_specs(fields) -> List[Tuple[str, str]]:
                              f"got {kind!r}")
         out.append((name, kind))
     return out
+
+
+_WHERE_COLUMNS = ("label", "source", "shard", "bytes", "width", "height", "image_format")
+_CMP = (ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE)
+_ARITH = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.Mod)
+
+
+def _where_expression(text: str) -> Callable[[Dict[str, Any]], Any]:
+    """'label in {1, 5} and width >= 256' as fn(columns) -> bool array: names
+    are the index's columns, values numbers (and sets, lists or tuples of
+    numbers after `in`); and/or/not, comparisons (chained too), + - * / // %."""
+    try:
+        tree = ast.parse(text, mode="eval")
+    except SyntaxError as e:
+        raise ValueError(f"where: {text!r} is not an expression: {e.msg}") from None
+
+    def bad(node, why):
+        return ValueError(f"where: {text!r}: {why} (at {ast.unparse(node)!r}); columns are "
+                          f"{', '.join(_WHERE_COLUMNS)}")
+
+    def conv(node):
+        if isinstance(node, ast.BoolOp):
+            op = ast.BitAnd() if isinstance(node.op, ast.And) else ast.BitOr()
+            out = conv(node.values[0])
+            for v in node.values[1:]:
+                out = ast.BinOp(out, op, conv(v))
+            return out
+        if isinstance(node, ast.UnaryOp):
+            if isinstance(node.op, ast.Not):
+                return ast.UnaryOp(ast.Invert(), conv(node.operand))
+            if isinstance(node.op, ast.USub):
+                return ast.UnaryOp(ast.USub(), conv(node.operand))
+            raise bad(node, "unsupported operator")
+        if isinstance(node, ast.Compare):
+            parts, left = [], conv(node.left)
+            for op, right in zip(node.ops, node.comparators):
+                if isinstance(op, (ast.In, ast.NotIn)):
+                    if not isinstance(right, (ast.Set, ast.List, ast.Tuple)):
+                        raise bad(right, "'in' takes a set, list or tuple of numbers")
+                    values = ast.List([conv(e) for e in right.elts], ast.Load())
+                    test = ast.Call(ast.Name("_isin", ast.Load()), [left, values], [])
+                    parts.append(ast.UnaryOp(ast.Invert(), test) if isinstance(op, ast.NotIn) else test)
+                    left = None
+                elif isinstance(op, _CMP):
+                    r = conv(right)
+                    parts.append(ast.Compare(left, [op], [r]))
+                    left = r
+                else:
+                    raise bad(node, "unsupported comparison")
+            out = parts[0]
+            for p in parts[1:]:
+                out = ast.BinOp(out, ast.BitAnd(), p)
+            return out
+        if isinstance(node, ast.BinOp) and isinstance(node.op, _ARITH):
+            return ast.BinOp(conv(node.left), node.op, conv(node.right))
+        if isinstance(node, ast.Name):
+            if node.id not in _WHERE_COLUMNS:
+                raise bad(node, f"no column {node.id!r}")
+            return ast.Name(node.id, ast.Load())
+        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) \
+                and not isinstance(node.value, bool):
+            return node
+        raise bad(node, "not allowed here")
+
+    code = compile(ast.fix_missing_locations(ast.Expression(conv(tree.body))), "<where>", "eval")
+
+    def fn(columns):
+        import numpy as np
+        return eval(code, {"__builtins__": {}, "_isin": np.isin}, dict(columns))  # noqa: S307
+    return fn
+
+
+def _where(where):
+    """where= as the C++ side calls it: fn(columns) -> one byte per sample."""
+    fn = _where_expression(where) if isinstance(where, str) else where
+    if not callable(fn):
+        raise TypeError(f"where must be a function of the index's columns or an expression "
+                        f"string, got {where!r}")
+
+    def call(columns):
+        import numpy as np
+        keep = np.asarray(fn(columns))
+        n = len(columns["label"])
+        if keep.dtype != np.bool_ or keep.shape != (n,):
+            raise TypeError(f"where must give one bool per sample (a bool array of shape ({n},)), "
+                            f"got {keep.dtype} of shape {keep.shape}")
+        return keep.astype(np.uint8).tobytes()
+    return call
 
 
 def _sample_map(fn: Callable[[Dict[str, Any]], Dict[str, Any]]):
@@ -210,6 +300,13 @@ class Loader:
         least 8 pages ahead) are held.
     page_bytes, window_pages: the pages' size (8 MB) and how many are open
         at once (16) in the chunk order.
+    where: a shard dataset's samples to keep, chosen from its index when it
+        opens (no sample is read): an expression over the index's columns
+        label, source, shard, bytes, width, height and image_format, such as
+        "label in {1, 5} and width >= 256", or a function taking a dict of
+        those columns (NumPy int64 arrays, one value per sample in storage
+        order) and returning a bool array. batch["index"] stays the source
+        position; num_samples counts the samples kept.
 
     Iterating yields dicts: ``image`` (N x C x H x W uint8, or float32 after
     ToDtype(torch.float32)), ``label`` (int64), ``index`` (int64 position of
@@ -234,7 +331,8 @@ class Loader:
                  fields: Optional[Union[Sequence[str], Mapping[str, str]]] = None,
                  map: Optional[Callable[[Dict[str, Any]], Dict[str, Any]]] = None,
                  batch_map: Optional[Callable[[Dict[str, Any]], Any]] = None,
-                 order: str = "auto", page_bytes: int = 8 << 20, window_pages: int = 16):
+                 order: str = "auto", page_bytes: int = 8 << 20, window_pages: int = 16,
+                 where: Optional[Union[str, Callable[[Dict[str, Any]], Any]]] = None):
         transform = transform if transform is not None else imagenet_val(224)
         if threads == "auto":
             threads = 0
@@ -268,7 +366,7 @@ class Loader:
             map=_sample_map(map) if map is not None else None,
             batch_map=_batch_map(batch_map) if batch_map is not None else None,
             torch=_torch is not None, order=order, page_bytes=int(page_bytes),
-            window_pages=int(window_pages))
+            window_pages=int(window_pages), where=_where(where) if where is not None else None)
         self.fields = [name for name, _ in field_specs]
         self.rank, self.world_size = rank, world_size
         self._closed = False

@@ -289,3 +289,48 @@ def test_cli_convert_and_ls(source, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "stoker.cli", "convert", str(source), "s3://b/x"],
                          capture_output=True, text=True)
     assert bad.returncode == 1 and "local folder" in bad.stderr
+
+
+def test_where_filters_on_the_index(source, shards, record_behaviour):
+    dst, _ = shards
+    val = stoker.transforms.imagenet_val(16)
+    every = batches(stoker.Loader(dst, batch_size=8, transform=val))
+    labels = dict(zip(every["index"], every["label"]))
+    b = stoker.Loader(dst, batch_size=8, transform=val, where="label in {1}")
+    assert b.num_samples == 14
+    got = batches(b)
+    assert sorted(got["index"]) == sorted(i for i, lab in labels.items() if lab == 1)
+    assert set(got["label"]) == {1}
+    # A function of the columns: the same as the expression.
+    fn = stoker.Loader(dst, batch_size=8, transform=val,
+                       where=lambda c: (c["label"] == 0) & (c["source"] % 2 == 0))
+    ex = stoker.Loader(dst, batch_size=8, transform=val,
+                       where="label == 0 and source % 2 == 0")
+    a, e = batches(fn)["index"], batches(ex)["index"]
+    assert a == e and sorted(a) == [i for i in range(0, 14, 2)]
+    # Chained comparisons, not in, and the image formats (PNGs are 3).
+    png = stoker.Loader(dst, batch_size=8, transform=val, where="image_format == 3")
+    assert png.num_samples == 4
+    mid = stoker.Loader(dst, batch_size=8, transform=val,
+                        where="4 <= source < 10 and source not in (5, 6)")
+    assert sorted(batches(mid)["index"]) == [4, 7, 8, 9]
+    # Shuffled in the chunk order over the samples kept, every one once.
+    sh = stoker.Loader(dst, batch_size=8, transform=val, shuffle=True, seed=2,
+                       where="label == 1")
+    for epoch in (0, 1):
+        assert sorted(batches(sh, epoch)["index"]) == sorted(got["index"])
+    with pytest.raises(ValueError, match="no column 'colour'"):
+        stoker.Loader(dst, where="colour == 1")
+    with pytest.raises(ValueError, match="not an expression"):
+        stoker.Loader(dst, where="label ==")
+    with pytest.raises(ValueError, match="not allowed"):
+        stoker.Loader(dst, where="__import__('os')")
+    with pytest.raises(stoker.Error, match="where raised TypeError.*one bool per sample"):
+        stoker.Loader(dst, where=lambda c: c["label"])
+    with pytest.raises(stoker.Error, match="keeps none"):
+        stoker.Loader(dst, where="label > 5")
+    with pytest.raises(stoker.Error, match="not a shard dataset"):
+        stoker.Loader(source, where="label == 1")
+    record_behaviour("shards", "where= that names no column, is not an expression, keeps "
+                     "nothing, or is given for loose files",
+                     "Loader() raises ValueError or stoker.Error saying which")

@@ -577,13 +577,14 @@ Result<Dataset> ParseJsonlManifest(std::string_view text, const std::string& nam
 
 std::string Dataset::SampleName(uint64_t i) const {
   if (!shards) return samples[i].uri;
-  const ShardEntry e = shards->index.entry(i);
-  return shards->shard_uris[e.shard] + ", sample " + std::to_string(i) + " (source " +
+  const ShardEntry e = shards->entry(i);
+  return shards->shard_uris[e.shard] + ", sample " + std::to_string(shards->entry_number(i)) +
+         " (source " +
          std::to_string(e.source) + ")";
 }
 
 Result<Dataset> OpenShards(const std::string& index_uri, storage::Storage& storage,
-                           const std::vector<FieldSpec>& fields) {
+                           const std::vector<FieldSpec>& fields, const ShardFilter& where) {
   auto bytes = storage.Read(index_uri);
   if (!bytes.ok()) return bytes.status().WithContext("cannot read shard index");
   auto index = ParseShardIndex(std::string(bytes->begin(), bytes->end()), index_uri);
@@ -613,17 +614,54 @@ Result<Dataset> OpenShards(const std::string& index_uri, storage::Storage& stora
                         /*file=*/true});
     shards->field_map.push_back(f);
   }
+  if (where) {
+    const ShardIndex& index = shards->index;
+    const uint64_t n = index.num_samples();
+    ShardColumns c;
+    for (auto* v : {&c.label, &c.source, &c.shard, &c.bytes, &c.width, &c.height, &c.image_format}) {
+      v->resize(n);
+    }
+    for (uint64_t i = 0; i < n; ++i) {
+      const ShardEntry e = index.entry(i);
+      c.label[i] = e.label;
+      c.source[i] = static_cast<int64_t>(e.source);
+      c.shard[i] = e.shard;
+      c.bytes[i] = e.length;
+      c.width[i] = e.width;
+      c.height[i] = e.height;
+      c.image_format[i] = static_cast<int64_t>(e.image_format);
+    }
+    auto keep = where(c);
+    if (!keep.ok()) return keep.status().WithContext(index_uri + ": where");
+    if (keep->size() != n) {
+      return InvalidArgument(index_uri + ": where gave " + std::to_string(keep->size()) +
+                             " flags for " + std::to_string(n) + " samples");
+    }
+    shards->filtered = true;
+    for (uint64_t i = 0; i < n; ++i) {
+      if ((*keep)[i]) shards->selected.push_back(i);
+    }
+    shards->selected.shrink_to_fit();
+    if (shards->selected.empty()) {
+      return NotFound(index_uri + ": where keeps none of its " + std::to_string(n) + " samples");
+    }
+  }
   d.shards = std::move(shards);
   return d;
 }
 
 Result<Dataset> OpenDataset(const std::string& uri, storage::Storage& storage,
-                            const std::vector<FieldSpec>& fields) {
+                            const std::vector<FieldSpec>& fields, const ShardFilter& where) {
   const bool csv = EndsWithNoCase(uri, ".csv");
   const bool jsonl = EndsWithNoCase(uri, ".jsonl");
   if (EndsWithNoCase(uri, std::string("/") + kShardIndexName) || uri == kShardIndexName) {
-    return OpenShards(uri, storage, fields);
+    return OpenShards(uri, storage, fields, where);
   }
+  const auto not_shards = [&] {
+    return InvalidArgument(uri + " is not a shard dataset: where= filters a shard dataset's "
+                           "index (stoker convert writes one)");
+  };
+  if (where && (csv || jsonl)) return not_shards();
   if (!csv && !jsonl) {
     // A folder or prefix with index.stoker at its top is a shard dataset
     // (its listing is the shards and the index; the index's own URI opens
@@ -632,9 +670,10 @@ Result<Dataset> OpenDataset(const std::string& uri, storage::Storage& storage,
     if (!listed.ok()) return listed.status();
     for (const auto& obj : *listed) {
       if (obj.key == kShardIndexName) {
-        return OpenShards(storage.Join(uri, kShardIndexName), storage, fields);
+        return OpenShards(storage.Join(uri, kShardIndexName), storage, fields, where);
       }
     }
+    if (where) return not_shards();
     return ImageFolderFromListing(uri, *listed, storage, fields);
   }
   auto bytes = storage.Read(uri);

@@ -41,6 +41,18 @@ struct Shards {
   std::vector<std::string> shard_uris;  // by shard number
   // Dataset::fields[f] is the index's field field_map[f].
   std::vector<size_t> field_map;
+  // The entries kept by a filter (LoaderOptions::where), in storage order;
+  // all of them when not filtered. Sample i of the dataset is entry
+  // entry_number(i) of the index.
+  bool filtered = false;
+  std::vector<uint64_t> selected;
+
+  uint64_t size() const { return filtered ? selected.size() : index.num_samples(); }
+  uint64_t entry_number(uint64_t i) const { return filtered ? selected[i] : i; }
+  ShardEntry entry(uint64_t i) const { return index.entry(entry_number(i)); }
+  std::optional<FieldRange> field_range(uint64_t i, size_t f) const {
+    return index.field_range(entry_number(i), f);
+  }
 };
 
 struct Dataset {
@@ -52,13 +64,11 @@ struct Dataset {
   std::vector<std::string> classes;
   std::vector<Field> fields;
 
-  uint64_t size() const { return shards ? shards->index.num_samples() : samples.size(); }
-  int64_t label(uint64_t i) const {
-    return shards ? shards->index.entry(i).label : samples[i].label;
-  }
+  uint64_t size() const { return shards ? shards->size() : samples.size(); }
+  int64_t label(uint64_t i) const { return shards ? shards->entry(i).label : samples[i].label; }
   // The position in the source's listing that batch["index"] reports: the
   // sample's own index for loose files, the entry's source for shards.
-  uint64_t source(uint64_t i) const { return shards ? shards->index.entry(i).source : i; }
+  uint64_t source(uint64_t i) const { return shards ? shards->entry(i).source : i; }
   // What messages call sample i: its URI, or its shard, entry and source
   // position ("s3://b/d/shard-000003.stoker, sample 1207 (source 88)").
   std::string SampleName(uint64_t i) const;
@@ -71,13 +81,17 @@ struct Dataset {
 // `fields` (LoaderOptions::fields) are resolved here: a manifest must have
 // each as a column (CSV) or as a key on some line (JSON Lines); kAuto
 // becomes the kind the values or the file names say.
+// `where` (LoaderOptions::where) keeps a shard dataset's samples it
+// selects; for any other dataset it is an error.
 Result<Dataset> OpenDataset(const std::string& uri, storage::Storage& storage,
-                            const std::vector<FieldSpec>& fields = {});
+                            const std::vector<FieldSpec>& fields = {},
+                            const ShardFilter& where = {});
 
 // A shard dataset: reads and checks `index_uri` (fields: as OpenDataset;
 // each must be one of the index's fields).
 Result<Dataset> OpenShards(const std::string& index_uri, storage::Storage& storage,
-                           const std::vector<FieldSpec>& fields = {});
+                           const std::vector<FieldSpec>& fields = {},
+                           const ShardFilter& where = {});
 
 // ImageFolder as torchvision builds it: classes are the sorted names of the
 // root's subfolders that hold files, samples the files with an image

@@ -145,7 +145,7 @@ std::shared_ptr<Chunk> Converter::Issue(uint64_t first) {
   for (size_t j = 0; j < chunk->items.size(); ++j) {
     Item& item = chunk->items[j];
     if (d_.shards) {
-      const auto e = d_.shards->index.entry(item.source);
+      const auto e = d_.shards->entry(item.source);
       storage_->ReadRangeAsync(
           d_.shards->shard_uris[e.shard],
           storage::ByteRange{static_cast<int64_t>(e.offset), static_cast<int64_t>(e.length)},
@@ -181,10 +181,10 @@ void Converter::Transcode(Item& item) const {
   const storage::Bytes& raw = **item.image;
   std::span<const uint8_t> bytes(raw.data(), raw.size());
   auto& e = item.entry;
-  e.source = d_.shards ? d_.shards->index.entry(item.source).source : item.source;
+  e.source = d_.shards ? d_.shards->entry(item.source).source : item.source;
   e.label = d_.label(item.source);
   if (d_.shards) {  // a shard dataset's record: check it, take its image
-    const auto se = d_.shards->index.entry(item.source);
+    const auto se = d_.shards->entry(item.source);
     if (bytes.size() != se.length || dataset::Crc32(bytes) != se.crc) {
       item.error = Corrupt(name + ": the record does not match its index (length or checksum)");
       return;
@@ -227,7 +227,7 @@ void Converter::Transcode(Item& item) const {
   for (size_t f = 0; f < d_.fields.size(); ++f) {
     std::span<const uint8_t> value;
     if (d_.shards) {
-      const auto range = d_.shards->index.field_range(item.source, d_.shards->field_map[f]);
+      const auto range = d_.shards->field_range(item.source, d_.shards->field_map[f]);
       if (!range) continue;
       value = std::span<const uint8_t>(raw.data() + range->offset, range->length);
     } else {

@@ -106,12 +106,15 @@ double RaplJoules() {
 std::shared_ptr<const std::vector<uint32_t>> ShardPages(const dataset::Shards& shards,
                                                         int64_t page_bytes) {
   auto pages = std::make_shared<std::vector<uint32_t>>();
-  const uint64_t n = shards.index.num_samples();
+  const uint64_t n = shards.size();
   uint32_t shard = 0, count = 0;
   uint64_t bytes = 0;
   for (uint64_t i = 0; i < n; ++i) {
-    const dataset::ShardEntry e = shards.index.entry(i);
-    if (count > 0 && (e.shard != shard || bytes + e.length > static_cast<uint64_t>(page_bytes))) {
+    const dataset::ShardEntry e = shards.entry(i);
+    // A page is records read together: consecutive ones (a filter's gaps
+    // end one) of one shard.
+    const bool gap = i > 0 && shards.entry_number(i) != shards.entry_number(i - 1) + 1;
+    if (count > 0 && (gap || e.shard != shard || bytes + e.length > static_cast<uint64_t>(page_bytes))) {
       pages->push_back(count);
       count = 0;
       bytes = 0;
@@ -161,8 +164,8 @@ class LoaderImpl final : public Loader {
         info_.shard_fields.emplace_back(f.name, dataset::FieldKindName(f.kind));
       }
       static constexpr const char* kFormats[] = {"none", "jpeg_restart", "jpeg", "png", "other"};
-      for (uint64_t i = 0; i < sh->index.num_samples(); ++i) {
-        const auto f = static_cast<uint32_t>(sh->index.entry(i).image_format);
+      for (uint64_t i = 0; i < sh->size(); ++i) {
+        const auto f = static_cast<uint32_t>(sh->entry(i).image_format);
         ++info_.image_formats[kFormats[f < 5 ? f : 4]];
       }
     }
@@ -535,7 +538,7 @@ Result<std::unique_ptr<Loader>> Loader::Open(const LoaderOptions& options) {
   auto storage =
       storage::OpenStorage(options.uri, {.endpoint_url = options.endpoint_url, .io = options.io});
   if (!storage.ok()) return storage.status();
-  auto dataset = dataset::OpenDataset(options.uri, **storage, options.fields);
+  auto dataset = dataset::OpenDataset(options.uri, **storage, options.fields, options.where);
   if (!dataset.ok()) return dataset.status();
   if (options.order == LoaderOptions::Order::kChunk && !dataset->shards) {
     return InvalidArgument(options.uri + " is not a shard dataset: order='chunk' needs pages "

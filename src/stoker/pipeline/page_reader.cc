@@ -37,9 +37,9 @@ int64_t PageReader::pages_read() const {
 Result<storage::Bytes> PageReader::Record(
     uint64_t i, uint64_t page, const Result<std::shared_ptr<storage::Bytes>>& bytes) const {
   if (!bytes.ok()) return bytes.status();
-  const auto& index = dataset_->shards->index;
-  const uint64_t first = index.entry(starts_[page]).offset;
-  const dataset::ShardEntry e = index.entry(i);
+  const auto& shards = *dataset_->shards;
+  const uint64_t first = shards.entry(starts_[page]).offset;
+  const dataset::ShardEntry e = shards.entry(i);
   const storage::Bytes& b = **bytes;
   // A page cut short gives its last records short: CheckRecord says so.
   const uint64_t from = e.offset - first;
@@ -87,8 +87,8 @@ void PageReader::Prefetch(uint64_t page) {
 
 void PageReader::Issue(uint64_t page) {
   const auto& shards = *dataset_->shards;
-  const dataset::ShardEntry a = shards.index.entry(starts_[page]);
-  const dataset::ShardEntry z = shards.index.entry(starts_[page + 1] - 1);
+  const dataset::ShardEntry a = shards.entry(starts_[page]);
+  const dataset::ShardEntry z = shards.entry(starts_[page + 1] - 1);
   storage_->ReadRangeAsync(
       shards.shard_uris[a.shard],
       storage::ByteRange{static_cast<int64_t>(a.offset),

@@ -346,7 +346,7 @@ void Pass::FetchLoop() {
         c_.pages->Read(static_cast<uint64_t>(w.index), std::move(got));
         continue;
       }
-      const dataset::ShardEntry e = shards->index.entry(static_cast<uint64_t>(w.index));
+      const dataset::ShardEntry e = shards->entry(static_cast<uint64_t>(w.index));
       c_.storage->ReadRangeAsync(
           shards->shard_uris[e.shard],
           storage::ByteRange{static_cast<int64_t>(e.offset), static_cast<int64_t>(e.length)},
@@ -564,7 +564,7 @@ void Pass::DecodeLoop(int id) {
       SourceInfo source;
       std::span<const uint8_t> image(item->bytes->data(), item->bytes->size());
       if (c_.dataset->shards) {
-        image = image.first(c_.dataset->shards->index.entry(static_cast<uint64_t>(index)).image_length);
+        image = image.first(c_.dataset->shards->entry(static_cast<uint64_t>(index)).image_length);
       }
       try {
         st = ProcessSample(image, t, c_.options.seed, c_.sampler.epoch(),
@@ -618,7 +618,7 @@ void Pass::DecodeLoop(int id) {
 // check for loose files).
 Status Pass::CheckRecord(const Item& item, int64_t index) const {
   if (!c_.dataset->shards) return Status::Ok();
-  const dataset::ShardEntry e = c_.dataset->shards->index.entry(static_cast<uint64_t>(index));
+  const dataset::ShardEntry e = c_.dataset->shards->entry(static_cast<uint64_t>(index));
   const storage::Bytes& b = *item.bytes;
   if (b.size() != e.length) {
     return Corrupt("the shard is shorter than its index says (read " + std::to_string(b.size()) +
@@ -640,7 +640,7 @@ Status Pass::DecodeFields(const Item& item, int64_t index, Slot& slot, int64_t j
   for (size_t f = 0; f < c_.dataset->fields.size(); ++f) {
     const dataset::Field& field = c_.dataset->fields[f];
     std::optional<dataset::FieldRange> range;
-    if (shards) range = shards->index.field_range(static_cast<uint64_t>(index), shards->field_map[f]);
+    if (shards) range = shards->field_range(static_cast<uint64_t>(index), shards->field_map[f]);
     const auto& value = shards ? (range ? kInRecord : std::nullopt) : sample->fields[f];
     const std::string what = "field '" + field.name + "'";
     if (!value) {
