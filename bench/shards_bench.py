@@ -18,7 +18,10 @@
    against the same shards read locally in the same order, alternately:
    images/s per epoch and requests per epoch (targets: >= 0.95x local,
    <= N/50 requests per epoch).
-4. With --peer: PyTorch's DataLoader (2 workers) on the original files
+4. With --max-size PX: a second, lossy conversion (images shrunk to PX on
+   their longer side), read as the shards are (target with 256: >= 8x
+   PyTorch's DataLoader on the original files).
+5. With --peer: PyTorch's DataLoader (2 workers) on the original files
    (bench/peers/torch_dataloader.py under .venv-peer): shards / DataLoader
    (target >= 4.3x).
 The dataset: --data, else stoker demo's 2,000 generated JPEGs (cached).
@@ -76,6 +79,7 @@ def main(argv=None):
     p.add_argument("--s3-only", action="store_true", help="skip the local comparison (2.)")
     p.add_argument("--window-pages", type=int, default=16,
                    help="chunk order: pages open at once (2x this many held from S3)")
+    p.add_argument("--max-size", type=int, default=None)
     p.add_argument("--peer", action="store_true")
     p.add_argument("--peer-python")
     a = p.parse_args(argv)
@@ -104,6 +108,14 @@ def main(argv=None):
             runs["files_full_index"].append(run(root, a.epochs, a.threads, a.batch_size,
                                                 jpeg_index_mb=1024))
             runs["shards"].append(run(dst, a.epochs, a.threads, a.batch_size, order="sample"))
+        if a.max_size:
+            small = dst + f"-max{a.max_size}"
+            sc = stoker.convert(root, small, max_size=a.max_size)
+            out["convert_max_size"] = {k: sc[k] for k in ("samples_done", "images_shrunk",
+                                                           "bytes_out", "seconds")}
+            demo.warm_page_cache(small)
+            runs["shards_max_size"] = [run(small, a.epochs, a.threads, a.batch_size,
+                                           order="sample") for _ in range(a.rounds)]
         if a.s3_latency_ms is not None:
             from s3_servers import CREDENTIALS, start_memory_s3
             for k, v in CREDENTIALS.items():
@@ -139,7 +151,10 @@ def main(argv=None):
             peer = demo_compare.run_peer(py, root, epochs=a.epochs, batch_size=a.batch_size)
             out["peer"] = {k: peer.get(k) for k in ("peer", "workers", "images_per_s",
                                                     "cpu_s_per_image")}
-            out["shards_over_peer"] = med["shards"]["steady"] / peer["images_per_s"]
+            if "shards" in med:
+                out["shards_over_peer"] = med["shards"]["steady"] / peer["images_per_s"]
+            if "shards_max_size" in med:
+                out["max_size_over_peer"] = med["shards_max_size"]["steady"] / peer["images_per_s"]
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -154,6 +169,7 @@ def main(argv=None):
     for k, name in (("files", f"files, jpeg_index_mb={a.index_mb}"),
                     ("shards", "shards (order='sample')"),
                     ("files_full_index", "files, every grid in memory (jpeg_index_mb=1024)"),
+                    ("shards_max_size", f"shards, --max-size {a.max_size}"),
                     ("shards_local_chunk", "shards, local, chunk order"),
                     ("shards_s3", f"shards, S3 stub +{a.s3_latency_ms} ms, chunk order")):
         if k not in med:
@@ -168,8 +184,12 @@ def main(argv=None):
         print(f"S3 / local shards: epoch 0 {out['s3_over_local_epoch0']:.2f}x, steady "
               f"{out['s3_over_local_steady']:.2f}x")
     if "peer" in out:
-        print(f"shards / DataLoader ({out['peer']['workers']} workers): "
-              f"{out['shards_over_peer']:.2f}x")
+        print(f"DataLoader ({out['peer']['workers']} workers) on the files: "
+              f"{out['peer']['images_per_s']:,.0f} img/s, "
+              f"{out['peer']['cpu_s_per_image'] * 1e3:.2f} CPU-ms/img")
+        for k, name in (("shards_over_peer", "shards"), ("max_size_over_peer", "--max-size shards")):
+            if k in out:
+                print(f"{name} / DataLoader: {out[k]:.2f}x")
     return 0
 
 

@@ -41,6 +41,13 @@ struct ConvertOptions {
   // Optimal Huffman tables per JPEG (smaller shards, about twice the
   // conversion CPU); else the standard tables.
   bool optimize_huffman = false;
+  // > 0: lossy. An image whose longer side is over max_size pixels is
+  // resized (bilinear, antialiased, as Pillow) so that it is max_size, and
+  // stored as a JPEG of `quality` (with restart markers and a row table),
+  // as FFCV's max_resolution; smaller ones are stored losslessly as usual.
+  // Mask fields would no longer match their image: refused with them.
+  int max_size = 0;
+  int quality = 90;
 };
 
 struct ConvertProgress {
@@ -49,6 +56,7 @@ struct ConvertProgress {
   int64_t samples_skipped = 0;
   int64_t jpegs_indexed = 0;  // JPEGs rewritten with restart markers and a row table
   int64_t jpegs_kept = 0;     // JPEGs stored as they were (a variant that cannot be rewritten losslessly)
+  int64_t images_shrunk = 0;  // max_size: images resized and encoded anew
   int64_t bytes_in = 0;       // read from the source
   int64_t bytes_out = 0;      // written: shards and index
   int64_t shards = 0;

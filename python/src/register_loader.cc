@@ -783,7 +783,7 @@ void register_loader(nb::module_& m) {
       [](nb::bytes src, nb::bytes dst, uint64_t shard_size, std::optional<uint64_t> shuffle_seed,
          int threads, const std::string& on_error, const std::string& endpoint_url,
          const std::vector<std::pair<std::string, std::string>>& fields, bool optimize_huffman,
-         int64_t max_pixels, nb::object progress) {
+         int64_t max_pixels, int max_size, int quality, nb::object progress) {
         ConvertOptions o;
         o.src.assign(src.c_str(), src.size());
         o.dst.assign(dst.c_str(), dst.size());
@@ -795,6 +795,8 @@ void register_loader(nb::module_& m) {
         for (const auto& [name, kind] : fields) o.fields.push_back({name, ParseFieldKind(name, kind)});
         o.optimize_huffman = optimize_huffman;
         o.max_pixels = max_pixels;
+        o.max_size = max_size;
+        o.quality = quality;
         std::exception_ptr raised;
         auto to_dict = [](const ConvertProgress& p) {
           nb::dict d;
@@ -803,6 +805,7 @@ void register_loader(nb::module_& m) {
           d["samples_skipped"] = p.samples_skipped;
           d["jpegs_indexed"] = p.jpegs_indexed;
           d["jpegs_kept"] = p.jpegs_kept;
+          d["images_shrunk"] = p.images_shrunk;
           d["bytes_in"] = p.bytes_in;
           d["bytes_out"] = p.bytes_out;
           d["shards"] = p.shards;
@@ -831,7 +834,8 @@ void register_loader(nb::module_& m) {
       },
       nb::arg("src"), nb::arg("dst"), nb::arg("shard_size"), nb::arg("shuffle_seed").none(),
       nb::arg("threads"), nb::arg("on_error"), nb::arg("endpoint_url"), nb::arg("fields"),
-      nb::arg("optimize_huffman"), nb::arg("max_pixels"), nb::arg("progress").none());
+      nb::arg("optimize_huffman"), nb::arg("max_pixels"), nb::arg("max_size"), nb::arg("quality"),
+      nb::arg("progress").none());
 
   // Registered with atexit by the stoker package: closes every live loader
   // (threads joined) before the interpreter is torn down.

@@ -27,7 +27,7 @@ def convert(src: Union[str, os.PathLike], dst: Union[str, os.PathLike], *,
             shard_size: Union[int, str] = "256MB", shuffle_seed: Optional[int] = None,
             fields=None, threads: Union[int, str] = "auto", on_error: str = "skip",
             endpoint_url: Optional[str] = None, optimize_huffman: bool = False,
-            max_pixels: int = 178956970,
+            max_pixels: int = 178956970, max_size: Optional[int] = None, quality: int = 90,
             progress: Optional[Callable[[Dict[str, Any]], None]] = None) -> Dict[str, Any]:
     """Writes the dataset at `src` (folder, manifest or shards; local or s3://)
     as shards in the local folder `dst`, which stoker.Loader(dst) then reads.
@@ -37,12 +37,19 @@ def convert(src: Union[str, os.PathLike], dst: Union[str, os.PathLike], *,
     and fields are stored as they are. The index is written last, so an
     interrupted conversion leaves nothing that opens; run it again to start
     over. Returns a summary dict (samples_total, samples_done,
-    samples_skipped, jpegs_indexed, jpegs_kept, bytes_in, bytes_out, shards,
-    seconds, skipped_examples); `progress` gets the same dict as it goes.
+    samples_skipped, jpegs_indexed, jpegs_kept, images_shrunk, bytes_in,
+    bytes_out, shards, seconds, skipped_examples); `progress` gets the same
+    dict as it goes.
+
+    max_size (lossy, off by default): images whose longer side is over
+    max_size pixels are resized to it (bilinear, antialiased) and stored as
+    JPEGs of `quality`, as FFCV's max_resolution, for training at low
+    resolution.
     """
     if threads == "auto":
         threads = 0
     return _core.convert(os.fsencode(src), os.fsencode(dst), parse_size(shard_size),
                          None if shuffle_seed is None else int(shuffle_seed), int(threads),
                          on_error, endpoint_url or "", _field_specs(fields),
-                         bool(optimize_huffman), int(max_pixels), progress)
+                         bool(optimize_huffman), int(max_pixels), int(max_size or 0),
+                         int(quality), progress)

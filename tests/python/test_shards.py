@@ -334,3 +334,41 @@ def test_where_filters_on_the_index(source, shards, record_behaviour):
     record_behaviour("shards", "where= that names no column, is not an expression, keeps "
                      "nothing, or is given for loose files",
                      "Loader() raises ValueError or stoker.Error saying which")
+
+
+def test_max_size_shrinks_larger_images(source, tmp_path):
+    """--max-size 64: images over 64 px on their longer side are resized
+    (as Pillow's bilinear resize, close in pixels) and stored as JPEGs with
+    row tables; smaller ones stay lossless."""
+    dst = tmp_path / "small"
+    r = stoker.convert(source, dst, max_size=64, quality=95)
+    assert r["samples_skipped"] == 0
+    sizes = {}
+    for p in sorted(source.rglob("*.*")):
+        with Image.open(p) as im:
+            sizes[p.relative_to(source).as_posix()] = im.size
+    larger = sum(1 for w, h in sizes.values() if max(w, h) > 64)
+    assert r["images_shrunk"] == larger > 0
+    loader = stoker.Loader(dst, batch_size=28, transform=stoker.transforms.imagenet_val(48))
+    small_pngs = sum(1 for k, (w, h) in sizes.items() if k.endswith(".png") and max(w, h) <= 64)
+    want = {"jpeg_restart": 28 - small_pngs}
+    if small_pngs:
+        want["png"] = small_pngs
+    assert loader.shard_info["image_formats"] == want
+    # Pixels: a shrunk image against Pillow's own bilinear resize of the source.
+    names = sorted(sizes)
+    idx = next(i for i, k in enumerate(names) if max(sizes[k]) > 64 and k.endswith(".jpg")
+               and "CMYK" not in Image.open(source / k).mode and Image.open(source / k).mode == "RGB")
+    w, h = sizes[names[idx]]
+    s = 64 / max(w, h)
+    nw, nh = max(1, round(w * s)), max(1, round(h * s))
+    ref = np.asarray(Image.open(source / names[idx]).convert("RGB").resize((nw, nh), Image.BILINEAR),
+                     dtype=np.float64)
+    same = stoker.transforms.Compose([stoker.transforms.Resize((nh, nw))])  # no change in size
+    one = stoker.Loader(dst, batch_size=1, transform=same, where=f"source == {idx}")
+    got = next(iter(one))["image"][0].numpy().transpose(1, 2, 0).astype(np.float64)
+    assert got.shape == ref.shape
+    mse = np.mean((got - ref) ** 2)
+    assert 10 * np.log10(255 ** 2 / mse) > 30  # JPEG quality 95 of the resized pixels
+    with pytest.raises(stoker.Error, match="mask field"):
+        stoker.convert(source, tmp_path / "m", max_size=64, fields={"png": "mask"})

@@ -53,6 +53,8 @@ def summary_line(dst: str, r) -> str:
             f"{r['jpegs_indexed']:,} JPEGs with row tables")
     if r["jpegs_kept"]:
         line += f", {r['jpegs_kept']:,} kept as they were"
+    if r["images_shrunk"]:
+        line += f", {r['images_shrunk']:,} shrunk"
     if r["samples_skipped"]:
         line += f"; {r['samples_skipped']:,} skipped, e.g. " + "; ".join(r["skipped_examples"][:3])
     return line
@@ -76,6 +78,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--optimize-huffman", action="store_true",
                    help="Huffman tables made for each JPEG: a few percent smaller, about twice "
                         "the CPU")
+    p.add_argument("--max-size", type=int, default=None, metavar="PX",
+                   help="lossy: shrink images whose longer side is over PX to PX and store them "
+                        "as JPEGs (as FFCV's max_resolution)")
+    p.add_argument("--quality", type=int, default=90, help="JPEG quality of --max-size images")
     p.add_argument("--endpoint-url", help="S3 endpoint of an s3:// source")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -90,7 +96,8 @@ def _run(args) -> int:
         r = stoker.convert(args.src, args.dst, shard_size=args.shard_size,
                            shuffle_seed=args.shuffle_seed, fields=fields, threads=threads,
                            on_error=args.on_error, endpoint_url=args.endpoint_url,
-                           optimize_huffman=args.optimize_huffman, progress=bar)
+                           optimize_huffman=args.optimize_huffman, max_size=args.max_size,
+                           quality=args.quality, progress=bar)
     finally:
         bar.end()
     print(json.dumps(r) if args.json else summary_line(args.dst, r))

@@ -650,6 +650,52 @@ struct Transcoder {
   }
 };
 
+// libjpeg's compressor for EncodeWithRestarts: 4:2:0, the standard tables,
+// a restart marker after every MCU.
+struct Encoder {
+  jpeg_compress_struct dst;
+  ErrorMgr err;
+  bool created = false;
+  unsigned char* out = nullptr;
+  unsigned long out_size = 0;
+
+  Encoder() {
+    std::memset(&dst, 0, sizeof dst);
+    dst.err = jpeg_std_error(&err.pub);
+    err.pub.error_exit = ErrorExit;
+    err.pub.emit_message = EmitMessage;
+    err.pub.output_message = OutputMessage;
+    err.message[0] = '\0';
+  }
+  ~Encoder() {
+    if (created) jpeg_destroy_compress(&dst);
+    std::free(out);
+  }
+  Encoder(const Encoder&) = delete;
+  Encoder& operator=(const Encoder&) = delete;
+
+  bool Run(const uint8_t* rgb, int width, int height, size_t stride, int quality) {
+    if (setjmp(err.jmp)) return false;
+    jpeg_create_compress(&dst);
+    created = true;
+    jpeg_mem_dest(&dst, &out, &out_size);
+    dst.image_width = static_cast<JDIMENSION>(width);
+    dst.image_height = static_cast<JDIMENSION>(height);
+    dst.input_components = 3;
+    dst.in_color_space = JCS_RGB;
+    jpeg_set_defaults(&dst);
+    jpeg_set_quality(&dst, quality, TRUE);
+    dst.restart_interval = 1;
+    jpeg_start_compress(&dst, TRUE);
+    while (dst.next_scanline < dst.image_height) {
+      JSAMPROW row = const_cast<uint8_t*>(rgb + stride * dst.next_scanline);
+      jpeg_write_scanlines(&dst, &row, 1);
+    }
+    jpeg_finish_compress(&dst);
+    return true;
+  }
+};
+
 }  // namespace
 
 JpegDecoder::JpegDecoder() : s_(std::make_unique<State>()) {
@@ -724,6 +770,48 @@ Result<Region> JpegDecoder::Decode(const DecodeRequest& req) {
 
 namespace stoker::decode {
 
+namespace {
+
+// A JPEG libjpeg wrote with restart interval 1, with the row table (an
+// APP15 segment) inserted before SOS: offsets from the scan's first byte do
+// not move when it is inserted.
+Result<RestartJpeg> WithRowTable(std::span<const uint8_t> written) {
+  internal::JpegLayout L;
+  std::vector<uint32_t> rows;
+  if (!internal::ParseJpegLayout(written, &L) || L.restart_interval != 1 ||
+      !internal::FindRestartRows(written, L, &rows)) {
+    return Status(StatusCode::kUnsupported, "no row table for this JPEG's layout");
+  }
+  const size_t payload = sizeof internal::kRowTableId + 3 + 4 * rows.size();
+  if (payload + 2 > 0xFFFF) return Status(StatusCode::kUnsupported, "too many MCU rows");
+  RestartJpeg r;
+  r.bytes.reserve(written.size() + payload + 4);
+  r.bytes.assign(written.begin(), written.begin() + static_cast<ptrdiff_t>(L.sos_at));
+  auto put16 = [&](size_t v) {
+    r.bytes.push_back(static_cast<uint8_t>(v >> 8));
+    r.bytes.push_back(static_cast<uint8_t>(v & 0xFF));
+  };
+  r.bytes.push_back(0xFF);
+  r.bytes.push_back(0xEF);
+  put16(payload + 2);
+  r.bytes.insert(r.bytes.end(), std::begin(internal::kRowTableId), std::end(internal::kRowTableId));
+  r.bytes.push_back(internal::kRowTableVersion);
+  put16(rows.size());
+  for (uint32_t off : rows) {
+    put16(off >> 16);
+    put16(off & 0xFFFF);
+  }
+  r.bytes.insert(r.bytes.end(), written.begin() + static_cast<ptrdiff_t>(L.sos_at), written.end());
+  r.width = L.width;
+  r.height = L.height;
+  r.scan_offset = static_cast<uint32_t>(L.data_start + payload + 4);
+  r.mcu_rows = L.mcu_rows;
+  r.mcus_per_row = L.mcus_per_row;
+  return r;
+}
+
+}  // namespace
+
 Result<RestartJpeg> RewriteWithRestarts(std::span<const uint8_t> jpeg, int64_t max_pixels,
                                         bool optimize_huffman) {
   if (jpeg.size() < 4) return Corrupt("not a JPEG: too short");
@@ -768,42 +856,18 @@ Result<RestartJpeg> RewriteWithRestarts(std::span<const uint8_t> jpeg, int64_t m
                   "progressive JPEG whose scans leave coefficient bits out: decoders smooth "
                   "what is missing, so a sequential copy would not have the same pixels");
   }
-  const std::span<const uint8_t> rewritten(t->out, t->out_size);
-  internal::JpegLayout L;
-  std::vector<uint32_t> rows;
-  if (!internal::ParseJpegLayout(rewritten, &L) || L.restart_interval != 1 ||
-      !internal::FindRestartRows(rewritten, L, &rows)) {
-    return Status(StatusCode::kUnsupported, "no row table for this JPEG's layout");
+  return WithRowTable({t->out, t->out_size});
+}
+
+Result<RestartJpeg> EncodeWithRestarts(const uint8_t* rgb, int width, int height, size_t stride,
+                                       int quality) {
+  if (width <= 0 || height <= 0 || width > 65500 || height > 65500) {
+    return InvalidArgument("cannot encode a " + std::to_string(width) + "x" +
+                           std::to_string(height) + " JPEG");
   }
-  // The row table, an APP15 segment just before SOS: offsets from the
-  // scan's first byte do not move when it is inserted.
-  const size_t payload = sizeof internal::kRowTableId + 3 + 4 * rows.size();
-  if (payload + 2 > 0xFFFF) return Status(StatusCode::kUnsupported, "too many MCU rows");
-  RestartJpeg r;
-  r.bytes.reserve(rewritten.size() + payload + 4);
-  r.bytes.assign(rewritten.begin(), rewritten.begin() + static_cast<ptrdiff_t>(L.sos_at));
-  auto put16 = [&](size_t v) {
-    r.bytes.push_back(static_cast<uint8_t>(v >> 8));
-    r.bytes.push_back(static_cast<uint8_t>(v & 0xFF));
-  };
-  r.bytes.push_back(0xFF);
-  r.bytes.push_back(0xEF);
-  put16(payload + 2);
-  r.bytes.insert(r.bytes.end(), std::begin(internal::kRowTableId), std::end(internal::kRowTableId));
-  r.bytes.push_back(internal::kRowTableVersion);
-  put16(rows.size());
-  for (uint32_t off : rows) {
-    put16(off >> 16);
-    put16(off & 0xFFFF);
-  }
-  r.bytes.insert(r.bytes.end(), rewritten.begin() + static_cast<ptrdiff_t>(L.sos_at),
-                 rewritten.end());
-  r.width = L.width;
-  r.height = L.height;
-  r.scan_offset = static_cast<uint32_t>(L.data_start + payload + 4);
-  r.mcu_rows = L.mcu_rows;
-  r.mcus_per_row = L.mcus_per_row;
-  return r;
+  auto e = std::make_unique<internal::Encoder>();
+  if (!e->Run(rgb, width, height, stride, quality)) return Status(e->err.code, e->err.message);
+  return WithRowTable({e->out, e->out_size});
 }
 
 }  // namespace stoker::decode

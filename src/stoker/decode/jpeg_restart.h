@@ -42,4 +42,11 @@ struct RestartJpeg {
 Result<RestartJpeg> RewriteWithRestarts(std::span<const uint8_t> jpeg, int64_t max_pixels = 0,
                                         bool optimize_huffman = true);
 
+// Encodes an RGB8 image (rows `stride` bytes apart) as a baseline JPEG of
+// `quality` (1-100; 4:2:0, libjpeg's standard tables) with a restart marker
+// after every MCU and the row table: what `stoker convert --max-size`
+// stores for an image it shrinks.
+Result<RestartJpeg> EncodeWithRestarts(const uint8_t* rgb, int width, int height, size_t stride,
+                                       int quality);
+
 }  // namespace stoker::decode

@@ -26,6 +26,7 @@
 #include "stoker/decode/jpeg_restart.h"
 #include "stoker/sampler/sampler.h"
 #include "stoker/storage/storage.h"
+#include "stoker/transform/transform.h"
 
 namespace stoker {
 namespace {
@@ -74,6 +75,7 @@ struct Item {
   dataset::ShardEntry entry;
   std::vector<uint32_t> field_lengths;
   int jpeg = 0;  // 1 indexed, 2 kept
+  int shrunk = 0;  // --max-size made it smaller
 };
 
 // The reads of one chunk, and a count of those not yet answered.
@@ -103,7 +105,10 @@ class Converter {
 
  private:
   std::shared_ptr<Chunk> Issue(uint64_t first);
-  void Transcode(Item& item) const;
+  void Transcode(Item& item, decode::Decoder& decoder, transform::Scratch& scratch) const;
+  // --max-size: the image shrunk and encoded anew, if it is larger.
+  Status Shrink(std::span<const uint8_t> bytes, Item& item, decode::Decoder& decoder,
+                transform::Scratch& scratch) const;
   Status Write(Chunk& chunk);
   Status OpenShard();
   Status CloseShard();
@@ -172,7 +177,47 @@ std::shared_ptr<Chunk> Converter::Issue(uint64_t first) {
   return chunk;
 }
 
-void Converter::Transcode(Item& item) const {
+Status Converter::Shrink(std::span<const uint8_t> bytes, Item& item, decode::Decoder& decoder,
+                         transform::Scratch& scratch) const {
+  auto& e = item.entry;
+  const uint32_t longer = std::max(e.width, e.height);
+  if (longer != 0 && longer <= static_cast<uint32_t>(o_.max_size)) return Status::Ok();
+  auto full = decoder.DecodeFull(bytes);
+  if (!full.ok()) return full.status();
+  const int w = full->width, h = full->height;
+  if (std::max(w, h) <= o_.max_size) return Status::Ok();
+  const double s = static_cast<double>(o_.max_size) / std::max(w, h);
+  const int nw = std::max(1, static_cast<int>(std::lround(w * s)));
+  const int nh = std::max(1, static_cast<int>(std::lround(h * s)));
+  std::vector<uint8_t> chw(size_t{3} * nw * nh), hwc(chw.size());
+  transform::OutputSpec spec;
+  spec.width = nw;
+  spec.height = nh;
+  image::Region region;
+  region.image = *full;
+  region.crop = image::Rect{0, 0, static_cast<double>(w), static_cast<double>(h)};
+  region.source_width = w;
+  region.source_height = h;
+  transform::ResizeToCHW(region, spec, /*flip=*/false, chw.data(), scratch);
+  const size_t plane = static_cast<size_t>(nw) * nh;
+  for (size_t i = 0; i < plane; ++i) {
+    hwc[3 * i] = chw[i];
+    hwc[3 * i + 1] = chw[plane + i];
+    hwc[3 * i + 2] = chw[2 * plane + i];
+  }
+  auto r = decode::EncodeWithRestarts(hwc.data(), nw, nh, size_t{3} * nw, o_.quality);
+  if (!r.ok()) return r.status();
+  item.record = std::move(r->bytes);
+  e.image_format = ImageFormat::kJpegRestart;
+  e.scan_offset = r->scan_offset;
+  e.width = static_cast<uint32_t>(nw);
+  e.height = static_cast<uint32_t>(nh);
+  item.jpeg = 1;
+  ++item.shrunk;
+  return Status::Ok();
+}
+
+void Converter::Transcode(Item& item, decode::Decoder& decoder, transform::Scratch& scratch) const {
   const std::string name = d_.SampleName(item.source);
   if (!item.image->ok()) {
     item.error = item.image->status().WithContext(name);
@@ -220,6 +265,12 @@ void Converter::Transcode(Item& item) const {
     default:
       item.error = Status(StatusCode::kUnsupported, name + ": not a JPEG or PNG image");
       return;
+  }
+  if (o_.max_size > 0) {
+    if (Status st = Shrink(bytes, item, decoder, scratch); !st.ok()) {
+      item.error = st.WithContext(name);
+      return;
+    }
   }
   e.image_length = static_cast<uint32_t>(rec.size());
   // The fields, after the image, in the index's order.
@@ -302,6 +353,7 @@ Status Converter::Write(Chunk& chunk) {
     }
     p_.jpegs_indexed += item.jpeg == 1;
     p_.jpegs_kept += item.jpeg == 2;
+    p_.images_shrunk += item.shrunk;
     if (file_ != nullptr && shard_samples_ > 0 &&
         shard_bytes_ + item.record.size() > o_.shard_size) {
       STOKER_RETURN_IF_ERROR(CloseShard());
@@ -389,6 +441,8 @@ Result<ConvertProgress> Converter::Run(
     if (first + kChunk < n) next = Issue(first + kChunk);  // read ahead while transcoding
     std::atomic<size_t> at{0};
     auto work = [&] {
+      decode::Decoder decoder(decode::DecodeOptions{.max_pixels = o_.max_pixels});
+      transform::Scratch scratch;
       for (size_t j; (j = at.fetch_add(1)) < chunk->items.size();) {
         Item& item = chunk->items[j];
         if (item.image && item.image->ok()) item.bytes_in += static_cast<int64_t>((*item.image)->size());
@@ -396,7 +450,7 @@ Result<ConvertProgress> Converter::Run(
           if (f && f->ok()) item.bytes_in += static_cast<int64_t>((*f)->size());
         }
         try {
-          Transcode(item);
+          Transcode(item, decoder, scratch);
         } catch (const std::exception& e) {
           item.error = Internal(d_.SampleName(item.source) + ": " + e.what());
         }
@@ -433,6 +487,16 @@ Result<ConvertProgress> Convert(const ConvertOptions& options,
                                 const ConvertProgressFn& progress) {
   if (options.src.empty()) return InvalidArgument("convert: the source is empty");
   if (options.shard_size < 1024) return InvalidArgument("convert: shard_size below 1 KiB");
+  if (options.max_size < 0) return InvalidArgument("convert: max_size must be >= 0 (0: off)");
+  if (options.quality < 1 || options.quality > 100) {
+    return InvalidArgument("convert: quality must be 1 to 100");
+  }
+  for (const FieldSpec& f : options.fields) {
+    if (options.max_size > 0 && f.kind == FieldSpec::Kind::kMask) {
+      return InvalidArgument("convert: max_size shrinks images, and mask field '" + f.name +
+                             "' would no longer match its image");
+    }
+  }
   STOKER_ASSIGN_OR_RETURN(std::string dir, LocalDir(options.dst));
   if (dir.empty()) return InvalidArgument("convert: the destination is empty");
   auto storage = storage::OpenStorage(options.src, {.endpoint_url = options.endpoint_url,
