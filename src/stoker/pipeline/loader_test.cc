@@ -1,6 +1,7 @@
 // The Loader end to end through the C++ API: coverage, determinism across
 // thread counts, restart mid-epoch, bad files. Also what the sanitizer
 // builds (make test-asan, test-tsan) run the pipeline's threads through.
+#include "stoker/convert.h"
 #include "stoker/loader.h"
 #include "stoker/storage/registry.h"
 #include "stoker/storage/testing/fault_storage.h"
@@ -820,6 +821,77 @@ TEST(ProfilePipeline, InjectedErrorsAndCutBodiesAreSkippedAndCountedByKind) {
   for (const auto& s : r.stats.stages) items[s.name] = s.items;
   EXPECT_EQ(items["fetch"], kFaultImages - 1);
   EXPECT_EQ(items["decode"], kFaultImages - 2);
+}
+
+}  // namespace
+}  // namespace stoker
+
+namespace stoker {
+namespace {
+
+// The C++ API end to end: Convert writes shards of the folder, a Loader
+// reads them; the same batches as from the folder, the source positions
+// as indices, and where= keeps a subset.
+TEST_F(LoaderTest, ConvertedShardsGiveTheFoldersBatches) {
+  ConvertOptions c;
+  c.src = root_.string();
+  c.dst = (root_ / "shards").string();
+  c.shard_size = 16 << 10;  // several shards
+  c.threads = 2;
+  int calls = 0;
+  auto summary = Convert(c, [&](const ConvertProgress&) { return ++calls > 0; });
+  ASSERT_TRUE(summary.ok()) << summary.status().ToString();
+  EXPECT_EQ(summary->samples_done, kImages);
+  EXPECT_EQ(summary->samples_skipped, 0);
+  EXPECT_EQ(summary->jpegs_indexed, kImages);
+  EXPECT_GT(summary->shards, 1);
+  EXPECT_GE(calls, 1);
+  ASSERT_TRUE(fs::exists(root_ / "shards" / "index.stoker"));
+
+  LoaderOptions from_files = Options(2);
+  LoaderOptions from_shards = Options(2);
+  from_shards.uri = c.dst;
+  from_shards.order = LoaderOptions::Order::kSample;  // the folder's order
+  auto a = Loader::Open(from_files);
+  auto b = Loader::Open(from_shards);
+  ASSERT_TRUE(a.ok() && b.ok()) << b.status().ToString();
+  EXPECT_EQ((*b)->num_samples(), kImages);
+  EXPECT_EQ((*b)->info().shards.size(), static_cast<size_t>(summary->shards));
+  EXPECT_EQ((*b)->info().image_formats.at("jpeg_restart"), kImages);
+  for (int64_t epoch : {0, 1}) {
+    const Epoch x = Run(**a, epoch);
+    const Epoch y = Run(**b, epoch);
+    EXPECT_EQ(y.indices, x.indices);
+    EXPECT_EQ(y.pixels, x.pixels);
+  }
+
+  // Only labels 1: chosen from the index, every one once per epoch.
+  LoaderOptions some = from_shards;
+  some.order = LoaderOptions::Order::kAuto;
+  some.where = [](const ShardColumns& cols) -> Result<std::vector<uint8_t>> {
+    std::vector<uint8_t> keep(cols.label.size());
+    for (size_t i = 0; i < keep.size(); ++i) keep[i] = cols.label[i] == 1;
+    return keep;
+  };
+  auto s = Loader::Open(some);
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  const Epoch e = Run(**s, 0);
+  std::vector<int64_t> got = e.indices;
+  std::sort(got.begin(), got.end());
+  // The folder's positions of label 1.
+  std::vector<int64_t> want;
+  for (int64_t i = 0; i < (*a)->num_samples(); ++i) {
+    if ((*a)->sample_label(i) == 1) want.push_back(i);
+  }
+  EXPECT_EQ(got, want);
+
+  // A progress callback that says stop: no index is written.
+  ConvertOptions d = c;
+  d.dst = (root_ / "stopped").string();
+  auto stopped = Convert(d, [](const ConvertProgress&) { return false; });
+  ASSERT_FALSE(stopped.ok());
+  EXPECT_EQ(stopped.status().code(), StatusCode::kCancelled);
+  EXPECT_FALSE(fs::exists(root_ / "stopped" / "index.stoker"));
 }
 
 }  // namespace
