@@ -1835,6 +1835,33 @@ TEST(DecodeRestart, McusOutsideTheCropAreNotDecoded) {
   EXPECT_TRUE(SameArea(got->image, ref, 0, 0));
 }
 
+// decode_fuzz findings: the bit copy read only what it needs of a header,
+// and took files the decoder refuses. Each is now refused, as it decodes.
+TEST(DecodeRestart, FuzzFindingRewriteRefusesWhatTheDecoderRefuses) {
+  const Bytes good = EncodeJpeg(48, 32);
+  auto find = [&](const Bytes& b, std::initializer_list<uint8_t> marker) {
+    const Bytes m(marker);
+    return static_cast<size_t>(std::search(b.begin(), b.end(), m.begin(), m.end()) - b.begin());
+  };
+  std::vector<std::pair<std::string, Bytes>> bad;
+  Bytes junk = good;  // SOI, then a byte that is not a marker's 0xFF
+  junk[2] = 0xFD;
+  bad.push_back({"junk after SOI", junk});
+  Bytes unknown = good;  // DQT renamed to a marker libjpeg does not know
+  unknown[find(good, {0xFF, 0xDB}) + 1] = 0x26;
+  bad.push_back({"unknown marker", unknown});
+  Bytes dqt = good;  // a DQT table number past the four there are
+  dqt[find(good, {0xFF, 0xDB}) + 4] = 0x0B;
+  bad.push_back({"bogus DQT index", dqt});
+  for (const auto& [what, bytes] : bad) {
+    SCOPED_TRACE(what);
+    Decoder dec;
+    EXPECT_FALSE(dec.DecodeFull(S(bytes)).ok());
+    auto r = RewriteWithRestarts(S(bytes));
+    EXPECT_FALSE(r.ok());
+  }
+}
+
 TEST(DecodeRestart, RewriteErrors) {
   const Bytes jpeg = EncodeJpeg(200, 100);
   auto truncated = RewriteWithRestarts(S(Bytes(jpeg.begin(), jpeg.begin() + jpeg.size() / 2)));
