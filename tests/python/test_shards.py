@@ -372,3 +372,31 @@ def test_max_size_shrinks_larger_images(source, tmp_path):
     assert 10 * np.log10(255 ** 2 / mse) > 30  # JPEG quality 95 of the resized pixels
     with pytest.raises(stoker.Error, match="mask field"):
         stoker.convert(source, tmp_path / "m", max_size=64, fields={"png": "mask"})
+
+
+def test_resume_in_the_chunk_order_and_elastic(shards):
+    """state_dict mid-epoch, restored with one rank and with two: the rest of
+    the chunk-aware order exactly, nothing replayed or skipped."""
+    dst, _ = shards
+    kw = dict(batch_size=3, shuffle=True, seed=8, transform=train(24))
+    full = stoker.Loader(dst, **kw)
+    expected = batches(full, 1)
+    first = stoker.Loader(dst, **kw)
+    first.set_epoch(1)
+    it = iter(first)
+    head = [next(it) for _ in range(4)]
+    state = first.state_dict()
+    del it, first
+    resumed = stoker.Loader(dst, **kw)
+    resumed.load_state_dict(state)
+    tail = batches(resumed, 1)
+    got_index = [i for b in head for i in b["index"].tolist()] + tail["index"]
+    assert got_index == expected["index"]
+    np.testing.assert_array_equal(tail["image"], expected["image"][12:])
+    # Two ranks take the rest between them, each sample once.
+    rest = []
+    for rank in (0, 1):
+        r = stoker.Loader(dst, rank=rank, world_size=2, **kw)
+        r.load_state_dict(state)
+        rest += batches(r, 1)["index"]
+    assert sorted(rest) == sorted(expected["index"][12:])
