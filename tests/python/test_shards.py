@@ -103,6 +103,21 @@ def test_shards_give_the_sources_batches_exactly(source, shards):
         np.testing.assert_array_equal(y["image"], x["image"])
 
 
+def test_convert_from_shards_and_not_into_themselves(shards, tmp_path):
+    dst, _ = shards
+    again = tmp_path / "again"
+    r = stoker.convert(dst, again, shard_size=1 << 20)
+    assert r["samples_done"] == 28 and r["jpegs_indexed"] == 24
+    val = stoker.transforms.imagenet_val(16)
+    a = batches(stoker.Loader(dst, batch_size=7, transform=val))
+    b = batches(stoker.Loader(again, batch_size=7, transform=val))
+    assert b["index"] == a["index"] and b["label"] == a["label"]
+    np.testing.assert_array_equal(b["image"], a["image"])
+    with pytest.raises(stoker.Error, match="source's own folder"):
+        stoker.convert(again, again)
+    assert stoker.Loader(again, batch_size=7).num_samples == 28  # untouched
+
+
 def test_chunk_order_reads_pages_in_turn_and_covers_every_sample(source, shards):
     dst, _ = shards
     kw = dict(batch_size=4, transform=stoker.transforms.imagenet_val(16), shuffle=True, seed=1)

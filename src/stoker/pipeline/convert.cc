@@ -504,6 +504,17 @@ Result<ConvertProgress> Convert(const ConvertOptions& options,
   if (!storage.ok()) return storage.status();
   auto d = dataset::OpenDataset(options.src, **storage, options.fields);
   if (!d.ok()) return d.status();
+  // Converting a shard dataset into its own folder would delete the shards
+  // it reads from.
+  if (d->shards && storage::IsLocal(d->shards->root)) {
+    std::error_code e1, e2;
+    auto local = LocalDir(d->shards->root);
+    const std::string root = local.ok() ? *local : d->shards->root;
+    if (fs::exists(dir, e1) && fs::equivalent(fs::path(root), fs::path(dir), e2)) {
+      return InvalidArgument("convert: " + options.dst + " is the source's own folder; convert "
+                             "into another one");
+    }
+  }
   Converter c(options, *storage, std::move(*d), dir);
   auto r = c.Run(progress);
   (*storage)->Shutdown();
