@@ -60,7 +60,7 @@ struct ShardEntry {
   uint32_t width = 0;   // of the image as stored; 0 if unknown
   uint32_t height = 0;
   ImageFormat image_format = ImageFormat::kNone;
-  uint32_t crc = 0;  // Crc32 of the record's bytes
+  uint32_t crc = 0;  // Crc32c of the record's bytes
 };
 
 // One row of the index's shard table.
@@ -180,8 +180,9 @@ std::string EncodeShardHeader(uint32_t shard);
 // number, kUnsupported for another version.
 Status CheckShardHeader(std::span<const uint8_t> first16, uint32_t shard, const std::string& name);
 
-// CRC-32 as zlib's crc32() computes it (the one of gzip and PNG), of any
-// number of bytes.
-uint32_t Crc32(std::span<const uint8_t> bytes);
+// CRC-32C (Castagnoli: reflected polynomial 0x82F63B78, initial value and
+// final XOR 0xFFFFFFFF; "123456789" -> 0xE3069283; the checksum of iSCSI,
+// ext4 and S3's x-amz-checksum-crc32c) of any number of bytes.
+uint32_t Crc32c(std::span<const uint8_t> bytes);
 
 }  // namespace stoker::dataset

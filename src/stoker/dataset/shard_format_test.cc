@@ -55,7 +55,7 @@ void Put64(std::string& s, size_t at, uint64_t v) {
 // inconsistent index reaches the check behind the CRC.
 std::string Reseal(std::string s) {
   const size_t at = s.size() - kShardIndexTrailerSize;
-  Put32(s, at, Crc32(AsBytes(std::string_view(s).substr(0, at))));
+  Put32(s, at, Crc32c(AsBytes(std::string_view(s).substr(0, at))));
   return s;
 }
 
@@ -75,7 +75,7 @@ std::string ExampleIndex() {
   b.AddShard(27, 2);
   ShardEntry e0 = Entry(16, 7, 5);
   e0.source = 1;
-  e0.crc = Crc32(AsBytes("hellohi"));
+  e0.crc = Crc32c(AsBytes("hellohi"));
   const uint32_t txt[] = {2};
   b.Add(e0, txt);
   ShardEntry e1 = Entry(23, 4, 4);
@@ -84,7 +84,7 @@ std::string ExampleIndex() {
   e1.width = 2;
   e1.height = 3;
   e1.image_format = ImageFormat::kPng;
-  e1.crc = Crc32(AsBytes("\x89PNG"));
+  e1.crc = Crc32c(AsBytes("\x89PNG"));
   const uint32_t missing[] = {kFieldMissing};
   b.Add(e1, missing);
   return b.Finish();
@@ -144,10 +144,21 @@ TEST(ShardFormat, ShardNamesHaveSixDigitsAtLeast) {
   EXPECT_STREQ(kShardIndexName, "index.stoker");
 }
 
-TEST(ShardFormat, Crc32IsZlibs) {
-  EXPECT_EQ(Crc32(AsBytes("")), 0u);
-  EXPECT_EQ(Crc32(AsBytes("123456789")), 0xcbf43926u);  // the CRC-32 check value
-  EXPECT_EQ(Crc32(AsBytes("hellohi")), 0x8aff25acu);    // Python's zlib.crc32
+TEST(ShardFormat, Crc32cIsCastagnolis) {
+  EXPECT_EQ(Crc32c(AsBytes("")), 0u);
+  EXPECT_EQ(Crc32c(AsBytes("123456789")), 0xe3069283u);  // the CRC-32C check value
+  EXPECT_EQ(Crc32c(AsBytes("hellohi")), 0xf288fe21u);    // a bitwise reference
+  // Every length around the 8-byte steps, against the bitwise definition.
+  std::string data;
+  for (int n = 0; n < 40; ++n) {
+    uint32_t c = 0xFFFFFFFFu;
+    for (unsigned char b : data) {
+      c ^= b;
+      for (int k = 0; k < 8; ++k) c = (c >> 1) ^ ((c & 1) ? 0x82F63B78u : 0u);
+    }
+    EXPECT_EQ(Crc32c(AsBytes(data)), ~c) << "length " << n;
+    data.push_back(static_cast<char>(n * 37 + 11));
+  }
 }
 
 TEST(ShardFormat, FieldKindsHaveStableNumbers) {
@@ -189,7 +200,7 @@ TEST(ShardFormat, ShardHeaderBytesAndChecks) {
 }
 
 // The example of docs/shard-format.md, byte for byte, written by hand from
-// the document (the CRCs from Python's zlib.crc32).
+// the document (the CRC-32Cs from a bitwise reference).
 TEST(ShardFormat, ExactBytesOfASmallIndex) {
   const std::string expected = Hex(
       // header
@@ -201,12 +212,12 @@ TEST(ShardFormat, ExactBytesOfASmallIndex) {
       "03000000 636174 03 03000000 747874"
       // entry 0
       "1000000000000000 0100000000000000 0000000000000000 00000000 07000000 05000000"
-      "00000000 00000000 00000000 04000000 ac25ff8a 02000000"
+      "00000000 00000000 00000000 04000000 21fe88f2 02000000"
       // entry 1
       "1700000000000000 0000000000000000 ffffffffffffffff 00000000 04000000 04000000"
-      "00000000 02000000 03000000 03000000 a5beeb5b ffffffff"
+      "00000000 02000000 03000000 03000000 2c9b7c18 ffffffff"
       // trailer
-      "3e8cfdd3 00000000 53544b494e444558");
+      "a60fd0d1 00000000 53544b494e444558");
   ASSERT_EQ(expected.size(), 231u);
   const std::string bytes = ExampleIndex();
   ASSERT_EQ(bytes.size(), expected.size());
@@ -232,7 +243,7 @@ TEST(ShardFormat, ExactBytesOfASmallIndex) {
   EXPECT_EQ(e0.length, 7u);
   EXPECT_EQ(e0.image_length, 5u);
   EXPECT_EQ(e0.image_format, ImageFormat::kOther);
-  EXPECT_EQ(e0.crc, 0x8aff25acu);
+  EXPECT_EQ(e0.crc, 0xf288fe21u);
   const ShardEntry e1 = index->entry(1);
   EXPECT_EQ(e1.offset, 23u);
   EXPECT_EQ(e1.label, -1);
@@ -250,7 +261,7 @@ TEST(ShardFormat, ExactBytesOfASmallIndex) {
   const std::string shard = EncodeShardHeader(0) + "hellohi" + "\x89PNG";
   ASSERT_EQ(shard.size(), index->shards()[0].size);
   EXPECT_EQ(shard.substr(e0.offset + txt->offset, txt->length), "hi");
-  EXPECT_EQ(Crc32(AsBytes(std::string_view(shard).substr(e1.offset, e1.length))), e1.crc);
+  EXPECT_EQ(Crc32c(AsBytes(std::string_view(shard).substr(e1.offset, e1.length))), e1.crc);
 }
 
 TEST(ShardFormat, RoundTripWithSeveralShardsClassesAndFields) {
@@ -479,8 +490,8 @@ TEST(ShardFormat, BadTrailersAreRefused) {
   s[trailer + 8] = 's';
   ExpectRefused(s, "bad trailer magic");
   s = good;
-  Put32(s, trailer, Crc32(AsBytes(std::string_view(good).substr(0, trailer))) ^ 1);
-  ExpectRefused(s, "CRC mismatch: the trailer says d3fd8c3f, the bytes give d3fd8c3e");
+  Put32(s, trailer, Crc32c(AsBytes(std::string_view(good).substr(0, trailer))) ^ 1);
+  ExpectRefused(s, "CRC mismatch: the trailer says d1d00fa7, the bytes give d1d00fa6");
   ExpectRefused("STKSHARD" + good.substr(8), "bad magic: not a stoker shard index");
 }
 

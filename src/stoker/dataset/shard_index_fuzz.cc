@@ -145,7 +145,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string bytes(reinterpret_cast<const char*>(data) + 1, size - 1);
   if ((data[0] & 1) && bytes.size() >= stoker::dataset::kShardIndexTrailerSize) {
     const size_t at = bytes.size() - stoker::dataset::kShardIndexTrailerSize;
-    const uint32_t crc = stoker::dataset::Crc32({reinterpret_cast<const uint8_t*>(bytes.data()), at});
+    const uint32_t crc = stoker::dataset::Crc32c({reinterpret_cast<const uint8_t*>(bytes.data()), at});
     for (int i = 0; i < 4; ++i) bytes[at + i] = static_cast<char>((crc >> (8 * i)) & 0xFF);
   }
 

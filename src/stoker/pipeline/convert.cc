@@ -230,7 +230,7 @@ void Converter::Transcode(Item& item, decode::Decoder& decoder, transform::Scrat
   e.label = d_.label(item.source);
   if (d_.shards) {  // a shard dataset's record: check it, take its image
     const auto se = d_.shards->entry(item.source);
-    if (bytes.size() != se.length || dataset::Crc32(bytes) != se.crc) {
+    if (bytes.size() != se.length || dataset::Crc32c(bytes) != se.crc) {
       item.error = Corrupt(name + ": the record does not match its index (length or checksum)");
       return;
     }
@@ -304,7 +304,7 @@ void Converter::Transcode(Item& item, decode::Decoder& decoder, transform::Scrat
     item.field_lengths[f] = static_cast<uint32_t>(value.size());
   }
   e.length = static_cast<uint32_t>(rec.size());
-  e.crc = dataset::Crc32(rec);
+  e.crc = dataset::Crc32c(rec);
 }
 
 Status Converter::OpenShard() {

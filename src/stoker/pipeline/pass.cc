@@ -625,7 +625,7 @@ Status Pass::CheckRecord(const Item& item, int64_t index) const {
                    " of " + std::to_string(e.length) + " bytes at offset " +
                    std::to_string(e.offset) + ")");
   }
-  if (dataset::Crc32({b.data(), b.size()}) != e.crc) {
+  if (dataset::Crc32c({b.data(), b.size()}) != e.crc) {
     return Corrupt("checksum mismatch: the record's bytes are not those the index was written for");
   }
   return Status::Ok();
