@@ -47,23 +47,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integrat
 import demo_compare  # noqa: E402
 
 
-def run(uri, epochs, threads, batch_size, **kw):
-    """Per-epoch images/s, CPU-ms per image (the whole process) and requests."""
+def run(uri, epochs, threads, batch_size, server=None, **kw):
+    """Per-epoch images/s, CPU-ms per image (the whole process), requests
+    and, with `server`, the CPU-ms per image the S3 stub took."""
     tf = stoker.transforms.imagenet_train(224, normalize=True)
     loader = stoker.Loader(str(uri), batch_size=batch_size, transform=tf, shuffle=True, seed=0,
                            threads=threads, **kw)
-    rates, cpus, requests = [], [], []
+    rates, cpus, requests, server_cpus = [], [], [], []
     for epoch in range(epochs):
         loader.set_epoch(epoch)
         r0 = loader.stats()["requests"]
+        s0 = server.cpu_seconds() if server is not None else 0.0
         n, t0, c0 = 0, time.perf_counter(), time.process_time()
         for b in loader:
             n += int(b["label"].shape[0])
         rates.append(n / (time.perf_counter() - t0))
         cpus.append((time.process_time() - c0) / n * 1e3)
         requests.append(loader.stats()["requests"] - r0)
+        if server is not None:
+            server_cpus.append((server.cpu_seconds() - s0) / n * 1e3)
     loader.close()
-    return {"rates": rates, "cpu_ms": cpus, "requests": requests}
+    return {"rates": rates, "cpu_ms": cpus, "requests": requests, "server_cpu_ms": server_cpus}
 
 
 def main(argv=None):
@@ -127,7 +131,7 @@ def main(argv=None):
                     runs["shards_local_chunk"].append(run(dst, a.epochs, a.threads, a.batch_size,
                                                           window_pages=a.window_pages))
                     runs["shards_s3"].append(run(uri, a.epochs, a.threads, a.batch_size,
-                                                 endpoint_url=stub.endpoint,
+                                                 server=stub, endpoint_url=stub.endpoint,
                                                  window_pages=a.window_pages))
         runs = {k: v for k, v in runs.items() if v}
         out["runs"] = runs
@@ -143,6 +147,9 @@ def main(argv=None):
         if "files" in med:
             out["shards_over_files_epoch0"] = med["shards"]["epoch0"] / med["files"]["epoch0"]
             out["shards_over_files_steady"] = med["shards"]["steady"] / med["files"]["steady"]
+        if runs.get("shards_s3"):
+            med["shards_s3"]["stub_cpu_ms_steady"] = statistics.median(
+                statistics.mean(r["server_cpu_ms"][1:]) for r in runs["shards_s3"])
         if "shards_s3" in med:
             out["s3_over_local_epoch0"] = med["shards_s3"]["epoch0"] / med["shards_local_chunk"]["epoch0"]
             out["s3_over_local_steady"] = med["shards_s3"]["steady"] / med["shards_local_chunk"]["steady"]
@@ -180,6 +187,9 @@ def main(argv=None):
     if "shards_over_files_epoch0" in out:
         print(f"shards / files: epoch 0 {out['shards_over_files_epoch0']:.2f}x, steady "
               f"{out['shards_over_files_steady']:.2f}x")
+    if "shards_s3" in med:
+        print(f"the S3 stub's own CPU (same machine): {med['shards_s3']['stub_cpu_ms_steady']:.2f} "
+              f"CPU-ms per image, steady")
     if "s3_over_local_epoch0" in out:
         print(f"S3 / local shards: epoch 0 {out['s3_over_local_epoch0']:.2f}x, steady "
               f"{out['s3_over_local_steady']:.2f}x")
