@@ -451,17 +451,20 @@ def test_shards_from_s3_a_page_per_request(moto, s3, small_folder, tmp_path):
 
 def test_shards_from_s3_small_windows_and_storage_order(moto, s3, small_folder, tmp_path):
     """Pages read ahead and let go under a small budget (window_pages=2:
-    four pages held) and in storage order (no shuffle, pages read ahead):
-    every sample exactly once, the local shards' pixels."""
+    four pages held), in storage order (no shuffle, pages read ahead), and
+    with the next epoch's first pages read ahead (lookahead): every sample
+    exactly once, the local shards' pixels."""
     shards = tmp_path / "shards"
     stoker.convert(small_folder, shards, shard_size=16 << 10)
     _upload(s3, shards, "shards2")
-    for kw in (dict(shuffle=True, seed=5, window_pages=2), dict(shuffle=False)):
+    for kw in (dict(shuffle=True, seed=5, window_pages=2), dict(shuffle=False),
+               dict(shuffle=True, seed=6, window_pages=3, lookahead=True)):
+        kw.setdefault("lookahead", False)
         common = dict(batch_size=3, transform=stoker.transforms.imagenet_val(24), threads=2,
-                      on_error="raise", page_bytes=3000, **kw)
-        local = stoker.Loader(shards, **common)
+                      on_error="raise", page_bytes=3000)
+        local = stoker.Loader(shards, **common, **{k: v for k, v in kw.items() if k != "lookahead"})
         remote = stoker.Loader(f"s3://{BUCKET}/shards2/", endpoint_url=moto.endpoint,
-                               lookahead=False, **common)
+                               **common, **kw)
         for epoch in (0, 1, 2):
             local.set_epoch(epoch)
             remote.set_epoch(epoch)

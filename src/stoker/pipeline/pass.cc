@@ -413,6 +413,27 @@ void Pass::PrefetchPages(int64_t k, uint64_t index) {
 // Every read of this pass is issued: start the next epoch's first reads
 // (remote samples only; local reads are fast enough when asked for).
 void Pass::ReadAhead() {
+  if (c_.pages && c_.options.lookahead) {
+    // Remote shards: the pages the next epoch starts with (the pass over
+    // it begins without a round trip, as loose files' lookahead does).
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stop_) return;
+    }
+    sampler::Sampler next = c_.sampler;
+    next.SetEpoch(c_.sampler.epoch() + 1, 0);
+    if (const sampler::ChunkOrder* order = next.chunk_order()) {
+      // Its first window (held beside the one in use; the next pass asks
+      // for the windows after it as it starts).
+      for (uint64_t q = 0; q < order->window() && q < order->num_pages(); ++q) {
+        c_.pages->Prefetch(order->PageAt(q));
+      }
+    } else if (next.per_rank() > 0) {
+      const uint64_t first = c_.pages->PageOf(next.IndexAt(next.GlobalPosition(0)));
+      for (uint64_t p = first; p < first + kPagesAhead; ++p) c_.pages->Prefetch(p);
+    }
+    return;
+  }
   if (!c_.lookahead || c_.lookahead_count <= 0 || c_.dataset->shards) return;
   {
     std::lock_guard<std::mutex> lock(mu_);
