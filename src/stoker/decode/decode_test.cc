@@ -1862,6 +1862,28 @@ TEST(DecodeRestart, FuzzFindingRewriteRefusesWhatTheDecoderRefuses) {
   }
 }
 
+// decode_fuzz finding: a progressive file whose sampling factors libjpeg's
+// upsampler refuses ("Fractional sampling") was transcoded, though it never
+// decodes. The input's first 4 bytes are the fuzz target's control bytes.
+TEST(DecodeRestart, FuzzFindingFractionalSamplingIsNotRewritten) {
+  const std::string path =
+      std::string(STOKER_SOURCE_DIR) + "/fuzz/regressions/decode/rewrite-fractional-sampling";
+  FILE* f = std::fopen(path.c_str(), "rb");
+  ASSERT_NE(f, nullptr) << path;
+  Bytes input;
+  for (int c; (c = std::fgetc(f)) != EOF;) input.push_back(static_cast<uint8_t>(c));
+  std::fclose(f);
+  const Bytes jpeg(input.begin() + 4, input.end());
+  Decoder dec;
+  auto full = dec.DecodeFull(S(jpeg));
+  ASSERT_FALSE(full.ok());
+  EXPECT_NE(full.status().message().find("Fractional sampling"), std::string::npos);
+  auto r = RewriteWithRestarts(S(jpeg));
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kCorrupt);
+  EXPECT_NE(r.status().message().find("Fractional sampling"), std::string::npos);
+}
+
 TEST(DecodeRestart, RewriteErrors) {
   const Bytes jpeg = EncodeJpeg(200, 100);
   auto truncated = RewriteWithRestarts(S(Bytes(jpeg.begin(), jpeg.begin() + jpeg.size() / 2)));

@@ -563,6 +563,7 @@ struct Transcoder {
   unsigned long out_size = 0;
   bool too_big = false;
   bool incomplete = false;
+  bool fractional = false;
 
   Transcoder() {
     std::memset(&src, 0, sizeof src);
@@ -614,6 +615,18 @@ struct Transcoder {
     if (max_pixels > 0 && int64_t{src.image_width} * src.image_height > max_pixels) {
       too_big = true;
       return true;
+    }
+    // Sampling factors libjpeg's upsampler refuses when decoding (jdsample.c,
+    // "Fractional sampling"): the coefficients alone would copy, but the
+    // file never decodes.
+    for (int c = 0; c < src.num_components; ++c) {
+      const jpeg_component_info& ci = src.comp_info[c];
+      if (ci.h_samp_factor < 1 || ci.v_samp_factor < 1 ||
+          src.max_h_samp_factor % ci.h_samp_factor != 0 ||
+          src.max_v_samp_factor % ci.v_samp_factor != 0) {
+        fractional = true;
+        return true;
+      }
     }
     // As the decoder: a single-scan Huffman file that lacks only its EOI is
     // complete (see DecodeRows).
@@ -850,6 +863,10 @@ Result<RestartJpeg> RewriteWithRestarts(std::span<const uint8_t> jpeg, int64_t m
   if (!t->Run(jpeg, max_pixels, optimize_huffman)) return Status(t->err.code, t->err.message);
   if (t->too_big) {
     return internal::TooManyPixels(t->src.image_width, t->src.image_height, max_pixels);
+  }
+  if (t->fractional) {
+    return Corrupt("invalid JPEG data: Fractional sampling not implemented yet (the decoder "
+                   "refuses these sampling factors)");
   }
   if (t->incomplete) {
     return Status(StatusCode::kUnsupported,
