@@ -1884,6 +1884,25 @@ TEST(DecodeRestart, FuzzFindingFractionalSamplingIsNotRewritten) {
   EXPECT_NE(r.status().message().find("Fractional sampling"), std::string::npos);
 }
 
+// decode_fuzz finding (under ASan): a transcode that failed after libjpeg
+// had grown its jpeg_mem_dest buffer freed the first buffer a second time
+// (the caller's pointer is updated only when compression finishes). The
+// output now goes into a vector destination. The rewrite fails with a
+// message, and under ASan frees nothing twice.
+TEST(DecodeRestart, FuzzFindingFailedTranscodeFreesOnce) {
+  const std::string path =
+      std::string(STOKER_SOURCE_DIR) + "/fuzz/regressions/decode/rewrite-double-free-after-error";
+  FILE* f = std::fopen(path.c_str(), "rb");
+  ASSERT_NE(f, nullptr) << path;
+  Bytes input;
+  for (int c; (c = std::fgetc(f)) != EOF;) input.push_back(static_cast<uint8_t>(c));
+  std::fclose(f);
+  const Bytes jpeg(input.begin() + 4, input.end());
+  auto r = RewriteWithRestarts(S(jpeg));  // fails part-way through its output
+  ASSERT_FALSE(r.ok());
+  EXPECT_FALSE(r.status().message().empty());
+}
+
 TEST(DecodeRestart, RewriteErrors) {
   const Bytes jpeg = EncodeJpeg(200, 100);
   auto truncated = RewriteWithRestarts(S(Bytes(jpeg.begin(), jpeg.begin() + jpeg.size() / 2)));

@@ -550,6 +550,42 @@ struct AbortGuard {
 
 namespace {
 
+// A libjpeg destination that writes into a std::vector. jpeg_mem_dest's
+// buffer is freed and replaced by libjpeg as it grows, and the caller's
+// pointer is updated only when compression finishes: after an error in
+// between it dangles (freeing it was a double free, found by decode_fuzz).
+struct VectorDest {
+  jpeg_destination_mgr pub;  // first: libjpeg casts cinfo->dest to this
+  std::vector<uint8_t> bytes;
+  size_t size = 0;  // bytes written, once finished
+
+  static void Init(j_compress_ptr cinfo) {
+    auto* d = reinterpret_cast<VectorDest*>(cinfo->dest);
+    d->bytes.resize(64 * 1024);
+    d->pub.next_output_byte = d->bytes.data();
+    d->pub.free_in_buffer = d->bytes.size();
+  }
+  static boolean Empty(j_compress_ptr cinfo) {
+    auto* d = reinterpret_cast<VectorDest*>(cinfo->dest);
+    const size_t used = d->bytes.size();  // libjpeg empties only a full buffer
+    d->bytes.resize(used * 2);
+    d->pub.next_output_byte = d->bytes.data() + used;
+    d->pub.free_in_buffer = d->bytes.size() - used;
+    return TRUE;
+  }
+  static void Term(j_compress_ptr cinfo) {
+    auto* d = reinterpret_cast<VectorDest*>(cinfo->dest);
+    d->size = d->bytes.size() - d->pub.free_in_buffer;
+  }
+  void Attach(j_compress_ptr cinfo) {
+    pub.init_destination = Init;
+    pub.empty_output_buffer = Empty;
+    pub.term_destination = Term;
+    cinfo->dest = &pub;
+  }
+  std::span<const uint8_t> written() const { return {bytes.data(), size}; }
+};
+
 // libjpeg's transcoding objects for RewriteWithRestarts. Run calls setjmp
 // and keeps only trivially destructible locals; the destructor frees what
 // libjpeg allocated.
@@ -559,8 +595,7 @@ struct Transcoder {
   ErrorMgr err;
   jpeg_progress_mgr progress;
   bool src_created = false, dst_created = false;
-  unsigned char* out = nullptr;
-  unsigned long out_size = 0;
+  VectorDest out;
   bool too_big = false;
   bool incomplete = false;
   bool fractional = false;
@@ -578,7 +613,6 @@ struct Transcoder {
   ~Transcoder() {
     if (dst_created) jpeg_destroy_compress(&dst);
     if (src_created) jpeg_destroy_decompress(&src);
-    std::free(out);
   }
   Transcoder(const Transcoder&) = delete;
   Transcoder& operator=(const Transcoder&) = delete;
@@ -644,7 +678,7 @@ struct Transcoder {
     jpeg_copy_critical_parameters(&src, &dst);  // sequential Huffman, the same tables
     dst.optimize_coding = optimize ? TRUE : FALSE;
     dst.restart_interval = 1;
-    jpeg_mem_dest(&dst, &out, &out_size);
+    out.Attach(&dst);
     jpeg_write_coefficients(&dst, coefficients);
     for (jpeg_saved_marker_ptr m = src.marker_list; m != nullptr; m = m->next) {
       // The JFIF and Adobe markers libjpeg writes itself, and a row table
@@ -669,8 +703,7 @@ struct Encoder {
   jpeg_compress_struct dst;
   ErrorMgr err;
   bool created = false;
-  unsigned char* out = nullptr;
-  unsigned long out_size = 0;
+  VectorDest out;
 
   Encoder() {
     std::memset(&dst, 0, sizeof dst);
@@ -682,7 +715,6 @@ struct Encoder {
   }
   ~Encoder() {
     if (created) jpeg_destroy_compress(&dst);
-    std::free(out);
   }
   Encoder(const Encoder&) = delete;
   Encoder& operator=(const Encoder&) = delete;
@@ -691,7 +723,7 @@ struct Encoder {
     if (setjmp(err.jmp)) return false;
     jpeg_create_compress(&dst);
     created = true;
-    jpeg_mem_dest(&dst, &out, &out_size);
+    out.Attach(&dst);
     dst.image_width = static_cast<JDIMENSION>(width);
     dst.image_height = static_cast<JDIMENSION>(height);
     dst.input_components = 3;
@@ -873,7 +905,7 @@ Result<RestartJpeg> RewriteWithRestarts(std::span<const uint8_t> jpeg, int64_t m
                   "progressive JPEG whose scans leave coefficient bits out: decoders smooth "
                   "what is missing, so a sequential copy would not have the same pixels");
   }
-  return WithRowTable({t->out, t->out_size});
+  return WithRowTable(t->out.written());
 }
 
 Result<RestartJpeg> EncodeWithRestarts(const uint8_t* rgb, int width, int height, size_t stride,
@@ -884,7 +916,7 @@ Result<RestartJpeg> EncodeWithRestarts(const uint8_t* rgb, int width, int height
   }
   auto e = std::make_unique<internal::Encoder>();
   if (!e->Run(rgb, width, height, stride, quality)) return Status(e->err.code, e->err.message);
-  return WithRowTable({e->out, e->out_size});
+  return WithRowTable(e->out.written());
 }
 
 }  // namespace stoker::decode
