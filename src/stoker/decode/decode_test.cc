@@ -1509,16 +1509,22 @@ TEST(DecodeRowJump, TruncatedAndCorruptFilesFailAsWithoutIndex) {
 // index gives what a decode from the top gives, first pass and second.
 // The input's first 4 bytes are the fuzz target's control bytes
 // (decode_fuzz.cc): fast decode, a 16 x 16 output, and the crop's x, y and
-// size as fractions.
-TEST(DecodeRowJump, FuzzFindingOversubscribedHuffmanTableDecodesAsWithoutIndex) {
-  const std::string path =
-      std::string(STOKER_SOURCE_DIR) + "/fuzz/regressions/decode/row-index-oversubscribed-dht";
-  FILE* f = std::fopen(path.c_str(), "rb");
-  ASSERT_NE(f, nullptr) << path;
+// A committed decode_fuzz reproducer (fuzz/regressions/decode/NAME): the
+// target's 4 control bytes, then the image. Empty if it cannot be read.
+Bytes ReadRegression(const std::string& name) {
+  const std::string path = std::string(STOKER_SOURCE_DIR) + "/fuzz/regressions/decode/" + name;
   Bytes input;
+  FILE* f = std::fopen(path.c_str(), "rb");
+  if (f == nullptr) return input;
   for (int c; (c = std::fgetc(f)) != EOF;) input.push_back(static_cast<uint8_t>(c));
   std::fclose(f);
-  ASSERT_EQ(input.size(), 793u) << path;
+  return input;
+}
+
+// size as fractions.
+TEST(DecodeRowJump, FuzzFindingOversubscribedHuffmanTableDecodesAsWithoutIndex) {
+  const Bytes input = ReadRegression("row-index-oversubscribed-dht");
+  ASSERT_EQ(input.size(), 793u);
   const Bytes jpeg(input.begin() + 4, input.end());
   const double fx = input[1] / 255.0, fy = input[2] / 255.0, fs = (input[3] + 1) / 256.0;
   const int out = 8 << ((input[0] >> 3) & 3);
@@ -1866,13 +1872,8 @@ TEST(DecodeRestart, FuzzFindingRewriteRefusesWhatTheDecoderRefuses) {
 // upsampler refuses ("Fractional sampling") was transcoded, though it never
 // decodes. The input's first 4 bytes are the fuzz target's control bytes.
 TEST(DecodeRestart, FuzzFindingFractionalSamplingIsNotRewritten) {
-  const std::string path =
-      std::string(STOKER_SOURCE_DIR) + "/fuzz/regressions/decode/rewrite-fractional-sampling";
-  FILE* f = std::fopen(path.c_str(), "rb");
-  ASSERT_NE(f, nullptr) << path;
-  Bytes input;
-  for (int c; (c = std::fgetc(f)) != EOF;) input.push_back(static_cast<uint8_t>(c));
-  std::fclose(f);
+  const Bytes input = ReadRegression("rewrite-fractional-sampling");
+  ASSERT_GT(input.size(), 4u);
   const Bytes jpeg(input.begin() + 4, input.end());
   Decoder dec;
   auto full = dec.DecodeFull(S(jpeg));
@@ -1890,13 +1891,8 @@ TEST(DecodeRestart, FuzzFindingFractionalSamplingIsNotRewritten) {
 // output now goes into a vector destination. The rewrite fails with a
 // message, and under ASan frees nothing twice.
 TEST(DecodeRestart, FuzzFindingFailedTranscodeFreesOnce) {
-  const std::string path =
-      std::string(STOKER_SOURCE_DIR) + "/fuzz/regressions/decode/rewrite-double-free-after-error";
-  FILE* f = std::fopen(path.c_str(), "rb");
-  ASSERT_NE(f, nullptr) << path;
-  Bytes input;
-  for (int c; (c = std::fgetc(f)) != EOF;) input.push_back(static_cast<uint8_t>(c));
-  std::fclose(f);
+  const Bytes input = ReadRegression("rewrite-double-free-after-error");
+  ASSERT_GT(input.size(), 4u);
   const Bytes jpeg(input.begin() + 4, input.end());
   auto r = RewriteWithRestarts(S(jpeg));  // fails part-way through its output
   ASSERT_FALSE(r.ok());

@@ -315,10 +315,9 @@ struct JpegDecoder::State {
               int* cut_x, int* cut_y, bool* used = nullptr) {
     const JpegLayout& L = layout;
     if (!Fresh()) return false;
-    const int new_w = c1 == L.mcus_per_row ? L.width - c0 * L.mcu_w : (c1 - c0) * L.mcu_w;
-    const int new_h = r1 == L.mcu_rows ? L.height - r0 * L.mcu_h : (r1 - r0) * L.mcu_h;
-    if (!ReadHeader({prefix.data(), size}) || static_cast<int>(cinfo.image_width) != new_w ||
-        static_cast<int>(cinfo.image_height) != new_h) {
+    if (!ReadHeader({prefix.data(), size}) ||
+        static_cast<int>(cinfo.image_width) != CutWidth(L, c0, c1) ||
+        static_cast<int>(cinfo.image_height) != CutHeight(L, r0, r1)) {
       return Restart(bytes);
     }
     *cut_x = c0 * L.mcu_w;

@@ -569,6 +569,17 @@ bool WalkGrid(std::span<const uint8_t> bytes, const JpegLayout& L, JpegRowIndex:
   return true;
 }
 
+void WriteCutHeader(const uint8_t* bytes, const JpegLayout& L, int r0, int r1, int c0, int c1,
+                    uint8_t* o) {
+  std::memcpy(o, bytes, L.data_start);
+  const int new_w = CutWidth(L, c0, c1);
+  const int new_h = CutHeight(L, r0, r1);
+  o[L.sof_height_at] = static_cast<uint8_t>(new_h >> 8);
+  o[L.sof_height_at + 1] = static_cast<uint8_t>(new_h & 0xFF);
+  o[L.sof_height_at + 2] = static_cast<uint8_t>(new_w >> 8);
+  o[L.sof_height_at + 3] = static_cast<uint8_t>(new_w & 0xFF);
+}
+
 bool CropMcus(std::span<const uint8_t> bytes, const JpegLayout& L, const JpegRowIndex::Grid& grid,
               int r0, int r1, int c0, int c1, std::vector<uint8_t>* out, size_t* size) {
   const size_t row_len = static_cast<size_t>(L.mcus_per_row) + 1;
@@ -585,13 +596,7 @@ bool CropMcus(std::span<const uint8_t> bytes, const JpegLayout& L, const JpegRow
                        static_cast<size_t>(r1 - r0) * static_cast<size_t>(L.comps) * 8 + 32;
   if (out->size() < bound) out->resize(bound);
   uint8_t* o = out->data();
-  std::memcpy(o, bytes.data(), L.data_start);
-  const int new_w = c1 == L.mcus_per_row ? L.width - c0 * L.mcu_w : (c1 - c0) * L.mcu_w;
-  const int new_h = r1 == L.mcu_rows ? L.height - r0 * L.mcu_h : (r1 - r0) * L.mcu_h;
-  o[L.sof_height_at] = static_cast<uint8_t>(new_h >> 8);
-  o[L.sof_height_at + 1] = static_cast<uint8_t>(new_h & 0xFF);
-  o[L.sof_height_at + 2] = static_cast<uint8_t>(new_w >> 8);
-  o[L.sof_height_at + 3] = static_cast<uint8_t>(new_w & 0xFF);
+  WriteCutHeader(bytes.data(), L, r0, r1, c0, c1, o);
 
   SpanWriter w(o + L.data_start);
   int32_t pred[4] = {0, 0, 0, 0};  // the new stream's DC predictors
@@ -911,13 +916,7 @@ bool CropRestartMcus(std::span<const uint8_t> bytes, const JpegLayout& L, int r0
   const size_t bound = L.data_start + (n - row_at) + 2 * mcus + 2;
   if (out->size() < bound) out->resize(bound);
   uint8_t* o = out->data();
-  std::memcpy(o, b, L.data_start);
-  const int new_w = c1 == L.mcus_per_row ? L.width - c0 * L.mcu_w : (c1 - c0) * L.mcu_w;
-  const int new_h = r1 == L.mcu_rows ? L.height - r0 * L.mcu_h : (r1 - r0) * L.mcu_h;
-  o[L.sof_height_at] = static_cast<uint8_t>(new_h >> 8);
-  o[L.sof_height_at + 1] = static_cast<uint8_t>(new_h & 0xFF);
-  o[L.sof_height_at + 2] = static_cast<uint8_t>(new_w >> 8);
-  o[L.sof_height_at + 3] = static_cast<uint8_t>(new_w & 0xFF);
+  WriteCutHeader(b, L, r0, r1, c0, c1, o);
   size_t w = L.data_start;
   size_t copied = 0;
   size_t p = row_at;

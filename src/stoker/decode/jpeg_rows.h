@@ -221,6 +221,19 @@ bool CropMcus(std::span<const uint8_t> bytes, const JpegLayout& layout,
               const JpegRowIndex::Grid& grid, int r0, int r1, int c0, int c1,
               std::vector<uint8_t>* out, size_t* size);
 
+// The size of the image of MCU rows [r0, r1) and columns [c0, c1) of a
+// file (the last row or column keeps the file's partial MCU).
+inline int CutWidth(const JpegLayout& L, int c0, int c1) {
+  return c1 == L.mcus_per_row ? L.width - c0 * L.mcu_w : (c1 - c0) * L.mcu_w;
+}
+inline int CutHeight(const JpegLayout& L, int r0, int r1) {
+  return r1 == L.mcu_rows ? L.height - r0 * L.mcu_h : (r1 - r0) * L.mcu_h;
+}
+// The file's header up to its entropy-coded data, with the SOF size that of
+// that cut, written to `o`.
+void WriteCutHeader(const uint8_t* bytes, const JpegLayout& L, int r0, int r1, int c0, int c1,
+                    uint8_t* o);
+
 // Writes to *out (its first *size bytes) a baseline JPEG of MCU rows
 // [r0, r1) and MCU columns [c0, c1) of a file with a restart marker after
 // every MCU (restart_interval 1), by copying bytes: the header with the SOF

@@ -51,7 +51,7 @@ Result<storage::Bytes> PageReader::Record(
 
 void PageReader::Read(uint64_t i, storage::Storage::ReadCallback done) {
   const uint64_t page = PageOf(i);
-  Result<std::shared_ptr<storage::Bytes>> failed = Status(StatusCode::kInternal, "");
+  Result<std::shared_ptr<storage::Bytes>> held = Status(StatusCode::kInternal, "");
   bool ready = false, issue = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -59,7 +59,7 @@ void PageReader::Read(uint64_t i, storage::Storage::ReadCallback done) {
     Page& p = it->second;
     if (!fresh && p.loaded) {
       ready = true;
-      failed = p.bytes;
+      held = p.bytes;
       used_.splice(used_.begin(), p.used ? used_ : unused_, p.lru);
       p.used = true;
     } else {
@@ -69,7 +69,7 @@ void PageReader::Read(uint64_t i, storage::Storage::ReadCallback done) {
     }
   }
   if (ready) {
-    done(Record(i, page, failed));
+    done(Record(i, page, held));
     return;
   }
   if (issue) Issue(page);
