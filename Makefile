@@ -22,7 +22,7 @@ $(VENV)/.ok: pyproject.toml | deps
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q "torch==2.13.0" numpy pillow pytest nanobind scikit-build-core cmake ninja \
-	  boto3 "moto[server]" uvloop cryptography
+	  boto3 "moto[server]" uvloop cryptography webdataset
 	touch $@
 
 venv: $(VENV)/.ok
@@ -143,7 +143,7 @@ test-tsan: venv
 CLANG_VERSION ?= 14
 FUZZ_BUILD ?= build/fuzz
 FUZZ_SECONDS ?= 300
-FUZZ_TARGETS ?= decode manifest uri xml http_reply fields shard_index
+FUZZ_TARGETS ?= decode manifest uri xml http_reply fields shard_index tar
 
 fuzz-build: venv
 	@CLANG_VERSION=$(CLANG_VERSION) bash tools/install-deps.sh fuzz

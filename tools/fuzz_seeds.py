@@ -3,12 +3,13 @@
 
     fuzz_seeds.py OUT_DIR
 
-creates OUT_DIR/{decode,manifest,uri,xml,http_reply,fields,shard_index}/ with a few small valid
+creates OUT_DIR/{decode,manifest,uri,xml,http_reply,fields,shard_index,tar}/ with a few small valid
 inputs per target, so the fuzzers start from the formats' real structure instead of
 finding it byte by byte. Images are generated with Pillow (kept tiny: a
 fuzzer mutates faster on short inputs); the text formats are written
 inline. Decode seeds carry decode_fuzz.cc's 4 control bytes in front.
-Shard indexes are packed with struct as docs/shard-format.md lays them out.
+Shard indexes are packed with struct as docs/shard-format.md lays them out;
+tars are written by Python's tarfile (ustar, GNU and pax), as WebDataset's are.
 """
 import io
 import pathlib
@@ -187,6 +188,32 @@ def shard_indexes():
                 ["a", "b"], [(2, "f")], [(16, 0)], [])}
 
 
+def _tar(fmt, members) -> bytes:
+    import tarfile
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt) as t:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def tars():
+    """name -> tar_fuzz.cc input: a control byte (bit 0: fix header
+    checksums; bit 1: expand the bytes as a brace pattern), then a tar."""
+    import tarfile
+    small = [("s0.jpg", b"\xff\xd8\xff\xd9"), ("s0.cls", b"1"), ("s0.txt", b"hi"),
+             ("s1.png", b"\x89PNG"), ("s1.cls", b"2"), ("__meta__", b"m")]
+    long = [("d/" + "n" * 120 + ".jpg", b"x" * 600), ("d/" + "n" * 120 + ".json", b"{}")]
+    return {"ustar-fix": b"\x01" + _tar(tarfile.USTAR_FORMAT, small),
+            "gnu": b"\x00" + _tar(tarfile.GNU_FORMAT, small + long),
+            "pax-fix": b"\x01" + _tar(tarfile.PAX_FORMAT, long),
+            "braces": b"\x02s3://b/train-{000..012}-{a,b{c,d}}.tar",
+            "dup-fix": b"\x01" + _tar(tarfile.USTAR_FORMAT, [("a.jpg", b"1"), ("b.jpg", b"2"),
+                                                             ("a.cls", b"3")])}
+
+
 def main():
     out = pathlib.Path(sys.argv[1])
     corpora = {
@@ -197,6 +224,7 @@ def main():
         "http_reply": HTTP_REPLIES,
         "fields": FIELDS,
         "shard_index": shard_indexes(),
+        "tar": tars(),
     }
     # Decode seeds: a few control-byte prefixes per image (full/val, train,
     # fast, normalize; see decode_fuzz.cc).

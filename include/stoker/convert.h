@@ -33,6 +33,8 @@ struct ConvertOptions {
   std::optional<uint64_t> shuffle_seed;
   // Extra fields to carry (LoaderOptions::fields); empty: image and label.
   std::vector<FieldSpec> fields;
+  // A WebDataset source: the file holding each label (LoaderOptions::label_field).
+  std::string label_field = "cls";
   int threads = 0;  // transcoding threads; 0: one per core
   OnError on_error = OnError::kSkip;
   std::string endpoint_url;  // for an s3:// source

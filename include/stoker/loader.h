@@ -146,6 +146,9 @@ struct DatasetInfo {
     int64_t bytes = 0;
     int64_t samples = 0;
   };
+  // "stoker" (written by stoker convert) or "webdataset" (tars, indexed
+  // when opened: shard_index_bytes is that index's memory).
+  std::string shard_format;
   std::string shard_index_uri;
   int64_t shard_index_bytes = 0;
   std::vector<Shard> shards;

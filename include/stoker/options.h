@@ -202,8 +202,15 @@ using ShardFilter = std::function<Result<std::vector<uint8_t>>(const ShardColumn
 
 struct LoaderOptions {
   // A local folder (ImageFolder layout), `file://` URI, or a manifest file
-  // (.csv with header `path,label`, or .jsonl with keys `path`, `label`).
+  // (.csv with header `path,label`, or .jsonl with keys `path`, `label`);
+  // a folder written by stoker convert, or its index.stoker; WebDataset
+  // tars: one .tar, a brace pattern ("train-{000..099}.tar") or a folder
+  // of .tar files. Local, s3:// or http(s)://.
   std::string uri;
+  // WebDataset: the extension of the file that holds each sample's label
+  // (an integer in text, as WebDataset's .cls); a sample without one has
+  // label -1. Other datasets take their labels from their layout.
+  std::string label_field = "cls";
   // S3 endpoint override (else AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, the
   // AWS config profile, or AWS itself).
   std::string endpoint_url;

@@ -591,7 +591,7 @@ void register_loader(nb::module_& m) {
              double min_rate_window,
              const std::vector<std::pair<std::string, std::string>>& fields, nb::object map,
              nb::object batch_map, bool torch, const std::string& order, int64_t page_bytes,
-             int window_pages, nb::object where) {
+             int window_pages, nb::object where, const std::string& label_field) {
             LoaderOptions o;
             o.uri.assign(uri.c_str(), uri.size());  // os.fsencode()d: any bytes
             o.endpoint_url = endpoint_url;
@@ -624,6 +624,7 @@ void register_loader(nb::module_& m) {
             }
             o.page_bytes = page_bytes;
             o.window_pages = window_pages;
+            o.label_field = label_field;
             if (!where.is_none()) o.where = MakeShardFilter(where);
             if (order == "auto") {
               o.order = LoaderOptions::Order::kAuto;
@@ -658,7 +659,7 @@ void register_loader(nb::module_& m) {
           nb::arg("map") = nb::none(), nb::arg("batch_map") = nb::none(),
           nb::arg("torch") = true, nb::arg("order") = "auto",
           nb::arg("page_bytes") = LoaderOptions{}.page_bytes, nb::arg("window_pages") = 0,
-          nb::arg("where") = nb::none())
+          nb::arg("where") = nb::none(), nb::arg("label_field") = LoaderOptions{}.label_field)
       .def("__len__", [](const PyLoader& l) { return l.impl->num_batches(); })
       .def_prop_ro("num_samples", [](const PyLoader& l) { return l.impl->num_samples(); })
       .def_prop_ro("shard_info",
@@ -666,6 +667,7 @@ void register_loader(nb::module_& m) {
                      const DatasetInfo& i = l.impl->info();
                      if (i.shard_index_uri.empty()) return nb::none();
                      nb::dict d;
+                     d["format"] = nb::str(i.shard_format.c_str());
                      d["index"] = DecodePath(i.shard_index_uri);
                      d["index_bytes"] = i.shard_index_bytes;
                      nb::list shards;

@@ -204,8 +204,10 @@ class Loader:
     """Batches of decoded, transformed images from a dataset URI.
 
     uri: an ImageFolder root (local path or file://), or a manifest
-        (.csv with header ``path,label`` or .jsonl with keys path, label);
-        str, bytes or path-like. File names need not be UTF-8: they come
+        (.csv with header ``path,label`` or .jsonl with keys path, label),
+        or a folder written by stoker.convert, or WebDataset tars: one .tar,
+        a brace pattern (``train-{000000..000099}.tar``) or a folder of .tar
+        files; local, s3:// or http(s)://; str, bytes or path-like. File names need not be UTF-8: they come
         back (sample_uri, classes, error messages) as os.fsdecode() gives
         them, so os.fsencode() recovers the bytes.
     transform: stoker.transforms.Compose([...]) of torchvision v2's ops, or
@@ -307,6 +309,11 @@ class Loader:
         those columns (NumPy int64 arrays, one value per sample in storage
         order) and returning a bool array. batch["index"] stays the source
         position; num_samples counts the samples kept.
+    label_field: WebDataset: the extension of each sample's label file
+        (an integer in text; default "cls"); a sample without one has label
+        -1. WebDataset fields are extensions ("txt", "json", "seg.png"), and
+        "__key__" gives each sample's key; batch["index"] is the sample's
+        position in the tars (docs/webdataset.md).
 
     Iterating yields dicts: ``image`` (N x C x H x W uint8, or float32 after
     ToDtype(torch.float32)), ``label`` (int64), ``index`` (int64 position of
@@ -332,7 +339,8 @@ class Loader:
                  map: Optional[Callable[[Dict[str, Any]], Dict[str, Any]]] = None,
                  batch_map: Optional[Callable[[Dict[str, Any]], Any]] = None,
                  order: str = "auto", page_bytes: int = 8 << 20, window_pages: int = 16,
-                 where: Optional[Union[str, Callable[[Dict[str, Any]], Any]]] = None):
+                 where: Optional[Union[str, Callable[[Dict[str, Any]], Any]]] = None,
+                 label_field: str = "cls"):
         transform = transform if transform is not None else imagenet_val(224)
         if threads == "auto":
             threads = 0
@@ -366,7 +374,8 @@ class Loader:
             map=_sample_map(map) if map is not None else None,
             batch_map=_batch_map(batch_map) if batch_map is not None else None,
             torch=_torch is not None, order=order, page_bytes=int(page_bytes),
-            window_pages=int(window_pages), where=_where(where) if where is not None else None)
+            window_pages=int(window_pages), where=_where(where) if where is not None else None,
+            label_field=str(label_field))
         self.fields = [name for name, _ in field_specs]
         self.rank, self.world_size = rank, world_size
         self._closed = False
@@ -377,9 +386,11 @@ class Loader:
 
     @property
     def shard_info(self) -> Optional[Dict[str, Any]]:
-        """For a shard dataset (stoker.convert): {index, index_bytes, shards:
-        [{uri, bytes, samples}], fields: {name: kind}, image_formats:
-        {format: samples}}; None for loose files."""
+        """For a shard dataset (stoker.convert, or WebDataset tars): {format
+        ("stoker" or "webdataset"), index (its URI, or the tars' pattern),
+        index_bytes (of the index in memory), shards: [{uri, bytes,
+        samples}], fields: {name: kind}, image_formats: {format: samples}};
+        None for loose files."""
         return self._core.shard_info
 
     @property

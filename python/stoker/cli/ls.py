@@ -46,8 +46,11 @@ def list_dataset(uri: str, with_bytes: Optional[bool] = None,
         total = None
         shards = loader.shard_info
         if shards is not None:
-            # The index says every size: nothing to stat.
-            total = shards["index_bytes"] + sum(s["bytes"] for s in shards["shards"])
+            # The index says every size: nothing to stat. (A WebDataset
+            # index is built in memory, not stored.)
+            total = sum(s["bytes"] for s in shards["shards"])
+            if shards.get("format") != "webdataset":
+                total += shards["index_bytes"]
         elif with_bytes is not False and (with_bytes or n <= _STAT_LIMIT):
             paths = [_local_path(loader.sample_uri(i)) for i in range(n)]
             if all(p is not None for p in paths):
@@ -74,8 +77,12 @@ def format_listing(r: Dict[str, Any]) -> str:
     sh = r.get("shards")
     if sh is not None:
         k = len(sh["shards"])
-        lines.append(f"  shard dataset: {k} shard{'s' if k != 1 else ''}, index {sh['index']} "
-                     f"({measure.fmt_bytes(sh['index_bytes'])})")
+        if sh.get("format") == "webdataset":
+            lines.append(f"  WebDataset: {k} tar{'s' if k != 1 else ''}, {sh['index']}, "
+                         f"indexed in {measure.fmt_bytes(sh['index_bytes'])} of memory")
+        else:
+            lines.append(f"  shard dataset: {k} shard{'s' if k != 1 else ''}, index {sh['index']} "
+                         f"({measure.fmt_bytes(sh['index_bytes'])})")
         lines.append("  images: " + ", ".join(f"{k} {v:,}" for k, v in
                                                sorted(sh["image_formats"].items())))
         if sh["fields"]:
@@ -93,7 +100,8 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "ls", help="what a dataset holds: samples, classes, bytes",
         description=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("uri", help="dataset: folder, file://, s3://bucket/prefix/, manifest .csv/.jsonl")
+    p.add_argument("uri", help="dataset: folder, file://, s3://bucket/prefix/, manifest .csv/.jsonl, "
+                               "WebDataset .tar or brace pattern")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--bytes", dest="with_bytes", action="store_const", const=True, default=None,
                    help=f"sum file sizes even above {_STAT_LIMIT:,} samples")

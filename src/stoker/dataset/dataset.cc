@@ -265,7 +265,8 @@ Status ResolveManifestFields(const std::vector<FieldSpec>& specs,
   return Status::Ok();
 }
 
-// Folder fields by the name's last extension (FieldSpec::Kind::kAuto).
+}  // namespace
+
 FieldSpec::Kind KindFromExtension(std::string_view field) {
   using K = FieldSpec::Kind;
   const auto dot = field.find_last_of('.');
@@ -278,7 +279,6 @@ FieldSpec::Kind KindFromExtension(std::string_view field) {
   if (ext == "png") return K::kMask;
   return K::kBytes;
 }
-}  // namespace
 
 const char* FieldKindName(FieldSpec::Kind kind) {
   switch (kind) {
@@ -575,12 +575,96 @@ Result<Dataset> ParseJsonlManifest(std::string_view text, const std::string& nam
   return ds;
 }
 
+ShardEntry Shards::raw_entry(uint64_t e) const {
+  if (!tar) return index.entry(e);
+  const TarIndex::Entry& t = tar->entries[e];
+  ShardEntry out;
+  out.offset = t.offset;
+  out.source = e;
+  out.label = t.label;
+  out.shard = t.shard;
+  out.length = t.length;
+  out.image_length = t.image_length;
+  out.image_offset = t.image_offset;
+  out.image_format = t.image_format;
+  return out;
+}
+
+std::optional<FieldRange> Shards::field_range(uint64_t i, size_t f) const {
+  if (f == kKeyField) return std::nullopt;
+  if (!tar) return index.field_range(entry_number(i), f);
+  const FieldRange r = tar->ranges[entry_number(i) * tar->fields.size() + f];
+  if (r.length == kFieldMissing) return std::nullopt;
+  return r;
+}
+
+std::string_view Shards::key(uint64_t i) const {
+  if (!tar) return {};
+  const TarIndex::Entry& t = tar->entries[entry_number(i)];
+  return std::string_view(tar->keys).substr(t.key_offset, t.key_length);
+}
+
+uint64_t Shards::index_bytes() const {
+  if (!tar) return index.bytes().size();
+  return tar->entries.capacity() * sizeof(TarIndex::Entry) +
+         tar->ranges.capacity() * sizeof(FieldRange) + tar->keys.capacity();
+}
+
+Status Shards::CheckRecord(std::span<const uint8_t> record, uint64_t i) const {
+  const ShardEntry e = entry(i);
+  if (record.size() != e.length) {
+    return Corrupt("the shard is shorter than its index says (read " + std::to_string(record.size()) +
+                   " of " + std::to_string(e.length) + " bytes at offset " +
+                   std::to_string(e.offset) + ")");
+  }
+  if (checksummed() && Crc32c(record) != e.crc) {
+    return Corrupt("checksum mismatch: the record's bytes are not those the index was written for");
+  }
+  return Status::Ok();
+}
+
 std::string Dataset::SampleName(uint64_t i) const {
   if (!shards) return samples[i].uri;
   const ShardEntry e = shards->entry(i);
+  if (shards->tar) {
+    return shards->shard_uris[e.shard] + ", sample '" + std::string(shards->key(i)) + "'";
+  }
   return shards->shard_uris[e.shard] + ", sample " + std::to_string(shards->entry_number(i)) +
          " (source " +
          std::to_string(e.source) + ")";
+}
+
+Status ApplyShardFilter(Shards& shards, const ShardFilter& where, const std::string& name) {
+  const uint64_t n = shards.num_entries();
+  ShardColumns c;
+  for (auto* v : {&c.label, &c.source, &c.shard, &c.bytes, &c.width, &c.height, &c.image_format}) {
+    v->resize(n);
+  }
+  for (uint64_t i = 0; i < n; ++i) {
+    const ShardEntry e = shards.raw_entry(i);
+    c.label[i] = e.label;
+    c.source[i] = static_cast<int64_t>(e.source);
+    c.shard[i] = e.shard;
+    c.bytes[i] = e.length;
+    c.width[i] = e.width;
+    c.height[i] = e.height;
+    c.image_format[i] = static_cast<int64_t>(e.image_format);
+  }
+  auto keep = where(c);
+  if (!keep.ok()) return keep.status().WithContext(name + ": where");
+  if (keep->size() != n) {
+    return InvalidArgument(name + ": where gave " + std::to_string(keep->size()) + " flags for " +
+                           std::to_string(n) + " samples");
+  }
+  shards.filtered = true;
+  for (uint64_t i = 0; i < n; ++i) {
+    if ((*keep)[i]) shards.selected.push_back(i);
+  }
+  shards.selected.shrink_to_fit();
+  if (shards.selected.empty()) {
+    return NotFound(name + ": where keeps none of its " + std::to_string(n) + " samples");
+  }
+  return Status::Ok();
 }
 
 Result<Dataset> OpenShards(const std::string& index_uri, storage::Storage& storage,
@@ -614,49 +698,20 @@ Result<Dataset> OpenShards(const std::string& index_uri, storage::Storage& stora
                         /*file=*/true});
     shards->field_map.push_back(f);
   }
-  if (where) {
-    const ShardIndex& index = shards->index;
-    const uint64_t n = index.num_samples();
-    ShardColumns c;
-    for (auto* v : {&c.label, &c.source, &c.shard, &c.bytes, &c.width, &c.height, &c.image_format}) {
-      v->resize(n);
-    }
-    for (uint64_t i = 0; i < n; ++i) {
-      const ShardEntry e = index.entry(i);
-      c.label[i] = e.label;
-      c.source[i] = static_cast<int64_t>(e.source);
-      c.shard[i] = e.shard;
-      c.bytes[i] = e.length;
-      c.width[i] = e.width;
-      c.height[i] = e.height;
-      c.image_format[i] = static_cast<int64_t>(e.image_format);
-    }
-    auto keep = where(c);
-    if (!keep.ok()) return keep.status().WithContext(index_uri + ": where");
-    if (keep->size() != n) {
-      return InvalidArgument(index_uri + ": where gave " + std::to_string(keep->size()) +
-                             " flags for " + std::to_string(n) + " samples");
-    }
-    shards->filtered = true;
-    for (uint64_t i = 0; i < n; ++i) {
-      if ((*keep)[i]) shards->selected.push_back(i);
-    }
-    shards->selected.shrink_to_fit();
-    if (shards->selected.empty()) {
-      return NotFound(index_uri + ": where keeps none of its " + std::to_string(n) + " samples");
-    }
-  }
+  if (where) STOKER_RETURN_IF_ERROR(ApplyShardFilter(*shards, where, index_uri));
   d.shards = std::move(shards);
   return d;
 }
 
 Result<Dataset> OpenDataset(const std::string& uri, storage::Storage& storage,
-                            const std::vector<FieldSpec>& fields, const ShardFilter& where) {
+                            const std::vector<FieldSpec>& fields, const ShardFilter& where,
+                            const std::string& label_field) {
   const bool csv = EndsWithNoCase(uri, ".csv");
   const bool jsonl = EndsWithNoCase(uri, ".jsonl");
   if (EndsWithNoCase(uri, std::string("/") + kShardIndexName) || uri == kShardIndexName) {
     return OpenShards(uri, storage, fields, where);
   }
+  if (IsWebDatasetUri(uri)) return OpenWebDataset(uri, storage, fields, where, label_field);
   const auto not_shards = [&] {
     return InvalidArgument(uri + " is not a shard dataset: where= filters a shard dataset's "
                            "index (stoker convert writes one)");
@@ -672,6 +727,19 @@ Result<Dataset> OpenDataset(const std::string& uri, storage::Storage& storage,
       if (obj.key == kShardIndexName) {
         return OpenShards(storage.Join(uri, kShardIndexName), storage, fields, where);
       }
+    }
+    // A folder of tars and no images is WebDataset.
+    bool tars = false, images = false;
+    for (const auto& obj : *listed) {
+      tars |= EndsWithNoCase(obj.key, ".tar");
+      images |= HasImageExtension(obj.key);
+    }
+    if (tars && !images) {
+      std::vector<std::string> uris;
+      for (const auto& obj : *listed) {
+        if (EndsWithNoCase(obj.key, ".tar")) uris.push_back(storage.Join(uri, obj.key));
+      }
+      return OpenTarShards(std::move(uris), uri, storage, fields, where, label_field);
     }
     if (where) return not_shards();
     return ImageFolderFromListing(uri, *listed, storage, fields);

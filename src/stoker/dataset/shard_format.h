@@ -54,6 +54,9 @@ struct ShardEntry {
   uint32_t shard = 0;
   uint32_t length = 0;        // the record's bytes: image, then the present fields
   uint32_t image_length = 0;  // the image's bytes, first in the record
+  // Where the image starts in the record: always 0 in this format; a
+  // WebDataset tar's sample (dataset.h, TarIndex) may keep it elsewhere.
+  uint32_t image_offset = 0;
   // kJpegRestart: the offset in the image of its first entropy-coded byte
   // (after SOS); 0 for every other format.
   uint32_t scan_offset = 0;

@@ -229,12 +229,11 @@ void Converter::Transcode(Item& item, decode::Decoder& decoder, transform::Scrat
   e.source = d_.shards ? d_.shards->entry(item.source).source : item.source;
   e.label = d_.label(item.source);
   if (d_.shards) {  // a shard dataset's record: check it, take its image
-    const auto se = d_.shards->entry(item.source);
-    if (bytes.size() != se.length || dataset::Crc32c(bytes) != se.crc) {
-      item.error = Corrupt(name + ": the record does not match its index (length or checksum)");
+    if (Status st = d_.shards->CheckRecord(bytes, item.source); !st.ok()) {
+      item.error = st.WithContext(name);
       return;
     }
-    bytes = bytes.first(se.image_length);
+    bytes = d_.shards->Image(bytes, item.source);
   }
   std::vector<uint8_t>& rec = item.record;
   switch (decode::DetectFormat(bytes)) {
@@ -277,7 +276,10 @@ void Converter::Transcode(Item& item, decode::Decoder& decoder, transform::Scrat
   item.field_lengths.assign(d_.fields.size(), dataset::kFieldMissing);
   for (size_t f = 0; f < d_.fields.size(); ++f) {
     std::span<const uint8_t> value;
-    if (d_.shards) {
+    if (d_.shards && d_.shards->field_map[f] == dataset::Shards::kKeyField) {
+      const std::string_view key = d_.shards->key(item.source);
+      value = std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(key.data()), key.size());
+    } else if (d_.shards) {
       const auto range = d_.shards->field_range(item.source, d_.shards->field_map[f]);
       if (!range) continue;
       value = std::span<const uint8_t>(raw.data() + range->offset, range->length);
@@ -502,7 +504,7 @@ Result<ConvertProgress> Convert(const ConvertOptions& options,
   auto storage = storage::OpenStorage(options.src, {.endpoint_url = options.endpoint_url,
                                                      .io = options.io});
   if (!storage.ok()) return storage.status();
-  auto d = dataset::OpenDataset(options.src, **storage, options.fields);
+  auto d = dataset::OpenDataset(options.src, **storage, options.fields, {}, options.label_field);
   if (!d.ok()) return d.status();
   // Converting a shard dataset into its own folder would delete the shards
   // it reads from.

@@ -108,19 +108,20 @@ std::shared_ptr<const std::vector<uint32_t>> ShardPages(const dataset::Shards& s
   auto pages = std::make_shared<std::vector<uint32_t>>();
   const uint64_t n = shards.size();
   uint32_t shard = 0, count = 0;
-  uint64_t bytes = 0;
+  uint64_t first = 0;  // the page's first byte in its shard
   for (uint64_t i = 0; i < n; ++i) {
     const dataset::ShardEntry e = shards.entry(i);
     // A page is records read together: consecutive ones (a filter's gaps
-    // end one) of one shard.
+    // end one) of one shard, from the first one's offset to the last one's
+    // end (a tar's records have headers and unread files between them).
     const bool gap = i > 0 && shards.entry_number(i) != shards.entry_number(i - 1) + 1;
-    if (count > 0 && (gap || e.shard != shard || bytes + e.length > static_cast<uint64_t>(page_bytes))) {
+    if (count > 0 &&
+        (gap || e.shard != shard || e.offset + e.length - first > static_cast<uint64_t>(page_bytes))) {
       pages->push_back(count);
       count = 0;
-      bytes = 0;
     }
+    if (count == 0) first = e.offset;
     shard = e.shard;
-    bytes += e.length;
     ++count;
   }
   if (count > 0) pages->push_back(count);
@@ -155,12 +156,13 @@ class LoaderImpl final : public Loader {
     info_.classes = dataset_->classes;
     if (const auto& sh = dataset_->shards) {
       info_.shard_index_uri = sh->index_uri;
-      info_.shard_index_bytes = static_cast<int64_t>(sh->index.bytes().size());
+      info_.shard_index_bytes = static_cast<int64_t>(sh->index_bytes());
+      info_.shard_format = sh->tar ? "webdataset" : "stoker";
       for (size_t k = 0; k < sh->shard_uris.size(); ++k) {
-        info_.shards.push_back({sh->shard_uris[k], static_cast<int64_t>(sh->index.shards()[k].size),
-                                static_cast<int64_t>(sh->index.shards()[k].samples)});
+        info_.shards.push_back({sh->shard_uris[k], static_cast<int64_t>(sh->shard_table()[k].size),
+                                static_cast<int64_t>(sh->shard_table()[k].samples)});
       }
-      for (const auto& f : sh->index.fields()) {
+      for (const auto& f : sh->all_fields()) {
         info_.shard_fields.emplace_back(f.name, dataset::FieldKindName(f.kind));
       }
       static constexpr const char* kFormats[] = {"none", "jpeg_restart", "jpeg", "png", "other"};
@@ -538,7 +540,8 @@ Result<std::unique_ptr<Loader>> Loader::Open(const LoaderOptions& options) {
   auto storage =
       storage::OpenStorage(options.uri, {.endpoint_url = options.endpoint_url, .io = options.io});
   if (!storage.ok()) return storage.status();
-  auto dataset = dataset::OpenDataset(options.uri, **storage, options.fields, options.where);
+  auto dataset = dataset::OpenDataset(options.uri, **storage, options.fields, options.where,
+                                      options.label_field);
   if (!dataset.ok()) return dataset.status();
   if (options.order == LoaderOptions::Order::kChunk && !dataset->shards) {
     return InvalidArgument(options.uri + " is not a shard dataset: order='chunk' needs pages "

@@ -584,9 +584,7 @@ void Pass::DecodeLoop(int id) {
       uint8_t* dst = slot->buffers->images.get() + static_cast<size_t>(j) * sample_bytes_;
       SourceInfo source;
       std::span<const uint8_t> image(item->bytes->data(), item->bytes->size());
-      if (c_.dataset->shards) {
-        image = image.first(c_.dataset->shards->entry(static_cast<uint64_t>(index)).image_length);
-      }
+      if (c_.dataset->shards) image = c_.dataset->shards->Image(image, static_cast<uint64_t>(index));
       try {
         st = ProcessSample(image, t, c_.options.seed, c_.sampler.epoch(),
                            c_.sampler.GlobalPosition(static_cast<uint64_t>(item->k)), decoder,
@@ -639,17 +637,8 @@ void Pass::DecodeLoop(int id) {
 // check for loose files).
 Status Pass::CheckRecord(const Item& item, int64_t index) const {
   if (!c_.dataset->shards) return Status::Ok();
-  const dataset::ShardEntry e = c_.dataset->shards->entry(static_cast<uint64_t>(index));
-  const storage::Bytes& b = *item.bytes;
-  if (b.size() != e.length) {
-    return Corrupt("the shard is shorter than its index says (read " + std::to_string(b.size()) +
-                   " of " + std::to_string(e.length) + " bytes at offset " +
-                   std::to_string(e.offset) + ")");
-  }
-  if (dataset::Crc32c({b.data(), b.size()}) != e.crc) {
-    return Corrupt("checksum mismatch: the record's bytes are not those the index was written for");
-  }
-  return Status::Ok();
+  return c_.dataset->shards->CheckRecord({item.bytes->data(), item.bytes->size()},
+                                         static_cast<uint64_t>(index));
 }
 
 Status Pass::DecodeFields(const Item& item, int64_t index, Slot& slot, int64_t j,
@@ -658,11 +647,17 @@ Status Pass::DecodeFields(const Item& item, int64_t index, Slot& slot, int64_t j
   const auto& shards = c_.dataset->shards;
   const dataset::Sample* sample = shards ? nullptr : &c_.dataset->samples[index];
   static const std::optional<std::string> kInRecord = std::string();
+  static const std::optional<std::string> kNone;
   for (size_t f = 0; f < c_.dataset->fields.size(); ++f) {
     const dataset::Field& field = c_.dataset->fields[f];
     std::optional<dataset::FieldRange> range;
     if (shards) range = shards->field_range(static_cast<uint64_t>(index), shards->field_map[f]);
-    const auto& value = shards ? (range ? kInRecord : std::nullopt) : sample->fields[f];
+    const bool key = shards && shards->field_map[f] == dataset::Shards::kKeyField;
+    std::optional<std::string> key_value;
+    if (key) key_value = std::string(shards->key(static_cast<uint64_t>(index)));
+    const std::optional<std::string>& value = key      ? key_value
+                                              : shards ? (range ? kInRecord : kNone)
+                                                       : sample->fields[f];
     const std::string what = "field '" + field.name + "'";
     if (!value) {
       return NotFound(what + " is missing" +
@@ -671,7 +666,9 @@ Status Pass::DecodeFields(const Item& item, int64_t index, Slot& slot, int64_t j
                                     : " (no value on its manifest line)"));
     }
     std::span<const uint8_t> file;
-    if (shards) {
+    if (key) {
+      // The key is the value itself (text), not bytes of the record.
+    } else if (shards) {
       file = std::span<const uint8_t>(item.bytes->data() + range->offset, range->length);
     } else if (field.file) {
       const auto& bytes = item.files[f];
