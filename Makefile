@@ -143,7 +143,7 @@ test-tsan: venv
 CLANG_VERSION ?= 14
 FUZZ_BUILD ?= build/fuzz
 FUZZ_SECONDS ?= 300
-FUZZ_TARGETS ?= decode manifest uri xml http_reply fields shard_index tar
+FUZZ_TARGETS ?= decode manifest uri xml http_reply fields shard_index tar cache_entry
 
 fuzz-build: venv
 	@CLANG_VERSION=$(CLANG_VERSION) bash tools/install-deps.sh fuzz

@@ -2,7 +2,7 @@
 # Runs the libFuzzer targets built in BUILD_DIR (make fuzz builds them),
 # one after the other, each for SECONDS, and prints what each did.
 #
-#   tools/fuzz.sh BUILD_DIR SECONDS [TARGET...]    (targets: decode manifest uri xml http_reply fields shard_index tar)
+#   tools/fuzz.sh BUILD_DIR SECONDS [TARGET...]    (targets: decode manifest uri xml http_reply fields shard_index tar cache_entry)
 #
 # Each target keeps its corpus in BUILD_DIR/corpus/<target> between runs and
 # also reads the generated seeds (BUILD_DIR/seeds/<target>) and the committed
@@ -18,15 +18,16 @@ build=${1:?usage: tools/fuzz.sh BUILD_DIR SECONDS [TARGET...]}
 seconds=${2:?usage: tools/fuzz.sh BUILD_DIR SECONDS [TARGET...]}
 shift 2
 targets=("$@")
-[ ${#targets[@]} -eq 0 ] && targets=(decode manifest uri xml http_reply fields shard_index tar)
+[ ${#targets[@]} -eq 0 ] && targets=(decode manifest uri xml http_reply fields shard_index tar cache_entry)
 
 # Inputs longer than this are not generated; an image seed is < 2 KB, the
 # limit leaves room for growth without making each run slow.
 declare -A max_len=([decode]=16384 [manifest]=4096 [uri]=1024 [xml]=8192 [http_reply]=4096
-                    [fields]=4096 [shard_index]=4096 [tar]=8192)
+                    [fields]=4096 [shard_index]=4096 [tar]=8192 [cache_entry]=4096)
 declare -A dict=([manifest]=src/stoker/dataset/manifest_fuzz.dict
                  [shard_index]=src/stoker/dataset/shard_index_fuzz.dict
                  [tar]=src/stoker/dataset/tar_fuzz.dict
+                 [cache_entry]=src/stoker/storage/cache/cache_entry_fuzz.dict
                  [uri]=src/stoker/storage/uri_fuzz.dict
                  [xml]=src/stoker/storage/s3/xml_fuzz.dict
                  [http_reply]=src/stoker/storage/http/http_reply_fuzz.dict)

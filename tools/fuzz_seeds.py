@@ -3,7 +3,7 @@
 
     fuzz_seeds.py OUT_DIR
 
-creates OUT_DIR/{decode,manifest,uri,xml,http_reply,fields,shard_index,tar}/ with a few small valid
+creates OUT_DIR/{decode,manifest,uri,xml,http_reply,fields,shard_index,tar,cache_entry}/ with a few small valid
 inputs per target, so the fuzzers start from the formats' real structure instead of
 finding it byte by byte. Images are generated with Pillow (kept tiny: a
 fuzzer mutates faster on short inputs); the text formats are written
@@ -214,6 +214,23 @@ def tars():
                                                              ("a.cls", b"3")])}
 
 
+def _cache_entry(key: bytes, data: bytes) -> bytes:
+    """An entry file as docs/cache-format.md lays it out."""
+    head = b"STKCACHE" + struct.pack("<IIQ", 1, len(key), len(data))
+    head += struct.pack("<I", crc32c(key + data))
+    head += struct.pack("<I", crc32c(head))
+    return head + key + data
+
+
+def cache_entries():
+    """name -> cache_entry_fuzz.cc input: a control byte (bit 0: fix the
+    checksums), then an entry file."""
+    page = _cache_entry(b"s3://b/shard-000001.stoker 0-4096", bytes(range(256)) * 4)
+    return {"whole": b"\x00" + _cache_entry(b"s3://b/k.jpg", b"\xff\xd8 sample \xff\xd9"),
+            "page-fix": b"\x01" + page, "empty-data": b"\x00" + _cache_entry(b"k", b""),
+            "empty-key-fix": b"\x01" + _cache_entry(b"", b"data")}
+
+
 def main():
     out = pathlib.Path(sys.argv[1])
     corpora = {
@@ -225,6 +242,7 @@ def main():
         "fields": FIELDS,
         "shard_index": shard_indexes(),
         "tar": tars(),
+        "cache_entry": cache_entries(),
     }
     # Decode seeds: a few control-byte prefixes per image (full/val, train,
     # fast, normalize; see decode_fuzz.cc).

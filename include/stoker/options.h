@@ -200,6 +200,20 @@ struct ShardColumns {
 // Returns one flag per sample (non-zero: keep it), or an error.
 using ShardFilter = std::function<Result<std::vector<uint8_t>>(const ShardColumns&)>;
 
+// A cache of the encoded bytes read from storage, kept in memory and/or in
+// a local directory (docs/cache-format.md): what is kept is read from there
+// in later epochs instead of from storage. Kept while a budget has room,
+// never evicted. Off by default.
+struct CacheOptions {
+  int64_t memory_bytes = 0;  // 0: nothing in memory
+  int64_t disk_bytes = 0;    // 0: nothing on disk
+  // The directory for disk_bytes, private to the user (mode 0700) and
+  // shareable by the processes of one node; empty: $XDG_CACHE_HOME/stoker,
+  // else ~/.cache/stoker. Entries are keyed by URI and byte range: clear
+  // the directory when a dataset's objects change under the same names.
+  std::string dir;
+};
+
 struct LoaderOptions {
   // A local folder (ImageFolder layout), `file://` URI, or a manifest file
   // (.csv with header `path,label`, or .jsonl with keys `path`, `label`);
@@ -207,6 +221,8 @@ struct LoaderOptions {
   // tars: one .tar, a brace pattern ("train-{000..099}.tar") or a folder
   // of .tar files. Local, s3:// or http(s)://.
   std::string uri;
+  // A cache in front of the dataset's storage (CacheOptions); off by default.
+  CacheOptions cache;
   // WebDataset: the extension of the file that holds each sample's label
   // (an integer in text, as WebDataset's .cls); a sample without one has
   // label -1. Other datasets take their labels from their layout.

@@ -200,6 +200,14 @@ def _batch_map(fn: Callable[[Dict[str, Any]], Any]):
     return call
 
 
+def _size(value, name: str) -> int:
+    from stoker._convert import parse_size
+    n = parse_size(value)
+    if n < 0:
+        raise ValueError(f"{name} must be >= 0 bytes, got {value!r}")
+    return n
+
+
 class Loader:
     """Batches of decoded, transformed images from a dataset URI.
 
@@ -314,6 +322,18 @@ class Loader:
         -1. WebDataset fields are extensions ("txt", "json", "seg.png"), and
         "__key__" gives each sample's key; batch["index"] is the sample's
         position in the tars (docs/webdataset.md).
+    cache_memory, cache_disk: keep the encoded bytes read from storage in
+        memory and/or on local disk, up to these sizes (bytes, or "2GB";
+        0, the default: off), and read them from there in later epochs. A
+        read is kept while the budget has room and never evicted: with a
+        fresh shuffle every epoch, each epoch then finds the kept share.
+        stats() shows cache_hits, cache_misses and the bytes kept.
+    cache_dir: the disk cache's directory (default $XDG_CACHE_HOME/stoker
+        or ~/.cache/stoker): private (mode 0700), shared by the processes
+        of a node (ranks of one job share one budget), every entry
+        checksummed (docs/cache-format.md). Entries are keyed by URI and
+        byte range: clear the directory when objects change under the same
+        names.
 
     Iterating yields dicts: ``image`` (N x C x H x W uint8, or float32 after
     ToDtype(torch.float32)), ``label`` (int64), ``index`` (int64 position of
@@ -340,7 +360,9 @@ class Loader:
                  batch_map: Optional[Callable[[Dict[str, Any]], Any]] = None,
                  order: str = "auto", page_bytes: int = 8 << 20, window_pages: int = 16,
                  where: Optional[Union[str, Callable[[Dict[str, Any]], Any]]] = None,
-                 label_field: str = "cls"):
+                 label_field: str = "cls", cache_memory: Union[int, str] = 0,
+                 cache_disk: Union[int, str] = 0,
+                 cache_dir: Optional[Union[str, os.PathLike]] = None):
         transform = transform if transform is not None else imagenet_val(224)
         if threads == "auto":
             threads = 0
@@ -375,7 +397,9 @@ class Loader:
             batch_map=_batch_map(batch_map) if batch_map is not None else None,
             torch=_torch is not None, order=order, page_bytes=int(page_bytes),
             window_pages=int(window_pages), where=_where(where) if where is not None else None,
-            label_field=str(label_field))
+            label_field=str(label_field), cache_memory=_size(cache_memory, "cache_memory"),
+            cache_disk=_size(cache_disk, "cache_disk"),
+            cache_dir=os.fspath(cache_dir) if cache_dir is not None else "")
         self.fields = [name for name, _ in field_specs]
         self.rank, self.world_size = rank, world_size
         self._closed = False

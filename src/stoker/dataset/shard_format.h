@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "stoker/base/crc32c.h"
 #include "stoker/options.h"
 #include "stoker/status.h"
 
@@ -183,9 +184,7 @@ std::string EncodeShardHeader(uint32_t shard);
 // number, kUnsupported for another version.
 Status CheckShardHeader(std::span<const uint8_t> first16, uint32_t shard, const std::string& name);
 
-// CRC-32C (Castagnoli: reflected polynomial 0x82F63B78, initial value and
-// final XOR 0xFFFFFFFF; "123456789" -> 0xE3069283; the checksum of iSCSI,
-// ext4 and S3's x-amz-checksum-crc32c) of any number of bytes.
-uint32_t Crc32c(std::span<const uint8_t> bytes);
+// Crc32c: stoker/base/crc32c.h.
+using ::stoker::Crc32c;
 
 }  // namespace stoker::dataset

@@ -27,6 +27,7 @@
 #include "stoker/pipeline/sample.h"
 #include "stoker/profile.h"
 #include "stoker/sampler/sampler.h"
+#include "stoker/storage/cache/caching_storage.h"
 #include "stoker/storage/storage.h"
 
 namespace stoker {
@@ -220,6 +221,12 @@ class LoaderImpl final : public Loader {
       out.push_back({"storage.latency_p50_s", static_cast<double>(c.latency_us.Percentile(0.5)) * 1e-6, false});
       out.push_back({"storage.latency_p90_s", static_cast<double>(c.latency_us.Percentile(0.9)) * 1e-6, false});
       out.push_back({"storage.latency_p99_s", static_cast<double>(c.latency_us.Percentile(0.99)) * 1e-6, false});
+      out.push_back({"cache_hits", static_cast<double>(c.cache_hits)});
+      out.push_back({"cache_misses", static_cast<double>(c.cache_misses)});
+      out.push_back({"cache_memory_bytes", static_cast<double>(c.cache_memory_bytes)});
+      out.push_back({"cache_disk_bytes", static_cast<double>(c.cache_disk_bytes)});
+      out.push_back({"cache_corrupt", static_cast<double>(c.cache_corrupt)});
+      out.push_back({"cache_not_kept", static_cast<double>(c.cache_not_kept)});
     });
     // Zero when off, so the figures are always there.
     registry_->AddSource([wla = std::weak_ptr<Lookahead>(lookahead_),
@@ -547,9 +554,16 @@ Result<std::unique_ptr<Loader>> Loader::Open(const LoaderOptions& options) {
     return InvalidArgument(options.uri + " is not a shard dataset: order='chunk' needs pages "
                            "(stoker convert writes them); loose files are shuffled per sample");
   }
+  std::shared_ptr<storage::Storage> store = std::move(*storage);
+  if (options.cache.memory_bytes > 0 || options.cache.disk_bytes > 0) {
+    // After opening: only samples' reads are kept, not listings or indexes.
+    auto cached = storage::cache::CachingStorage::Open(std::move(store), options.cache);
+    if (!cached.ok()) return cached.status();
+    store = std::move(*cached);
+  }
   auto ds = std::make_shared<const dataset::Dataset>(std::move(*dataset));
   return std::unique_ptr<Loader>(
-      std::make_unique<pipeline::LoaderImpl>(options, std::move(*storage), std::move(ds)));
+      std::make_unique<pipeline::LoaderImpl>(options, std::move(store), std::move(ds)));
 }
 
 }  // namespace stoker

@@ -22,6 +22,12 @@ void StorageCounters::Add(const StorageCounters& o) {
   in_flight += o.in_flight;
   cancelled += o.cancelled;
   latency_us.Merge(o.latency_us);
+  cache_hits += o.cache_hits;
+  cache_misses += o.cache_misses;
+  cache_memory_bytes += o.cache_memory_bytes;
+  cache_disk_bytes += o.cache_disk_bytes;
+  cache_corrupt += o.cache_corrupt;
+  cache_not_kept += o.cache_not_kept;
 }
 
 Status CheckRange(const std::string& uri, ByteRange range) {

@@ -55,6 +55,16 @@ struct StorageCounters {
   // Latency of each request (remote: each attempt, from sending it to its
   // outcome), in microseconds: latency.Percentile(0.99) is the p99.
   HistogramSnapshot latency_us;
+  // A cache in front of the storage (storage/cache/): reads it answered,
+  // reads it passed on, bytes it holds in memory and on disk, entries found
+  // corrupt (read again from storage), and reads not kept because the
+  // budget was full or the disk writer was behind.
+  int64_t cache_hits = 0;
+  int64_t cache_misses = 0;
+  int64_t cache_memory_bytes = 0;
+  int64_t cache_disk_bytes = 0;
+  int64_t cache_corrupt = 0;
+  int64_t cache_not_kept = 0;
 
   // Adds `other`'s counts to these (a storage made of several backends).
   void Add(const StorageCounters& other);
