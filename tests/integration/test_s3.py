@@ -524,3 +524,35 @@ def test_webdataset_tars_from_s3_and_http(moto, s3, tmp_path):
             got = run_epoch(http)
         for a, b in zip(want, got):
             assert torch.equal(a, b)
+
+
+def test_cached_shards_from_s3_fetch_each_page_at_most_once(moto, s3, small_folder, tmp_path):
+    """Shards in the bucket read in the chunk-aware order (small windows: the
+    page reader holds a few pages, not the dataset) with a memory cache that
+    holds them all: epoch 0 fetches each page once, later epochs fetch
+    nothing (every page a cache hit), and the batches are the local ones."""
+    shards = tmp_path / "shards"
+    stoker.convert(small_folder, shards, shard_size=16 << 10)
+    _upload(s3, shards, "cached")
+    kw = dict(batch_size=4, transform=stoker.transforms.imagenet_train(32), shuffle=True, seed=7,
+              threads=2, on_error="raise", page_bytes=4096, window_pages=2)
+    local = stoker.Loader(shards, **kw)
+    remote = stoker.Loader(f"s3://{BUCKET}/cached/index.stoker", endpoint_url=moto.endpoint,
+                           lookahead=False, cache_memory="64MB", **kw)
+    pages = []
+    for epoch in range(3):
+        local.set_epoch(epoch)
+        remote.set_epoch(epoch)
+        before = remote.stats()
+        want, got = run_epoch(local), run_epoch(remote)
+        after = remote.stats()
+        for a, b in zip(want, got):
+            assert torch.equal(a, b)
+        pages.append(after["shard_pages_read"] - before["shard_pages_read"])
+        requests = after["requests"] - before["requests"]
+        hits = after["cache_hits"] - before["cache_hits"]
+        if epoch == 0:
+            assert requests == pages[0] and hits == 0
+        else:
+            assert requests == 0 and hits == pages[epoch]
+    assert pages[0] > 4 and all(0 < p <= pages[0] for p in pages[1:])  # each page at most once
