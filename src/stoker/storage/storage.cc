@@ -73,12 +73,23 @@ void Storage::ReadRangeAsync(const std::string& uri, ByteRange range, ReadCallba
       std::move(stop));
 }
 
-Result<Bytes> Storage::ReadRange(const std::string& uri, ByteRange range) {
+namespace {
+// Starts a read with `start(done)` and waits for its result.
+template <typename Start>
+Result<Bytes> Wait(Start start) {
   std::promise<Result<Bytes>> p;
   auto f = p.get_future();
-  ReadRangeAsync(uri, range, [&p](Result<Bytes> r) { p.set_value(std::move(r)); },
-                 std::stop_token());
+  start([&p](Result<Bytes> r) { p.set_value(std::move(r)); });
   return f.get();
+}
+}  // namespace
+
+Result<Bytes> Storage::ReadRange(const std::string& uri, ByteRange range) {
+  return Wait([&](ReadCallback done) { ReadRangeAsync(uri, range, std::move(done), std::stop_token()); });
+}
+
+Result<Bytes> StorageDecorator::Read(const std::string& uri) {
+  return Wait([&](ReadCallback done) { ReadAsync(uri, std::move(done), std::stop_token()); });
 }
 
 std::vector<CoalescedRequest> CoalesceRanges(const std::vector<ByteRange>& ranges,

@@ -156,6 +156,32 @@ class Storage {
   virtual void Shutdown() {}
 };
 
+// A storage in front of another (a cache, a fault injector): what it does
+// not override goes to `inner`; Read waits for ReadAsync (so it must not be
+// called from a callback of this storage).
+class StorageDecorator : public Storage {
+ public:
+  explicit StorageDecorator(std::shared_ptr<Storage> inner) : inner_(std::move(inner)) {}
+
+  Result<std::vector<ObjectInfo>> List(const std::string& prefix_uri) override {
+    return inner_->List(prefix_uri);
+  }
+  Result<Bytes> Read(const std::string& uri) override;
+  void ReadAsync(const std::string& uri, ReadCallback done) override {
+    ReadAsync(uri, std::move(done), std::stop_token());
+  }
+  void ReadAsync(const std::string& uri, ReadCallback done, std::stop_token stop) override = 0;
+  void Recycle(Bytes bytes) override { inner_->Recycle(std::move(bytes)); }
+  std::string Join(const std::string& base, const std::string& key) const override {
+    return inner_->Join(base, key);
+  }
+  StorageCounters counters() const override { return inner_->counters(); }
+  void Shutdown() override { inner_->Shutdown(); }
+
+ protected:
+  const std::shared_ptr<Storage> inner_;
+};
+
 struct StorageOptions {
   // Overrides the S3 endpoint (e.g. http://127.0.0.1:9000 for MinIO or moto).
   std::string endpoint_url;

@@ -291,7 +291,7 @@ class DiskCache {
 };
 
 CachingStorage::CachingStorage(std::shared_ptr<Storage> inner, const CacheOptions& options)
-    : inner_(std::move(inner)), options_(options) {}
+    : StorageDecorator(std::move(inner)), options_(options) {}
 
 CachingStorage::~CachingStorage() = default;
 
@@ -373,13 +373,6 @@ Storage::ReadCallback CachingStorage::Keeping(std::string key, ReadCallback done
   };
 }
 
-Result<Bytes> CachingStorage::Read(const std::string& uri) {
-  std::promise<Result<Bytes>> p;
-  auto f = p.get_future();
-  ReadAsync(uri, [&p](Result<Bytes> r) { p.set_value(std::move(r)); }, std::stop_token());
-  return f.get();
-}
-
 void CachingStorage::ReadAsync(const std::string& uri, ReadCallback done, std::stop_token stop) {
   std::string key = CacheKey(uri, 0, 0, /*whole=*/true);
   if (auto hit = Lookup(key)) {
@@ -433,8 +426,6 @@ StorageCounters CachingStorage::counters() const {
   }
   return c;
 }
-
-void CachingStorage::Shutdown() { inner_->Shutdown(); }
 
 void CachingStorage::Flush() {
   if (disk_) disk_->Flush();

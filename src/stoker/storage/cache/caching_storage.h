@@ -38,7 +38,8 @@ namespace stoker::storage::cache {
 
 class DiskCache;
 
-class CachingStorage final : public Storage, public std::enable_shared_from_this<CachingStorage> {
+class CachingStorage final : public StorageDecorator,
+                             public std::enable_shared_from_this<CachingStorage> {
  public:
   // Errors: a cache directory that cannot be made or used (names it and
   // says why), a negative budget.
@@ -46,22 +47,12 @@ class CachingStorage final : public Storage, public std::enable_shared_from_this
                                                       const CacheOptions& options);
   ~CachingStorage() override;
 
-  Result<std::vector<ObjectInfo>> List(const std::string& prefix_uri) override {
-    return inner_->List(prefix_uri);
-  }
-  Result<Bytes> Read(const std::string& uri) override;
-  void ReadAsync(const std::string& uri, ReadCallback done) override {
-    ReadAsync(uri, std::move(done), std::stop_token());
-  }
+  using StorageDecorator::ReadAsync;
   void ReadAsync(const std::string& uri, ReadCallback done, std::stop_token stop) override;
   void ReadRangeAsync(const std::string& uri, ByteRange range, ReadCallback done,
                       std::stop_token stop) override;
   void Recycle(Bytes bytes) override;
-  std::string Join(const std::string& base, const std::string& key) const override {
-    return inner_->Join(base, key);
-  }
   StorageCounters counters() const override;
-  void Shutdown() override;
 
   // Waits until every entry handed to the disk writer is written (tests).
   void Flush();
@@ -76,7 +67,6 @@ class CachingStorage final : public Storage, public std::enable_shared_from_this
   bool KeepInMemory(const std::string& key, std::span<const uint8_t> bytes);
   ReadCallback Keeping(std::string key, ReadCallback done);
 
-  std::shared_ptr<Storage> inner_;
   CacheOptions options_;
   std::unique_ptr<DiskCache> disk_;
 

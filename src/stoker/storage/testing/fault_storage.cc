@@ -9,7 +9,7 @@
 
 namespace stoker::storage::testing {
 
-FaultStorage::FaultStorage(std::shared_ptr<Storage> inner) : inner_(std::move(inner)) {
+FaultStorage::FaultStorage(std::shared_ptr<Storage> inner) : StorageDecorator(std::move(inner)) {
   thread_ = std::thread([this] { Run(); });
 }
 
@@ -65,13 +65,6 @@ void FaultStorage::Wake() {
     woken_ = true;
   }
   cv_.notify_all();
-}
-
-Result<Bytes> FaultStorage::Read(const std::string& uri) {
-  std::promise<Result<Bytes>> p;
-  auto f = p.get_future();
-  ReadAsync(uri, [&p](Result<Bytes> r) { p.set_value(std::move(r)); }, std::stop_token());
-  return f.get();
 }
 
 void FaultStorage::ReadAsync(const std::string& uri, ReadCallback done, std::stop_token stop) {

@@ -49,7 +49,7 @@ struct FaultCounts {
   int64_t cancelled = 0; // delayed or stalled reads ended by their stop token
 };
 
-class FaultStorage final : public Storage {
+class FaultStorage final : public StorageDecorator {
  public:
   explicit FaultStorage(std::shared_ptr<Storage> inner);
   ~FaultStorage() override;
@@ -64,22 +64,10 @@ class FaultStorage final : public Storage {
   int stalled_now() const;
   FaultCounts counts() const;
 
-  Result<std::vector<ObjectInfo>> List(const std::string& prefix_uri) override {
-    return inner_->List(prefix_uri);
-  }
-  // Blocks: do not call from a callback of this storage.
-  Result<Bytes> Read(const std::string& uri) override;
-  void ReadAsync(const std::string& uri, ReadCallback done) override {
-    ReadAsync(uri, std::move(done), std::stop_token());
-  }
+  using StorageDecorator::ReadAsync;
   void ReadAsync(const std::string& uri, ReadCallback done, std::stop_token stop) override;
   void ReadRangeAsync(const std::string& uri, ByteRange range, ReadCallback done,
                       std::stop_token stop) override;
-  void Recycle(Bytes bytes) override { inner_->Recycle(std::move(bytes)); }
-  std::string Join(const std::string& base, const std::string& key) const override {
-    return inner_->Join(base, key);
-  }
-  StorageCounters counters() const override { return inner_->counters(); }
   // Stalled and delayed reads end with Cancelled; later reads fail at once.
   void Shutdown() override;
 
@@ -102,7 +90,6 @@ class FaultStorage final : public Storage {
   void Run();
   void Wake();
 
-  const std::shared_ptr<Storage> inner_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::vector<FaultRule> rules_;               // guarded by mu_
