@@ -223,6 +223,11 @@ struct LoaderOptions {
   std::string uri;
   // A cache in front of the dataset's storage (CacheOptions); off by default.
   CacheOptions cache;
+  // Bytes the loader's memory may grow by (docs/memory.md); 0: no budget.
+  // prefetch_batches, max_in_flight, jpeg_index_max_bytes, window_pages,
+  // page_bytes and cache.memory_bytes are lowered to fit it; a budget that
+  // cannot hold three batch buffers and the threads' scratch is an error.
+  int64_t memory_budget = 0;
   // WebDataset: the extension of the file that holds each sample's label
   // (an integer in text, as WebDataset's .cls); a sample without one has
   // label -1. Other datasets take their labels from their layout.

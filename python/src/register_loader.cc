@@ -592,7 +592,8 @@ void register_loader(nb::module_& m) {
              const std::vector<std::pair<std::string, std::string>>& fields, nb::object map,
              nb::object batch_map, bool torch, const std::string& order, int64_t page_bytes,
              int window_pages, nb::object where, const std::string& label_field,
-             int64_t cache_memory, int64_t cache_disk, const std::string& cache_dir) {
+             int64_t cache_memory, int64_t cache_disk, const std::string& cache_dir,
+             int64_t memory_budget) {
             LoaderOptions o;
             o.uri.assign(uri.c_str(), uri.size());  // os.fsencode()d: any bytes
             o.endpoint_url = endpoint_url;
@@ -629,6 +630,7 @@ void register_loader(nb::module_& m) {
             o.cache.memory_bytes = cache_memory;
             o.cache.disk_bytes = cache_disk;
             o.cache.dir = cache_dir;
+            o.memory_budget = memory_budget;
             if (!where.is_none()) o.where = MakeShardFilter(where);
             if (order == "auto") {
               o.order = LoaderOptions::Order::kAuto;
@@ -664,7 +666,8 @@ void register_loader(nb::module_& m) {
           nb::arg("torch") = true, nb::arg("order") = "auto",
           nb::arg("page_bytes") = LoaderOptions{}.page_bytes, nb::arg("window_pages") = 0,
           nb::arg("where") = nb::none(), nb::arg("label_field") = LoaderOptions{}.label_field,
-          nb::arg("cache_memory") = 0, nb::arg("cache_disk") = 0, nb::arg("cache_dir") = "")
+          nb::arg("cache_memory") = 0, nb::arg("cache_disk") = 0, nb::arg("cache_dir") = "",
+          nb::arg("memory_budget") = 0)
       .def("__len__", [](const PyLoader& l) { return l.impl->num_batches(); })
       .def_prop_ro("num_samples", [](const PyLoader& l) { return l.impl->num_samples(); })
       .def_prop_ro("shard_info",

@@ -334,6 +334,12 @@ class Loader:
         checksummed (docs/cache-format.md). Entries are keyed by URI and
         byte range: clear the directory when objects change under the same
         names.
+    memory_budget: bytes (or "256MB") the loader's memory may grow by; 0
+        (the default): no budget. prefetch_batches, max_in_flight,
+        jpeg_index_mb, window_pages, page_bytes and cache_memory are lowered
+        until the loader's pools fit it (docs/memory.md); stats() shows the
+        plan (memory.*). A budget that cannot hold three batch buffers and
+        the decode threads' scratch raises, saying what one batch needs.
 
     Iterating yields dicts: ``image`` (N x C x H x W uint8, or float32 after
     ToDtype(torch.float32)), ``label`` (int64), ``index`` (int64 position of
@@ -362,7 +368,8 @@ class Loader:
                  where: Optional[Union[str, Callable[[Dict[str, Any]], Any]]] = None,
                  label_field: str = "cls", cache_memory: Union[int, str] = 0,
                  cache_disk: Union[int, str] = 0,
-                 cache_dir: Optional[Union[str, os.PathLike]] = None):
+                 cache_dir: Optional[Union[str, os.PathLike]] = None,
+                 memory_budget: Union[int, str] = 0):
         transform = transform if transform is not None else imagenet_val(224)
         if threads == "auto":
             threads = 0
@@ -399,7 +406,8 @@ class Loader:
             window_pages=int(window_pages), where=_where(where) if where is not None else None,
             label_field=str(label_field), cache_memory=_size(cache_memory, "cache_memory"),
             cache_disk=_size(cache_disk, "cache_disk"),
-            cache_dir=os.fspath(cache_dir) if cache_dir is not None else "")
+            cache_dir=os.fspath(cache_dir) if cache_dir is not None else "",
+            memory_budget=_size(memory_budget, "memory_budget"))
         self.fields = [name for name, _ in field_specs]
         self.rank, self.world_size = rank, world_size
         self._closed = False

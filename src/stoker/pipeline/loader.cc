@@ -23,6 +23,7 @@
 #include "stoker/obs/trace.h"
 #include "stoker/pipeline/batch_storage.h"
 #include "stoker/pipeline/lookahead.h"
+#include "stoker/pipeline/memory_plan.h"
 #include "stoker/pipeline/pass.h"
 #include "stoker/pipeline/sample.h"
 #include "stoker/profile.h"
@@ -146,7 +147,7 @@ sampler::SamplerOptions SamplerOptionsFor(const LoaderOptions& o, const dataset:
 class LoaderImpl final : public Loader {
  public:
   LoaderImpl(LoaderOptions options, std::shared_ptr<storage::Storage> storage,
-             std::shared_ptr<const dataset::Dataset> dataset)
+             std::shared_ptr<const dataset::Dataset> dataset, MemoryPlan plan = {})
       : opt_(std::move(options)),
         storage_(std::move(storage)),
         dataset_(std::move(dataset)),
@@ -227,6 +228,13 @@ class LoaderImpl final : public Loader {
       out.push_back({"cache_disk_bytes", static_cast<double>(c.cache_disk_bytes)});
       out.push_back({"cache_corrupt", static_cast<double>(c.cache_corrupt)});
       out.push_back({"cache_not_kept", static_cast<double>(c.cache_not_kept)});
+    });
+    // The memory plan (docs/memory.md): what each pool may hold.
+    registry_->AddSource([plan](std::vector<Metric>& out) {
+      out.push_back({"memory.budget_bytes", static_cast<double>(plan.budget)});
+      out.push_back({"memory.planned_bytes", static_cast<double>(plan.total())});
+      out.push_back({"memory.batch_buffers", static_cast<double>(plan.batches)});
+      out.push_back({"memory.reads_in_flight", static_cast<double>(plan.reads)});
     });
     // Zero when off, so the figures are always there.
     registry_->AddSource([wla = std::weak_ptr<Lookahead>(lookahead_),
@@ -554,16 +562,22 @@ Result<std::unique_ptr<Loader>> Loader::Open(const LoaderOptions& options) {
     return InvalidArgument(options.uri + " is not a shard dataset: order='chunk' needs pages "
                            "(stoker convert writes them); loose files are shuffled per sample");
   }
+  LoaderOptions o = options;
+  const int threads = o.threads > 0 ? o.threads : pipeline::AvailableCores();
+  const bool remote_pages = dataset->shards && !storage::IsLocal(o.uri) &&
+                            (!o.shuffle || o.order != LoaderOptions::Order::kSample);
+  auto plan = pipeline::PlanMemory(o, *dataset, threads, remote_pages);
+  if (!plan.ok()) return plan.status();
   std::shared_ptr<storage::Storage> store = std::move(*storage);
-  if (options.cache.memory_bytes > 0 || options.cache.disk_bytes > 0) {
+  if (o.cache.memory_bytes > 0 || o.cache.disk_bytes > 0) {
     // After opening: only samples' reads are kept, not listings or indexes.
-    auto cached = storage::cache::CachingStorage::Open(std::move(store), options.cache);
+    auto cached = storage::cache::CachingStorage::Open(std::move(store), o.cache);
     if (!cached.ok()) return cached.status();
     store = std::move(*cached);
   }
   auto ds = std::make_shared<const dataset::Dataset>(std::move(*dataset));
   return std::unique_ptr<Loader>(
-      std::make_unique<pipeline::LoaderImpl>(options, std::move(store), std::move(ds)));
+      std::make_unique<pipeline::LoaderImpl>(o, std::move(store), std::move(ds), *plan));
 }
 
 }  // namespace stoker
