@@ -103,8 +103,9 @@ struct WriteOptions {
 };
 
 // One object being written: Append its bytes in order, then Commit. Not
-// thread-safe (one writer, one thread). After an error every later call
-// returns it, and the writer has already aborted.
+// thread-safe (one writer, one thread); the storage that opened it must
+// outlive it. After an error every later call returns it, and the writer
+// has already aborted.
 class ObjectWriter {
  public:
   // Aborts, unless committed or aborted already.
