@@ -18,6 +18,7 @@
 #include <span>
 #include <thread>
 
+#include "stoker/base/logging.h"
 #include "stoker/dataset/dataset.h"
 #include "stoker/dataset/shard_format.h"
 #include "stoker/decode/decode.h"
@@ -336,15 +337,23 @@ void Converter::Transcode(Item& item, decode::Decoder& decoder, transform::Scrat
 }
 
 Status Converter::ClearEarlier() {
+  const bool local = storage::IsLocal(dst_);
+  const fs::path dir = LocalPath(dst_);
+  if (local) {  // made now, so that a folder that cannot be is an error before any reading
+    std::error_code ec;
+    fs::create_directories(dir, ec);
+    if (ec) {
+      return Status(StatusCode::kIOError, "convert: cannot create " + dir.string() + ": " +
+                                              ec.message());
+    }
+  }
   const std::string index = Uri(dataset::kShardIndexName);
   STOKER_RETURN_IF_ERROR(out_->Delete(index).WithContext("convert: cannot clear the destination"));
   std::vector<std::string> keys;
-  if (storage::IsLocal(dst_)) {
+  if (local) {
     // The folder's own entries, not its subfolders' (a destination may be a
     // folder holding much else).
     std::error_code ec;
-    const fs::path dir = LocalPath(dst_);
-    if (!fs::exists(dir, ec)) return Status::Ok();
     for (const auto& entry : fs::directory_iterator(dir, ec)) {
       keys.push_back(entry.path().filename().string());
     }
@@ -354,6 +363,14 @@ Status Converter::ClearEarlier() {
   } else {
     auto listed = out_->List(dst_);
     if (!listed.ok() && listed.status().code() == StatusCode::kNotFound) return Status::Ok();
+    if (!listed.ok() && listed.status().code() == StatusCode::kPermissionDenied) {
+      // Writing needs no listing: the shards written replace theirs, and
+      // shards of an earlier, larger conversion, which stay, are never
+      // read (the index names the shards it has).
+      LogWarning("convert: " + listed.status().message() +
+                 "; shards an earlier conversion left beyond this one's are not removed");
+      return Status::Ok();
+    }
     if (!listed.ok()) return listed.status().WithContext("convert: cannot clear the destination");
     for (const auto& o : *listed) keys.push_back(o.key);
   }

@@ -312,6 +312,25 @@ TEST_F(ConvertTest, RefusesWhatItCannotWrite) {
   EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
   EXPECT_NE(r.status().message().find("5 MiB"), std::string::npos) << r.status().message();
   EXPECT_TRUE(server_.log().empty());
+  // A folder that cannot be made: named, before any sample is read.
+  std::ofstream(root_ / "file") << "x";
+  r = Convert(Options(src, (root_ / "file" / "shards").string()));
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("convert: cannot create " + (root_ / "file" / "shards").string()),
+            std::string::npos)
+      << r.status().message();
+}
+
+// Credentials that may write but not list: the conversion goes on (the
+// listing only finds an earlier conversion's extra shards, which no index
+// names).
+TEST_F(ConvertTest, ADestinationThatCannotBeListedIsStillWritten) {
+  const std::string src = Folder("src", 4, /*big=*/false);
+  server_.Refuse("GET", "list-type=2", 403, "AccessDenied");
+  auto r = Convert(Options(src, "s3://bkt/nolist/"));
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_TRUE(server_.Get("/bkt/nolist/index.stoker"));
+  EXPECT_EQ(Count(server_.log(), "GET /bkt?"), 1u);
 }
 
 // What an earlier conversion left in a folder (shards beyond this one's,

@@ -438,7 +438,11 @@ class S3Writer final : public ObjectWriter {
       if (buffer_.size() == part) STOKER_RETURN_IF_ERROR(SendPart());
       const size_t take = std::min(part - buffer_.size(), bytes.size());
       if (buffer_.size() + take > buffer_.capacity()) {
-        buffer_.reserve(std::min(part, std::max(buffer_.size() + take, 2 * buffer_.capacity())));
+        // Once parts are going out, every buffer fills to part_size; before,
+        // the object may be small: grow by doubling, never past part_size.
+        buffer_.reserve(upload_id_.empty()
+                            ? std::min(part, std::max(buffer_.size() + take, 2 * buffer_.capacity()))
+                            : part);
       }
       buffer_.append(reinterpret_cast<const char*>(bytes.data()), take);
       bytes = bytes.subspan(take);
