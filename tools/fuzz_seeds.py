@@ -100,6 +100,11 @@ XMLS = {
 <Endpoint>bucket.s3.eu-west-1.amazonaws.com</Endpoint><Region>eu-west-1</Region>
 <RequestId>4442587FB7D0A2F9</RequestId></Error>""",
     "attrs.xml": b"<a:Error xmlns:a='x' b=\"1>2\"><a:Code>SlowDown</a:Code><Message/></a:Error>",
+    "initiate.xml": b"""<?xml version="1.0" encoding="UTF-8"?>
+<InitiateMultipartUploadResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
+<Bucket>bucket</Bucket><Key>out/shard-000000.stoker</Key>
+<UploadId>VXBsb2FkIElEIGZvciA2aWWpbmcncyBteS1tb3ZpZS5tMnRzIHVwbG9hZA</UploadId>
+</InitiateMultipartUploadResult>""",
 }
 
 # First byte: bit 0 = HEAD, the rest seeds the piece sizes (http_reply_fuzz.cc).

@@ -4,7 +4,7 @@
 //
 //   stoker::ConvertOptions opt;
 //   opt.src = "/data/imagenet/train";      // folder, manifest or shards; local or s3://
-//   opt.dst = "/data/imagenet-shards";     // a local folder
+//   opt.dst = "/data/imagenet-shards";     // a local folder or s3://bucket/prefix/
 //   auto summary = stoker::Convert(opt, [](const stoker::ConvertProgress& p) { ... });
 #pragma once
 
@@ -21,9 +21,12 @@ namespace stoker {
 
 struct ConvertOptions {
   std::string src;
-  // A local folder (created if missing). What it held of an earlier
-  // conversion (index.stoker, shard-*.stoker) is replaced; nothing else in
-  // it is touched.
+  // A local folder (created if missing) or an s3:// prefix (its bucket must
+  // exist), with the same endpoint_url, credentials and io options as an
+  // s3:// source. What it held of an earlier conversion (index.stoker,
+  // shard-*.stoker, temporaries) is removed first, the index before the
+  // rest; nothing else there is touched. Not the source's own folder or
+  // prefix when the source is a shard dataset.
   std::string dst;
   // A shard is closed once the next record would take it past this many
   // bytes (a record larger than this gets a shard of its own).
@@ -37,8 +40,12 @@ struct ConvertOptions {
   std::string label_field = "cls";
   int threads = 0;  // transcoding threads; 0: one per core
   OnError on_error = OnError::kSkip;
-  std::string endpoint_url;  // for an s3:// source
+  std::string endpoint_url;  // for an s3:// source or destination
   IoOptions io;
+  // s3:// destination: a shard is uploaded in parts of this many bytes
+  // (multipart, each part sent as soon as it is full, a few at once; at
+  // least 5 MiB, S3's smallest part), so a shard is never held whole.
+  int64_t part_size = int64_t{16} << 20;
   int64_t max_pixels = 178956970;  // larger images are bad samples
   // Optimal Huffman tables per JPEG (smaller shards, about twice the
   // conversion CPU); else the standard tables.
@@ -69,12 +76,16 @@ struct ConvertProgress {
 
 // Converts; calls `progress` (if set) from the calling thread after every
 // few hundred samples and once at the end; when it returns false the
-// conversion stops (kCancelled) without writing an index. The index is written last,
-// atomically (a temporary name, then a rename), after every shard is on
-// disk, so an interrupted conversion leaves no dataset that opens, and
-// running it again starts over. Errors: the source cannot be opened, the
-// destination cannot be written, or (OnError::kRaise) the first bad sample,
-// naming it and the reason.
+// conversion stops (kCancelled) without writing an index. Each shard
+// appears whole once written (locally a temporary file synced and renamed;
+// on S3 a multipart upload completed); the index is written last,
+// atomically (a rename, or one PUT), after every shard, so an interrupted
+// or failed conversion leaves no dataset that opens (the shard being
+// written is removed: its temporary file, or its multipart upload
+// aborted), and running it again starts over. Errors: the source cannot be
+// opened, the destination cannot be written (naming the object and the
+// reason: errno, or S3's HTTP status and error code), or (OnError::kRaise)
+// the first bad sample, naming it and the reason.
 using ConvertProgressFn = std::function<bool(const ConvertProgress&)>;
 Result<ConvertProgress> Convert(const ConvertOptions& options,
                                 const ConvertProgressFn& progress = {});

@@ -28,15 +28,20 @@ def convert(src: Union[str, os.PathLike], dst: Union[str, os.PathLike], *,
             fields=None, threads: Union[int, str] = "auto", on_error: str = "skip",
             endpoint_url: Optional[str] = None, optimize_huffman: bool = False,
             max_pixels: int = 178956970, max_size: Optional[int] = None, quality: int = 90,
+            part_size: Union[int, str] = "16MB",
             progress: Optional[Callable[[Dict[str, Any]], None]] = None) -> Dict[str, Any]:
     """Writes the dataset at `src` (folder, manifest or shards; local or s3://)
-    as shards in the local folder `dst`, which stoker.Loader(dst) then reads.
+    as shards in `dst`, a local folder or an s3://bucket/prefix/ (with the
+    same endpoint_url and credentials as an s3:// source), which
+    stoker.Loader(dst) then reads.
 
     JPEGs are rewritten losslessly (the same pixels) with a restart marker
     after every MCU, so a crop decodes only its own rows and columns; PNGs
-    and fields are stored as they are. The index is written last, so an
-    interrupted conversion leaves nothing that opens; run it again to start
-    over. Returns a summary dict (samples_total, samples_done,
+    and fields are stored as they are. Into S3 each shard is uploaded as it
+    is written, in parts of `part_size` (5MB or more), never held whole.
+    The index is written last (a rename, or one PUT), so an interrupted or
+    failed conversion leaves nothing that opens (the shard being written is
+    removed, its upload aborted); run it again to start over. Returns a summary dict (samples_total, samples_done,
     samples_skipped, jpegs_indexed, jpegs_kept, images_shrunk, bytes_in,
     bytes_out, shards, seconds, skipped_examples); `progress` gets the same
     dict as it goes.
@@ -52,4 +57,4 @@ def convert(src: Union[str, os.PathLike], dst: Union[str, os.PathLike], *,
                          None if shuffle_seed is None else int(shuffle_seed), int(threads),
                          on_error, endpoint_url or "", _field_specs(fields),
                          bool(optimize_huffman), int(max_pixels), int(max_size or 0),
-                         int(quality), progress)
+                         int(quality), parse_size(part_size), progress)

@@ -33,6 +33,12 @@ proxy is in:
     POST /tls?cert=PEM&key=PEM  (with --tls-cert) serve this certificate from
                                 now on, and reset every open connection
     POST /reset                 reset every open connection
+    POST /refuse?match=TEXT&status=403&code=AccessDenied[&times=N]
+                                requests whose "METHOD /path?query" contains
+                                TEXT are answered with that S3 error (their
+                                body read, nothing forwarded): the next N of
+                                them, or all (counted in "refused")
+    POST /allow                 no more refusals
 
 With ``--tls-cert PEM --tls-key PEM`` it speaks https to its clients (to
 the server behind it, plain http); the stats then also count the TLS
@@ -272,8 +278,11 @@ class FaultProxy:
         self.stall_s = stall_s
         self.slow_s = slow_s
         self.rng = random.Random(seed)
+        # [match, status, code, times left (-1: always)], see /refuse.
+        self.refusals = []
         self.stats = {"requests": 0, "forwarded": 0, "gone": None, "unanswered": 0,
                       "connections": 0, "tls_failures": 0, "tls_resumed": 0, "redirects": 0,
+                      "refused": 0,
                       **{f"fault_{k}": 0 for k in FAULT_KINDS}}
         self.host = "127.0.0.1"
         self.port = 0
@@ -389,6 +398,14 @@ class FaultProxy:
                 if self.gone == "refuse":
                     reset(writer)
                     return
+                refusal = next((r for r in self.refusals
+                                if r[3] != 0 and r[0] in f"{method} {path}"), None)
+                if refusal is not None:
+                    refusal[3] -= 1 if refusal[3] > 0 else 0
+                    self.stats["refused"] += 1
+                    writer.write(error_reply(refusal[1], refusal[2], "refused by the fault proxy"))
+                    await writer.drain()
+                    continue
                 if self.latency_s > 0:
                     await asyncio.sleep(self.latency_s)
                 fault = self.pick_fault()
@@ -518,6 +535,15 @@ async def control(proxy: FaultProxy, reader: asyncio.StreamReader,
             reply = proxy.stats
         elif url.path == "/back" and method == "POST":
             await proxy.come_back()
+            reply = proxy.stats
+        elif url.path == "/refuse" and method == "POST":
+            q = parse_qs(url.query)
+            proxy.refusals.append([q["match"][0], int(q.get("status", ["403"])[0]),
+                                   q.get("code", ["AccessDenied"])[0],
+                                   int(q.get("times", ["-1"])[0])])
+            reply = proxy.stats
+        elif url.path == "/allow" and method == "POST":
+            proxy.refusals.clear()
             reply = proxy.stats
         else:
             status, reply = 404, {"error": "no such control"}

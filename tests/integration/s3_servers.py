@@ -135,7 +135,9 @@ def start_proxy(upstream_port: int, latency_ms: float = 0.0, fault_rate: float =
 
 def proxy_control(proxy: Server, action: str, **query) -> dict:
     """POST /<action> on the proxy's control port: "gone" (mode="refuse" or
-    "blackhole") or "back". Returns the proxy's counts."""
+    "blackhole"), "back", "refuse" (match=, status=, code=[, times=]: answer
+    matching requests with that S3 error) or "allow". Returns the proxy's
+    counts."""
     qs = "&".join(f"{k}={v}" for k, v in query.items())
     url = f"http://127.0.0.1:{proxy.control}/{action}" + (f"?{qs}" if qs else "")
     req = urllib.request.Request(url, data=b"", method="POST")

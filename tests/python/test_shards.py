@@ -301,9 +301,9 @@ def test_cli_convert_and_ls(source, tmp_path):
     text = subprocess.run([sys.executable, "-m", "stoker.cli", "ls", str(dst)],
                           capture_output=True, text=True, check=True).stdout
     assert "shard dataset: 1 shard," in text and "shard-000000.stoker" in text
-    bad = subprocess.run([sys.executable, "-m", "stoker.cli", "convert", str(source), "s3://b/x"],
-                         capture_output=True, text=True)
-    assert bad.returncode == 1 and "local folder" in bad.stderr
+    bad = subprocess.run([sys.executable, "-m", "stoker.cli", "convert", str(source),
+                          "https://example.com/x"], capture_output=True, text=True)
+    assert bad.returncode == 1 and "a local folder or an s3:// prefix" in bad.stderr
 
 
 def test_where_filters_on_the_index(source, shards, record_behaviour):

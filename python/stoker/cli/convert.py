@@ -1,12 +1,13 @@
 """`stoker convert SRC DST`: write a dataset as shards that stoker reads faster.
 
 SRC is any dataset stoker reads (a folder, a .csv/.jsonl manifest, a shard
-dataset; local or s3://); DST a local folder. JPEGs are rewritten losslessly
+dataset; local or s3://); DST a local folder or an s3:// prefix (shards are
+uploaded as they are written, in parts). JPEGs are rewritten losslessly
 (the same pixels) with a restart marker after every MCU, so a crop decodes
 only its own rows and columns, from the first epoch, with no index in
 memory; PNGs and fields are stored as they are (docs/shard-format.md). The
-index is written last: an interrupted conversion leaves nothing that opens,
-and running the command again starts over.
+index is written last: an interrupted or failed conversion leaves nothing
+that opens, and running the command again starts over.
 """
 
 from __future__ import annotations
@@ -65,7 +66,8 @@ def add_parser(subparsers) -> None:
         "convert", help="write a dataset as shards (lossless, crop-aware)",
         description=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("src", help="dataset: folder, file://, s3://bucket/prefix/, manifest .csv/.jsonl")
-    p.add_argument("dst", help="a local folder for the shards and index.stoker")
+    p.add_argument("dst", help="where the shards and index.stoker go: a local folder or "
+                               "s3://bucket/prefix/")
     p.add_argument("--shard-size", default="256MB", help="bytes per shard (default 256MB)")
     p.add_argument("--shuffle-seed", type=int, default=None,
                    help="write samples in a random order of this seed (batch['index'] keeps "
@@ -82,7 +84,10 @@ def add_parser(subparsers) -> None:
                    help="lossy: shrink images whose longer side is over PX to PX and store them "
                         "as JPEGs (as FFCV's max_resolution)")
     p.add_argument("--quality", type=int, default=90, help="JPEG quality of --max-size images")
-    p.add_argument("--endpoint-url", help="S3 endpoint of an s3:// source")
+    p.add_argument("--endpoint-url", help="S3 endpoint of an s3:// source or destination")
+    p.add_argument("--part-size", default="16MB",
+                   help="s3:// destination: bytes per uploaded part of a shard (default 16MB, "
+                        "at least 5MB)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_run)
@@ -97,7 +102,7 @@ def _run(args) -> int:
                            shuffle_seed=args.shuffle_seed, fields=fields, threads=threads,
                            on_error=args.on_error, endpoint_url=args.endpoint_url,
                            optimize_huffman=args.optimize_huffman, max_size=args.max_size,
-                           quality=args.quality, progress=bar)
+                           quality=args.quality, part_size=args.part_size, progress=bar)
     finally:
         bar.end()
     print(json.dumps(r) if args.json else summary_line(args.dst, r))

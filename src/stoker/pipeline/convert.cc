@@ -1,25 +1,24 @@
 // stoker convert (include/stoker/convert.h): reads a chunk of samples with
 // the storage's concurrent reads while the previous chunk is transcoded on
-// `threads` threads, then writes the chunk's records in order. Shards are
-// written and synced before the index, which goes to a temporary name and
-// is renamed into place last.
+// `threads` threads, then writes the chunk's records in order. Each shard
+// is one storage writer (a local file renamed into place once synced, or an
+// S3 multipart upload whose parts go out as the shard grows), committed
+// before the next begins; the index is written last, in one Put.
 
 #include "stoker/convert.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <chrono>
 #include <condition_variable>
-#include <cstdio>
-#include <cstring>
 #include <filesystem>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <thread>
 
+#include "stoker/base/logging.h"
 #include "stoker/dataset/dataset.h"
 #include "stoker/dataset/shard_format.h"
 #include "stoker/decode/decode.h"
@@ -36,20 +35,43 @@ using dataset::ImageFormat;
 
 constexpr size_t kChunk = 256;       // samples read, transcoded and written together
 constexpr size_t kMaxExamples = 5;  // skipped samples named in the summary
+constexpr int64_t kMinPartSize = int64_t{5} << 20;  // S3's smallest part (but the last)
 
-std::string ErrnoText(const std::string& what, const std::string& path) {
-  return what + " " + path + ": " + std::strerror(errno);
+// A local path from a file:// URI or plain path.
+std::string LocalPath(const std::string& uri) {
+  return uri.rfind("file://", 0) == 0 ? uri.substr(7) : uri;
 }
 
-// A local path from a destination URI.
-Result<std::string> LocalDir(const std::string& uri) {
-  if (uri.rfind("file://", 0) == 0) return uri.substr(7);
-  if (uri.find("://") != std::string::npos) {
-    return Status(StatusCode::kUnsupported,
-                  "convert writes to a local folder; " + uri +
-                      " is not one (convert locally, then copy the folder to the store)");
-  }
+bool IsS3(const std::string& uri) {
+  return uri.size() >= 5 && std::equal(uri.begin(), uri.begin() + 5, "s3://", [](char a, char b) {
+           return std::tolower(static_cast<unsigned char>(a)) == b;
+         });
+}
+
+// `uri` without trailing slashes ("s3://b/p/" and "s3://b/p" are one prefix).
+std::string TrimSlashes(std::string uri) {
+  while (uri.size() > 1 && uri.back() == '/') uri.pop_back();
   return uri;
+}
+
+// What an earlier conversion left at a destination: its index, shards and
+// temporaries (a local writer's hidden ".<name>.tmp-XXXXXX", the index's
+// old "index.stoker.tmp"). Keys directly under the destination only.
+bool IsConversionObject(const std::string& key) {
+  if (key.find('/') != std::string::npos) return false;
+  const std::string index = dataset::kShardIndexName;
+  if (key == index || key == index + ".tmp" || key.rfind("." + index + ".tmp-", 0) == 0) {
+    return true;
+  }
+  const std::string name = key.rfind(".shard-", 0) == 0 ? key.substr(1) : key;
+  if (name.rfind("shard-", 0) != 0) return false;
+  const size_t ext = name.find(".stoker");
+  if (ext == std::string::npos || ext == 6) return false;
+  for (size_t i = 6; i < ext; ++i) {
+    if (name[i] < '0' || name[i] > '9') return false;
+  }
+  const std::string rest = name.substr(ext + 7);
+  return key[0] == '.' ? rest.rfind(".tmp-", 0) == 0 : rest.empty();
 }
 
 // Big-endian width and height of a PNG's IHDR (0, 0 if not there).
@@ -97,9 +119,11 @@ struct Chunk {
 
 class Converter {
  public:
+  // Reads from `storage`, writes to `out` under the prefix `dst`.
   Converter(const ConvertOptions& o, std::shared_ptr<storage::Storage> storage,
-            dataset::Dataset d, std::string dir)
-      : o_(o), storage_(std::move(storage)), d_(std::move(d)), dir_(std::move(dir)) {}
+            std::shared_ptr<storage::Storage> out, dataset::Dataset d, std::string dst)
+      : o_(o), storage_(std::move(storage)), out_(std::move(out)), d_(std::move(d)),
+        dst_(std::move(dst)) {}
 
   Result<ConvertProgress> Run(const ConvertProgressFn& progress);
 
@@ -110,24 +134,29 @@ class Converter {
   Status Shrink(std::span<const uint8_t> bytes, Item& item, decode::Decoder& decoder,
                 transform::Scratch& scratch) const;
   Status Write(Chunk& chunk);
+  // Removes what an earlier conversion left at the destination, the index
+  // first: from then on nothing there reads as a dataset until this
+  // conversion's index is written.
+  Status ClearEarlier();
   Status OpenShard();
   Status CloseShard();
   Status WriteIndex();
+  std::string Uri(const std::string& name) const { return out_->Join(dst_, name); }
 
   const ConvertOptions& o_;
   std::shared_ptr<storage::Storage> storage_;
+  std::shared_ptr<storage::Storage> out_;
   dataset::Dataset d_;
-  std::string dir_;
+  std::string dst_;
   std::optional<sampler::Permutation> order_;
   std::unique_ptr<dataset::ShardIndexBuilder> builder_;
   ConvertProgress p_;
-  // The shard being written.
-  FILE* file_ = nullptr;
-  std::string path_;
+  // The shard being written; dropping it uncommitted aborts it (its
+  // temporary file removed, its multipart upload aborted).
+  std::unique_ptr<storage::ObjectWriter> shard_writer_;
   uint32_t shard_ = 0;
   uint64_t shard_bytes_ = 0;
   uint32_t shard_samples_ = 0;
-  std::vector<char> file_buffer_;
 };
 
 std::shared_ptr<Chunk> Converter::Issue(uint64_t first) {
@@ -309,31 +338,68 @@ void Converter::Transcode(Item& item, decode::Decoder& decoder, transform::Scrat
   e.crc = dataset::Crc32c(rec);
 }
 
-Status Converter::OpenShard() {
-  path_ = (fs::path(dir_) / dataset::ShardName(shard_)).string();
-  file_ = std::fopen(path_.c_str(), "wb");
-  if (file_ == nullptr) return Status(StatusCode::kIOError, ErrnoText("cannot create", path_));
-  file_buffer_.resize(size_t{1} << 20);
-  std::setvbuf(file_, file_buffer_.data(), _IOFBF, file_buffer_.size());
-  const std::string header = dataset::EncodeShardHeader(shard_);
-  if (std::fwrite(header.data(), 1, header.size(), file_) != header.size()) {
-    return Status(StatusCode::kIOError, ErrnoText("cannot write", path_));
+Status Converter::ClearEarlier() {
+  const bool local = storage::IsLocal(dst_);
+  const fs::path dir = LocalPath(dst_);
+  if (local) {  // made now, so that a folder that cannot be is an error before any reading
+    std::error_code ec;
+    fs::create_directories(dir, ec);
+    if (ec) {
+      return Status(StatusCode::kIOError, "convert: cannot create " + dir.string() + ": " +
+                                              ec.message());
+    }
   }
+  const std::string index = Uri(dataset::kShardIndexName);
+  STOKER_RETURN_IF_ERROR(out_->Delete(index).WithContext("convert: cannot clear the destination"));
+  std::vector<std::string> keys;
+  if (local) {
+    // The folder's own entries, not its subfolders' (a destination may be a
+    // folder holding much else).
+    std::error_code ec;
+    for (const auto& entry : fs::directory_iterator(dir, ec)) {
+      keys.push_back(entry.path().filename().string());
+    }
+    if (ec) {
+      return Status(StatusCode::kIOError, "convert: cannot list " + dir.string() + ": " + ec.message());
+    }
+  } else {
+    auto listed = out_->List(dst_);
+    if (!listed.ok() && listed.status().code() == StatusCode::kNotFound) return Status::Ok();
+    if (!listed.ok() && listed.status().code() == StatusCode::kPermissionDenied) {
+      // Writing needs no listing: the shards written replace theirs, and
+      // shards of an earlier, larger conversion, which stay, are never
+      // read (the index names the shards it has).
+      LogWarning("convert: " + listed.status().message() +
+                 "; shards an earlier conversion left beyond this one's are not removed");
+      return Status::Ok();
+    }
+    if (!listed.ok()) return listed.status().WithContext("convert: cannot clear the destination");
+    for (const auto& o : *listed) keys.push_back(o.key);
+  }
+  for (const std::string& key : keys) {
+    if (!IsConversionObject(key)) continue;
+    STOKER_RETURN_IF_ERROR(out_->Delete(Uri(key)).WithContext("convert: cannot clear the destination"));
+  }
+  return Status::Ok();
+}
+
+Status Converter::OpenShard() {
+  auto w = out_->OpenWriter(Uri(dataset::ShardName(shard_)),
+                            {.part_size = o_.part_size, .parts_in_flight = 4});
+  if (!w.ok()) return w.status();
+  shard_writer_ = std::move(*w);
+  const std::string header = dataset::EncodeShardHeader(shard_);
+  STOKER_RETURN_IF_ERROR(shard_writer_->Append(header));
   shard_bytes_ = header.size();
   shard_samples_ = 0;
   return Status::Ok();
 }
 
 Status Converter::CloseShard() {
-  if (file_ == nullptr) return Status::Ok();
-  const bool ok = std::fflush(file_) == 0 && ::fsync(fileno(file_)) == 0;
-  const int err = errno;
-  std::fclose(file_);
-  file_ = nullptr;
-  if (!ok) {
-    errno = err;
-    return Status(StatusCode::kIOError, ErrnoText("cannot write", path_));
-  }
+  if (shard_writer_ == nullptr) return Status::Ok();
+  const Status st = shard_writer_->Commit();
+  shard_writer_.reset();
+  STOKER_RETURN_IF_ERROR(st);
   builder_->AddShard(shard_bytes_, shard_samples_);
   p_.bytes_out += static_cast<int64_t>(shard_bytes_);
   ++p_.shards;
@@ -356,14 +422,12 @@ Status Converter::Write(Chunk& chunk) {
     p_.jpegs_indexed += item.jpeg == 1;
     p_.jpegs_kept += item.jpeg == 2;
     p_.images_shrunk += item.shrunk;
-    if (file_ != nullptr && shard_samples_ > 0 &&
+    if (shard_writer_ != nullptr && shard_samples_ > 0 &&
         shard_bytes_ + item.record.size() > o_.shard_size) {
       STOKER_RETURN_IF_ERROR(CloseShard());
     }
-    if (file_ == nullptr) STOKER_RETURN_IF_ERROR(OpenShard());
-    if (std::fwrite(item.record.data(), 1, item.record.size(), file_) != item.record.size()) {
-      return Status(StatusCode::kIOError, ErrnoText("cannot write", path_));
-    }
+    if (shard_writer_ == nullptr) STOKER_RETURN_IF_ERROR(OpenShard());
+    STOKER_RETURN_IF_ERROR(shard_writer_->Append(item.record));
     item.entry.shard = shard_;
     item.entry.offset = shard_bytes_;
     builder_->Add(item.entry, item.field_lengths);
@@ -374,33 +438,13 @@ Status Converter::Write(Chunk& chunk) {
   return Status::Ok();
 }
 
+// Locally a temporary file, synced and renamed into place; on S3 one
+// PutObject: either way it appears whole or not at all.
 Status Converter::WriteIndex() {
   const std::string bytes = builder_->Finish();
-  const std::string final_path = (fs::path(dir_) / dataset::kShardIndexName).string();
-  const std::string tmp = final_path + ".tmp";
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return Status(StatusCode::kIOError, ErrnoText("cannot create", tmp));
-  size_t done = 0;
-  while (done < bytes.size()) {
-    const ssize_t w = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) {
-      ::close(fd);
-      return Status(StatusCode::kIOError, ErrnoText("cannot write", tmp));
-    }
-    done += static_cast<size_t>(w);
-  }
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
-    return Status(StatusCode::kIOError, ErrnoText("cannot write", tmp));
-  }
-  if (std::rename(tmp.c_str(), final_path.c_str()) != 0) {
-    return Status(StatusCode::kIOError, ErrnoText("cannot rename to", final_path));
-  }
-  const int dfd = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
-  }
+  STOKER_RETURN_IF_ERROR(out_->Put(
+      Uri(dataset::kShardIndexName),
+      std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size())));
   p_.bytes_out += static_cast<int64_t>(bytes.size());
   return Status::Ok();
 }
@@ -408,21 +452,7 @@ Status Converter::WriteIndex() {
 Result<ConvertProgress> Converter::Run(
     const ConvertProgressFn& progress) {
   const auto t0 = std::chrono::steady_clock::now();
-  // The destination: an index of an earlier conversion goes first, so that
-  // nothing reads as a complete dataset until this one is.
-  std::error_code ec;
-  fs::create_directories(dir_, ec);
-  if (ec) return Status(StatusCode::kIOError, "cannot create " + dir_ + ": " + ec.message());
-  for (const auto& entry : fs::directory_iterator(dir_, ec)) {
-    const std::string name = entry.path().filename().string();
-    if (name == dataset::kShardIndexName || name == std::string(dataset::kShardIndexName) + ".tmp" ||
-        (name.rfind("shard-", 0) == 0 && name.size() > 7 &&
-         name.compare(name.size() - 7, 7, ".stoker") == 0)) {
-      fs::remove(entry.path(), ec);
-      if (ec) return Status(StatusCode::kIOError, "cannot remove " + entry.path().string());
-    }
-  }
-  if (ec) return Status(StatusCode::kIOError, "cannot list " + dir_ + ": " + ec.message());
+  STOKER_RETURN_IF_ERROR(ClearEarlier());
 
   std::vector<dataset::ShardField> fields;
   for (const auto& f : d_.fields) fields.push_back({f.name, f.kind});
@@ -465,13 +495,13 @@ Result<ConvertProgress> Converter::Run(
     for (auto& t : pool) t.join();
     Status st = Write(*chunk);
     if (!st.ok()) {
-      if (file_ != nullptr) std::fclose(file_), file_ = nullptr;
+      shard_writer_.reset();   // aborted: no temporary file, no upload left open
       if (next) next->Wait();  // its callbacks hold the chunk, not this frame
       return st;
     }
     p_.seconds = elapsed();
     if (progress && !progress(p_)) {
-      if (file_ != nullptr) std::fclose(file_), file_ = nullptr;
+      shard_writer_.reset();
       if (next) next->Wait();
       return Status(StatusCode::kCancelled, "convert: stopped before the index was written");
     }
@@ -499,27 +529,59 @@ Result<ConvertProgress> Convert(const ConvertOptions& options,
                              "' would no longer match its image");
     }
   }
-  STOKER_ASSIGN_OR_RETURN(std::string dir, LocalDir(options.dst));
-  if (dir.empty()) return InvalidArgument("convert: the destination is empty");
-  auto storage = storage::OpenStorage(options.src, {.endpoint_url = options.endpoint_url,
-                                                     .io = options.io});
+  if (options.dst.empty() || LocalPath(options.dst).empty()) {
+    return InvalidArgument("convert: the destination is empty");
+  }
+  const bool to_s3 = IsS3(options.dst);
+  if (!to_s3 && !storage::IsLocal(options.dst)) {
+    return Status(StatusCode::kUnsupported,
+                  "convert writes to a local folder or an s3:// prefix; " + options.dst +
+                      " is neither");
+  }
+  if (to_s3 && options.part_size < kMinPartSize) {
+    return InvalidArgument("convert: part_size " + std::to_string(options.part_size) +
+                           " is below S3's smallest part, 5 MiB");
+  }
+  const storage::StorageOptions storage_options{.endpoint_url = options.endpoint_url,
+                                                .io = options.io};
+  auto storage = storage::OpenStorage(options.src, storage_options);
   if (!storage.ok()) return storage.status();
+  // The destination's own storage: its writes do not queue behind the reads.
+  auto out = storage::OpenStorage(options.dst, storage_options);
+  if (!out.ok()) {
+    (*storage)->Shutdown();
+    return out.status();
+  }
+  auto shutdown = [&] {
+    (*storage)->Shutdown();
+    (*out)->Shutdown();
+  };
   auto d = dataset::OpenDataset(options.src, **storage, options.fields, {}, options.label_field);
-  if (!d.ok()) return d.status();
-  // Converting a shard dataset into its own folder would delete the shards
-  // it reads from.
-  if (d->shards && storage::IsLocal(d->shards->root)) {
-    std::error_code e1, e2;
-    auto local = LocalDir(d->shards->root);
-    const std::string root = local.ok() ? *local : d->shards->root;
-    if (fs::exists(dir, e1) && fs::equivalent(fs::path(root), fs::path(dir), e2)) {
-      return InvalidArgument("convert: " + options.dst + " is the source's own folder; convert "
-                             "into another one");
+  if (!d.ok()) {
+    shutdown();
+    return d.status();
+  }
+  // Converting a shard dataset into its own folder or prefix would delete
+  // the shards it reads from.
+  if (d->shards) {
+    const std::string& root = d->shards->root;
+    bool same = false;
+    if (storage::IsLocal(root) && !to_s3) {
+      std::error_code e1, e2;
+      const std::string dir = LocalPath(options.dst);
+      same = fs::exists(dir, e1) && fs::equivalent(fs::path(LocalPath(root)), fs::path(dir), e2);
+    } else if (IsS3(root) && to_s3) {
+      same = TrimSlashes(root) == TrimSlashes(options.dst);
+    }
+    if (same) {
+      shutdown();
+      return InvalidArgument("convert: " + options.dst + " is the source's own " +
+                             (to_s3 ? "prefix" : "folder") + "; convert into another one");
     }
   }
-  Converter c(options, *storage, std::move(*d), dir);
+  Converter c(options, *storage, *out, std::move(*d), options.dst);
   auto r = c.Run(progress);
-  (*storage)->Shutdown();
+  shutdown();
   return r;
 }
 

@@ -73,6 +73,22 @@ void Storage::ReadRangeAsync(const std::string& uri, ByteRange range, ReadCallba
       std::move(stop));
 }
 
+Result<std::unique_ptr<ObjectWriter>> Storage::OpenWriter(const std::string& uri,
+                                                          const WriteOptions& options) {
+  (void)options;
+  return Unsupported(uri + ": this storage cannot write");
+}
+
+Status Storage::Put(const std::string& uri, std::span<const uint8_t> bytes) {
+  STOKER_ASSIGN_OR_RETURN(std::unique_ptr<ObjectWriter> w, OpenWriter(uri, WriteOptions{}));
+  STOKER_RETURN_IF_ERROR(w->Append(bytes));
+  return w->Commit();
+}
+
+Status Storage::Delete(const std::string& uri) {
+  return Unsupported(uri + ": this storage cannot delete");
+}
+
 namespace {
 // Starts a read with `start(done)` and waits for its result.
 template <typename Start>
@@ -287,6 +303,19 @@ class SchemeRouter final : public Storage {
       return;
     }
     (*s)->ReadRangeAsync(uri, range, std::move(done), std::move(stop));
+  }
+  Result<std::unique_ptr<ObjectWriter>> OpenWriter(const std::string& uri,
+                                                   const WriteOptions& options) override {
+    STOKER_ASSIGN_OR_RETURN(Storage * s, Backend(uri));
+    return s->OpenWriter(uri, options);
+  }
+  Status Put(const std::string& uri, std::span<const uint8_t> bytes) override {
+    STOKER_ASSIGN_OR_RETURN(Storage * s, Backend(uri));
+    return s->Put(uri, bytes);
+  }
+  Status Delete(const std::string& uri) override {
+    STOKER_ASSIGN_OR_RETURN(Storage * s, Backend(uri));
+    return s->Delete(uri);
   }
   std::string Join(const std::string& base, const std::string& key) const override {
     return primary_->Join(base, key);

@@ -17,14 +17,22 @@
 //     recycler. The callback then runs on the backend's own thread (never
 //     inside request_stop()), so a caller may request stop under a lock its
 //     callbacks take.
+//   - Writes (file, S3, in-memory; docs/storage.md, "Writing"): an object
+//     written through an ObjectWriter (or Put) appears only when committed,
+//     whole, replacing any earlier object of its URI; until then readers
+//     see the earlier object or none. A writer aborted, failed or destroyed
+//     uncommitted leaves no trace of its bytes and the earlier object as it
+//     was. Delete of a missing object succeeds.
 #pragma once
 
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <stop_token>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "stoker/base/histogram.h"
@@ -91,6 +99,60 @@ struct CoalesceOptions {
   int64_t max_request = int64_t{64} << 20;
 };
 
+// How an ObjectWriter uploads (remote backends; local files ignore it).
+struct WriteOptions {
+  // S3: an object of at most this many bytes is sent by one PutObject when
+  // committed; a larger one by a multipart upload in parts of exactly this
+  // size (the last one smaller), each sent as soon as it is full, so the
+  // writer never holds more than about part_size * (parts_in_flight + 1)
+  // bytes. S3 wants parts of 5 MiB or more (but the last); at most 10,000
+  // parts, so an object is at most 10,000 * part_size bytes.
+  int64_t part_size = int64_t{16} << 20;
+  // Parts uploading at once; Append waits while this many are on the way.
+  int parts_in_flight = 4;
+};
+
+// One object being written: Append its bytes in order, then Commit. Not
+// thread-safe (one writer, one thread); the storage that opened it must
+// outlive it. After an error every later call returns it, and the writer
+// has already aborted.
+class ObjectWriter {
+ public:
+  // Aborts, unless committed or aborted already.
+  virtual ~ObjectWriter() = default;
+
+  // Adds `bytes` after those appended so far. Remote backends may upload
+  // here (a part once it is full); errors name the URI and the reason.
+  virtual Status Append(std::span<const uint8_t> bytes) = 0;
+  Status Append(std::string_view bytes) {
+    return Append(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(bytes.data()),
+                                           bytes.size()));
+  }
+
+  // Makes the object visible, whole, under its URI (replacing an earlier
+  // one): local files are synced and renamed into place, S3's PutObject or
+  // CompleteMultipartUpload is sent. On failure nothing of it is visible
+  // (the writer aborts) and the error names the URI. Once.
+  virtual Status Commit() = 0;
+
+  // Drops what was written: the temporary file is removed, an S3 multipart
+  // upload aborted (its parts deleted). Idempotent; a no-op after Commit.
+  // An error (the abort request failed: the parts stay until the bucket's
+  // lifecycle rule removes them) names the URI and the upload.
+  virtual Status Abort() = 0;
+
+  // Bytes appended so far.
+  int64_t size() const { return size_; }
+  const std::string& uri() const { return uri_; }
+
+ protected:
+  explicit ObjectWriter(std::string uri) : uri_(std::move(uri)) {}
+  int64_t size_ = 0;
+
+ private:
+  const std::string uri_;
+};
+
 class Storage {
  public:
   virtual ~Storage() = default;
@@ -143,6 +205,23 @@ class Storage {
   // per-thread arenas and make resident memory creep). Optional.
   virtual void Recycle(Bytes bytes) { (void)bytes; }
 
+  // ---- writing (see the contract at the top of this file) ----
+
+  // A writer for the object at `uri`; nothing is visible there until its
+  // Commit. Local files: missing parent folders are created. Backends that
+  // cannot write (http) answer Unsupported, naming the URI.
+  virtual Result<std::unique_ptr<ObjectWriter>> OpenWriter(const std::string& uri,
+                                                           const WriteOptions& options);
+
+  // The whole object at once: S3 sends it in one PutObject whatever its
+  // size, so it appears atomically; others write and commit a writer.
+  virtual Status Put(const std::string& uri, std::span<const uint8_t> bytes);
+
+  // Removes the object at `uri`. A missing object is not an error; a
+  // missing S3 bucket is NotFound (NoSuchBucket). Unsupported by backends
+  // that cannot write.
+  virtual Status Delete(const std::string& uri);
+
   // Joins `base` (a prefix URI) and a relative key into an object URI.
   virtual std::string Join(const std::string& base, const std::string& key) const = 0;
 
@@ -177,6 +256,11 @@ class StorageDecorator : public Storage {
   }
   StorageCounters counters() const override { return inner_->counters(); }
   void Shutdown() override { inner_->Shutdown(); }
+  Result<std::unique_ptr<ObjectWriter>> OpenWriter(const std::string& uri,
+                                                   const WriteOptions& options) override {
+    return inner_->OpenWriter(uri, options);
+  }
+  Status Delete(const std::string& uri) override { return inner_->Delete(uri); }
 
  protected:
   const std::shared_ptr<Storage> inner_;

@@ -23,6 +23,13 @@ class FileStorage final : public Storage {
   void ReadRangeAsync(const std::string& uri, ByteRange range, ReadCallback done,
                       std::stop_token stop) override;
   Result<Bytes> ReadRangeNow(const std::string& uri, ByteRange range);
+  // Writes to a temporary file beside the target (".<name>.tmp-XXXXXX",
+  // created with its missing parent folders), renamed over the target on
+  // Commit after an fsync of the file (and then of its folder).
+  Result<std::unique_ptr<ObjectWriter>> OpenWriter(const std::string& uri,
+                                                   const WriteOptions& options) override;
+  // unlink(2); a missing file is not an error.
+  Status Delete(const std::string& uri) override;
   std::string Join(const std::string& base, const std::string& key) const override;
   void Recycle(Bytes bytes) override;
   StorageCounters counters() const override;

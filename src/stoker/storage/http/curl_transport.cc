@@ -86,6 +86,9 @@ struct Active {
   // timeout.
   double last_activity = 0;
   bool custom_method = false;
+  // The request body (PUT, POST) and how much of it curl has taken.
+  std::shared_ptr<const std::string> upload;
+  size_t upload_off = 0;
   std::string origin;  // scheme://host:port of the URL
   char error[CURL_ERROR_SIZE] = {};
 };
@@ -136,6 +139,29 @@ size_t OnHeader(char* data, size_t size, size_t n, void* user) {
   }
   a->response.headers.emplace_back(std::move(name), std::move(value));
   return bytes;
+}
+
+// CURLOPT_READFUNCTION: the next piece of the request body. Taking it is
+// progress, as receiving is: an upload that keeps going is not a stall.
+size_t OnUpload(char* buffer, size_t size, size_t n, void* user) {
+  auto* a = static_cast<Active*>(user);
+  a->last_activity = WallSeconds();
+  const size_t left = a->upload->size() - a->upload_off;
+  const size_t take = std::min(left, size * n);
+  std::memcpy(buffer, a->upload->data() + a->upload_off, take);
+  a->upload_off += take;
+  return take;
+}
+
+// CURLOPT_SEEKFUNCTION: curl rewinds the body to send it again (a reused
+// connection that turned out closed).
+int OnSeek(void* user, curl_off_t offset, int origin) {
+  auto* a = static_cast<Active*>(user);
+  if (origin != SEEK_SET || offset < 0 || static_cast<size_t>(offset) > a->upload->size()) {
+    return CURL_SEEKFUNC_CANTSEEK;
+  }
+  a->upload_off = static_cast<size_t>(offset);
+  return CURL_SEEKFUNC_OK;
 }
 
 // CURLOPT_PREREQFUNCTION: the connection is up (new or reused) and the
@@ -254,6 +280,19 @@ struct State : internal::IoState {
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, a->headers);
     if (r.method == "HEAD") {
       curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+    } else if (r.body || r.method == "PUT" || r.method == "POST") {
+      // An upload of a known length (Content-Length, never chunked), read
+      // from the shared body; the method named as asked. The handle is not
+      // reused (custom_method), so no upload option outlives the request.
+      a->upload = r.body ? r.body : std::make_shared<const std::string>();
+      curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
+      curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE, static_cast<curl_off_t>(a->upload->size()));
+      curl_easy_setopt(e, CURLOPT_READFUNCTION, &OnUpload);
+      curl_easy_setopt(e, CURLOPT_READDATA, a);
+      curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, &OnSeek);
+      curl_easy_setopt(e, CURLOPT_SEEKDATA, a);
+      if (r.method != "PUT") curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, r.method.c_str());
+      a->custom_method = true;
     } else {
       curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);  // also clears NOBODY
       if (r.method != "GET") {

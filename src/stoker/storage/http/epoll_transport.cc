@@ -39,6 +39,9 @@ namespace {
 
 // Read size for reply heads and bodies of unknown length.
 constexpr size_t kReadChunk = size_t{16} << 10;
+// A request body up to this size is copied after the head and sent with it;
+// a larger one is sent from the request's own buffer.
+constexpr size_t kInlineBody = size_t{64} << 10;
 constexpr double kNever = internal::IoState::kNever;
 // How long a resolved address list is kept.
 constexpr double kResolveTtl = 60.0;
@@ -124,8 +127,11 @@ struct Conn {
   bool opening = false;    // https, connecting or handshaking: counted in Host::opening
   bool awaiting_ticket = false;    // TLS 1.3, handshake done, no ticket nor reply yet: Host::awaiting
   SSL_SESSION* session = nullptr;  // to resume, taken when the connection was made
-  std::string out;
+  std::string out;   // the request head (and a small body)
   size_t out_off = 0;
+  // A body too large to copy into `out`: sent after it, from the request.
+  const std::string* body = nullptr;
+  size_t body_off = 0;
   ReplyReader reader;
   std::vector<Address> addrs;  // what connecting may still try
   size_t addr_next = 0;
@@ -528,7 +534,7 @@ struct State : internal::IoState {
         }
         if (n < 0 && errno == EINTR) continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-          Watch(c, EPOLLOUT);
+          Watch(c, SendEvents(c));
           return Io::kAgain;
         }
         *why = Errno("send", n < 0 ? errno : EPIPE);
@@ -549,7 +555,7 @@ struct State : internal::IoState {
     const int e = errno;
     switch (err) {
       case SSL_ERROR_WANT_READ: Watch(c, EPOLLIN | EPOLLRDHUP); return Io::kAgain;
-      case SSL_ERROR_WANT_WRITE: Watch(c, EPOLLOUT); return Io::kAgain;
+      case SSL_ERROR_WANT_WRITE: Watch(c, SendEvents(c)); return Io::kAgain;
       case SSL_ERROR_ZERO_RETURN: return Io::kEof;  // close_notify, or EOF (see TlsContext)
       case SSL_ERROR_SYSCALL:
         c->tls_clean = false;
@@ -565,6 +571,12 @@ struct State : internal::IoState {
   }
 
   // ---- connections -------------------------------------------------------
+
+  // What a connection waits for while it cannot send: room to write, and,
+  // while a body goes out, an early reply (SendingWithReply).
+  static uint32_t SendEvents(const Conn* c) {
+    return c->phase == Conn::kSending && c->body ? EPOLLOUT | EPOLLIN | EPOLLRDHUP : EPOLLOUT;
+  }
 
   void Watch(Conn* c, uint32_t events) {
     if (c->events == events) return;
@@ -676,8 +688,9 @@ struct State : internal::IoState {
       Finish(op, NetError::kOther, "cannot send this request: " + error);
       return;
     }
-    if (op->request.method != "GET" && op->request.method != "HEAD") {
-      Finish(op, NetError::kOther, "method " + op->request.method + " is not supported");
+    const std::string& m = op->request.method;
+    if (m != "GET" && m != "HEAD" && m != "PUT" && m != "POST" && m != "DELETE") {
+      Finish(op, NetError::kOther, "method " + m + " is not supported");
       return;
     }
     if (op->target.tls) {
@@ -787,8 +800,19 @@ struct State : internal::IoState {
       out += v;
       out += "\r\n";
     }
+    const size_t body_size = r.body ? r.body->size() : 0;
+    if (r.body || r.method == "PUT" || r.method == "POST") {
+      out += "Content-Length: " + std::to_string(body_size) + "\r\n";
+    }
     out += "\r\n";
     c->out_off = 0;
+    c->body = nullptr;
+    c->body_off = 0;
+    if (body_size > 0 && body_size <= kInlineBody) {
+      out += *r.body;  // one send for head and body
+    } else if (body_size > 0) {
+      c->body = r.body.get();  // op->request holds it until the request ends
+    }
     c->reader.Start(r.method == "HEAD", r.body_buffers);
     c->phase = Conn::kSending;
     const double now = WallSeconds();
@@ -800,12 +824,26 @@ struct State : internal::IoState {
     Send(c);
   }
 
+  // Whether the whole request (head and body) has gone out.
+  static bool AllSent(const Conn* c) {
+    return c->out_off == c->out.size() && (!c->body || c->body_off == c->body->size());
+  }
+
   void Send(Conn* c) {
-    while (c->out_off < c->out.size()) {
+    Op* op = c->op;
+    while (!AllSent(c)) {
+      const bool head = c->out_off < c->out.size();
+      const char* from = head ? c->out.data() + c->out_off : c->body->data() + c->body_off;
+      const size_t left = head ? c->out.size() - c->out_off : c->body->size() - c->body_off;
       size_t n = 0;
       std::string why;
-      switch (Write(c, c->out.data() + c->out_off, c->out.size() - c->out_off, &n, &why)) {
-        case Io::kData: c->out_off += n; continue;
+      switch (Write(c, from, left, &n, &why)) {
+        case Io::kData:
+          (head ? c->out_off : c->body_off) += n;
+          // Bytes going out are progress too: an upload that keeps sending
+          // is not a stall.
+          Activity(op, n, WallSeconds());
+          continue;
         case Io::kAgain: return;
         case Io::kEof:
         case Io::kFail: Broken(c, why.empty() ? "send: connection closed" : why); return;
@@ -813,6 +851,22 @@ struct State : internal::IoState {
     }
     c->phase = Conn::kReceiving;
     Watch(c, EPOLLIN | EPOLLRDHUP);
+  }
+
+  // A request with a body is being sent and the socket has something to
+  // read: the server answered early (an error, before taking the whole
+  // body). The reply is read; if it is whole the request completes with it
+  // (and the connection, half sent, is closed); else sending goes on.
+  void SendingWithReply(Conn* c, uint32_t events) {
+    const uint64_t id = c->id;
+    if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+      Receive(c);
+      auto it = conns.find(id);
+      if (it == conns.end() || it->second != c || c->op == nullptr || c->phase != Conn::kSending) {
+        return;  // completed, failed or resent: `c` is gone or no longer this request's
+      }
+    }
+    Send(c);
   }
 
   // The connection failed under its request: resend once on a new
@@ -877,7 +931,11 @@ struct State : internal::IoState {
       return;
     }
     if (c->phase == Conn::kSending) {
-      Send(c);
+      if (c->body) {
+        SendingWithReply(c, events);
+      } else {
+        Send(c);
+      }
       return;
     }
     Receive(c);
@@ -950,12 +1008,13 @@ struct State : internal::IoState {
     answered.insert(c->key);
     if (c->awaiting_ticket) TicketCame(c, hosts[c->key]);
     // Bytes after the reply were not asked for: such a connection is not reused.
-    if (c->reader.keep_alive() && c->reader.leftover() == 0 &&
+    if (c->reader.keep_alive() && c->reader.leftover() == 0 && AllSent(c) &&
         (!c->ssl || SSL_has_pending(c->ssl) == 0) &&
         idle_count < static_cast<size_t>(options.max_idle_connections)) {
       c->phase = Conn::kIdle;
       c->reused = false;
       c->out.clear();  // its capacity serves the next request
+      c->body = nullptr;
       Host& h = hosts[c->key];
       h.idle.push_back(c);
       ++idle_count;

@@ -14,7 +14,11 @@
 // keep-alive connections reused per host, a request resent once on a new
 // connection when a reused one turns out closed before any reply byte, the
 // connect, read (stall), low-speed and total timeouts of CurlOptions, and
-// Content-Length, chunked and read-until-close bodies.
+// Content-Length, chunked and read-until-close bodies. Request bodies (PUT,
+// POST) go out with a Content-Length, from the request's shared buffer;
+// bytes going out count as progress for the read and low-speed timeouts,
+// and a reply that comes while the body is still going out (a server
+// refusing the upload) is read and is the answer.
 //
 // https:// is TLS through OpenSSL on the same loop: one SSL_CTX per
 // transport with the CA store (CurlOptions::ca_bundle, else the system's)

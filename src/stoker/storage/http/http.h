@@ -23,13 +23,19 @@ namespace stoker::storage::http {
 using Headers = std::vector<std::pair<std::string, std::string>>;
 
 struct Request {
-  std::string method = "GET";  // GET or HEAD
+  // GET or HEAD; PUT, POST or DELETE (writes: S3 uploads) with `body`.
+  std::string method = "GET";
   // Absolute URL, already percent-encoded: sent exactly as given (no dot
   // segment removal: S3 keys are literal).
   std::string url;
   // Sent as given, in order. May hold an Authorization header: a Transport
   // never logs or reports header values.
   Headers headers;
+  // The request body, sent with a Content-Length (the transport adds the
+  // header; a PUT or POST without a body sends "Content-Length: 0"). Shared,
+  // not copied: each attempt of a retried request sends the same bytes.
+  // Null for GET, HEAD and DELETE.
+  std::shared_ptr<const std::string> body;
   // This attempt's time limit, connect to last byte (the request's remaining
   // deadline); zero: only the transport's own timeouts apply.
   std::chrono::milliseconds timeout{0};

@@ -1,7 +1,9 @@
 // Both transports (libcurl's and the epoll one) against a scripted HTTP
 // server on loopback: stalls before the reply and inside its body are cut by
 // the read timeout, a slow reply that keeps coming is not, a request's own
-// deadline cuts an attempt, and a closed port is a connect error. Then the
+// deadline cuts an attempt, and a closed port is a connect error; request
+// bodies go out whole with their length, an early reply to an upload is its
+// answer, and an upload that keeps going is not a stall. Then the
 // epoll transport's HTTP/1.1 on its own: keep-alive reuse, a stale reused
 // connection, chunked, read-until-close and 1xx replies, HEAD, bodies in
 // pieces and into recycled buffers, bad replies, hundreds in flight.
@@ -19,7 +21,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <chrono>
 #include <condition_variable>
 #include <csignal>
@@ -146,6 +150,26 @@ class Peer {
     char c;
     while (head.find("\r\n\r\n") == std::string::npos && Recv(&c)) head += c;
     return head.find("\r\n\r\n") == std::string::npos ? "" : head;
+  }
+  // Up to `n` bytes (fewer if the client closes first), read at most
+  // `piece` at a time.
+  std::string ReadBytes(size_t n, size_t piece = size_t{1} << 16) {
+    std::string out;
+    std::vector<char> buf(piece);
+    while (out.size() < n) {
+      const int want = static_cast<int>(std::min(piece, n - out.size()));
+      const int got = ssl_ ? SSL_read(ssl_, buf.data(), want)
+                           : static_cast<int>(::recv(fd_, buf.data(), want, 0));
+      if (got <= 0) break;
+      out.append(buf.data(), static_cast<size_t>(got));
+    }
+    return out;
+  }
+  // Everything until the client closes.
+  void Drain() {
+    char buf[4096];
+    while ((ssl_ ? SSL_read(ssl_, buf, sizeof(buf)) : ::recv(fd_, buf, sizeof(buf), 0)) > 0) {
+    }
   }
 
  private:
@@ -396,6 +420,150 @@ TEST_P(AnyTransport, ClosedPortIsAConnectError) {
   auto t = Make(Options(300));
   const Response r = Get(*t, Scheme() + "://127.0.0.1:" + std::to_string(port) + "/obj");
   EXPECT_EQ(r.error, NetError::kConnect) << r.error_message;
+}
+
+// The value of header `name` (lower-case) in a request head, "" if absent.
+std::string HeadHeader(const std::string& head, const std::string& name) {
+  std::string lower;
+  for (char c : head) lower += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  const size_t p = lower.find("\r\n" + name + ":");
+  if (p == std::string::npos) return "";
+  size_t v = p + name.size() + 3;
+  while (v < head.size() && head[v] == ' ') ++v;
+  return head.substr(v, head.find("\r\n", v) - v);
+}
+
+// Bytes no two positions of which repeat for a while: a part put in the
+// wrong place shows.
+std::string Pattern(size_t n, unsigned seed) {
+  std::string s(n, '\0');
+  uint32_t x = seed * 2654435761u + 1;
+  for (size_t i = 0; i < n; ++i) {
+    x = x * 1664525u + 1013904223u;
+    s[i] = static_cast<char>(x >> 24);
+  }
+  return s;
+}
+
+// Requests with bodies: PUT and POST send exactly the body with its
+// Content-Length, a large one (many sends) as a small one (sent with the
+// head); DELETE and an empty PUT send none.
+TEST_P(AnyTransport, SendsRequestBodiesWithTheirLength) {
+  struct Seen {
+    std::string head, body;
+  };
+  std::mutex mu;
+  std::vector<Seen> seen;
+  ScriptedServer server(
+      [&](Peer& p) {
+        for (;;) {
+          const std::string head = p.ReadHead();
+          if (head.empty()) return;
+          const std::string len = HeadHeader(head, "content-length");
+          std::string body = len.empty() ? "" : p.ReadBytes(std::stoull(len));
+          const std::string reply = std::to_string(body.size());
+          {
+            std::lock_guard<std::mutex> lock(mu);
+            seen.push_back({head, std::move(body)});
+          }
+          p.Send("HTTP/1.1 200 OK\r\nETag: \"e\"\r\nContent-Length: " +
+                 std::to_string(reply.size()) + "\r\n\r\n" + reply);
+        }
+      },
+      /*read_head=*/false);
+  auto t = Make(Options(5000));
+  const std::string big = Pattern(3 << 20, 1), small = "<Complete/>";
+  struct Case {
+    const char* method;
+    std::shared_ptr<const std::string> body;
+  };
+  const Case cases[] = {{"PUT", std::make_shared<const std::string>(big)},
+                        {"POST", std::make_shared<const std::string>(small)},
+                        {"PUT", std::make_shared<const std::string>()},
+                        {"DELETE", nullptr},
+                        {"PUT", std::make_shared<const std::string>(big)}};
+  for (const Case& c : cases) {
+    Request r;
+    r.method = c.method;
+    r.url = server.url() + "?partNumber=1";
+    r.body = c.body;
+    r.headers = {{"x-amz-content-sha256", "abc"}};
+    const Response resp = Send(*t, std::move(r));
+    ASSERT_EQ(resp.error, NetError::kNone) << c.method << ": " << resp.error_message;
+    EXPECT_EQ(resp.status, 200);
+    EXPECT_EQ(resp.BodyText(), std::to_string(c.body ? c.body->size() : 0)) << c.method;
+  }
+  std::lock_guard<std::mutex> lock(mu);
+  ASSERT_EQ(seen.size(), std::size(cases));
+  for (size_t i = 0; i < seen.size(); ++i) {
+    SCOPED_TRACE(i);
+    const Case& c = cases[i];
+    EXPECT_EQ(seen[i].head.rfind(std::string(c.method) + " /obj?partNumber=1 HTTP/1.1\r\n", 0), 0u)
+        << seen[i].head;
+    EXPECT_EQ(HeadHeader(seen[i].head, "x-amz-content-sha256"), "abc");
+    EXPECT_EQ(HeadHeader(seen[i].head, "expect"), "");  // no 100-continue round trip
+    EXPECT_EQ(HeadHeader(seen[i].head, "transfer-encoding"), "");
+    if (c.body) {
+      EXPECT_EQ(HeadHeader(seen[i].head, "content-length"), std::to_string(c.body->size()));
+      EXPECT_TRUE(seen[i].body == *c.body) << seen[i].body.size() << " bytes";
+    } else {
+      const std::string len = HeadHeader(seen[i].head, "content-length");
+      EXPECT_TRUE(len.empty() || len == "0") << len;
+    }
+  }
+}
+
+// A server that answers an upload before taking its body (S3 refusing it):
+// the reply is the answer, not a reset, though the body never went out.
+TEST_P(AnyTransport, AReplyBeforeTheBodyIsTakenIsTheAnswer) {
+  Gate answered;
+  ScriptedServer server([&](Peer& p) {
+    const std::string xml = "<Error><Code>AccessDenied</Code></Error>";
+    p.Send("HTTP/1.1 403 Forbidden\r\nContent-Length: " + std::to_string(xml.size()) +
+           "\r\n\r\n" + xml);
+    answered.Wait();  // not a byte of the body read until the client has its answer
+    p.Drain();
+  });
+  auto t = Make(Options(5000));
+  Request r;
+  r.method = "PUT";
+  r.url = server.url();
+  r.body = std::make_shared<const std::string>(Pattern(64 << 20, 2));  // more than socket buffers hold
+  const Response resp = Send(*t, std::move(r));
+  answered.Open();
+  ASSERT_EQ(resp.error, NetError::kNone) << resp.error_message;
+  EXPECT_EQ(resp.status, 403);
+  EXPECT_EQ(resp.BodyText(), "<Error><Code>AccessDenied</Code></Error>");
+}
+
+// An upload that keeps going is not a stall, however long it takes: the
+// server takes 1 MiB every 100 ms for 2.4 s, almost five read timeouts of
+// 0.5 s, then the rest at once (more than socket buffers hold is still
+// unsent when the slow part ends). The sleeps pace the server; nothing is
+// timed.
+TEST_P(AnyTransport, SlowUploadThatKeepsGoingIsNotCut) {
+  constexpr size_t kBody = size_t{40} << 20, kSlow = size_t{24} << 20, kPiece = size_t{1} << 20;
+  const std::string body = Pattern(kBody, 3);
+  std::string got;
+  ScriptedServer server([&](Peer& p) {
+    while (got.size() < kSlow) {
+      std::this_thread::sleep_for(milliseconds(100));
+      const std::string piece = p.ReadBytes(kPiece);
+      if (piece.empty()) return;
+      got += piece;
+    }
+    got += p.ReadBytes(kBody - got.size());
+    p.Send(kHead + "0123456789");
+  });
+  auto t = Make(Options(500));
+  Request r;
+  r.method = "PUT";
+  r.url = server.url();
+  r.body = std::make_shared<const std::string>(body);
+  const Response resp = Send(*t, std::move(r));
+  ASSERT_EQ(resp.error, NetError::kNone) << resp.error_message;
+  EXPECT_EQ(resp.status, 200);
+  EXPECT_TRUE(got == body) << got.size();
 }
 
 TEST(CurlTransport, OptionsFromIoOptions) {

@@ -114,6 +114,15 @@ Result<http::Request> RequestBuilder::Build(std::string_view method, const std::
                                             const std::string& key, const QueryParams& query,
                                             const http::Headers& extra,
                                             std::chrono::system_clock::time_point now) const {
+  return Build(method, bucket, key, query, extra, now, nullptr, kEmptySha256);
+}
+
+Result<http::Request> RequestBuilder::Build(std::string_view method, const std::string& bucket,
+                                            const std::string& key, const QueryParams& query,
+                                            const http::Headers& extra,
+                                            std::chrono::system_clock::time_point now,
+                                            std::shared_ptr<const std::string> body,
+                                            std::string_view payload_sha256) const {
   http::Url u;
   std::string path;
   Locate(bucket, key, u, path);
@@ -126,9 +135,10 @@ Result<http::Request> RequestBuilder::Build(std::string_view method, const std::
   const std::string amz_date = AmzDate(now);
   req.headers.emplace_back("Host", u.Authority());
   for (const auto& h : extra) req.headers.push_back(h);
+  req.body = std::move(body);
   if (config_.credentials.anonymous()) return req;
 
-  req.headers.emplace_back("x-amz-content-sha256", std::string(kEmptySha256));
+  req.headers.emplace_back("x-amz-content-sha256", std::string(payload_sha256));
   req.headers.emplace_back("x-amz-date", amz_date);
   if (!config_.credentials.session_token.empty()) {
     req.headers.emplace_back("x-amz-security-token", config_.credentials.session_token);
@@ -138,7 +148,7 @@ Result<http::Request> RequestBuilder::Build(std::string_view method, const std::
   s.canonical_uri = path;
   s.query = query;
   s.headers = req.headers;
-  s.payload_hash = std::string(kEmptySha256);
+  s.payload_hash = std::string(payload_sha256);
   s.amz_date = amz_date;
   s.region = config_.region;
   s.service = "s3";

@@ -45,6 +45,16 @@ class RequestBuilder {
                               const std::string& key, const QueryParams& query,
                               const http::Headers& extra,
                               std::chrono::system_clock::time_point now) const;
+  // The same with a request body (PUT, POST), signed by its hex SHA-256
+  // `payload_sha256` (Sha256Hex(*body), computed once by the caller however
+  // often the request is signed again), which is also sent as
+  // x-amz-content-sha256: the server checks the body against it.
+  Result<http::Request> Build(std::string_view method, const std::string& bucket,
+                              const std::string& key, const QueryParams& query,
+                              const http::Headers& extra,
+                              std::chrono::system_clock::time_point now,
+                              std::shared_ptr<const std::string> body,
+                              std::string_view payload_sha256) const;
 
   // The URL of `bucket`/`key`, without query (for tests and messages).
   std::string ObjectUrl(const std::string& bucket, const std::string& key) const;

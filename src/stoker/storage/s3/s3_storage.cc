@@ -2,11 +2,16 @@
 
 #include <algorithm>
 #include <charconv>
+#include <condition_variable>
 #include <future>
+#include <map>
+#include <mutex>
 #include <set>
+#include <stop_token>
 
 #include "stoker/storage/http/range.h"
 #include "stoker/storage/registry.h"
+#include "stoker/storage/s3/sigv4.h"
 #include "stoker/storage/s3/xml.h"
 
 namespace stoker::storage::s3 {
@@ -331,6 +336,264 @@ Result<std::vector<ObjectInfo>> S3Storage::List(const std::string& prefix_uri) {
     token = std::move(page->next_token);
   }
   return Corrupt(prefix_uri + ": listing did not end after " + std::to_string(kMaxPages) + " pages");
+}
+
+// ---- writing -------------------------------------------------------------------
+
+namespace {
+
+// The bucket and key of an object to write: a key, not a prefix.
+Result<S3Uri> ObjectToWrite(const std::string& uri) {
+  STOKER_ASSIGN_OR_RETURN(S3Uri where, ParseS3Uri(uri));
+  if (where.key.empty() || where.key.back() == '/') {
+    return InvalidArgument(uri + ": names a bucket or prefix, not an object to write");
+  }
+  return where;
+}
+
+}  // namespace
+
+void S3Storage::SendWrite(const std::string& method, const std::string& uri, const S3Uri& where,
+                          QueryParams query, std::shared_ptr<const std::string> body,
+                          const std::string& op, bool check_body,
+                          std::function<void(Result<http::Response>)> done, std::stop_token stop) {
+  // Hashed once, however often the request is signed again.
+  const std::string sha = body ? Sha256Hex(*body) : std::string(kEmptySha256);
+  http::Dispatcher::Call call;
+  auto b = builder_;
+  auto w = std::make_shared<const S3Uri>(where);
+  call.prepare = [b, w, method, query = std::move(query), body, sha]() {
+    return b->Build(method, w->bucket, w->key, query, {}, std::chrono::system_clock::now(), body,
+                    sha);
+  };
+  call.classify = [b, w, uri, check_body](const http::Response& r) {
+    http::Verdict v = ClassifyS3Reply(r, uri, *w, b->config());
+    if (v.kind != http::Verdict::kDone || !check_body || r.body.empty()) return v;
+    // A 200 whose body is an <Error>: the request failed after all.
+    std::optional<S3Error> err = ParseS3Error(r.BodyText());
+    if (!err || err->code.empty()) return v;
+    std::string msg = uri + ": HTTP " + std::to_string(r.status) + " " + Sanitize(err->code, 64);
+    if (!err->message.empty()) msg += ": " + Sanitize(err->message);
+    msg += " (bucket '" + Sanitize(w->bucket, 255) + "', key '" + Sanitize(w->key, 1024) + "')";
+    Status st = IOError(std::move(msg));
+    return http::IsTransientErrorCode(err->code) ? http::Verdict::Retry(std::move(st))
+                                                 : http::Verdict::Fail(std::move(st));
+  };
+  call.done = [op, done = std::move(done)](Result<http::Response> r) {
+    if (!r.ok()) {
+      done(Status(r.status().code(), r.status().message() + " [" + op + "]"));
+      return;
+    }
+    done(std::move(r));
+  };
+  call.stop = std::move(stop);
+  dispatcher_->Submit(std::move(call));
+}
+
+Result<http::Response> S3Storage::Write(const std::string& method, const std::string& uri,
+                                        const S3Uri& where, QueryParams query,
+                                        std::shared_ptr<const std::string> body,
+                                        const std::string& op, bool check_body) {
+  std::promise<Result<http::Response>> p;
+  auto f = p.get_future();
+  SendWrite(method, uri, where, std::move(query), std::move(body), op, check_body,
+            [&p](Result<http::Response> r) { p.set_value(std::move(r)); });
+  return f.get();
+}
+
+Status S3Storage::Put(const std::string& uri, std::span<const uint8_t> bytes) {
+  STOKER_ASSIGN_OR_RETURN(const S3Uri where, ObjectToWrite(uri));
+  auto body = std::make_shared<const std::string>(reinterpret_cast<const char*>(bytes.data()),
+                                                  bytes.size());
+  return Write("PUT", uri, where, {}, std::move(body), "PutObject").status();
+}
+
+Status S3Storage::Delete(const std::string& uri) {
+  STOKER_ASSIGN_OR_RETURN(const S3Uri where, ObjectToWrite(uri));
+  auto r = Write("DELETE", uri, where, {}, nullptr, "DeleteObject");
+  // S3 answers 204 for a missing key; a server that says NoSuchKey means
+  // the same. A missing bucket stays an error.
+  if (!r.ok() && r.status().code() == StatusCode::kNotFound &&
+      r.status().message().find("NoSuchBucket") == std::string::npos) {
+    return Status::Ok();
+  }
+  return r.status();
+}
+
+// One object being written: the part being filled is buffer_; full parts
+// go out on the dispatcher while the caller fills the next.
+class S3Writer final : public ObjectWriter {
+ public:
+  S3Writer(S3Storage* s3, std::string uri, S3Uri where, const WriteOptions& options)
+      : ObjectWriter(std::move(uri)), s3_(s3), where_(std::move(where)), options_(options) {}
+  ~S3Writer() override { (void)Abort(); }
+
+  Status Append(std::span<const uint8_t> bytes) override {
+    if (!error_.ok()) return error_;
+    if (done_) return InvalidArgument(uri() + ": written to after Commit or Abort");
+    const auto part = static_cast<size_t>(options_.part_size);
+    while (!bytes.empty()) {
+      // A full part goes only once a byte follows it: an object of exactly
+      // part_size bytes is one PutObject.
+      if (buffer_.size() == part) STOKER_RETURN_IF_ERROR(SendPart());
+      const size_t take = std::min(part - buffer_.size(), bytes.size());
+      if (buffer_.size() + take > buffer_.capacity()) {
+        // Once parts are going out, every buffer fills to part_size; before,
+        // the object may be small: grow by doubling, never past part_size.
+        buffer_.reserve(upload_id_.empty()
+                            ? std::min(part, std::max(buffer_.size() + take, 2 * buffer_.capacity()))
+                            : part);
+      }
+      buffer_.append(reinterpret_cast<const char*>(bytes.data()), take);
+      bytes = bytes.subspan(take);
+      size_ += static_cast<int64_t>(take);
+    }
+    return Status::Ok();
+  }
+
+  Status Commit() override {
+    if (!error_.ok()) return error_;
+    if (done_) return InvalidArgument(uri() + ": committed or aborted already");
+    if (upload_id_.empty()) {
+      auto body = std::make_shared<const std::string>(std::move(buffer_));
+      buffer_ = {};
+      done_ = true;
+      Status st = s3_->Write("PUT", uri(), where_, {}, std::move(body), "PutObject").status();
+      if (!st.ok()) error_ = st;
+      return st;
+    }
+    if (!buffer_.empty()) STOKER_RETURN_IF_ERROR(SendPart());
+    std::vector<std::string> etags;
+    {
+      std::unique_lock<std::mutex> lock(shared_->mu);
+      shared_->cv.wait(lock, [&] { return shared_->in_flight == 0; });
+      if (!shared_->error.ok()) {
+        Status st = shared_->error;
+        lock.unlock();
+        return Fail(std::move(st));
+      }
+      for (int n = 1; n < next_part_; ++n) etags.push_back(shared_->etags.at(n));
+    }
+    auto xml = std::make_shared<const std::string>(CompleteMultipartUploadXml(etags));
+    auto r = s3_->Write("POST", uri(), where_, {{"uploadId", upload_id_}}, std::move(xml),
+                        "CompleteMultipartUpload of " + std::to_string(etags.size()) + " parts",
+                        /*check_body=*/true);
+    if (!r.ok()) return Fail(r.status());
+    done_ = true;
+    return Status::Ok();
+  }
+
+  Status Abort() override {
+    if (done_) return Status::Ok();
+    done_ = true;
+    buffer_ = {};
+    // Parts on the way end (cancelled if still queued or on the wire) before
+    // the upload goes: S3 may keep a part that finishes after the abort.
+    stop_.request_stop();
+    {
+      std::unique_lock<std::mutex> lock(shared_->mu);
+      shared_->cv.wait(lock, [&] { return shared_->in_flight == 0; });
+    }
+    if (upload_id_.empty()) return Status::Ok();
+    auto r = s3_->Write("DELETE", uri(), where_, {{"uploadId", upload_id_}}, nullptr,
+                        "AbortMultipartUpload " + upload_id_);
+    if (!r.ok()) return r.status();
+    return Status::Ok();
+  }
+
+  const std::string& upload_id() const { return upload_id_; }
+
+ private:
+  // What the parts on the way share with their callbacks.
+  struct Shared {
+    std::mutex mu;
+    std::condition_variable cv;
+    int in_flight = 0;                 // guarded by mu
+    std::map<int, std::string> etags;  // guarded by mu: by part number
+    Status error;                      // guarded by mu: the first part's failure
+  };
+
+  // Sends buffer_ as the next part (starting the upload first), once fewer
+  // than parts_in_flight are on the way.
+  Status SendPart() {
+    if (upload_id_.empty()) {
+      auto r = s3_->Write("POST", uri(), where_, {{"uploads", ""}}, nullptr,
+                          "CreateMultipartUpload");
+      if (!r.ok()) return Fail(r.status());
+      auto id = ParseUploadId(r->BodyText());
+      if (!id.ok()) return Fail(id.status().WithContext(uri()));
+      upload_id_ = std::move(*id);
+    }
+    if (next_part_ > kMaxParts) {
+      return Fail(InvalidArgument(uri() + ": more than " + std::to_string(kMaxParts) +
+                                  " parts of " + std::to_string(options_.part_size) +
+                                  " bytes (S3's limit): write it with a larger part_size"));
+    }
+    {
+      std::unique_lock<std::mutex> lock(shared_->mu);
+      shared_->cv.wait(lock, [&] {
+        return shared_->in_flight < std::max(1, options_.parts_in_flight) || !shared_->error.ok();
+      });
+      if (!shared_->error.ok()) {
+        Status st = shared_->error;
+        lock.unlock();
+        return Fail(std::move(st));
+      }
+      ++shared_->in_flight;
+    }
+    const int n = next_part_++;
+    auto body = std::make_shared<const std::string>(std::move(buffer_));
+    buffer_ = {};
+    s3_->SendWrite(
+        "PUT", uri(), where_, {{"partNumber", std::to_string(n)}, {"uploadId", upload_id_}},
+        std::move(body), "UploadPart " + std::to_string(n), /*check_body=*/false,
+        [shared = shared_, n, uri = uri()](Result<http::Response> r) {
+          std::lock_guard<std::mutex> lock(shared->mu);
+          --shared->in_flight;
+          const std::string* etag = r.ok() ? r->Header("etag") : nullptr;
+          if (r.ok() && etag && !etag->empty()) {
+            shared->etags[n] = *etag;
+          } else if (shared->error.ok()) {
+            shared->error = r.ok() ? Corrupt(uri + ": UploadPart " + std::to_string(n) +
+                                             " reply without an ETag")
+                                   : r.status();
+          }
+          shared->cv.notify_all();
+        },
+        stop_.get_token());
+    return Status::Ok();
+  }
+
+  // Keeps `st`, aborts the upload, returns `st` (with the abort's own
+  // failure, if any, added).
+  Status Fail(Status st) {
+    error_ = st;
+    if (Status a = Abort(); !a.ok()) {
+      error_ = Status(st.code(), st.message() + "; and the upload's parts were not deleted: " +
+                                     a.message());
+    }
+    return error_;
+  }
+
+  static constexpr int kMaxParts = 10000;
+
+  S3Storage* const s3_;
+  const S3Uri where_;
+  const WriteOptions options_;
+  std::string buffer_;
+  std::string upload_id_;
+  int next_part_ = 1;
+  std::shared_ptr<Shared> shared_ = std::make_shared<Shared>();
+  std::stop_source stop_;
+  Status error_;
+  bool done_ = false;
+};
+
+Result<std::unique_ptr<ObjectWriter>> S3Storage::OpenWriter(const std::string& uri,
+                                                            const WriteOptions& options) {
+  STOKER_ASSIGN_OR_RETURN(S3Uri where, ObjectToWrite(uri));
+  if (options.part_size < 1) return InvalidArgument(uri + ": part_size must be at least 1 byte");
+  return std::unique_ptr<ObjectWriter>(new S3Writer(this, uri, std::move(where), options));
 }
 
 std::string S3Storage::Join(const std::string& base, const std::string& key) const {

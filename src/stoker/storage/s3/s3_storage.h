@@ -32,6 +32,8 @@ struct ObjectMeta {
   std::string etag;
 };
 
+class S3Writer;
+
 class S3Storage final : public Storage {
  public:
   // Resolves the configuration (config.h) and starts the I/O thread, with
@@ -70,6 +72,23 @@ class S3Storage final : public Storage {
   // HEAD: the object's size and ETag.
   Result<ObjectMeta> Head(const std::string& uri);
 
+  // Writing (storage.h's contract). An object of at most
+  // options.part_size bytes goes by one PutObject at Commit; a larger one
+  // by a multipart upload: CreateMultipartUpload when the first part is
+  // full, each part sent (UploadPart) as soon as the next byte comes, at
+  // most options.parts_in_flight at once, CompleteMultipartUpload at
+  // Commit. An error aborts the upload (AbortMultipartUpload), so its parts
+  // are deleted. Every request is signed with its body's SHA-256
+  // (x-amz-content-sha256) and retried as reads are. The storage must
+  // outlive its writers; their calls block (never call one from a read's
+  // callback).
+  Result<std::unique_ptr<ObjectWriter>> OpenWriter(const std::string& uri,
+                                                   const WriteOptions& options) override;
+  // One PutObject, whatever the size (S3 takes up to 5 GB in one).
+  Status Put(const std::string& uri, std::span<const uint8_t> bytes) override;
+  // DeleteObject (S3 answers a missing key with 204 too).
+  Status Delete(const std::string& uri) override;
+
   std::string Join(const std::string& base, const std::string& key) const override;
   StorageCounters counters() const override;
   http::DispatcherStats dispatcher_stats() const { return dispatcher_->stats(); }
@@ -85,6 +104,22 @@ class S3Storage final : public Storage {
             std::function<void(Result<http::Response>)> done, bool recycled_body = false,
             std::stop_token stop = {}, bool range = false);
   void Get(const std::string& uri, const ByteRange* range, ReadCallback done, std::stop_token stop);
+
+  friend class S3Writer;
+  // A request that writes: `method` on `where` with `query` and `body`
+  // (may be null), signed with the body's hash. `done` gets the 2xx reply,
+  // or the error with `op` (e.g. "UploadPart 3") named. `check_body`: a 2xx
+  // reply whose body is an <Error> is that error (CompleteMultipartUpload
+  // can answer so).
+  void SendWrite(const std::string& method, const std::string& uri, const S3Uri& where,
+                 QueryParams query, std::shared_ptr<const std::string> body, const std::string& op,
+                 bool check_body, std::function<void(Result<http::Response>)> done,
+                 std::stop_token stop = {});
+  // The same, blocking.
+  Result<http::Response> Write(const std::string& method, const std::string& uri,
+                               const S3Uri& where, QueryParams query,
+                               std::shared_ptr<const std::string> body, const std::string& op,
+                               bool check_body = false);
 
   std::shared_ptr<const RequestBuilder> builder_;
   std::shared_ptr<http::Dispatcher> dispatcher_;

@@ -9,6 +9,7 @@
 
 #include "stoker/storage/http/url.h"
 #include "stoker/storage/s3/request.h"
+#include "stoker/storage/s3/xml.h"
 
 namespace stoker::storage::s3 {
 namespace {
@@ -205,7 +206,14 @@ struct BotoCase {
   const char* region;
   bool token;
   const char* expected;
+  std::shared_ptr<const std::string> body = nullptr;  // writes
 };
+
+std::shared_ptr<const std::string> Repeat(std::string_view piece, int n) {
+  std::string s;
+  for (int i = 0; i < n; ++i) s += piece;
+  return std::make_shared<const std::string>(std::move(s));
+}
 
 TEST(SigV4, BotocoreAgrees) {
   const auto when = std::chrono::system_clock::from_time_t(1705321845);  // 2024-01-15T12:30:45Z
@@ -231,6 +239,38 @@ TEST(SigV4, BotocoreAgrees) {
        "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20240115/us-east-1/s3/aws4_request, "
        "SignedHeaders=host;x-amz-content-sha256;x-amz-date, "
        "Signature=a611fa2198fd205b190e4399420e30165e9b0fe4a18aafb6ac35359847d4b7b4"},
+      // Writes: botocore hashed each body itself.
+      {"put_object", "PUT", "http://127.0.0.1:9000", "data", "out/shard-000000.stoker", {}, {},
+       "us-east-1", false,
+       "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20240115/us-east-1/s3/aws4_request, "
+       "SignedHeaders=host;x-amz-content-sha256;x-amz-date, "
+       "Signature=67109e2a2660394b2f226eb0504d87ba46d9978a3c18d998bb50108fcfbe859b",
+       Repeat(std::string_view("shard bytes\x00\x01\xff", 14), 100)},
+      {"upload_part_with_token", "PUT", "http://localhost:5000", "data", "out/index.stoker",
+       {{"partNumber", "2"}, {"uploadId", "VXBsb2FkIElE+/="}}, {}, "eu-west-1", true,
+       "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20240115/eu-west-1/s3/aws4_request, "
+       "SignedHeaders=host;x-amz-content-sha256;x-amz-date;x-amz-security-token, "
+       "Signature=e88b81f04faaffb587cbce50f82b1f5c8d7f074767e8819364020cc6d3356e5c",
+       Repeat("part two ", 1000)},
+      {"create_multipart_upload", "POST", "http://127.0.0.1:9000", "b", "k", {{"uploads", ""}}, {},
+       "us-east-1", false,
+       "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20240115/us-east-1/s3/aws4_request, "
+       "SignedHeaders=host;x-amz-content-sha256;x-amz-date, "
+       "Signature=f676a44a926ef89d409e3576ea5befb6a8650c863693947081bc6e349cd6e98c",
+       std::make_shared<const std::string>()},
+      // The body is CompleteMultipartUploadXml's: botocore signed the same bytes.
+      {"complete_multipart_upload", "POST", "http://127.0.0.1:9000", "b", "k",
+       {{"uploadId", "VXBsb2FkIElE+/="}}, {}, "us-east-1", false,
+       "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20240115/us-east-1/s3/aws4_request, "
+       "SignedHeaders=host;x-amz-content-sha256;x-amz-date, "
+       "Signature=4e5257867f5b4786ded30156a03cc5e35c660d1bb087f3ddcfe794a704203ab6",
+       std::make_shared<const std::string>(
+           CompleteMultipartUploadXml({"\"etag-1\"", "\"etag-2\""}))},
+      {"delete", "DELETE", "http://127.0.0.1:9000", "b", "k", {{"uploadId", "abc"}}, {},
+       "us-east-1", false,
+       "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20240115/us-east-1/s3/aws4_request, "
+       "SignedHeaders=host;x-amz-content-sha256;x-amz-date, "
+       "Signature=0ecdc6631c6d4def4e19d7ae66c30352629316a0bccd79d4e20f821b852948c1"},
   };
   for (const auto& c : cases) {
     SCOPED_TRACE(c.name);
@@ -241,14 +281,75 @@ TEST(SigV4, BotocoreAgrees) {
                        c.token ? "IQoJb3JpZ2luX2VjEXAMPLE/token+with=odd/chars" : ""};
     auto b = RequestBuilder::Create(cfg);
     ASSERT_TRUE(b.ok()) << b.status().ToString();
-    auto req = b->Build(c.method, c.bucket, c.key, c.query, c.extra, when);
+    auto req = c.body ? b->Build(c.method, c.bucket, c.key, c.query, c.extra, when, c.body,
+                                 Sha256Hex(*c.body))
+                      : b->Build(c.method, c.bucket, c.key, c.query, c.extra, when);
     ASSERT_TRUE(req.ok());
-    std::string auth;
+    std::string auth, sha;
     for (const auto& [k, v] : req->headers) {
       if (k == "Authorization") auth = v;
+      if (k == "x-amz-content-sha256") sha = v;
     }
     EXPECT_EQ(auth, c.expected);
+    // The hash sent is the one signed, and the body goes with the request.
+    EXPECT_EQ(sha, c.body ? Sha256Hex(*c.body) : std::string(kEmptySha256));
+    EXPECT_EQ(req->body, c.body);
   }
+}
+
+// AWS's own example of a signed S3 PUT (the S3 API reference, "Signature
+// Calculations for the Authorization Header: Transferring Payload in a
+// Single Chunk", example "PUT Object"), built by RequestBuilder: its
+// canonical request signs the body's SHA-256, and its signature is AWS's.
+TEST(SigV4, AwsS3PutObjectExample) {
+  const std::string body = "Welcome to Amazon S3.";
+  EXPECT_EQ(Sha256Hex(body), "44ce7dd67c959e0d3524ffac1771dfbba87d2b6b4b4e99e42034a8b803f8b072");
+  S3Config cfg;
+  cfg.region = "us-east-1";
+  cfg.endpoint_url = "https://s3.amazonaws.com";
+  cfg.addressing = AddressingStyle::kVirtual;
+  cfg.credentials = {"AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", ""};
+  auto b = RequestBuilder::Create(cfg);
+  ASSERT_TRUE(b.ok()) << b.status().ToString();
+  const auto when = std::chrono::system_clock::from_time_t(1369353600);  // 2013-05-24T00:00:00Z
+  auto req = b->Build("PUT", "examplebucket", "test$file.text", {},
+                      {{"Date", "Fri, 24 May 2013 00:00:00 GMT"},
+                       {"x-amz-storage-class", "REDUCED_REDUNDANCY"}},
+                      when, std::make_shared<const std::string>(body), Sha256Hex(body));
+  ASSERT_TRUE(req.ok()) << req.status().ToString();
+  EXPECT_EQ(req->url, "https://examplebucket.s3.amazonaws.com/test%24file.text");
+  std::string auth;
+  for (const auto& [k, v] : req->headers) {
+    if (k == "Authorization") auth = v;
+  }
+  EXPECT_EQ(auth,
+            "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request, "
+            "SignedHeaders=date;host;x-amz-content-sha256;x-amz-date;x-amz-storage-class, "
+            "Signature=98ad721746da40c64f1a55b78f14c238d841ea1380cd77a1b5971af0ece108bd");
+  // The same request given to the signer by hand, with AWS's canonical request.
+  SigningRequest s;
+  s.method = "PUT";
+  s.canonical_uri = "/test%24file.text";
+  s.headers = {{"Date", "Fri, 24 May 2013 00:00:00 GMT"},
+               {"Host", "examplebucket.s3.amazonaws.com"},
+               {"x-amz-content-sha256", Sha256Hex(body)},
+               {"x-amz-date", "20130524T000000Z"},
+               {"x-amz-storage-class", "REDUCED_REDUNDANCY"}};
+  s.payload_hash = Sha256Hex(body);
+  s.amz_date = "20130524T000000Z";
+  s.region = "us-east-1";
+  s.service = "s3";
+  const Signature sig = SignV4(s, cfg.credentials);
+  EXPECT_EQ(sig.canonical_request,
+            "PUT\n/test%24file.text\n\n"
+            "date:Fri, 24 May 2013 00:00:00 GMT\n"
+            "host:examplebucket.s3.amazonaws.com\n"
+            "x-amz-content-sha256:44ce7dd67c959e0d3524ffac1771dfbba87d2b6b4b4e99e42034a8b803f8b072\n"
+            "x-amz-date:20130524T000000Z\n"
+            "x-amz-storage-class:REDUCED_REDUNDANCY\n\n"
+            "date;host;x-amz-content-sha256;x-amz-date;x-amz-storage-class\n"
+            "44ce7dd67c959e0d3524ffac1771dfbba87d2b6b4b4e99e42034a8b803f8b072");
+  EXPECT_EQ(sig.signature, "98ad721746da40c64f1a55b78f14c238d841ea1380cd77a1b5971af0ece108bd");
 }
 
 TEST(SigV4, AnonymousRequestsAreUnsigned) {

@@ -251,4 +251,41 @@ std::optional<S3Error> ParseS3Error(std::string_view xml) {
   return e;
 }
 
+Result<std::string> ParseUploadId(std::string_view xml) {
+  std::string id;
+  bool root_ok = false;
+  Status st = ParseXml(xml, [&](const XmlPath& p, std::string& text) -> Status {
+    if (p[0] != "InitiateMultipartUploadResult") {
+      return Corrupt("expected an <InitiateMultipartUploadResult> reply");
+    }
+    if (p.size() == 1) root_ok = true;
+    if (p.size() == 2 && p[1] == "UploadId") id = std::move(text);
+    return Status::Ok();
+  });
+  if (!st.ok()) return st;
+  if (!root_ok || id.empty()) return Corrupt("CreateMultipartUpload reply without an <UploadId>");
+  return id;
+}
+
+std::string CompleteMultipartUploadXml(const std::vector<std::string>& etags) {
+  std::string out =
+      "<?xml version=\"1.0\" encoding=\"UTF-8\"?>"
+      "<CompleteMultipartUpload xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">";
+  for (size_t i = 0; i < etags.size(); ++i) {
+    out += "<Part><PartNumber>" + std::to_string(i + 1) + "</PartNumber><ETag>";
+    for (char c : etags[i]) {
+      switch (c) {
+        case '&': out += "&amp;"; break;
+        case '<': out += "&lt;"; break;
+        case '>': out += "&gt;"; break;
+        case '"': out += "&quot;"; break;
+        default: out += c;
+      }
+    }
+    out += "</ETag></Part>";
+  }
+  out += "</CompleteMultipartUpload>";
+  return out;
+}
+
 }  // namespace stoker::storage::s3

@@ -1,4 +1,5 @@
-// The few S3 XML replies stoker reads (ListObjectsV2 pages and <Error>),
+// The few S3 XML replies stoker reads (ListObjectsV2 pages, <Error>, a
+// multipart upload's id) and the one body it writes (CompleteMultipartUpload),
 // parsed by a small hand-written reader. Input comes from the network, so
 // the reader never trusts it: bounded depth, no DTDs (so no entity
 // expansion), only the five predefined entities and character references,
@@ -49,5 +50,13 @@ struct S3Error {
 
 // An <Error> document; nullopt when `xml` is not one.
 std::optional<S3Error> ParseS3Error(std::string_view xml);
+
+// The UploadId of a CreateMultipartUpload reply
+// (<InitiateMultipartUploadResult>); Corrupt when there is none.
+Result<std::string> ParseUploadId(std::string_view xml);
+
+// The <CompleteMultipartUpload> request body for parts 1..n: `etags[i]` is
+// part i + 1's ETag, as UploadPart's reply gave it (escaped here).
+std::string CompleteMultipartUploadXml(const std::vector<std::string>& etags);
 
 }  // namespace stoker::storage::s3

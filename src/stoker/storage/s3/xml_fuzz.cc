@@ -1,5 +1,6 @@
 // libFuzzer target: the S3 XML replies, which come from the network: the
-// generic reader, ListObjectsV2 pages, <Error> documents, and how an error
+// generic reader, ListObjectsV2 pages, <Error> documents, a
+// CreateMultipartUpload reply's UploadId, and how an error
 // reply becomes a Status (ClassifyS3Reply).
 //
 // Checked beyond "no crash": the reader reports paths no deeper than its
@@ -53,6 +54,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
 
   (void)s3::ParseS3Error(xml);
+
+  auto upload = s3::ParseUploadId(xml);
+  if (upload.ok() && upload->empty()) Fail("an empty upload id");
+  if (!upload.ok() && upload.status().code() != stoker::StatusCode::kCorrupt) {
+    Fail("upload id error is not kCorrupt", upload.status().ToString());
+  }
 
   static const s3::S3Config config = [] {
     s3::S3Config c;

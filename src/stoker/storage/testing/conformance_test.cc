@@ -25,6 +25,8 @@
 #include <mutex>
 #include <optional>
 #include <set>
+#include <span>
+#include <string_view>
 
 #include "stoker/storage/file/file_storage.h"
 #include "stoker/storage/http/epoll_transport.h"
@@ -80,6 +82,11 @@ class Backend {
   // Null when reads of this backend never wait (local ones): they are
   // tested as cancelled before they start.
   virtual std::optional<Stalled> MakeStalled() { return std::nullopt; }
+
+  // Whether the backend writes (http(s) does not).
+  virtual bool Writes() { return true; }
+  // The part size the write cases use (S3 servers want 5 MiB at least).
+  virtual int64_t PartSize() { return 100000; }
 };
 
 // Remote backends: every timeout very large, so only a stop ends a read.
@@ -205,6 +212,7 @@ class HttpBackend final : public Backend {
   }
   std::shared_ptr<Storage> storage() override { return storage_; }
   std::string Uri(const std::string& key) override { return loop_.server.origin() + "/bkt/" + key; }
+  bool Writes() override { return false; }
   bool CheckDenied() override {
     auto r = storage_->Read(Uri("conformance/denied.bin"));
     EXPECT_EQ(r.status().code(), StatusCode::kPermissionDenied) << r.status().ToString();
@@ -278,6 +286,7 @@ class S3MotoBackend final : public Backend {
   std::shared_ptr<Storage> storage() override { return storage_; }
   std::string Uri(const std::string& key) override { return "s3://" + bucket_ + "/" + key; }
   bool CheckDenied() override { return false; }  // moto grants everything
+  int64_t PartSize() override { return int64_t{5} << 20; }  // moto's minimum, as S3's
 
  private:
   std::string endpoint_, bucket_;
@@ -533,6 +542,90 @@ TEST_P(StorageConformance, CoalescedRanges) {
   EXPECT_EQ(storage_->counters().requests - before, 2);
   auto missing = storage_->ReadRanges(Uri("conformance/missing.bin"), ranges);
   EXPECT_EQ(missing.status().code(), StatusCode::kNotFound) << missing.status().ToString();
+}
+
+// ---- writing -----------------------------------------------------------------
+
+Status PutText(Storage& s, const std::string& uri, std::string_view text) {
+  return s.Put(uri, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()),
+                                             text.size()));
+}
+
+// An object written in pieces (in parts, remotely: more than two parts'
+// worth) is nowhere until Commit, then whole, readable and listed as
+// itself alone (no temporary beside it); Delete removes it, and deleting
+// it again is no error.
+TEST_P(StorageConformance, WrittenObjectAppearsWholeAtCommit) {
+  const std::string uri = Uri("conformance/written/obj.bin");
+  if (!backend_->Writes()) {
+    auto w = storage_->OpenWriter(uri, {});
+    EXPECT_EQ(w.status().code(), StatusCode::kUnsupported);
+    EXPECT_NE(w.status().message().find(uri), std::string::npos) << w.status().message();
+    EXPECT_EQ(PutText(*storage_, uri, "x").code(), StatusCode::kUnsupported);
+    EXPECT_EQ(storage_->Delete(uri).code(), StatusCode::kUnsupported);
+    return;
+  }
+  const int64_t part = backend_->PartSize();
+  std::string bytes(static_cast<size_t>(2 * part + part / 3 + 7), '\0');
+  for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<char>(BlobByte(i * 3 + 1));
+  auto w = storage_->OpenWriter(uri, {.part_size = part, .parts_in_flight = 2});
+  ASSERT_TRUE(w.ok()) << w.status().ToString();
+  for (size_t at = 0; at < bytes.size(); at += 65537) {
+    ASSERT_TRUE((*w)->Append(std::string_view(bytes).substr(at, 65537)).ok());
+  }
+  EXPECT_EQ((*w)->size(), static_cast<int64_t>(bytes.size()));
+  EXPECT_EQ(storage_->Read(uri).status().code(), StatusCode::kNotFound);
+  Status st = (*w)->Commit();
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  auto r = storage_->Read(uri);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_TRUE(S(*r) == bytes) << r->size() << " bytes";
+  auto range = storage_->ReadRange(uri, {part - 3, 10});  // across a part boundary
+  ASSERT_TRUE(range.ok());
+  EXPECT_EQ(S(*range), bytes.substr(static_cast<size_t>(part - 3), 10));
+  auto listed = storage_->List(Uri("conformance/written/"));
+  ASSERT_TRUE(listed.ok()) << listed.status().ToString();
+  ASSERT_EQ(listed->size(), 1u);
+  EXPECT_EQ((*listed)[0].key, "obj.bin");
+  EXPECT_EQ((*listed)[0].size, static_cast<int64_t>(bytes.size()));
+  ASSERT_TRUE(storage_->Delete(uri).ok());
+  EXPECT_EQ(storage_->Read(uri).status().code(), StatusCode::kNotFound);
+  EXPECT_TRUE(storage_->Delete(uri).ok());
+}
+
+// Put replaces an object whole; a writer aborted, or dropped uncommitted,
+// leaves the earlier object as it was and nothing else.
+TEST_P(StorageConformance, AbortedWritesLeaveTheEarlierObject) {
+  if (!backend_->Writes()) GTEST_SKIP() << GetParam() << " does not write";
+  const std::string uri = Uri("conformance/replaced/obj.bin");
+  ASSERT_TRUE(PutText(*storage_, uri, "first version").ok());
+  const int64_t part = backend_->PartSize();
+  const std::string big(static_cast<size_t>(part + 1), 'b');  // in parts, remotely
+  {
+    auto w = storage_->OpenWriter(uri, {.part_size = part, .parts_in_flight = 2});
+    ASSERT_TRUE(w.ok());
+    ASSERT_TRUE((*w)->Append(big).ok());
+    ASSERT_TRUE((*w)->Append("more").ok());
+    ASSERT_TRUE((*w)->Abort().ok());
+  }
+  {
+    auto w = storage_->OpenWriter(uri, {.part_size = part, .parts_in_flight = 2});
+    ASSERT_TRUE(w.ok());
+    ASSERT_TRUE((*w)->Append(big).ok());
+    ASSERT_TRUE((*w)->Append("more").ok());
+  }  // dropped
+  auto r = storage_->Read(uri);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(S(*r), "first version");
+  auto listed = storage_->List(Uri("conformance/replaced/"));
+  ASSERT_TRUE(listed.ok());
+  ASSERT_EQ(listed->size(), 1u);
+  EXPECT_EQ((*listed)[0].key, "obj.bin");
+  ASSERT_TRUE(PutText(*storage_, uri, "second").ok());
+  r = storage_->Read(uri);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(S(*r), "second");
+  ASSERT_TRUE(storage_->Delete(uri).ok());
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, StorageConformance,

@@ -9,6 +9,55 @@ void MemoryStorage::Put(const std::string& uri, std::string_view bytes) {
   objects_[uri] = std::string(bytes);
 }
 
+namespace {
+
+class MemoryWriter final : public ObjectWriter {
+ public:
+  MemoryWriter(std::string uri, MemoryStorage* storage)
+      : ObjectWriter(std::move(uri)), storage_(storage) {}
+  Status Append(std::span<const uint8_t> bytes) override {
+    if (done_) return InvalidArgument(uri() + ": written to after Commit or Abort");
+    bytes_.append(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+    size_ += static_cast<int64_t>(bytes.size());
+    return Status::Ok();
+  }
+  Status Commit() override {
+    if (done_) return InvalidArgument(uri() + ": committed or aborted already");
+    done_ = true;
+    storage_->Put(uri(), bytes_);
+    return Status::Ok();
+  }
+  Status Abort() override {
+    done_ = true;
+    bytes_.clear();
+    return Status::Ok();
+  }
+
+ private:
+  MemoryStorage* storage_;
+  std::string bytes_;
+  bool done_ = false;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<ObjectWriter>> MemoryStorage::OpenWriter(const std::string& uri,
+                                                                const WriteOptions& options) {
+  (void)options;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (denied_.count(uri)) {
+      return Status(StatusCode::kPermissionDenied, uri + ": access denied");
+    }
+  }
+  return std::unique_ptr<ObjectWriter>(new MemoryWriter(uri, this));
+}
+
+Status MemoryStorage::Delete(const std::string& uri) {
+  Remove(uri);
+  return Status::Ok();
+}
+
 void MemoryStorage::Remove(const std::string& uri) {
   std::lock_guard<std::mutex> lock(mu_);
   objects_.erase(uri);

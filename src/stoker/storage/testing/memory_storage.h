@@ -31,6 +31,12 @@ class MemoryStorage final : public Storage {
   void ReadAsync(const std::string& uri, ReadCallback done, std::stop_token stop) override;
   void ReadRangeAsync(const std::string& uri, ByteRange range, ReadCallback done,
                       std::stop_token stop) override;
+  // Writes hold their bytes until Commit puts them in place, whole. A
+  // denied URI refuses a writer (PermissionDenied).
+  Result<std::unique_ptr<ObjectWriter>> OpenWriter(const std::string& uri,
+                                                   const WriteOptions& options) override;
+  using Storage::Put;
+  Status Delete(const std::string& uri) override;
   void Recycle(Bytes bytes) override { buffers_.Put(std::move(bytes)); }
   std::string Join(const std::string& base, const std::string& key) const override;
   StorageCounters counters() const override { return meters_.Counters(); }

@@ -10,6 +10,18 @@
 //     /trickle/: the head and kTrickleSent of kTrickleSize body bytes, then
 //     nothing. Either way the connection waits until the client closes it
 //     (counted: closed_silent()) or the server is destroyed.
+//   - GET /<bucket>?list-type=2&prefix=P: ListObjectsV2, one page of every
+//     object whose path is /<bucket>/P...
+//   - writes, as S3 takes them: PUT (an object, whole), DELETE (204, found
+//     or not), and multipart uploads: POST ?uploads, PUT ?partNumber&uploadId,
+//     POST ?uploadId (the parts listed in order with their ETags, checked),
+//     DELETE ?uploadId. Uploads not completed stay invisible to reads.
+//   - a request whose x-amz-content-sha256 is not its body's SHA-256 is
+//     refused (400 XAmzContentSHA256Mismatch), as S3 refuses it.
+//   - Refuse(): requests whose method and target (path and query) match
+//     are answered with an S3 error (after their body is read), the first
+//     `times` of them or all.
+// Every request is logged ("METHOD /path?query"): log().
 // Test-only (it uses no GoogleTest itself).
 #pragma once
 
@@ -23,10 +35,13 @@
 #include <condition_variable>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "stoker/storage/s3/sigv4.h"
 
 namespace stoker::storage::testing {
 
@@ -74,6 +89,38 @@ class ObjectServer {
     denied_.insert(path);
   }
   void set_ignore_range(bool v) { ignore_range_ = v; }
+
+  // Requests with `method` ("" any) whose target contains `target_part`
+  // get `status` and an S3 <Error> with `code`: the next `times` of them
+  // (-1: every one).
+  void Refuse(const std::string& method, const std::string& target_part, int status,
+              const std::string& code, int times = -1) {
+    std::lock_guard<std::mutex> lock(mu_);
+    refusals_.push_back({method, target_part, status, code, times});
+  }
+  // The object at `path`, if there is one.
+  std::optional<std::string> Get(const std::string& path) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = objects_.find(path);
+    if (it == objects_.end()) return std::nullopt;
+    return it->second;
+  }
+  // Multipart uploads begun and neither completed nor aborted.
+  size_t open_uploads() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return uploads_.size();
+  }
+  // The part sizes of the last multipart upload completed at `path`.
+  std::vector<size_t> completed_parts(const std::string& path) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = completed_.find(path);
+    return it == completed_.end() ? std::vector<size_t>{} : it->second;
+  }
+  // "METHOD /path?query" of every request, in the order they came.
+  std::vector<std::string> log() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return log_;
+  }
 
   // Requests received under /silent/ or /trickle/, and of those, connections
   // the client has closed since.
@@ -124,6 +171,20 @@ class ObjectServer {
       if (n <= 0) return false;
       off += static_cast<size_t>(n);
     }
+    return true;
+  }
+
+  // `n` body bytes after a head (what is buffered first); false if the
+  // client closed before.
+  static bool ReadBody(int fd, std::string& buffered, size_t n, std::string* body) {
+    while (buffered.size() < n) {
+      char buf[65536];
+      const ssize_t got = ::recv(fd, buf, sizeof(buf), 0);
+      if (got <= 0) return false;
+      buffered.append(buf, static_cast<size_t>(got));
+    }
+    *body = buffered.substr(0, n);
+    buffered.erase(0, n);
     return true;
   }
 
@@ -179,6 +240,143 @@ class ObjectServer {
     cv_.notify_all();
   }
 
+  // The value of query parameter `name` in `query` (not decoded: the
+  // tests' values need none), nullopt if absent.
+  static std::optional<std::string> Param(const std::string& query, const std::string& name) {
+    size_t p = 0;
+    while (p <= query.size()) {
+      size_t amp = query.find('&', p);
+      if (amp == std::string::npos) amp = query.size();
+      const std::string pair = query.substr(p, amp - p);
+      const size_t eq = pair.find('=');
+      if (pair.substr(0, eq) == name) return eq == std::string::npos ? "" : pair.substr(eq + 1);
+      p = amp + 1;
+    }
+    return std::nullopt;
+  }
+
+  static std::string Decode(const std::string& s) {
+    std::string out;
+    for (size_t i = 0; i < s.size(); ++i) {
+      if (s[i] == '%' && i + 2 < s.size()) {
+        out += static_cast<char>(std::stoi(s.substr(i + 1, 2), nullptr, 16));
+        i += 2;
+      } else {
+        out += s[i];
+      }
+    }
+    return out;
+  }
+
+  // A ListObjectsV2 page of everything under /<bucket>/<prefix>.
+  std::string List(const std::string& bucket_path, const std::string& query) {
+    const std::string prefix = Decode(Param(query, "prefix").value_or(""));
+    const std::string start = bucket_path + "/" + prefix;
+    std::string xml = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><ListBucketResult>";
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto it = objects_.lower_bound(start);
+         it != objects_.end() && it->first.compare(0, start.size(), start) == 0; ++it) {
+      std::string key;
+      for (char c : it->first.substr(bucket_path.size() + 1)) {
+        key += c == '&' ? "&amp;" : c == '<' ? "&lt;" : c == '>' ? "&gt;" : std::string(1, c);
+      }
+      xml += "<Contents><Key>" + key + "</Key><Size>" + std::to_string(it->second.size()) +
+             "</Size></Contents>";
+    }
+    xml += "<IsTruncated>false</IsTruncated></ListBucketResult>";
+    return Reply(200, "OK", xml, "Content-Type: application/xml\r\n");
+  }
+
+  struct Upload {
+    std::string path;
+    std::map<int, std::string> parts;  // by part number
+  };
+
+  // A write (PUT, POST, DELETE) of `path`; the reply.
+  std::string Write(const std::string& method, const std::string& path, const std::string& query,
+                    std::string body) {
+    const auto upload_id = Param(query, "uploadId");
+    std::lock_guard<std::mutex> lock(mu_);
+    auto no_upload = [] {
+      return Reply(404, "Not Found", S3Error("NoSuchUpload", "The specified upload does not exist."));
+    };
+    if (method == "POST" && Param(query, "uploads")) {
+      const std::string id = "upload-" + std::to_string(++next_upload_);
+      uploads_[id] = Upload{path, {}};
+      return Reply(200, "OK",
+                   "<?xml version=\"1.0\" encoding=\"UTF-8\"?><InitiateMultipartUploadResult>"
+                   "<Bucket>bkt</Bucket><Key>k</Key><UploadId>" + id +
+                       "</UploadId></InitiateMultipartUploadResult>");
+    }
+    if (method == "PUT" && upload_id) {
+      auto it = uploads_.find(*upload_id);
+      if (it == uploads_.end() || it->second.path != path) return no_upload();
+      const int n = std::stoi(Param(query, "partNumber").value_or("0"));
+      const std::string etag = "\"part-" + std::to_string(n) + "-" + std::to_string(body.size()) + "\"";
+      it->second.parts[n] = std::move(body);
+      return Reply(200, "OK", "", "ETag: " + etag + "\r\n");
+    }
+    if (method == "POST" && upload_id) {
+      auto it = uploads_.find(*upload_id);
+      if (it == uploads_.end() || it->second.path != path) return no_upload();
+      // <Part><PartNumber>n</PartNumber><ETag>&quot;part-n-size&quot;</ETag></Part>...
+      std::string data;
+      std::vector<size_t> sizes;
+      size_t p = 0;
+      int expect = 1;
+      while ((p = body.find("<PartNumber>", p)) != std::string::npos) {
+        const int n = std::stoi(body.substr(p + 12));
+        const size_t e = body.find("<ETag>", p), e_end = body.find("</ETag>", p);
+        const std::string etag = body.substr(e + 6, e_end - e - 6);
+        auto part = it->second.parts.find(n);
+        if (n != expect++ || part == it->second.parts.end() ||
+            etag != "&quot;part-" + std::to_string(n) + "-" + std::to_string(part->second.size()) +
+                        "&quot;") {
+          return Reply(400, "Bad Request", S3Error("InvalidPart", "part " + std::to_string(n)));
+        }
+        data += part->second;
+        sizes.push_back(part->second.size());
+        p = e_end;
+      }
+      if (sizes.empty()) return Reply(400, "Bad Request", S3Error("MalformedXML", "no parts"));
+      objects_[path] = std::move(data);
+      completed_[path] = std::move(sizes);
+      uploads_.erase(it);
+      return Reply(200, "OK",
+                   "<?xml version=\"1.0\" encoding=\"UTF-8\"?><CompleteMultipartUploadResult>"
+                   "<ETag>\"whole\"</ETag></CompleteMultipartUploadResult>");
+    }
+    if (method == "DELETE" && upload_id) {
+      if (uploads_.erase(*upload_id) == 0) return no_upload();
+      return "HTTP/1.1 204 No Content\r\n\r\n";
+    }
+    if (method == "DELETE") {
+      objects_.erase(path);
+      return "HTTP/1.1 204 No Content\r\n\r\n";
+    }
+    if (method == "PUT") {
+      const std::string etag = "\"" + std::to_string(body.size()) + "\"";
+      objects_[path] = std::move(body);
+      return Reply(200, "OK", "", "ETag: " + etag + "\r\n");
+    }
+    return Reply(405, "Method Not Allowed", S3Error("MethodNotAllowed", method));
+  }
+
+  // The reply of the first refusal that matches, "" if none.
+  std::string Refusal(const std::string& method, const std::string& target) {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& r : refusals_) {
+      if (r.times == 0 || (!r.method.empty() && r.method != method) ||
+          target.find(r.target_part) == std::string::npos) {
+        continue;
+      }
+      if (r.times > 0) --r.times;
+      return Reply(r.status, "Refused", S3Error(r.code, "refused by the test server"),
+                   "Content-Type: application/xml\r\n");
+    }
+    return "";
+  }
+
   void Serve(int fd) {
     std::string buffered;
     while (true) {
@@ -188,8 +386,28 @@ class ObjectServer {
       const size_t sp1 = head.find(' ');
       const size_t sp2 = head.find(' ', sp1 + 1);
       const std::string method = head.substr(0, sp1);
-      std::string path = head.substr(sp1 + 1, sp2 - sp1 - 1);
-      path = path.substr(0, path.find('?'));
+      const std::string target = head.substr(sp1 + 1, sp2 - sp1 - 1);
+      std::string path = target.substr(0, target.find('?'));
+      const std::string query =
+          target.find('?') == std::string::npos ? "" : target.substr(target.find('?') + 1);
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        log_.push_back(method + " " + target);
+      }
+      std::string request_body;
+      const std::string length = Header(head, "content-length");
+      if (!length.empty() && !ReadBody(fd, buffered, std::stoull(length), &request_body)) return;
+      // As S3 does: a signed body must be the one whose hash was signed.
+      const std::string sha = Header(head, "x-amz-content-sha256");
+      if (!sha.empty() && sha != "UNSIGNED-PAYLOAD" && sha != s3::Sha256Hex(request_body)) {
+        if (!SendAll(fd, Reply(400, "Bad Request",
+                               S3Error("XAmzContentSHA256Mismatch",
+                                       "The provided 'x-amz-content-sha256' header does not "
+                                       "match what was computed.")))) {
+          return;
+        }
+        continue;
+      }
       if (path.find("/silent/") != std::string::npos) {
         Hold(fd);
         return;
@@ -209,10 +427,19 @@ class ObjectServer {
         if (found) body = it->second;
         denied = denied_.count(path) > 0;
       }
+      const std::string refused = Refusal(method, target);
+      const bool write = method == "PUT" || method == "POST" || method == "DELETE";
       std::string out;
-      if (denied) {
+      if (!refused.empty()) {
+        out = refused;
+      } else if (denied) {
         out = Reply(403, "Forbidden", S3Error("AccessDenied", "Access Denied"),
                     "Content-Type: application/xml\r\n");
+      } else if (write) {
+        out = Write(method, path, query, std::move(request_body));
+      } else if (method == "GET" && Param(query, "list-type") &&
+                 path.find('/', 1) == std::string::npos) {
+        out = List(path, query);
       } else if (!found) {
         out = Reply(404, "Not Found", S3Error("NoSuchKey", "The specified key does not exist."),
                     "Content-Type: application/xml\r\n");
@@ -252,6 +479,17 @@ class ObjectServer {
   bool stop_ = false;                          // guarded by mu_
   std::map<std::string, std::string> objects_;  // guarded by mu_
   std::set<std::string> denied_;                // guarded by mu_
+  struct RefusalRule {
+    std::string method, target_part;
+    int status;
+    std::string code;
+    int times;
+  };
+  std::vector<RefusalRule> refusals_;                    // guarded by mu_
+  std::map<std::string, Upload> uploads_;                // guarded by mu_: by upload id
+  int next_upload_ = 0;                                  // guarded by mu_
+  std::map<std::string, std::vector<size_t>> completed_;  // guarded by mu_
+  std::vector<std::string> log_;                         // guarded by mu_
   std::set<int> open_;                          // guarded by mu_: connections being served
   int silent_requests_ = 0;                     // guarded by mu_
   int closed_silent_ = 0;                       // guarded by mu_
