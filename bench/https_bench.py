@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/https_bench.py [--n-images 1000] [--latency-ms 20]
                                           [--epochs 3] [--rounds 1] [--stub cpp|python]
-                                          [--configs ...] [--json]
+                                          [--configs ...] [--cold-starts N] [--json]
 
 Generates (or reuses) an ImageFolder of --n-images generated JPEGs, and
 serves it from memory, path-style S3, twice on loopback: once over http,
@@ -38,6 +38,13 @@ shares the machine's cores with the loader), with the C++ stub the TLS
 handshakes it made in full and resumed per run, and the ratios of https to
 http from the same run. --rounds repeats the runs, interleaved, and reports
 medians.
+
+The first batch of one `stoker bench` run is a single sample, and on a
+shared machine it moves by +-30% from run to run. --cold-starts N adds N
+cold starts per configuration, interleaved (http, https, http, ...; each a
+fresh process that makes the Loader as `stoker bench` does and takes one
+batch), and reports each configuration's median time to the first batch and
+the median of its ratios to http's cold start of the same trial.
 """
 
 from __future__ import annotations
@@ -116,6 +123,31 @@ def run_stoker_bench(uri, endpoint, env_extra, args, ca_bundle, server_pid, stat
                            if counts else None)}
 
 
+# One cold start: the Loader `stoker bench` makes (its defaults), and the
+# time from Loader() to the first batch.
+COLD_START = r"""
+import json, sys, time
+import stoker
+uri, endpoint, ca_bundle, threads = sys.argv[1:5]
+kw = dict(endpoint_url=endpoint, ca_bundle=ca_bundle) if ca_bundle else dict(endpoint_url=endpoint)
+t0 = time.perf_counter()
+loader = stoker.Loader(uri, batch_size=64, transform=stoker.transforms.imagenet_train(224),
+                       shuffle=True, seed=0, threads=int(threads), on_error="raise",
+                       prefetch_batches=3, **kw)
+next(iter(loader))
+print(json.dumps({"first_batch_s": time.perf_counter() - t0}))
+"""
+
+
+def cold_start(uri, endpoint, env_extra, args, ca_bundle):
+    """Seconds from Loader() to the first batch, in a fresh process."""
+    env = {**os.environ, **CREDENTIALS, **env_extra}
+    bundle = str(ca_bundle) if endpoint.startswith("https://") else ""
+    out = subprocess.run([sys.executable, "-c", COLD_START, uri, endpoint, bundle,
+                          str(args.threads)], env=env, check=True, capture_output=True, text=True)
+    return json.loads(out.stdout)["first_batch_s"]
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--root", default=str(REPO / "data" / "https-bench"),
@@ -130,6 +162,9 @@ def main(argv=None):
     ap.add_argument("--stub", choices=("cpp", "python"), default="cpp",
                     help="the in-memory S3 server: build/cpp/s3_stub (default) or the fault "
                          "proxy's stub mode")
+    ap.add_argument("--cold-starts", type=int, default=0,
+                    help="also this many cold starts (Loader() to the first batch) per "
+                         "configuration, interleaved")
     ap.add_argument("--json", action="store_true", help="also print the numbers as JSON")
     args = ap.parse_args(argv)
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
@@ -191,6 +226,12 @@ def main(argv=None):
                     + (f"; {h['connections']} connections" if h else "")
                     + (f", TLS handshakes {h['tls_full']} full, {h['tls_resumed']} resumed, "
                        f"{h['tls_failures']} failed" if h and scheme == "https" else ""))
+        colds = {c: [] for c in configs}
+        for trial in range(args.cold_starts):
+            for c in configs:
+                scheme, env_extra = CONFIGS[c]
+                colds[c].append(cold_start(uri, servers[scheme].endpoint, env_extra, args, bundle))
+            log(f"cold start {trial}: " + ", ".join(f"{c} {colds[c][-1]:.3f} s" for c in configs))
     load1 = os.getloadavg()
 
     keys = ("epoch0_ips", "steady_ips", "epoch0_cpu_ms", "first_batch_s")
@@ -214,9 +255,21 @@ def main(argv=None):
         for http in [c for c in ("http (curl)", "http") if c in med]:
             parts = [f"{k} {med[https][k] / med[http][k]:.2f}x (target {targets[k]})" for k in keys]
             print(f"{https} / {http}: " + "; ".join(parts))
+    if args.cold_starts:
+        print(f"\nCold starts, {args.cold_starts} per configuration, interleaved: Loader() to the "
+              "first batch, median; and the median of the ratios to http's in the same trial")
+        for c in configs:
+            line = f"{c}: {statistics.median(colds[c]):.3f} s"
+            if "http" in colds and c != "http":
+                ratios = [x / h for x, h in zip(colds[c], colds["http"])]
+                line += f", {statistics.median(ratios):.2f}x http's"
+                if len(ratios) >= 4:
+                    q = statistics.quantiles(ratios, n=4)
+                    line += f" (quartiles {q[0]:.2f}x, {q[2]:.2f}x)"
+            print(line)
     if args.json:
-        print(json.dumps({"runs": results, "medians": med, "loadavg_before": load0,
-                          "loadavg_after": load1}))
+        print(json.dumps({"runs": results, "medians": med, "cold_starts": colds,
+                          "loadavg_before": load0, "loadavg_after": load1}))
 
 
 if __name__ == "__main__":
