@@ -315,13 +315,15 @@ bool IEquals(std::string_view a, std::string_view b) {
 // sessions resumable from the server's cache and from tickets. Exits with a
 // message naming the file when one cannot be loaded.
 SSL_CTX* TlsContext(const std::string& cert, const std::string& key) {
-  auto fail = [](const std::string& what) {
+  SSL_CTX* ctx = nullptr;
+  auto fail = [&ctx](const std::string& what) {
     char buf[256];
     ERR_error_string_n(ERR_get_error(), buf, sizeof buf);
     std::fprintf(stderr, "s3_stub: %s: %s\n", what.c_str(), buf);
+    SSL_CTX_free(ctx);
     std::exit(2);
   };
-  SSL_CTX* ctx = SSL_CTX_new(TLS_server_method());
+  ctx = SSL_CTX_new(TLS_server_method());
   if (!ctx) fail("cannot create a TLS context");
   SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
   if (SSL_CTX_use_certificate_chain_file(ctx, cert.c_str()) != 1) {
