@@ -3,9 +3,17 @@
 // ListObjectsV2, each reply sent a set latency after its request arrived.
 //
 //   s3_stub --dir DIR --bucket B [--prefix P] [--latency-ms 20] [--port 0]
+//           [--tls-cert CHAIN.pem --tls-key KEY.pem]
 //
 // prints "PORT <n>" on its first line once it listens, and serves until
-// killed. It stands for a server on another machine: a real object store
+// killed. With --tls-cert and --tls-key it speaks https (OpenSSL, TLS 1.2
+// and 1.3, handshakes and records on the same epoll loop, never blocking):
+// the certificate chain and key from those PEM files, sessions resumable
+// both from its session cache (by session ID) and from tickets (two per TLS
+// 1.3 handshake, OpenSSL's default). GET /__stub__/stats answers its counts
+// as JSON: connections accepted, requests, and over https the handshakes
+// made in full, resumed, and failed (a connection closed before its
+// handshake finished, a readiness probe's included). It stands for a server on another machine: a real object store
 // spends none of the loader's cores, so the stub should spend as few as it
 // can. It is the Python stub of tests/integration/s3_fault_proxy.py
 // (--serve-dir) on one epoll thread: the same replies, a fraction of the
@@ -23,10 +31,14 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
 #include <chrono>
+#include <climits>
 #include <csignal>
 #include <cstdint>
 #include <cstdio>
@@ -63,11 +75,23 @@ struct Reply {
 struct Conn {
   int fd = -1;
   std::uint64_t id = 0;
+  SSL* ssl = nullptr;        // https: the TLS connection over fd
+  bool handshaking = false;  // https: until SSL_do_handshake is done
+  bool tls_broken = false;   // https: a TLS call failed (no close_notify then)
+  std::string stage;         // https: a reply's head and its body's start, one record
   std::string in;
   std::deque<std::shared_ptr<Reply>> out;  // due replies, in request order
   std::size_t sent = 0;                    // bytes of out.front() already sent
   bool want_out = false;
   bool closing = false;
+};
+
+struct Stats {
+  std::uint64_t connections = 0;
+  std::uint64_t requests = 0;
+  std::uint64_t tls_full = 0;     // handshakes that made a new session
+  std::uint64_t tls_resumed = 0;  // handshakes that resumed one (ticket or session ID)
+  std::uint64_t tls_failures = 0;
 };
 
 struct Pending {
@@ -287,9 +311,51 @@ bool IEquals(std::string_view a, std::string_view b) {
          });
 }
 
+// The https context: the chain and key from PEM files, TLS 1.2 and 1.3,
+// sessions resumable from the server's cache and from tickets. Exits with a
+// message naming the file when one cannot be loaded.
+SSL_CTX* TlsContext(const std::string& cert, const std::string& key) {
+  SSL_CTX* ctx = nullptr;
+  auto fail = [&ctx](const std::string& what) {
+    char buf[256];
+    ERR_error_string_n(ERR_get_error(), buf, sizeof buf);
+    std::fprintf(stderr, "s3_stub: %s: %s\n", what.c_str(), buf);
+    SSL_CTX_free(ctx);
+    std::exit(2);
+  };
+  ctx = SSL_CTX_new(TLS_server_method());
+  if (!ctx) fail("cannot create a TLS context");
+  SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+  if (SSL_CTX_use_certificate_chain_file(ctx, cert.c_str()) != 1) {
+    fail("--tls-cert " + cert + ": cannot load the certificate chain");
+  }
+  if (SSL_CTX_use_PrivateKey_file(ctx, key.c_str(), SSL_FILETYPE_PEM) != 1) {
+    fail("--tls-key " + key + ": cannot load the private key for --tls-cert " + cert);
+  }
+  if (SSL_CTX_check_private_key(ctx) != 1) {
+    fail("--tls-key " + key + ": does not match --tls-cert " + cert);
+  }
+  // Resumption: the server-side cache (TLS 1.2 session IDs) needs an ID
+  // context; tickets (TLS 1.2 and 1.3) are on by default.
+  static const unsigned char kIdContext[] = "s3_stub";
+  SSL_CTX_set_session_id_context(ctx, kIdContext, sizeof kIdContext - 1);
+  SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
+  SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION);
+  SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+  // Whole socket reads, not one record header and body at a time.
+  SSL_CTX_set_read_ahead(ctx, 1);
+  SSL_CTX_set_default_read_buffer_len(ctx, std::size_t{64} << 10);
+  return ctx;
+}
+
+// TLS's largest record: a reply's head goes out in one with its body's start.
+constexpr std::size_t kRecord = 16384;
+
 class Server {
  public:
-  Server(const Store& store, Clock::duration latency) : store_(store), latency_(latency) {}
+  // tls: the https context (null: http).
+  Server(const Store& store, Clock::duration latency, SSL_CTX* tls)
+      : store_(store), latency_(latency), tls_(tls) {}
 
   int Listen(const char* host, int port) {
     listen_fd_ = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -339,7 +405,12 @@ class Server {
         if (it == conns_.end()) continue;
         Conn& c = it->second;
         if (events[i].events & (EPOLLERR | EPOLLHUP)) {
+          if (c.handshaking) ++stats_.tls_failures;
           Close(c);
+          continue;
+        }
+        if (c.handshaking) {
+          Handshake(c);
           continue;
         }
         if (events[i].events & EPOLLOUT) Flush(c);
@@ -358,6 +429,7 @@ class Server {
       int one = 1;
       setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
       const std::uint64_t id = ++next_id_;
+      ++stats_.connections;
       Conn& c = conns_[id];
       c.fd = fd;
       c.id = id;
@@ -365,11 +437,67 @@ class Server {
       ev.events = EPOLLIN | EPOLLRDHUP;
       ev.data.u64 = id;
       epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev);
+      if (tls_) {
+        c.ssl = SSL_new(tls_);
+        if (!c.ssl || SSL_set_fd(c.ssl, fd) != 1) {
+          ++stats_.tls_failures;
+          ERR_clear_error();
+          Close(c);
+          continue;
+        }
+        SSL_set_accept_state(c.ssl);
+        c.handshaking = true;
+        // Nothing to do until the ClientHello comes (EPOLLIN).
+      }
+    }
+  }
+
+  // Moves the TLS handshake of `c` on as far as the socket lets it.
+  void Handshake(Conn& c) {
+    ERR_clear_error();
+    const int rc = SSL_do_handshake(c.ssl);
+    if (rc == 1) {
+      c.handshaking = false;
+      ++(SSL_session_reused(c.ssl) ? stats_.tls_resumed : stats_.tls_full);
+      Want(c, false);
+      Read(c);  // the first request may have come with the client's Finished
+      return;
+    }
+    switch (SSL_get_error(c.ssl, rc)) {
+      case SSL_ERROR_WANT_READ: Want(c, false); return;
+      case SSL_ERROR_WANT_WRITE: Want(c, true); return;
+      default:
+        ++stats_.tls_failures;
+        ERR_clear_error();
+        Close(c);
     }
   }
 
   void Read(Conn& c) {
     char buf[16384];
+    if (c.ssl) {
+      for (;;) {
+        ERR_clear_error();
+        const int r = SSL_read(c.ssl, buf, sizeof buf);
+        if (r > 0) {
+          c.in.append(buf, static_cast<std::size_t>(r));
+          continue;
+        }
+        const int e = SSL_get_error(c.ssl, r);
+        if (e == SSL_ERROR_WANT_READ) break;
+        if (e == SSL_ERROR_WANT_WRITE) {  // a TLS 1.3 key update to answer
+          Want(c, true);
+          break;
+        }
+        // close_notify, EOF or a TLS error: replies still due are dropped.
+        c.tls_broken = e != SSL_ERROR_ZERO_RETURN;
+        ERR_clear_error();
+        Close(c);
+        return;
+      }
+      Parse(c);
+      return;
+    }
     for (;;) {
       const ssize_t r = recv(c.fd, buf, sizeof buf, 0);
       if (r > 0) {
@@ -419,10 +547,13 @@ class Server {
       const std::size_t total = end + 4 - pos + body_len;
       if (c.in.size() - pos < total) break;  // the body is not all here yet
       std::shared_ptr<Reply> reply;
+      ++stats_.requests;
       if (sp1 == std::string_view::npos || sp2 == std::string_view::npos) {
         reply = std::make_shared<Reply>();
         reply->head = "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
         close = true;
+      } else if (line.substr(sp1 + 1, sp2 - sp1 - 1) == "/__stub__/stats") {
+        reply = StatsReply();
       } else {
         reply = store_.Answer(line.substr(0, sp1), line.substr(sp1 + 1, sp2 - sp1 - 1), range);
       }
@@ -460,9 +591,30 @@ class Server {
     if (timerfd_settime(timer_fd_, TFD_TIMER_ABSTIME, &t, nullptr) < 0) Die("timerfd_settime");
   }
 
-  void Flush(Conn& c) {
-    while (!c.out.empty()) {
-      const Reply& r = *c.out.front();
+  // The counts as JSON ("__stub__" is no valid bucket name).
+  std::shared_ptr<Reply> StatsReply() const {
+    auto r = std::make_shared<Reply>();
+    char buf[256];
+    std::snprintf(buf, sizeof buf,
+                  "{\"connections\": %llu, \"requests\": %llu, \"tls_full\": %llu, "
+                  "\"tls_resumed\": %llu, \"tls_failures\": %llu}",
+                  static_cast<unsigned long long>(stats_.connections),
+                  static_cast<unsigned long long>(stats_.requests),
+                  static_cast<unsigned long long>(stats_.tls_full),
+                  static_cast<unsigned long long>(stats_.tls_resumed),
+                  static_cast<unsigned long long>(stats_.tls_failures));
+    r->owned = buf;
+    r->body = r->owned;
+    r->head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " +
+              std::to_string(r->owned.size()) + "\r\n\r\n";
+    return r;
+  }
+
+  // Sends what of c.out.front() the socket takes (through TLS on https).
+  // Returns the bytes sent, 0 when the socket takes no more now (`c` then
+  // waits for EPOLLOUT), or -1 when the connection failed.
+  ssize_t Send(Conn& c, const Reply& r) {
+    if (!c.ssl) {
       iovec iov[2];
       int n = 0;
       std::size_t skip = c.sent;
@@ -473,16 +625,56 @@ class Server {
         skip -= r.head.size();
       }
       if (skip < r.body.size()) iov[n++] = {const_cast<char*>(r.body.data()) + skip, r.body.size() - skip};
-      const ssize_t w = n ? writev(c.fd, iov, n) : 0;
-      if (w < 0) {
+      for (;;) {
+        const ssize_t w = n ? writev(c.fd, iov, n) : 0;
+        if (w >= 0) return w;
+        if (errno == EINTR) continue;
         if (errno == EAGAIN || errno == EWOULDBLOCK) {
           Want(c, true);
-          return;
+          return 0;
         }
-        if (errno == EINTR) continue;
+        return -1;
+      }
+    }
+    // SSL_write has no gather: the head goes out in one record with the
+    // body's start. A write that must wait is retried with the same bytes
+    // (as OpenSSL requires): c.sent has not moved, so they are rebuilt alike.
+    const char* p;
+    std::size_t len;
+    if (c.sent < r.head.size()) {
+      c.stage.assign(r.head, c.sent);
+      c.stage.append(r.body.data(),
+                     std::min(r.body.size(), kRecord - std::min(kRecord, c.stage.size())));
+      p = c.stage.data();
+      len = c.stage.size();
+    } else {
+      const std::size_t off = c.sent - r.head.size();
+      p = r.body.data() + off;
+      len = r.body.size() - off;
+    }
+    if (len == 0) return 0;  // nothing to send: cannot happen (Flush pops whole replies)
+    ERR_clear_error();
+    const int w = SSL_write(c.ssl, p, static_cast<int>(std::min<std::size_t>(len, INT_MAX)));
+    if (w > 0) return w;
+    switch (SSL_get_error(c.ssl, w)) {
+      case SSL_ERROR_WANT_WRITE: Want(c, true); return 0;
+      case SSL_ERROR_WANT_READ: Want(c, false); return 0;  // not with renegotiation off
+      default:
+        c.tls_broken = true;
+        ERR_clear_error();
+        return -1;
+    }
+  }
+
+  void Flush(Conn& c) {
+    while (!c.out.empty()) {
+      const Reply& r = *c.out.front();
+      const ssize_t w = r.head.size() + r.body.size() > c.sent ? Send(c, r) : 0;
+      if (w < 0) {
         Close(c);
         return;
       }
+      if (w == 0 && c.sent < r.head.size() + r.body.size()) return;  // waits for EPOLLOUT
       c.sent += static_cast<std::size_t>(w);
       if (c.sent == r.head.size() + r.body.size()) {
         const bool close = r.close;
@@ -507,6 +699,18 @@ class Server {
   }
 
   void Close(Conn& c) {
+    if (c.ssl) {
+      if (!c.handshaking) {
+        // A close_notify when the connection is sound (never waited for).
+        if (!c.tls_broken) SSL_shutdown(c.ssl);
+        // Its session stays in the cache even when the client closed
+        // without a close_notify (OpenSSL drops it otherwise), as web
+        // servers keep theirs.
+        SSL_set_shutdown(c.ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
+      }
+      SSL_free(c.ssl);
+      ERR_clear_error();
+    }
     epoll_ctl(epfd_, EPOLL_CTL_DEL, c.fd, nullptr);
     close(c.fd);
     conns_.erase(c.id);
@@ -514,6 +718,8 @@ class Server {
 
   const Store& store_;
   Clock::duration latency_;
+  SSL_CTX* tls_;  // null: http
+  Stats stats_;
   int listen_fd_ = -1;
   static constexpr std::uint64_t kTimerId = ~std::uint64_t{0};
   int epfd_ = -1;
@@ -527,7 +733,7 @@ class Server {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string dir, bucket = "bench", prefix, host = "127.0.0.1";
+  std::string dir, bucket = "bench", prefix, host = "127.0.0.1", tls_cert, tls_key;
   double latency_ms = 0;
   int port = 0;
   for (int i = 1; i < argc; ++i) {
@@ -545,21 +751,30 @@ int main(int argc, char** argv) {
     else if (a == "--host") host = value();
     else if (a == "--port") port = std::stoi(value());
     else if (a == "--latency-ms") latency_ms = std::stod(value());
+    else if (a == "--tls-cert") tls_cert = value();
+    else if (a == "--tls-key") tls_key = value();
     else {
       std::fprintf(stderr,
                    "usage: s3_stub --dir DIR [--bucket B] [--prefix P] [--latency-ms MS] "
-                   "[--host H] [--port N]\n");
+                   "[--host H] [--port N] [--tls-cert CHAIN.pem --tls-key KEY.pem]\n");
       return 2;
     }
+  }
+  if (tls_cert.empty() != tls_key.empty()) {
+    std::fprintf(stderr, "s3_stub: --tls-cert and --tls-key go together\n");
+    return 2;
   }
   if (dir.empty() || !std::filesystem::is_directory(dir)) {
     std::fprintf(stderr, "s3_stub: --dir %s is not a folder\n", dir.c_str());
     return 2;
   }
   std::signal(SIGPIPE, SIG_IGN);
+  SSL_CTX* tls = tls_cert.empty() ? nullptr : TlsContext(tls_cert, tls_key);
   const Store store(dir, bucket, prefix);
-  Server server(store, std::chrono::duration_cast<Clock::duration>(
-                           std::chrono::duration<double, std::milli>(latency_ms)));
+  Server server(store,
+                std::chrono::duration_cast<Clock::duration>(
+                    std::chrono::duration<double, std::milli>(latency_ms)),
+                tls);
   const int bound = server.Listen(host.c_str(), port);
   std::printf("PORT %d\n", bound);
   std::fflush(stdout);

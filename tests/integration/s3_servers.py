@@ -155,11 +155,12 @@ def stub_binary() -> Path | None:
 
 def start_memory_s3(root, bucket: str, prefix: str, latency_ms: float = 0.0,
                     uvloop: bool = False, impl: str = "python",
-                    bandwidth_bps: float = 0.0) -> Server:
+                    bandwidth_bps: float = 0.0, tls: tuple | None = None) -> Server:
     """An in-memory S3 stub serving the files under root as
     s3://bucket/prefix<relative path> (no moto behind it). impl "python" is
     the fault proxy's stub mode; "cpp" is bench/s3_stub.cc (one epoll
-    thread; a fraction of the Python stub's CPU per request)."""
+    thread; a fraction of the Python stub's CPU per request). tls: (cert
+    PEM, key PEM) to serve https (the Server's endpoint is then https://)."""
     if impl == "cpp":
         binary = stub_binary()
         if binary is None:
@@ -171,6 +172,8 @@ def start_memory_s3(root, bucket: str, prefix: str, latency_ms: float = 0.0,
                "--bucket", bucket, "--prefix", prefix, "--latency-ms", str(latency_ms)]
         cmd += ["--uvloop"] if uvloop else []
         cmd += ["--bandwidth-bps", str(bandwidth_bps)] if bandwidth_bps else []
+    if tls:
+        cmd += ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     line = proc.stdout.readline()
     if not line.startswith("PORT "):
@@ -178,7 +181,26 @@ def start_memory_s3(root, bucket: str, prefix: str, latency_ms: float = 0.0,
         raise RuntimeError(f"in-memory S3 stub ({impl}) did not start: {line!r}")
     port = int(line.split()[1])
     _wait_listening(proc, port, "in-memory S3 stub")
-    return Server(proc, port)
+    server = Server(proc, port)
+    if tls:
+        server.endpoint = f"https://127.0.0.1:{port}"
+    if impl == "python":
+        server.control = int(line.split()[3])
+    return server
+
+
+def stub_stats(stub: Server, ca=None) -> dict:
+    """The C++ stub's counts (GET /__stub__/stats): connections, requests,
+    and over https tls_full, tls_resumed and tls_failures (handshakes made
+    in full, resumed, failed). ca: the CA file that signed an https stub's
+    certificate. The request is counted itself (a connection, a request,
+    and over https a handshake)."""
+    import ssl
+
+    context = ssl.create_default_context(cafile=str(ca)) if ca else None
+    with urllib.request.urlopen(stub.endpoint + "/__stub__/stats", timeout=30,
+                                context=context) as r:
+        return json.load(r)
 
 
 def proxy_stats(proxy: Server) -> dict:

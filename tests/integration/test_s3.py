@@ -334,35 +334,41 @@ def test_memory_stub_serves_what_moto_serves(moto, small_folder, impl):
         assert torch.equal(a, b)
 
 
+def check_stub_speaks_s3(client, folder, ranges):
+    """boto3 `client` against a stub serving `folder` as s3://stub/train/:
+    paginated ListObjectsV2, GET, HEAD, a missing key, and (`ranges`) byte
+    ranges, with the files' exact bytes."""
+    files = {f"train/{p.relative_to(folder).as_posix()}": p.read_bytes()
+             for p in sorted(folder.rglob("*")) if p.is_file()}
+    keys, pages = [], 0
+    for page in client.get_paginator("list_objects_v2").paginate(
+            Bucket="stub", Prefix="train/", PaginationConfig={"PageSize": 7}):
+        pages += 1
+        keys += [(o["Key"], o["Size"]) for o in page["Contents"]]
+    assert pages == -(-len(files) // 7)
+    assert keys == [(k, len(v)) for k, v in files.items()]
+    assert [o["Key"] for o in client.list_objects_v2(Bucket="stub", Prefix="train/bee/")
+            ["Contents"]] == [k for k in files if k.startswith("train/bee/")]
+    for key, data in files.items():
+        assert client.get_object(Bucket="stub", Key=key)["Body"].read() == data
+    key, data = next(iter(files.items()))
+    assert client.head_object(Bucket="stub", Key=key)["ContentLength"] == len(data)
+    with pytest.raises(client.exceptions.NoSuchKey):
+        client.get_object(Bucket="stub", Key="train/none.jpg")
+    if ranges:
+        r = client.get_object(Bucket="stub", Key=key, Range="bytes=10-99")
+        assert r["Body"].read() == data[10:100]
+        assert r["ContentRange"] == f"bytes 10-99/{len(data)}"
+        assert client.get_object(Bucket="stub", Key=key, Range="bytes=-5")["Body"].read() \
+            == data[-5:]
+
+
 @pytest.mark.parametrize("impl", STUB_IMPLS)
 def test_memory_stub_speaks_s3(small_folder, impl):
     """boto3 against the stubs: paginated ListObjectsV2, GET, HEAD, missing
     keys, and (the C++ stub) byte ranges, with the files' exact bytes."""
-    files = {f"train/{p.relative_to(small_folder).as_posix()}": p.read_bytes()
-             for p in sorted(small_folder.rglob("*")) if p.is_file()}
     with start_memory_s3(small_folder, "stub", "train/", latency_ms=0, impl=impl) as stub:
-        client = s3_client(stub.endpoint)
-        keys, pages = [], 0
-        for page in client.get_paginator("list_objects_v2").paginate(
-                Bucket="stub", Prefix="train/", PaginationConfig={"PageSize": 7}):
-            pages += 1
-            keys += [(o["Key"], o["Size"]) for o in page["Contents"]]
-        assert pages == -(-len(files) // 7)
-        assert keys == [(k, len(v)) for k, v in files.items()]
-        assert [o["Key"] for o in client.list_objects_v2(Bucket="stub", Prefix="train/bee/")
-                ["Contents"]] == [k for k in files if k.startswith("train/bee/")]
-        for key, data in files.items():
-            assert client.get_object(Bucket="stub", Key=key)["Body"].read() == data
-        key, data = next(iter(files.items()))
-        assert client.head_object(Bucket="stub", Key=key)["ContentLength"] == len(data)
-        with pytest.raises(client.exceptions.NoSuchKey):
-            client.get_object(Bucket="stub", Key="train/none.jpg")
-        if impl == "cpp":
-            r = client.get_object(Bucket="stub", Key=key, Range="bytes=10-99")
-            assert r["Body"].read() == data[10:100]
-            assert r["ContentRange"] == f"bytes 10-99/{len(data)}"
-            assert client.get_object(Bucket="stub", Key=key, Range="bytes=-5")["Body"].read() \
-                == data[-5:]
+        check_stub_speaks_s3(s3_client(stub.endpoint), small_folder, ranges=impl == "cpp")
 
 
 def test_fields_from_s3_match_local(moto, s3, tmp_path):

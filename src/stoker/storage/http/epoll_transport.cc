@@ -29,6 +29,7 @@
 
 #include "stoker/base/cpu_time.h"
 #include "stoker/base/logging.h"
+#include "stoker/storage/http/ca_store.h"
 #include "stoker/storage/http/io_thread.h"
 #include "stoker/storage/http/reply_reader.h"
 #include "stoker/storage/http/retry.h"
@@ -273,9 +274,10 @@ struct State : internal::IoState {
   // ---- TLS ---------------------------------------------------------------
 
   // The context every https connection uses, made once: the CA store
-  // (options.ca_bundle, else the system's default file and folder) loaded
-  // and parsed here, not per connection; a client session cache that
-  // OnNewSession fills. Null if it cannot be made (tls_error says why).
+  // (options.ca_bundle, else the system's default file and folder) read
+  // here, not per connection, each CA parsed when a chain first asks for it
+  // (ca_store.h); a client session cache that OnNewSession fills. Null if it
+  // cannot be made (tls_error says why).
   SSL_CTX* TlsContext() {
     if (tls_tried) return tls;
     tls_tried = true;
@@ -301,10 +303,8 @@ struct State : internal::IoState {
     SSL_CTX_set_read_ahead(ctx, 1);
     SSL_CTX_set_default_read_buffer_len(ctx, size_t{64} << 10);
     if (options.verify_tls) {
-      const bool loaded = options.ca_bundle.empty()
-                              ? SSL_CTX_set_default_verify_paths(ctx) == 1
-                              : SSL_CTX_load_verify_locations(ctx, options.ca_bundle.c_str(),
-                                                              nullptr) == 1;
+      const bool loaded = options.ca_bundle.empty() ? UseSystemCaStore(ctx)
+                                                    : UseCaFile(ctx, options.ca_bundle);
       if (!loaded) {
         tls_error = "error setting certificate file: " +
                     (options.ca_bundle.empty() ? std::string("the system CA store")

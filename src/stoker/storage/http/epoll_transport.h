@@ -22,7 +22,7 @@
 //
 // https:// is TLS through OpenSSL on the same loop: one SSL_CTX per
 // transport with the CA store (CurlOptions::ca_bundle, else the system's)
-// loaded once; every session ticket a server sends kept per host and each
+// read once, each CA parsed when a chain asks for it (ca_store.h); every session ticket a server sends kept per host and each
 // handed to one new connection to resume; at most 8 connections opening per
 // host, at most 2 of them without a session to resume (a new connection
 // rather waits for the tickets of those under way); the connect timeout
