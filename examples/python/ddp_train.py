@@ -90,6 +90,9 @@ def main():
                 return
         if rank == 0:
             print(f"epoch {epoch}: step {step}, loss {loss.item():.3f}")
+    # Every rank is done before any tears the group down: a gloo rank that
+    # exits while another is still in a collective can abort it.
+    dist.barrier()
     dist.destroy_process_group()
 
 
