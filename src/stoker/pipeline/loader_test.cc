@@ -2,6 +2,7 @@
 // thread counts, restart mid-epoch, bad files. Also what the sanitizer
 // builds (make test-asan, test-tsan) run the pipeline's threads through.
 #include "stoker/convert.h"
+#include "stoker/decode/testing/test_jpeg.h"
 #include "stoker/loader.h"
 #include "stoker/storage/registry.h"
 #include "stoker/storage/testing/fault_storage.h"
@@ -35,36 +36,7 @@ namespace {
 namespace fs = std::filesystem;
 
 std::vector<uint8_t> EncodeJpeg(int w, int h, unsigned seed) {
-  std::mt19937 rng(seed);
-  std::vector<uint8_t> px(static_cast<size_t>(w) * h * 3);
-  for (int y = 0; y < h; ++y)
-    for (int x = 0; x < w; ++x)
-      for (int c = 0; c < 3; ++c)
-        px[(static_cast<size_t>(y) * w + x) * 3 + c] =
-            static_cast<uint8_t>((x * (c + 1) + y * (3 - c) + rng() % 32) & 0xFF);
-  jpeg_compress_struct cinfo;
-  jpeg_error_mgr jerr;
-  cinfo.err = jpeg_std_error(&jerr);
-  jpeg_create_compress(&cinfo);
-  unsigned char* out = nullptr;
-  unsigned long size = 0;
-  jpeg_mem_dest(&cinfo, &out, &size);
-  cinfo.image_width = static_cast<JDIMENSION>(w);
-  cinfo.image_height = static_cast<JDIMENSION>(h);
-  cinfo.input_components = 3;
-  cinfo.in_color_space = JCS_RGB;
-  jpeg_set_defaults(&cinfo);
-  jpeg_set_quality(&cinfo, 90, TRUE);
-  jpeg_start_compress(&cinfo, TRUE);
-  while (cinfo.next_scanline < cinfo.image_height) {
-    JSAMPROW row = &px[static_cast<size_t>(cinfo.next_scanline) * w * 3];
-    jpeg_write_scanlines(&cinfo, &row, 1);
-  }
-  jpeg_finish_compress(&cinfo);
-  std::vector<uint8_t> bytes(out, out + size);
-  jpeg_destroy_compress(&cinfo);
-  free(out);
-  return bytes;
+  return decode::testing::NoisyGradientJpeg(w, h, seed, 32);
 }
 
 // A listening TCP socket on 127.0.0.1, on a port the kernel picks.

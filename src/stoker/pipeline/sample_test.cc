@@ -4,6 +4,8 @@
 // here with libjpeg and libspng.
 #include "stoker/pipeline/sample.h"
 
+#include "stoker/decode/testing/test_jpeg.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -46,29 +48,8 @@ Bytes EncodePng(const std::vector<uint8_t>& data, int w, int h, uint8_t color_ty
 }
 
 Bytes EncodeJpeg(const std::vector<uint8_t>& rgb, int w, int h) {
-  jpeg_compress_struct cinfo;
-  jpeg_error_mgr jerr;
-  cinfo.err = jpeg_std_error(&jerr);
-  jpeg_create_compress(&cinfo);
-  unsigned char* buf = nullptr;
-  unsigned long size = 0;
-  jpeg_mem_dest(&cinfo, &buf, &size);
-  cinfo.image_width = static_cast<JDIMENSION>(w);
-  cinfo.image_height = static_cast<JDIMENSION>(h);
-  cinfo.input_components = 3;
-  cinfo.in_color_space = JCS_RGB;
-  jpeg_set_defaults(&cinfo);
-  jpeg_set_quality(&cinfo, 90, TRUE);
-  jpeg_start_compress(&cinfo, TRUE);
-  while (cinfo.next_scanline < cinfo.image_height) {
-    JSAMPROW row = const_cast<uint8_t*>(rgb.data() + static_cast<size_t>(cinfo.next_scanline) * w * 3);
-    jpeg_write_scanlines(&cinfo, &row, 1);
-  }
-  jpeg_finish_compress(&cinfo);
-  Bytes out(buf, buf + size);
-  jpeg_destroy_compress(&cinfo);
-  free(buf);
-  return out;
+  const std::vector<uint8_t> jpeg = decode::testing::EncodeRgbJpeg(rgb.data(), w, h, 90);
+  return Bytes(jpeg.begin(), jpeg.end());
 }
 
 std::vector<uint8_t> Pattern(int w, int h) {
