@@ -793,7 +793,8 @@ void register_loader(nb::module_& m) {
       [](nb::bytes src, nb::bytes dst, uint64_t shard_size, std::optional<uint64_t> shuffle_seed,
          int threads, const std::string& on_error, const std::string& endpoint_url,
          const std::vector<std::pair<std::string, std::string>>& fields, bool optimize_huffman,
-         int64_t max_pixels, int max_size, int quality, int64_t part_size, nb::object progress) {
+         int64_t max_pixels, int max_size, int quality, int64_t part_size, nb::object progress,
+         const std::string& label_field) {
         ConvertOptions o;
         o.src.assign(src.c_str(), src.size());
         o.dst.assign(dst.c_str(), dst.size());
@@ -808,6 +809,7 @@ void register_loader(nb::module_& m) {
         o.max_size = max_size;
         o.quality = quality;
         o.part_size = part_size;
+        o.label_field = label_field;
         std::exception_ptr raised;
         auto to_dict = [](const ConvertProgress& p) {
           nb::dict d;
@@ -846,7 +848,8 @@ void register_loader(nb::module_& m) {
       nb::arg("src"), nb::arg("dst"), nb::arg("shard_size"), nb::arg("shuffle_seed").none(),
       nb::arg("threads"), nb::arg("on_error"), nb::arg("endpoint_url"), nb::arg("fields"),
       nb::arg("optimize_huffman"), nb::arg("max_pixels"), nb::arg("max_size"), nb::arg("quality"),
-      nb::arg("part_size"), nb::arg("progress").none());
+      nb::arg("part_size"), nb::arg("progress").none(),
+      nb::arg("label_field") = ConvertOptions{}.label_field);
 
   // Registered with atexit by the stoker package: closes every live loader
   // (threads joined) before the interpreter is torn down.

@@ -29,9 +29,10 @@ def convert(src: Union[str, os.PathLike], dst: Union[str, os.PathLike], *,
             endpoint_url: Optional[str] = None, optimize_huffman: bool = False,
             max_pixels: int = 178956970, max_size: Optional[int] = None, quality: int = 90,
             part_size: Union[int, str] = "16MB",
-            progress: Optional[Callable[[Dict[str, Any]], None]] = None) -> Dict[str, Any]:
-    """Writes the dataset at `src` (folder, manifest or shards; local or s3://)
-    as shards in `dst`, a local folder or an s3://bucket/prefix/ (with the
+            progress: Optional[Callable[[Dict[str, Any]], None]] = None,
+            label_field: str = "cls") -> Dict[str, Any]:
+    """Writes the dataset at `src` (folder, manifest, shards or WebDataset tars;
+    local or s3://) as shards in `dst`, a local folder or an s3://bucket/prefix/ (with the
     same endpoint_url and credentials as an s3:// source), which
     stoker.Loader(dst) then reads.
 
@@ -50,6 +51,9 @@ def convert(src: Union[str, os.PathLike], dst: Union[str, os.PathLike], *,
     max_size pixels are resized to it (bilinear, antialiased) and stored as
     JPEGs of `quality`, as FFCV's max_resolution, for training at low
     resolution.
+
+    label_field: a WebDataset source's label file extension (default "cls"),
+    as for stoker.Loader.
     """
     if threads == "auto":
         threads = 0
@@ -57,4 +61,5 @@ def convert(src: Union[str, os.PathLike], dst: Union[str, os.PathLike], *,
                          None if shuffle_seed is None else int(shuffle_seed), int(threads),
                          on_error, endpoint_url or "", _field_specs(fields),
                          bool(optimize_huffman), int(max_pixels), int(max_size or 0),
-                         int(quality), parse_size(part_size), progress)
+                         int(quality), parse_size(part_size), progress,
+                         label_field=str(label_field))

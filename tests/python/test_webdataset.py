@@ -150,6 +150,20 @@ def test_where_and_convert_to_stoker_shards(data, tmp_path):
     np.testing.assert_array_equal(a["image"], b["image"])
 
 
+def test_a_label_field_of_another_name_loads_and_converts(tmp_path):
+    img = encode(textured(np.random.default_rng(2), 40, 40), "JPEG")
+    _tar(tmp_path / "ids.tar", [("a.jpg", img), ("a.id", b"7"), ("b.jpg", img), ("b.id", b"3")])
+    got = batches(stoker.Loader(tmp_path / "ids.tar", batch_size=2, transform=val(),
+                                label_field="id"))
+    assert got["label"] == [7, 3]
+    assert batches(stoker.Loader(tmp_path / "ids.tar", batch_size=2,
+                                 transform=val()))["label"] == [-1, -1]  # no .cls
+    out = tmp_path / "out"
+    subprocess.run([sys.executable, "-m", "stoker.cli", "convert", str(tmp_path / "ids.tar"),
+                    str(out), "--label-field", "id", "--quiet"], check=True, capture_output=True)
+    assert batches(stoker.Loader(out, batch_size=2, transform=val()))["label"] == [7, 3]
+
+
 def test_cli_ls_shows_the_tars(data):
     _, tars, _ = data
     out = subprocess.run([sys.executable, "-m", "stoker.cli", "ls", str(tars)], capture_output=True,

@@ -88,6 +88,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--part-size", default="16MB",
                    help="s3:// destination: bytes per uploaded part of a shard (default 16MB, "
                         "at least 5MB)")
+    p.add_argument("--label-field", default="cls",
+                   help="a WebDataset source: the extension of each sample's label file "
+                        "(default cls)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_run)
@@ -102,7 +105,8 @@ def _run(args) -> int:
                            shuffle_seed=args.shuffle_seed, fields=fields, threads=threads,
                            on_error=args.on_error, endpoint_url=args.endpoint_url,
                            optimize_huffman=args.optimize_huffman, max_size=args.max_size,
-                           quality=args.quality, part_size=args.part_size, progress=bar)
+                           quality=args.quality, part_size=args.part_size, progress=bar,
+                           label_field=args.label_field)
     finally:
         bar.end()
     print(json.dumps(r) if args.json else summary_line(args.dst, r))
