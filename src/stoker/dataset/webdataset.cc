@@ -160,14 +160,11 @@ class TarReader {
       buffer_ = std::move(*bytes);
       at_ = offset;
       short_ = buffer_.size() < want;  // the object ends inside this chunk
-      read_ += buffer_.size();
     }
     const size_t from = static_cast<size_t>(offset - at_);
     return std::span<const uint8_t>(buffer_.data() + from,
                                     std::min(length, buffer_.size() - from));
   }
-
-  uint64_t bytes_read() const { return read_; }
 
  private:
   storage::Storage& storage_;
@@ -176,7 +173,6 @@ class TarReader {
   storage::Bytes buffer_;
   uint64_t at_ = 0;
   bool short_ = false;
-  uint64_t read_ = 0;
 };
 
 // A field asked for: a file extension, or the key.
@@ -333,7 +329,8 @@ Result<Dataset> OpenTarShards(std::vector<std::string> tar_uris, const std::stri
   Dataset d;
   auto shards = std::make_shared<Shards>();
   auto index = std::make_shared<TarIndex>();
-  std::vector<TarField> wanted;
+  // The fields the index holds ranges for: those that are files (not the key).
+  std::vector<TarField> files;
   for (const FieldSpec& spec : fields) {
     TarField f;
     dataset::Field out{spec.name, spec.kind, /*file=*/true};
@@ -348,13 +345,8 @@ Result<Dataset> OpenTarShards(std::vector<std::string> tar_uris, const std::stri
       shards->field_map.push_back(index->fields.size());
       index->fields.push_back({spec.name, out.kind});
     }
-    wanted.push_back(std::move(f));
+    if (!f.key) files.push_back(std::move(f));
     d.fields.push_back(std::move(out));
-  }
-  // The fields the index holds ranges for: those that are files.
-  std::vector<TarField> files;
-  for (const TarField& f : wanted) {
-    if (!f.key) files.push_back(f);
   }
   std::string label_ext;
   for (char c : label_field) label_ext += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));

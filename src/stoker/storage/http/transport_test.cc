@@ -7,6 +7,7 @@
 // epoll transport's HTTP/1.1 on its own: keep-alive reuse, a stale reused
 // connection, chunked, read-until-close and 1xx replies, HEAD, bodies in
 // pieces and into recycled buffers, bad replies, hundreds in flight.
+#include "stoker/storage/testing/pattern.h"
 #include "stoker/storage/http/curl_transport.h"
 #include "stoker/storage/http/epoll_transport.h"
 #include "stoker/storage/http/retry.h"
@@ -433,17 +434,7 @@ std::string HeadHeader(const std::string& head, const std::string& name) {
   return head.substr(v, head.find("\r\n", v) - v);
 }
 
-// Bytes no two positions of which repeat for a while: a part put in the
-// wrong place shows.
-std::string Pattern(size_t n, unsigned seed) {
-  std::string s(n, '\0');
-  uint32_t x = seed * 2654435761u + 1;
-  for (size_t i = 0; i < n; ++i) {
-    x = x * 1664525u + 1013904223u;
-    s[i] = static_cast<char>(x >> 24);
-  }
-  return s;
-}
+using storage::testing::Pattern;
 
 // Requests with bodies: PUT and POST send exactly the body with its
 // Content-Length, a large one (many sends) as a small one (sent with the

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "stoker/storage/testing/pattern.h"
 #include "stoker/storage/http/curl_transport.h"
 #include "stoker/storage/http/epoll_transport.h"
 #include "stoker/storage/http/mock_transport.h"
@@ -30,16 +31,7 @@ using testing::ObjectServer;
 
 std::string S(const Bytes& b) { return std::string(b.begin(), b.end()); }
 
-// Bytes no stretch of which repeats: a part put in the wrong place shows.
-std::string Pattern(size_t n, unsigned seed) {
-  std::string s(n, '\0');
-  uint32_t x = seed * 2654435761u + 1;
-  for (size_t i = 0; i < n; ++i) {
-    x = x * 1664525u + 1013904223u;
-    s[i] = static_cast<char>(x >> 24);
-  }
-  return s;
-}
+using storage::testing::Pattern;
 
 S3Config TestConfig(const std::string& endpoint) {
   S3Config config;
