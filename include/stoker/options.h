@@ -223,11 +223,18 @@ struct LoaderOptions {
   std::string uri;
   // A cache in front of the dataset's storage (CacheOptions); off by default.
   CacheOptions cache;
-  // Bytes the loader's memory may grow by (docs/memory.md); 0: no budget.
-  // prefetch_batches, max_in_flight, jpeg_index_max_bytes, window_pages,
-  // page_bytes and cache.memory_bytes are lowered to fit it; a budget that
-  // cannot hold three batch buffers and the threads' scratch is an error.
+  // Bytes the loader's memory may grow by (docs/memory.md). 0: a quarter of
+  // the memory available when the loader opens (MemAvailable, or what the
+  // cgroup's limit leaves, whichever is less), and never less than three
+  // batch buffers; kNoMemoryBudget: none. prefetch_batches, max_in_flight,
+  // jpeg_index_max_bytes, window_pages, page_bytes and cache.memory_bytes
+  // are lowered to fit it; a budget given that cannot hold three batch
+  // buffers and the threads' scratch is an error.
+  static constexpr int64_t kNoMemoryBudget = -1;
   int64_t memory_budget = 0;
+  // Cores the decode threads may use when they are autotuned (threads = 0);
+  // 0: every core available to the process.
+  int cpu_budget = 0;
   // WebDataset: the extension of the file that holds each sample's label
   // (an integer in text, as WebDataset's .cls); a sample without one has
   // label -1. Other datasets take their labels from their layout.
@@ -262,12 +269,15 @@ struct LoaderOptions {
   int window_pages = 0;  // 0: 16
   // true: drop the last incomplete batch.
   bool drop_last = false;
-  // Decode threads; 0 means one per available core.
+  // Decode threads; 0: autotuned (docs/autotune.md), from cpu_budget down
+  // to the fewest that keep up with the consumer.
   int threads = 0;
   OnError on_error = OnError::kSkip;
   // Batches prepared ahead of the consumer (each holds batch_size decoded
-  // images: 38.5 MB at 64 x 3 x 224 x 224 float32).
-  int prefetch_batches = 2;
+  // images: 38.5 MB at 64 x 3 x 224 x 224 float32); 0: autotuned, from 2 up
+  // to kMaxAutoPrefetch or what memory_budget holds, as storage latency needs.
+  static constexpr int kMaxAutoPrefetch = 32;
+  int prefetch_batches = 0;
   // Storage requests in flight at once; 0: no cap but prefetch_batches (all
   // of those batches' samples may be requested at once).
   int64_t max_in_flight = 0;

@@ -64,6 +64,10 @@ struct ProfileReport {
   double energy_j = 0;
   double energy_j_per_image = 0;
   std::string energy_source;
+  // Autotuning (docs/autotune.md): the settings in use, which of them were
+  // chosen by the loader, the rate its model predicts for them against the
+  // rate measured, and why they last changed. Empty when nothing is tuned.
+  std::string autotune;
   double watts_per_core = 0;
 };
 

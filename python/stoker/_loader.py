@@ -220,7 +220,14 @@ class Loader:
         them, so os.fsencode() recovers the bytes.
     transform: stoker.transforms.Compose([...]) of torchvision v2's ops, or
         imagenet_train(...) / imagenet_val(...) (default imagenet_val(224)).
-    threads: decode threads, "auto" for one per core.
+    threads: decode threads; "auto" (the default): autotuned, from one per
+        core of cpu_budget down to the fewest that keep up with the
+        consumer (docs/autotune.md). A number is kept as given.
+    prefetch_batches: batches prepared ahead of the consumer; "auto" (the
+        default): autotuned, from 2 up to what storage latency needs and
+        memory_budget holds (at most 32). A number is kept as given.
+    cpu_budget: cores the autotuned decode threads may use; None (the
+        default): every core this process may run on.
     on_error: "skip" counts a bad sample in stats() and logs its path once;
         "raise" raises stoker.Error naming the file and the reason.
     rank, world_size: this process's slice of the global order; default to
@@ -334,8 +341,10 @@ class Loader:
         checksummed (docs/cache-format.md). Entries are keyed by URI and
         byte range: clear the directory when objects change under the same
         names.
-    memory_budget: bytes (or "256MB") the loader's memory may grow by; 0
-        (the default): no budget. prefetch_batches, max_in_flight,
+    memory_budget: bytes (or "256MB") the loader's memory may grow by;
+        "auto" (the default): a quarter of the memory available when the
+        loader opens (MemAvailable, or what the cgroup's limit leaves), at
+        least three batch buffers; None: no budget. prefetch_batches, max_in_flight,
         jpeg_index_mb, window_pages, page_bytes and cache_memory are lowered
         until the loader's pools fit it (docs/memory.md); stats() shows the
         plan (memory.*). A budget that cannot hold three batch buffers and
@@ -352,7 +361,7 @@ class Loader:
                  transform: Optional[Transform] = None, shuffle: bool = False,
                  seed: int = 0, drop_last: bool = False,
                  threads: Union[int, str] = "auto", on_error: str = "skip",
-                 prefetch_batches: int = 2, max_pixels: int = 178956970,
+                 prefetch_batches: Union[int, str] = "auto", max_pixels: int = 178956970,
                  rank: Optional[int] = None, world_size: Optional[int] = None,
                  endpoint_url: Optional[str] = None, connect_timeout: float = 10.0,
                  read_timeout: float = 5.0, io_timeout: float = 120.0,
@@ -369,12 +378,29 @@ class Loader:
                  label_field: str = "cls", cache_memory: Union[int, str] = 0,
                  cache_disk: Union[int, str] = 0,
                  cache_dir: Optional[Union[str, os.PathLike]] = None,
-                 memory_budget: Union[int, str] = 0):
+                 memory_budget: Optional[Union[int, str]] = "auto",
+                 cpu_budget: Optional[int] = None):
         transform = transform if transform is not None else imagenet_val(224)
         if threads == "auto":
             threads = 0
         elif not isinstance(threads, int) or threads < 1:
             raise ValueError(f"threads must be a positive int or 'auto', got {threads!r}")
+        if prefetch_batches == "auto":
+            prefetch_batches = 0
+        elif not isinstance(prefetch_batches, int) or prefetch_batches < 1:
+            raise ValueError(f"prefetch_batches must be a positive int or 'auto', "
+                             f"got {prefetch_batches!r}")
+        if cpu_budget is not None and (not isinstance(cpu_budget, int) or cpu_budget < 1):
+            raise ValueError(f"cpu_budget must be a positive int (cores) or None, got {cpu_budget!r}")
+        if memory_budget is None:
+            budget = -1
+        elif memory_budget == "auto":
+            budget = 0
+        else:
+            budget = _size(memory_budget, "memory_budget")
+            if budget == 0:
+                raise ValueError("memory_budget must be > 0 bytes, 'auto' or None, got "
+                                 f"{memory_budget!r}")
         if max_attempts is not None and (not isinstance(max_attempts, int) or max_attempts < 1):
             raise ValueError(f"max_attempts must be a positive int or None, got {max_attempts!r}")
         if max_in_flight is not None and (not isinstance(max_in_flight, int) or max_in_flight < 1):
@@ -407,7 +433,7 @@ class Loader:
             label_field=str(label_field), cache_memory=_size(cache_memory, "cache_memory"),
             cache_disk=_size(cache_disk, "cache_disk"),
             cache_dir=os.fspath(cache_dir) if cache_dir is not None else "",
-            memory_budget=_size(memory_budget, "memory_budget"))
+            memory_budget=budget, cpu_budget=int(cpu_budget or 0))
         self.fields = [name for name, _ in field_specs]
         self.rank, self.world_size = rank, world_size
         self._closed = False

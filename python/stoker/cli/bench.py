@@ -26,6 +26,15 @@ _DELTA_KEYS = ("samples_delivered", "samples_skipped", "batches_delivered", "byt
 
 def parse_threads(s: str) -> Union[int, str]:
     """'auto' or a positive int."""
+    return _auto_or_positive(s, "--threads")
+
+
+def parse_prefetch(s: str) -> Union[int, str]:
+    """'auto' or a positive int."""
+    return _auto_or_positive(s, "--prefetch-batches")
+
+
+def _auto_or_positive(s: str, flag: str) -> Union[int, str]:
     if s == "auto":
         return s
     try:
@@ -33,7 +42,7 @@ def parse_threads(s: str) -> Union[int, str]:
     except ValueError:
         n = 0
     if n < 1:
-        raise ValueError(f"--threads must be a positive integer or 'auto', got {s!r}")
+        raise ValueError(f"{flag} must be a positive integer or 'auto', got {s!r}")
     return n
 
 
@@ -62,7 +71,9 @@ def storage_kwargs(**options: Any) -> Dict[str, Any]:
 
 def run_bench(uri: str, *, batch_size: int = 64, threads: Union[int, str] = "auto",
               epochs: int = 3, transform: str = "train", normalize: bool = False,
-              size: int = 224, seed: int = 0, shuffle: bool = True, prefetch_batches: int = 3,
+              size: int = 224, seed: int = 0, shuffle: bool = True,
+              prefetch_batches: Union[int, str] = "auto", cpu_budget: Optional[int] = None,
+              memory_budget: Optional[str] = None,
               on_error: str = "skip", endpoint_url: Optional[str] = None,
               read_timeout: Optional[float] = None, io_timeout: Optional[float] = None,
               lookahead: bool = True, jpeg_index: bool = True, step_ms: float = 0.0,
@@ -92,7 +103,7 @@ def run_bench(uri: str, *, batch_size: int = 64, threads: Union[int, str] = "aut
     extra.update(lookahead=lookahead, jpeg_index=jpeg_index)
     loader = stoker.Loader(uri, batch_size=batch_size, transform=tf, shuffle=shuffle, seed=seed,
                            threads=threads, on_error=on_error, prefetch_batches=prefetch_batches,
-                           **extra)
+                           **budget_kwargs(cpu_budget, memory_budget), **extra)
     open_s = time.perf_counter() - t0
     started = t0
 
@@ -244,7 +255,6 @@ def add_parser(subparsers) -> None:
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-shuffle", dest="shuffle", action="store_false")
-    p.add_argument("--prefetch-batches", type=int, default=3)
     p.add_argument("--on-error", choices=("skip", "raise"), default="skip")
 
     p.add_argument("--endpoint-url", help="S3 endpoint (else AWS_ENDPOINT_URL_S3, "
@@ -273,6 +283,24 @@ def add_run_arguments(p, epochs: int) -> None:
                         "stall figure is training's (default 0: a consumer that does nothing)")
     p.add_argument("--max-in-flight", type=int, default=None, metavar="N",
                    help="storage requests in flight at once (default: the prefetch window)")
+    p.add_argument("--prefetch-batches", type=parse_prefetch, default="auto",
+                   help="batches prepared ahead: N or auto (default: autotuned)")
+    p.add_argument("--cpu-budget", type=int, default=None, metavar="CORES",
+                   help="cores the autotuned decode threads may use (default: all)")
+    p.add_argument("--memory-budget", default=None, metavar="SIZE",
+                   help="bytes the loader's memory may grow by, e.g. 2GB, or none "
+                        "(default: a quarter of the memory available)")
+
+
+def budget_kwargs(cpu_budget: Optional[int], memory_budget: Optional[str]) -> Dict[str, Any]:
+    """The Loader's cpu_budget and memory_budget from --cpu-budget and
+    --memory-budget (unset: the Loader's defaults; "none": no memory budget)."""
+    out: Dict[str, Any] = {}
+    if cpu_budget is not None:
+        out["cpu_budget"] = cpu_budget
+    if memory_budget is not None:
+        out["memory_budget"] = None if memory_budget == "none" else memory_budget
+    return out
 
 
 def add_io_arguments(p) -> None:
@@ -296,6 +324,7 @@ def _run(args) -> int:
     r = run_bench(args.uri, batch_size=args.batch_size, threads=args.threads, epochs=args.epochs,
                   transform=args.transform, normalize=args.normalize, size=args.size,
                   seed=args.seed, shuffle=args.shuffle, prefetch_batches=args.prefetch_batches,
+                  cpu_budget=args.cpu_budget, memory_budget=args.memory_budget,
                   on_error=args.on_error, endpoint_url=args.endpoint_url,
                   read_timeout=args.read_timeout, io_timeout=args.io_timeout,
                   lookahead=args.lookahead, jpeg_index=args.jpeg_index,

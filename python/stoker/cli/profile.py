@@ -31,13 +31,15 @@ import time
 from typing import Any, Callable, Dict, Optional, Union
 
 import stoker
-from stoker.cli.bench import add_io_arguments, add_run_arguments, storage_kwargs
+from stoker.cli.bench import add_io_arguments, add_run_arguments, budget_kwargs, storage_kwargs
 
 
 def run_profile(uri: str, *, batch_size: int = 64, threads: Union[int, str] = "auto",
                 epochs: int = 1, step_ms: float = 0.0, max_in_flight: Optional[int] = None,
                 trace: Optional[str] = None, transform: str = "train", size: int = 224,
-                normalize: bool = False, seed: int = 0, prefetch_batches: int = 2,
+                normalize: bool = False, seed: int = 0,
+                prefetch_batches: Union[int, str] = "auto", cpu_budget: Optional[int] = None,
+                memory_budget: Optional[str] = None,
                 endpoint_url: Optional[str] = None, read_timeout: Optional[float] = None,
                 io_timeout: Optional[float] = None, jpeg_index: bool = True,
                 max_batches: Optional[int] = None, ca_bundle: Optional[str] = None,
@@ -56,7 +58,8 @@ def run_profile(uri: str, *, batch_size: int = 64, threads: Union[int, str] = "a
                            ca_bundle=ca_bundle, min_rate=min_rate)
     loader = stoker.Loader(uri, batch_size=batch_size, transform=tf, shuffle=True, seed=seed,
                            threads=threads, prefetch_batches=prefetch_batches,
-                           jpeg_index=jpeg_index, trace=trace is not None, **extra)
+                           jpeg_index=jpeg_index, trace=trace is not None,
+                           **budget_kwargs(cpu_budget, memory_budget), **extra)
     step_s = step_ms / 1e3
     batches = 0
     try:
@@ -117,6 +120,8 @@ def format_report(r: Dict[str, Any]) -> str:
            else f"estimate: CPU-seconds x {r['watts_per_core']:g} W per core")
         + ")",
     ]
+    if r.get("autotune"):
+        lines.append(f"settings: {r['autotune']}")
     if r.get("trace"):
         lines.append(f"trace: {r['trace']} (open in Perfetto or chrome://tracing)")
     return "\n".join(lines)
@@ -133,7 +138,6 @@ def add_parser(subparsers) -> None:
     p.add_argument("--transform", choices=("train", "val"), default="train")
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--prefetch-batches", type=int, default=2)
     p.add_argument("--jpeg-index", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--endpoint-url", help="S3 endpoint (else AWS_ENDPOINT_URL_S3, "
                                           "AWS_ENDPOINT_URL or the AWS config profile)")
@@ -147,7 +151,8 @@ def _run(args) -> int:
     r = run_profile(args.uri, batch_size=args.batch_size, threads=args.threads,
                     epochs=args.epochs, step_ms=args.step_ms, max_in_flight=args.max_in_flight,
                     trace=args.trace, transform=args.transform, size=args.size, seed=args.seed,
-                    prefetch_batches=args.prefetch_batches, endpoint_url=args.endpoint_url,
+                    prefetch_batches=args.prefetch_batches, cpu_budget=args.cpu_budget,
+                    memory_budget=args.memory_budget, endpoint_url=args.endpoint_url,
                     read_timeout=args.read_timeout, io_timeout=args.io_timeout,
                     jpeg_index=args.jpeg_index, max_batches=args.max_batches,
                     ca_bundle=args.ca_bundle, min_rate=args.min_rate, log=log)

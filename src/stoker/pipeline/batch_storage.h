@@ -2,6 +2,7 @@
 // resident memory stays flat across epochs.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <memory>
@@ -41,6 +42,7 @@ class BufferPool {
         return b;
       }
       ++allocated_;
+      peak_ = std::max(peak_, allocated_);
     }
     size_t rounded = (buffer_bytes_ + 63) / 64 * 64;
     Buffer b(static_cast<uint8_t*>(std::aligned_alloc(64, rounded == 0 ? 64 : rounded)));
@@ -69,13 +71,32 @@ class BufferPool {
     std::lock_guard<std::mutex> lock(mu_);
     return allocated_;
   }
+  // The most buffers that existed at once.
+  size_t peak() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return peak_;
+  }
+  // Buffers kept for reuse from now on; free ones beyond it are freed.
+  void SetMaxBuffers(size_t n) {
+    std::vector<Buffer> drop;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      max_buffers_ = n;
+      while (allocated_ > max_buffers_ && !free_.empty()) {
+        drop.push_back(std::move(free_.back()));
+        free_.pop_back();
+        --allocated_;
+      }
+    }
+  }  // `drop` freed here, outside the lock
 
  private:
   const size_t buffer_bytes_;
-  const size_t max_buffers_;
+  size_t max_buffers_;
   mutable std::mutex mu_;
   std::vector<Buffer> free_;
   size_t allocated_ = 0;
+  size_t peak_ = 0;
 };
 
 }  // namespace stoker::pipeline

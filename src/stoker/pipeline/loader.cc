@@ -8,19 +8,24 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
+#include <condition_variable>
 #include <cstdio>
 #include <fstream>
 #include <mutex>
+#include <stop_token>
 #include <thread>
 
 #if defined(__SANITIZE_ADDRESS__)
 #include <sanitizer/lsan_interface.h>
 #endif
 
+#include "stoker/base/thread_name.h"
 #include "stoker/dataset/dataset.h"
 #include "stoker/loader.h"
 #include "stoker/obs/metrics.h"
 #include "stoker/obs/trace.h"
+#include "stoker/pipeline/autotune.h"
 #include "stoker/pipeline/batch_storage.h"
 #include "stoker/pipeline/lookahead.h"
 #include "stoker/pipeline/memory_plan.h"
@@ -147,8 +152,10 @@ sampler::SamplerOptions SamplerOptionsFor(const LoaderOptions& o, const dataset:
 class LoaderImpl final : public Loader {
  public:
   LoaderImpl(LoaderOptions options, std::shared_ptr<storage::Storage> storage,
-             std::shared_ptr<const dataset::Dataset> dataset, MemoryPlan plan = {})
+             std::shared_ptr<const dataset::Dataset> dataset, MemoryPlan plan = {},
+             TuneLimits tune = {.threads = false, .prefetch = false})
       : opt_(std::move(options)),
+        tune_limits_(tune),
         storage_(std::move(storage)),
         dataset_(std::move(dataset)),
         sampler_(SamplerOptionsFor(opt_, *dataset_)),
@@ -173,7 +180,8 @@ class LoaderImpl final : public Loader {
         ++info_.image_formats[kFormats[f < 5 ? f : 4]];
       }
     }
-    threads_ = opt_.threads > 0 ? opt_.threads : AvailableCores();
+    threads_ = opt_.threads > 0 ? opt_.threads : std::max(1, tune_limits_.max_threads);
+    prefetch_ = std::max(1, opt_.prefetch_batches);
     num_batches_ = BatchesFor(static_cast<int64_t>(sampler_.per_rank()));
     // (Lookahead reads whole objects: not for shard records.)
     if (opt_.lookahead && !dataset_->shards) {
@@ -204,7 +212,7 @@ class LoaderImpl final : public Loader {
     }
     pool_ = std::make_shared<BufferPool>(
         SampleImageBytes(opt_.transform) * static_cast<size_t>(opt_.batch_size),
-        static_cast<size_t>(opt_.prefetch_batches) + 2);
+        static_cast<size_t>(prefetch_.load()) + 2);
     if (opt_.trace) trace_ = std::make_shared<obs::TraceRecorder>();
     // Figures kept by the storage, the lookahead and the JPEG index.
     // Weak: a pass's pending reads keep the registry, and the storage must
@@ -230,11 +238,33 @@ class LoaderImpl final : public Loader {
       out.push_back({"cache_not_kept", static_cast<double>(c.cache_not_kept)});
     });
     // The memory plan (docs/memory.md): what each pool may hold.
-    registry_->AddSource([plan](std::vector<Metric>& out) {
+    registry_->AddSource([plan, pool = std::weak_ptr<BufferPool>(pool_)](std::vector<Metric>& out) {
       out.push_back({"memory.budget_bytes", static_cast<double>(plan.budget)});
       out.push_back({"memory.planned_bytes", static_cast<double>(plan.total())});
       out.push_back({"memory.batch_buffers", static_cast<double>(plan.batches)});
       out.push_back({"memory.reads_in_flight", static_cast<double>(plan.reads)});
+      // The most bytes batch buffers held at once (prefetched, in assembly
+      // or held by the consumer).
+      const auto p = pool.lock();
+      out.push_back({"memory.batch_buffers_peak_bytes",
+                     p ? static_cast<double>(p->peak() * p->buffer_bytes()) : 0.0});
+    });
+    // What autotuning chose (docs/autotune.md); the settings in use either way.
+    registry_->AddSource([this](std::vector<Metric>& out) {
+      std::lock_guard<std::mutex> lock(tune_mu_);
+      out.push_back({"autotune.threads", static_cast<double>(threads_.load())});
+      out.push_back({"autotune.prefetch_batches", static_cast<double>(prefetch_.load())});
+      out.push_back({"autotune.tuning_threads", tune_limits_.threads && !threads_fixed_ ? 1.0 : 0.0});
+      out.push_back({"autotune.tuning_prefetch", tune_limits_.prefetch ? 1.0 : 0.0});
+      out.push_back({"autotune.max_threads", static_cast<double>(tune_limits_.max_threads)});
+      out.push_back({"autotune.max_prefetch_batches", static_cast<double>(tune_limits_.max_prefetch)});
+      out.push_back({"autotune.predicted_images_per_s", tune_.predicted, false});
+      out.push_back({"autotune.measured_images_per_s", tune_.measured, false});
+      out.push_back({"autotune.decode_cpu_s_per_image", tune_.cpu_per_image, false});
+      out.push_back({"autotune.windows", static_cast<double>(tune_.windows)});
+      out.push_back({"autotune.changes", static_cast<double>(tune_.changes)});
+      out.push_back({"autotune.reverted", static_cast<double>(tune_.reverted)});
+      out.push_back({"autotune.stable_s", tune_.stable_s, false});
     });
     // Zero when off, so the figures are always there.
     registry_->AddSource([wla = std::weak_ptr<Lookahead>(lookahead_),
@@ -257,6 +287,7 @@ class LoaderImpl final : public Loader {
       LeakOnPurpose(new std::shared_ptr<Pass>(std::move(pass_)));
       LeakOnPurpose(new std::shared_ptr<storage::Storage>(std::move(storage_)));
       LeakOnPurpose(new std::shared_ptr<Lookahead>(std::move(lookahead_)));
+      LeakOnPurpose(new std::jthread(std::move(tuner_)));
       return;
     }
     Close();
@@ -321,9 +352,13 @@ class LoaderImpl final : public Loader {
     const int64_t batches = BatchesFor(per_rank);
     pass_ = std::make_shared<Pass>(Pass::Config{
         opt_, dataset_, sampler_, storage_, pool_, meters_, trace_, batches,
-        std::min(per_rank, batches * opt_.batch_size), threads_.load(), lookahead_,
-        lookahead_count_, row_index_, pages_});
+        std::min(per_rank, batches * opt_.batch_size), threads_.load(), prefetch_.load(),
+        lookahead_, lookahead_count_, row_index_, pages_});
     pass_->Launch();
+    if ((tune_limits_.threads || tune_limits_.prefetch) && obs::kMetersOn) {
+      std::lock_guard<std::mutex> lock(tuner_mu_);
+      if (!tuner_.joinable()) tuner_ = std::jthread([this](std::stop_token st) { TuneLoop(st); });
+    }
   }
 
   LoaderState state() const override {
@@ -402,7 +437,22 @@ class LoaderImpl final : public Loader {
 
   void Stop() override {
     if (Forked()) return;
+    StopTuner();
     if (auto run = CurrentPass()) run->Stop();
+  }
+  // The tuner runs while a pass does; its Autotuner outlives it.
+  void StopTuner() {
+    std::jthread t;
+    {
+      std::lock_guard<std::mutex> lock(tuner_mu_);
+      t = std::move(tuner_);
+    }
+    // Joined without tuner_mu_: the tuner may be waiting for run_mu_,
+    // held by a StartLocked() that waits for tuner_mu_.
+    if (t.joinable()) {
+      t.request_stop();
+      t.join();
+    }
   }
 
   void Close() override {
@@ -444,20 +494,165 @@ class LoaderImpl final : public Loader {
     in.cores = AvailableCores();
     in.batch_size = opt_.batch_size;
     in.max_in_flight = opt_.max_in_flight;
-    return MakeProfile(stats(), in);
+    ProfileReport r = MakeProfile(stats(), in);
+    r.autotune = AutotuneSummary();
+    return r;
   }
 
   std::string TraceJson() const override { return trace_ ? trace_->ToJson() : std::string(); }
 
+  // An explicit count stops the tuning of threads; 0 hands them back to it.
   void SetThreads(int threads) override {
     if (Forked()) return;
-    threads_ = threads > 0 ? threads : AvailableCores();
+    {
+      std::lock_guard<std::mutex> lock(tune_mu_);
+      threads_fixed_ = threads > 0;
+      threads_ = threads > 0 ? threads : std::max(1, tune_limits_.max_threads);
+    }
     if (auto run = CurrentPass()) run->SetDecodeThreads(threads_);
   }
   int threads() const override { return threads_; }
 
  private:
+  // The tuner's figures, for stats() and the profile (under tune_mu_).
+  struct TuneFigures {
+    double predicted = 0, measured = 0, cpu_per_image = 0, stable_s = 0;
+    int64_t windows = 0, changes = 0, reverted = 0;
+    std::string reason;
+  };
+  // The loader's meters at one moment, for windows between two of them.
+  struct TuneMark {
+    int64_t t_ns = 0, images = 0, batches = 0, decoded = 0, latency_count = 0, latency_sum = 0;
+    int64_t decode_busy_ns = 0, wait_fetch = 0, wait_decode = 0, wait_collate = 0,
+            wait_consumer = 0, consumer = 0;
+  };
+  TuneMark Mark() const {
+    TuneMark m;
+    m.t_ns = obs::NowNs();
+    m.images = meters_->delivered.value();
+    m.batches = meters_->batches.value();
+    const StageStats d = meters_->decode.Snapshot();
+    m.decoded = d.items;
+    m.decode_busy_ns = static_cast<int64_t>(d.busy_cpu_s * 1e9);
+    const auto h = meters_->fetch_latency.Snapshot();
+    m.latency_count = h.count;
+    m.latency_sum = h.sum;
+    m.wait_fetch = meters_->wait_fetch_ns.value();
+    m.wait_decode = meters_->wait_decode_ns.value();
+    m.wait_collate = meters_->wait_collate_ns.value();
+    m.wait_consumer = meters_->wait_consumer_ns.value();
+    m.consumer = meters_->consumer_ns.value();
+    return m;
+  }
+  // Thread "stoker-tune": a window of the meters about every second (at
+  // least kTuneMinBatches batches), fed to the Autotuner, whose settings
+  // are applied to the pass in progress and kept for the next ones.
+  static constexpr int64_t kTuneWindowNs = 1'000'000'000;
+  static constexpr int64_t kTuneMaxWindowNs = 5'000'000'000;
+  static constexpr int64_t kTuneMinBatches = 4;
+  void TuneLoop(std::stop_token st) {
+    SetThreadName("stoker-tune");
+    // One tuner thread at a time uses the Autotuner (a stopped one may
+    // still be finishing its last window when the next starts).
+    std::lock_guard<std::mutex> tuner_lock(autotuner_mu_);
+    if (!autotuner_) {
+      autotuner_ = std::make_unique<Autotuner>(tune_limits_,
+                                               TuneSettings{threads_.load(), prefetch_.load()});
+    }
+    Autotuner& tuner = *autotuner_;
+    std::mutex sleep_mu;
+    std::condition_variable_any sleep_cv;
+    // Windows start at the first batch: filling the pipeline is not a rate.
+    TuneMark prev;
+    bool started = false;
+    while (!st.stop_requested()) {
+      {
+        std::unique_lock<std::mutex> lock(sleep_mu);
+        sleep_cv.wait_for(lock, st, std::chrono::milliseconds(100), [] { return false; });
+      }
+      if (st.stop_requested()) return;
+      const TuneMark cur = Mark();
+      if (!started) {
+        if (cur.batches > 0) {
+          prev = cur;
+          started = true;
+        }
+        continue;
+      }
+      const int64_t dt = cur.t_ns - prev.t_ns;
+      const int64_t batches = cur.batches - prev.batches;
+      if (dt < kTuneWindowNs || (batches < kTuneMinBatches && dt < kTuneMaxWindowNs)) continue;
+      if (batches == 0) {  // the consumer is elsewhere (between epochs, evaluating)
+        prev = cur;
+        continue;
+      }
+      TuneWindow w;
+      w.wall_s = static_cast<double>(dt) * 1e-9;
+      w.images = cur.images - prev.images;
+      w.batches = batches;
+      w.decoded = cur.decoded - prev.decoded;
+      w.decode_cpu_s = static_cast<double>(cur.decode_busy_ns - prev.decode_busy_ns) * 1e-9;
+      w.wait_fetch_s = static_cast<double>(cur.wait_fetch - prev.wait_fetch) * 1e-9;
+      w.wait_decode_s = static_cast<double>(cur.wait_decode - prev.wait_decode) * 1e-9;
+      w.wait_collate_s = static_cast<double>(cur.wait_collate - prev.wait_collate) * 1e-9;
+      w.wait_consumer_s = static_cast<double>(cur.wait_consumer - prev.wait_consumer) * 1e-9;
+      w.consumer_s = static_cast<double>(cur.consumer - prev.consumer) * 1e-9;
+      if (cur.latency_count > prev.latency_count) {
+        w.fetch_latency_s = static_cast<double>(cur.latency_sum - prev.latency_sum) /
+                            static_cast<double>(cur.latency_count - prev.latency_count) * 1e-9;
+      }
+      prev = cur;
+      const TuneSettings before{threads_.load(), prefetch_.load()};
+      const TuneSettings next = tuner.Observe(w);
+      bool set_threads = false;
+      {
+        std::lock_guard<std::mutex> lock(tune_mu_);
+        tune_.predicted = tuner.predicted();
+        tune_.measured = tuner.measured();
+        tune_.cpu_per_image = tuner.cpu_per_image();
+        tune_.windows = tuner.windows();
+        tune_.changes = tuner.changes();
+        tune_.reverted = tuner.reverted();
+        if (!(next == before)) {
+          tune_.reason = tuner.reason();
+          stable_since_ns_ = cur.t_ns;
+        }
+        tune_.stable_s = static_cast<double>(cur.t_ns - stable_since_ns_) * 1e-9;
+        // A count the user set meanwhile wins.
+        set_threads = tune_limits_.threads && !threads_fixed_ && next.threads != before.threads;
+        if (set_threads) threads_ = next.threads;
+      }
+      const bool set_prefetch = tune_limits_.prefetch && next.prefetch != before.prefetch;
+      if (set_prefetch) {
+        prefetch_ = next.prefetch;
+        pool_->SetMaxBuffers(static_cast<size_t>(next.prefetch) + 2);
+      }
+      if (auto run = CurrentPass()) {
+        if (set_threads) run->SetDecodeThreads(next.threads);
+        if (set_prefetch) run->SetPrefetchBatches(next.prefetch);
+      }
+    }
+  }
+  std::string AutotuneSummary() const {
+    if (!tune_limits_.threads && !tune_limits_.prefetch) return "";
+    std::lock_guard<std::mutex> lock(tune_mu_);
+    char buf[512];
+    std::snprintf(buf, sizeof(buf),
+                  "%d decode thread%s (%s, budget %d), %d batch%s ahead (%s, up to %d); "
+                  "predicted %.0f images/s, measured %.0f; %lld change%s, %lld reverted",
+                  threads_.load(), threads_.load() == 1 ? "" : "s",
+                  tune_limits_.threads && !threads_fixed_ ? "tuned" : "given",
+                  tune_limits_.max_threads, prefetch_.load(), prefetch_.load() == 1 ? "" : "es",
+                  tune_limits_.prefetch ? "tuned" : "given", tune_limits_.max_prefetch,
+                  tune_.predicted, tune_.measured, static_cast<long long>(tune_.changes),
+                  tune_.changes == 1 ? "" : "s", static_cast<long long>(tune_.reverted));
+    std::string s = buf;
+    if (!tune_.reason.empty()) s += "; last change: " + tune_.reason;
+    return s;
+  }
+
   const LoaderOptions opt_;
+  const TuneLimits tune_limits_;
   std::shared_ptr<storage::Storage> storage_;
   std::shared_ptr<const dataset::Dataset> dataset_;
   sampler::Sampler sampler_;
@@ -469,6 +664,15 @@ class LoaderImpl final : public Loader {
   std::shared_ptr<BufferPool> pool_;
   DatasetInfo info_;
   std::atomic<int> threads_{1};
+  std::atomic<int> prefetch_{2};
+  mutable std::mutex tune_mu_;
+  bool threads_fixed_ = false;  // set_threads(n) since: not tuned (under tune_mu_)
+  TuneFigures tune_;            // under tune_mu_
+  int64_t stable_since_ns_ = obs::NowNs();
+  std::mutex tuner_mu_;
+  std::jthread tuner_;  // "stoker-tune" while a pass runs and anything is tuned
+  std::mutex autotuner_mu_;
+  std::unique_ptr<Autotuner> autotuner_;  // under autotuner_mu_, from the first pass
   std::shared_ptr<Lookahead> lookahead_;  // null when options.lookahead is off
   int64_t lookahead_count_ = 0;
   std::shared_ptr<decode::JpegRowIndex> row_index_;  // null when jpeg_index is off
@@ -508,8 +712,12 @@ Status Validate(const LoaderOptions& o) {
   if (o.uri.empty()) return InvalidArgument("uri is empty");
   if (o.batch_size <= 0) return InvalidArgument("batch_size must be positive");
   if (o.transform.size <= 0) return InvalidArgument("transform size must be positive");
-  if (o.threads < 0) return InvalidArgument("threads must be >= 0 (0 = one per core)");
-  if (o.prefetch_batches < 1) return InvalidArgument("prefetch_batches must be >= 1");
+  if (o.threads < 0) return InvalidArgument("threads must be >= 0 (0: autotuned)");
+  if (o.prefetch_batches < 0) return InvalidArgument("prefetch_batches must be >= 0 (0: autotuned)");
+  if (o.cpu_budget < 0) return InvalidArgument("cpu_budget must be >= 0 (0: every core)");
+  if (o.memory_budget < LoaderOptions::kNoMemoryBudget) {
+    return InvalidArgument("memory_budget must be > 0 bytes, 0 (the default share) or none");
+  }
   if (o.max_in_flight < 0) return InvalidArgument("max_in_flight must be >= 0 (0: no cap)");
   if (o.world_size < 1) return InvalidArgument("world_size must be >= 1");
   if (o.rank < 0 || o.rank >= o.world_size) {
@@ -563,11 +771,24 @@ Result<std::unique_ptr<Loader>> Loader::Open(const LoaderOptions& options) {
                            "(stoker convert writes them); loose files are shuffled per sample");
   }
   LoaderOptions o = options;
-  const int threads = o.threads > 0 ? o.threads : pipeline::AvailableCores();
+  // Autotuned settings (0) get their ranges: threads up to the CPU budget,
+  // batches ahead up to what the memory plan holds (planned at the most,
+  // lowered to fit the budget), starting at 2.
+  const int cpu_budget = o.cpu_budget > 0 ? o.cpu_budget : pipeline::AvailableCores();
+  const int threads = o.threads > 0 ? o.threads : cpu_budget;
+  pipeline::TuneLimits tune{.threads = o.threads == 0,
+                            .prefetch = o.prefetch_batches == 0,
+                            .max_threads = cpu_budget,
+                            .min_prefetch = 1,
+                            .max_prefetch = 0,
+                            .batch_size = o.batch_size};
+  if (tune.prefetch) o.prefetch_batches = LoaderOptions::kMaxAutoPrefetch;
   const bool remote_pages = dataset->shards && !storage::IsLocal(o.uri) &&
                             (!o.shuffle || o.order != LoaderOptions::Order::kSample);
   auto plan = pipeline::PlanMemory(o, *dataset, threads, remote_pages);
   if (!plan.ok()) return plan.status();
+  tune.max_prefetch = o.prefetch_batches;
+  if (tune.prefetch) o.prefetch_batches = std::min(2, o.prefetch_batches);
   std::shared_ptr<storage::Storage> store = std::move(*storage);
   if (o.cache.memory_bytes > 0 || o.cache.disk_bytes > 0) {
     // After opening: only samples' reads are kept, not listings or indexes.
@@ -577,7 +798,7 @@ Result<std::unique_ptr<Loader>> Loader::Open(const LoaderOptions& options) {
   }
   auto ds = std::make_shared<const dataset::Dataset>(std::move(*dataset));
   return std::unique_ptr<Loader>(
-      std::make_unique<pipeline::LoaderImpl>(o, std::move(store), std::move(ds), *plan));
+      std::make_unique<pipeline::LoaderImpl>(o, std::move(store), std::move(ds), *plan, tune));
 }
 
 }  // namespace stoker

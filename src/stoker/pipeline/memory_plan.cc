@@ -1,6 +1,7 @@
 #include "stoker/pipeline/memory_plan.h"
 
 #include <algorithm>
+#include <fstream>
 
 #include "stoker/pipeline/pass.h"
 #include "stoker/pipeline/sample.h"
@@ -20,12 +21,49 @@ constexpr int64_t kFileRead = 256 << 10;
 
 std::string Mb(int64_t b) { return std::to_string((b + kMiB - 1) / kMiB) + " MB"; }
 
+// A whole number read from the start of a file; -1 when it is not there
+// or does not start with one ("max").
+int64_t ReadNumber(const char* path) {
+  std::ifstream f(path);
+  long long v = -1;
+  if (!(f >> v)) return -1;
+  return v;
+}
+
 }  // namespace
+
+int64_t AvailableMemory() {
+  int64_t avail = -1;
+  std::ifstream f("/proc/meminfo");
+  std::string key;
+  long long kb = 0;
+  std::string unit;
+  while (f >> key >> kb >> unit) {
+    if (key == "MemAvailable:") {
+      avail = static_cast<int64_t>(kb) * 1024;
+      break;
+    }
+  }
+  // cgroup v2: what the group's limit leaves.
+  const int64_t limit = ReadNumber("/sys/fs/cgroup/memory.max");
+  const int64_t current = ReadNumber("/sys/fs/cgroup/memory.current");
+  if (limit > 0 && current >= 0) {
+    const int64_t left = std::max<int64_t>(0, limit - current);
+    avail = avail < 0 ? left : std::min(avail, left);
+  }
+  return avail;
+}
 
 Result<MemoryPlan> PlanMemory(LoaderOptions& o, const dataset::Dataset& d, int threads,
                               bool remote_pages) {
+  // The default: a share of what is available, never less than the least
+  // a loader needs (a default does not refuse to run).
+  const bool given = o.memory_budget > 0;
+  if (o.memory_budget == 0) {
+    const int64_t avail = AvailableMemory();
+    o.memory_budget = avail > 0 ? avail / kDefaultBudgetShare : LoaderOptions::kNoMemoryBudget;
+  }
   MemoryPlan p;
-  p.budget = o.memory_budget;
   p.batch_bytes = static_cast<int64_t>(SampleImageBytes(o.transform)) * o.batch_size;
   p.scratch = kBaseScratch + kThreadScratch * std::max(1, threads);
   p.read_bytes = kFileRead;
@@ -51,6 +89,8 @@ Result<MemoryPlan> PlanMemory(LoaderOptions& o, const dataset::Dataset& d, int t
   if (o.memory_budget <= 0) return p;
 
   const int64_t fixed = 3 * p.batch_bytes + p.scratch;
+  if (!given) o.memory_budget = std::max(o.memory_budget, fixed);
+  p.budget = o.memory_budget;
   if (fixed > o.memory_budget) {
     return InvalidArgument("memory_budget " + Mb(o.memory_budget) + " cannot hold one batch: " +
                            "a batch of " + std::to_string(o.batch_size) + " images takes " +

@@ -29,13 +29,22 @@ struct MemoryPlan {
   }
 };
 
-// With o.memory_budget > 0, lowers o's prefetch_batches, max_in_flight,
+// The default budget is the memory available over this.
+inline constexpr int64_t kDefaultBudgetShare = 4;
+
+// Bytes this process may still take: MemAvailable, or what the cgroup's
+// limit leaves when that is less; -1 when neither can be read.
+int64_t AvailableMemory();
+
+// o.memory_budget 0 is first replaced by the default (AvailableMemory() /
+// kDefaultBudgetShare, at least what three batch buffers and the scratch
+// need), and kNoMemoryBudget means none. With a budget, lowers o's prefetch_batches, max_in_flight,
 // jpeg_index_max_bytes, window_pages, page_bytes and cache.memory_bytes
 // until the pools fit the budget (settings already below their share are
 // kept), and returns the plan. InvalidArgument, saying what one batch
 // needs, when the budget cannot hold three batch buffers and the scratch
-// of `threads` decode threads. Without a budget, returns the plan of o's
-// own settings (budget 0).
+// of `threads` decode threads (only for a budget the user gave). Without a
+// budget, returns the plan of o's own settings (budget 0).
 Result<MemoryPlan> PlanMemory(LoaderOptions& o, const dataset::Dataset& d, int threads,
                               bool remote_pages);
 

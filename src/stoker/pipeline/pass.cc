@@ -45,6 +45,7 @@ Pass::Pass(Config c)
       max_in_flight_(c_.options.max_in_flight > 0
                          ? c_.options.max_in_flight
                          : std::numeric_limits<int64_t>::max()) {
+  prefetch_ = std::max(1, c_.prefetch);
   // A shard dataset's fields come in the sample's record, with its image.
   for (size_t f = 0; f < c_.dataset->fields.size() && !c_.dataset->shards; ++f) {
     if (c_.dataset->fields[f].file) file_fields_.push_back(f);
@@ -65,9 +66,9 @@ void Pass::Launch() {
   m_.fetch.SetParallelism(c_.options.max_in_flight > 0 ? static_cast<int>(c_.options.max_in_flight)
                                                        : 0);
   m_.in_flight.SetCapacity(c_.options.max_in_flight);
-  m_.fetched.SetCapacity(int64_t{c_.options.prefetch_batches} * c_.options.batch_size);
-  m_.assembling.SetCapacity(c_.options.prefetch_batches);
-  m_.complete.SetCapacity(c_.options.prefetch_batches);
+  m_.fetched.SetCapacity(int64_t{prefetch_} * c_.options.batch_size);
+  m_.assembling.SetCapacity(prefetch_);
+  m_.complete.SetCapacity(prefetch_);
   for (int i = 0; i < decode_target_; ++i) SpawnDecoderLocked(i);
   if (c_.options.batch_map) {
     threads_.emplace_back([self] {
@@ -100,6 +101,19 @@ void Pass::SetDecodeThreads(int n) {
   m_.decode.SetParallelism(n);
   for (int i = 0; i < n; ++i) SpawnDecoderLocked(i);
   cv_decode_.notify_all();  // those above the target exit
+}
+
+void Pass::SetPrefetchBatches(int n) {
+  n = std::max(1, n);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stop_ || n == prefetch_) return;
+    prefetch_ = n;
+    m_.fetched.SetCapacity(int64_t{n} * c_.options.batch_size);
+    m_.assembling.SetCapacity(n);
+    m_.complete.SetCapacity(n);
+  }
+  cv_fetch_.notify_all();
 }
 
 void Pass::Stop() {
@@ -314,12 +328,10 @@ void Pass::FetchLoop() {
       std::unique_lock<std::mutex> lock(mu_);
       // Blocked on handing on: the batches ahead of delivery are all
       // started, or the requests allowed in flight are all out.
-      if (!(stop_ || (w.batch < next_deliver_ + c_.options.prefetch_batches &&
-                      in_flight_ < max_in_flight_))) {
+      if (!(stop_ || (w.batch < next_deliver_ + prefetch_ && in_flight_ < max_in_flight_))) {
         const int64_t t0 = obs::NowNs();
         cv_fetch_.wait(lock, [&] {
-          return stop_ || (w.batch < next_deliver_ + c_.options.prefetch_batches &&
-                           in_flight_ < max_in_flight_);
+          return stop_ || (w.batch < next_deliver_ + prefetch_ && in_flight_ < max_in_flight_);
         });
         m_.fetch.AddWaitOutputNs(obs::NowNs() - t0);
       }

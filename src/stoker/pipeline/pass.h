@@ -100,6 +100,7 @@ class Pass : public std::enable_shared_from_this<Pass> {
     int64_t num_batches;
     int64_t total;  // samples this rank takes in this pass
     int threads;    // decode threads at the start
+    int prefetch;   // batches ahead of delivery at the start (>= 1)
     // Reads of the next epoch's first positions, issued once this pass has
     // issued all of its own (null: none), and how many positions to read.
     std::shared_ptr<Lookahead> lookahead;
@@ -127,6 +128,9 @@ class Pass : public std::enable_shared_from_this<Pass> {
   // Decode threads from now on (>= 1); more start at once, fewer exit as
   // they finish their current sample.
   void SetDecodeThreads(int n);
+  // Batches started ahead of delivery from now on (>= 1): more are started
+  // at once; with fewer, the fetch thread waits until delivery catches up.
+  void SetPrefetchBatches(int n);
 
   bool finished() const;
   int64_t epoch() const { return c_.sampler.epoch(); }
@@ -223,6 +227,7 @@ class Pass : public std::enable_shared_from_this<Pass> {
   int64_t next_map_ = 0;
   std::vector<size_t> file_fields_;     // dataset fields read from files
   int decode_target_ = 0;
+  int prefetch_ = 1;  // under mu_
   std::vector<bool> decoder_running_;  // by decoder id
   // When the consumer last left Next() or Wait() (0: it is inside one).
   std::atomic<int64_t> consumer_left_ns_{0};
