@@ -32,7 +32,7 @@ from pathlib import Path
 import stoker
 from stoker.cli import demo
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
+import _common  # noqa: F401  (puts tests/integration on sys.path)
 from s3_servers import start_memory_s3  # noqa: E402
 
 

@@ -61,17 +61,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests" / "integration"))
-
-from s3_servers import CREDENTIALS, start_memory_s3, start_proxy, stub_stats  # noqa: E402
+from _common import REPO, UVLOOP, log  # also puts tests/integration on sys.path
+from s3_servers import (CREDENTIALS, cpu_seconds, start_memory_s3, start_proxy,  # noqa: E402
+                        stub_stats)
 from tls_certs import make_certs  # noqa: E402
-
-try:
-    import uvloop  # noqa: F401
-    UVLOOP = True
-except ImportError:
-    UVLOOP = False
 
 CONFIGS = {
     "http": ("http", {}),
@@ -80,17 +73,6 @@ CONFIGS = {
     "https (curl)": ("https", {"STOKER_HTTP_TRANSPORT": "curl"}),
     "https (plain)": ("https", {"STOKER_HTTP_TRANSPORT": "curl", "STOKER_CURL_TLS_REUSE": "0"}),
 }
-
-
-def log(msg):
-    print(msg, file=sys.stderr, flush=True)
-
-
-def cpu_seconds(pid):
-    """User + system CPU seconds of process `pid` so far (Linux /proc)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_stoker_bench(uri, endpoint, env_extra, args, ca_bundle, server_pid, stats=None):

@@ -40,26 +40,10 @@ import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests" / "integration"))
-
+from _common import REPO, UVLOOP, default_stub, log  # also puts tests/integration on sys.path
 from s3_servers import (CREDENTIALS, s3_client, start_memory_s3, start_moto,  # noqa: E402
-                        start_proxy, stub_binary, upload_tree)
-
-
-# The proxy and the stub run on uvloop when it is installed (make venv
-# installs it): it takes less of the 2 shared cores per request.
-try:
-    import uvloop  # noqa: F401
-    UVLOOP = True
-except ImportError:
-    UVLOOP = False
-
-
-def log(msg):
-    print(msg, file=sys.stderr, flush=True)
+                        start_proxy, upload_tree)
 
 
 def process_cpu():
@@ -205,10 +189,7 @@ def main(argv=None):
                     help="the in-memory S3 stub (default: cpp where make build built it)")
     ap.add_argument("--json", action="store_true", help="also print the numbers as JSON")
     args = ap.parse_args(argv)
-    if args.stub is None:
-        args.stub = "cpp" if stub_binary() is not None else "python"
-        if args.stub == "python":
-            log("the C++ S3 stub is not built (make build): using the Python one")
+    args.stub = default_stub(args.stub)
 
     import stoker
     from stoker import datagen

@@ -43,7 +43,7 @@ import stoker
 from stoker.cli import demo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
+import _common  # noqa: F401,E402  (puts tests/integration on sys.path)
 import demo_compare  # noqa: E402
 
 
