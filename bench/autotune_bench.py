@@ -1,15 +1,18 @@
 """The Loader's default settings against a grid of explicit ones, in one run.
 
     .venv/bin/python bench/autotune_bench.py [--setups local,s3-20ms,s3-100ms,bw-50MBs,consumer]
-        [--seconds 12] [--rounds 1] [--threads-grid 1,2,3,4] [--prefetch-grid 1,2,4,8]
+        [--seconds 10] [--warmup 2] [--default-warmup 20] [--rounds 1]
+        [--threads-grid 1,2,3,4] [--prefetch-grid 1,2,4,8]
         [--demo] [--memory [--budgets none,512MB,1GB,2GB,4GB,default]] [--data DIR] [--json]
 
 Each run is one fresh Loader(uri, batch_size=64, shuffle=True,
-transform=imagenet_train(224, normalize=True)) read for --seconds of wall
-clock from its construction, epoch after epoch (set_epoch each), in a
-process forked for it; its rate is what it delivered over all those
-seconds, the start included, so the time the default spends finding its
-settings counts against it. Configurations per set-up:
+transform=imagenet_train(224, normalize=True)) read epoch after epoch
+(set_epoch each) in a process forked for it; its rate is what it delivered
+over --seconds (10) after a warm-up: --warmup (2 s) for an explicit
+setting, --default-warmup (20 s) for the default, which must have found
+its settings by then (the target: 95% of the best explicit setting within
+30 s). The default's rate from its start (Loader() on) is reported beside
+it. Configurations per set-up:
 
   default   no threads= and no prefetch_batches= argument: whatever the
             Loader does by default (autotuning, where it does)
@@ -47,8 +50,9 @@ else one batch's bytes x stats()["memory.batch_buffers"], else x
 (prefetch_batches + 2)), and the default's settings over time:
 loader.threads and every stats() key starting with "autotune.", read once
 a second; the final ones and when they last changed. Runs take about
-(grid + 1) x --seconds x --rounds per set-up: 17 minutes for the five
-default set-ups on a machine of at most 4 cores.
+(grid x (--warmup + --seconds) + --default-warmup + --seconds) x --rounds
+per set-up: 21 minutes for the five default set-ups with the default
+16-setting grid.
 
 --memory: for each --budgets entry (a size; none: no budget; default: no
 memory_budget argument), a fresh interpreter loads --data with that
@@ -138,6 +142,9 @@ def timed_run(spec):
     if spec.get("endpoint"):
         kw["endpoint_url"] = spec["endpoint"]
     seconds, step_s = spec["seconds"], spec.get("step_s", 0.0)
+    warmup = spec.get("warmup_s", 0.0)
+    seconds += warmup
+    at_warm = None  # (t, images, batches) when the warm-up ended
     cpu0 = sum(os.times()[:2])
     t0 = time.perf_counter()
     loader = stoker.Loader(spec["uri"], batch_size=spec["batch_size"], transform=tf,
@@ -165,6 +172,8 @@ def timed_run(spec):
             images += n
             batches += 1
             got += n
+            if at_warm is None and now - t0 >= warmup:
+                at_warm = (now - t0, images, batches)
             if now - t0 >= next_sample:
                 samples.append(watched(loader, now - t0))
                 while next_sample <= now - t0:
@@ -183,8 +192,13 @@ def timed_run(spec):
     final = {k: v for k, v in stats.items()
              if k.startswith(("autotune.", "memory.")) or
              k in ("stall_s", "samples_delivered", "requests", "bytes_read", "retries")}
+    tw, iw, bw = at_warm if at_warm and elapsed > at_warm[0] else (0.0, 0, 0)
     return {"images": images, "batches": batches, "epochs": epoch, "elapsed_s": elapsed,
-            "images_per_s": images / elapsed, "steps_per_s": batches / elapsed,
+            "from_start_images_per_s": images / elapsed,
+            "from_start_steps_per_s": batches / elapsed,
+            # After the warm-up: the rate the settings reached.
+            "images_per_s": (images - iw) / (elapsed - tw),
+            "steps_per_s": (batches - bw) / (elapsed - tw), "warmup_s": tw,
             "open_s": open_s, "first_batch_s": first_batch_s, "batch_bytes": batch_bytes,
             "cpu_s": cpu, "samples": samples, "final": final}
 
@@ -344,7 +358,8 @@ class Setup:
                 k = rnd % len(names)
                 for name in names[k:] + names[:k]:
                     spec = {**base, "uri": uri, "endpoint": endpoint, "step_s": self.step_s,
-                            "loader_kwargs": self.configs[name]}
+                            "loader_kwargs": self.configs[name],
+                            "warmup_s": a.default_warmup if name == "default" else a.warmup}
                     c0 = cpu_seconds(server.proc.pid) if server else 0.0
                     r = forked(timed_run, spec)
                     if server:
@@ -397,6 +412,8 @@ class Setup:
             "setup": self.name, "unit": self.unit, "target": self.target,
             "best": best, "best_rate": self.median(best), "default_rate": default,
             "ratio": default / self.median(best),
+            "ratio_from_start": self.median("default", "from_start_" + self.metric)
+            / self.median(best),
             "default_images_per_s": self.median("default", "images_per_s"),
             "best_images_per_s": self.median(best, "images_per_s"),
             "today": self.today_name if self.today_name in self.configs else None,
@@ -536,17 +553,19 @@ def fmt_rate(x, unit):
 def print_report(summaries, setups, mem_rows, args, cores):
     if summaries:
         print("\n### Default against the best explicit setting\n")
-        print(f"Each run {args.seconds:g} s from Loader() (the start counted), batch "
-              f"{args.batch_size}, imagenet_train({args.size}"
+        print(f"Rates over {args.seconds:g} s of each run: after {args.warmup:g} s for an "
+              f"explicit setting, after {args.default_warmup:g} s for the default (its settings "
+              f"found by then); 'from the start' counts the default's whole run from Loader(). "
+              f"Batch {args.batch_size}, imagenet_train({args.size}"
               f"{', normalize=True' if args.normalize else ''}), shuffled; medians of "
               f"{args.rounds} round(s). Grid: threads {args.threads_grid} x prefetch_batches "
               f"{args.prefetch_grid} (t=T p=P: threads=T, prefetch_batches=P); today = "
               f"threads={cores} (one per usable core), prefetch_batches=2, the defaults before "
               "autotuning; default: neither argument.\n")
         print("| set-up | best explicit | its rate | default rate | default / best | target "
-              "| met | default's threads at the end | settled after | prefetched batches at peak: "
-              "default | today |")
-        print("|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|")
+              "| met | default / best from the start | default's threads, batches ahead at the "
+              "end | settled after | prefetched batches at peak: default | today |")
+        print("|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|")
         notes = set()
         for s in summaries:
             mem = s["memory"]
@@ -562,7 +581,9 @@ def print_report(summaries, setups, mem_rows, args, cores):
             print(f"| {s['setup']} | {s['best']} | {fmt_rate(s['best_rate'], s['unit'])} | "
                   f"{fmt_rate(s['default_rate'], s['unit'])} | {s['ratio']:.2f} | "
                   f">= {s['target']:.2f} | {'yes' if ok else 'NO'} | "
-                  f"{s['default_final']['threads']} | {s['default_settled_s']:.0f} s"
+                  f"{s['ratio_from_start']:.2f} | {s['default_final']['threads']}, "
+                  f"{s['default_final'].get('autotune.prefetch_batches', '-'):.0f} | "
+                  f"{s['default_settled_s']:.0f} s"
                   f"{' *' if s['default_unsettled_runs'] else ''} | "
                   f"{m('default')} | {m('today')} |")
         if "plan" in notes:
@@ -653,7 +674,13 @@ def main(argv=None):
                          f"(default {DEFAULT_SETUPS}; none with --memory or --demo alone)")
     ap.add_argument("--demo", action="store_true", help="add the demo set-up")
     ap.add_argument("--memory", action="store_true", help="the memory_budget runs")
-    ap.add_argument("--seconds", type=float, default=12.0, help="wall clock per run")
+    ap.add_argument("--seconds", type=float, default=10.0,
+                    help="wall clock per run measured, after the warm-up")
+    ap.add_argument("--warmup", type=float, default=2.0,
+                    help="seconds of an explicit setting's run before it is measured")
+    ap.add_argument("--default-warmup", type=float, default=20.0,
+                    help="seconds of the default's run before it is measured: it must have "
+                         "found its settings by then (the target: within 30 s)")
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--threads-grid", type=int_list, default=[1, 2, 3, 4])
     ap.add_argument("--prefetch-grid", type=int_list, default=[1, 2, 4, 8])
@@ -727,7 +754,9 @@ def main(argv=None):
     setups = [Setup(s, args, cores) for s in specs]
     n_runs = sum(len(s.configs) for s in setups) * args.rounds
     if n_runs:
-        log(f"{n_runs} runs of {args.seconds:g} s: about {n_runs * args.seconds / 60:.1f} min")
+        total = sum((len(s.configs) - 1) * (args.warmup + args.seconds) + args.default_warmup
+                    + args.seconds for s in setups) * args.rounds
+        log(f"{n_runs} runs: about {total / 60:.1f} min")
     if args.memory:
         log(f"{len(args.budgets.split(','))} memory runs of {args.mem_seconds:g} s")
     out = {"command": sys.argv, "machine": {**info, "cpu_count": os.cpu_count()},

@@ -11,7 +11,7 @@ constexpr double kInf = std::numeric_limits<double>::infinity();
 // Decode threads are asked to be busy at most this share of the time, and
 // Little's law is given this much more in flight than the mean latency
 // needs (latency varies; a batch needs all of its samples back).
-constexpr double kThreadBusy = 0.9;
+constexpr double kThreadBusy = 0.75;
 constexpr double kFlightHeadroom = 1.5;
 
 double Smooth(double old, double v) { return old > 0 ? 0.5 * old + 0.5 * v : v; }
@@ -39,8 +39,9 @@ double Autotuner::Predict(const TuneSettings& s, double consumer_rate, double la
 }
 
 void Autotuner::Try(Kind kind, TuneSettings next, double rate, std::string why) {
-  trial_ = Trial{kind, s_, rate, false};
+  trial_ = Trial{.kind = kind, .before = s_, .rate_before = rate};
   s_ = next;
+  base_.clear();
   ++changes_;
   stable_ = 0;
   reason_ = std::move(why);
@@ -65,10 +66,13 @@ TuneSettings Autotuner::Observe(const TuneWindow& w) {
       trial_->settled = true;
       return s_;
     }
+    trial_->rate_sum += rate;
+    if (++trial_->measured < kTrialWindows) return s_;
+    const double after = trial_->rate_sum / trial_->measured;
     const Kind k = trial_->kind;
     const bool adds = k == kThreadsUp || k == kPrefetchUp;
-    const bool paid = adds ? rate >= trial_->rate_before * (1 + kGain)
-                           : rate >= trial_->rate_before * (1 - kLoss);
+    const bool paid = adds ? after >= trial_->rate_before * (1 + kGain)
+                           : after >= trial_->rate_before * (1 - kLoss);
     if (paid) {
       backoff_[k] = 0;
     } else {
@@ -88,6 +92,12 @@ TuneSettings Autotuner::Observe(const TuneWindow& w) {
     return s_;
   }
   ++stable_;
+  base_.push_back(rate);
+  if (base_.size() > static_cast<size_t>(kBaseWindows)) base_.erase(base_.begin());
+  if (base_.size() < static_cast<size_t>(kMinBaseWindows)) return s_;
+  double base_rate = 0;
+  for (double r : base_) base_rate += r;
+  base_rate /= static_cast<double>(base_.size());
 
   const double waited = w.wait_fetch_s + w.wait_decode_s + w.wait_collate_s;
   const double starved = waited / w.wall_s;
@@ -102,27 +112,28 @@ TuneSettings Autotuner::Observe(const TuneWindow& w) {
         if (little > s_.prefetch) next = little;
       }
       next = std::min(next, limits_.max_prefetch);
-      Try(kPrefetchUp, {s_.threads, next}, rate, "the consumer waited for storage reads");
+      Try(kPrefetchUp, {s_.threads, next}, base_rate, "the consumer waited for storage reads");
     } else if (!fetch_bound && limits_.threads && s_.threads < limits_.max_threads &&
                hold_[kThreadsUp] == 0) {
-      Try(kThreadsUp, {s_.threads + 1, s_.prefetch}, rate, "the consumer waited for decoding");
+      Try(kThreadsUp, {s_.threads + 1, s_.prefetch}, base_rate, "the consumer waited for decoding");
     }
   } else if (starved < kIdleShare && w.wait_consumer_s > 0) {
     // Ahead of the consumer: give back what its rate does not need.
     if (limits_.threads && s_.threads > 1 && cpu_per_image_ > 0 && hold_[kThreadsDown] == 0) {
-      const int need = std::max(1, static_cast<int>(std::ceil(rate * cpu_per_image_ / kThreadBusy)));
+      const int need =
+          std::max(1, static_cast<int>(std::ceil(base_rate * cpu_per_image_ / kThreadBusy)));
       if (need < s_.threads) {
-        Try(kThreadsDown, {need, s_.prefetch}, rate,
+        Try(kThreadsDown, {need, s_.prefetch}, base_rate,
             "the loader waited for the consumer: fewer decode threads cover its rate");
         return s_;
       }
     }
     const int floor = std::max(2, limits_.min_prefetch);
     if (limits_.prefetch && s_.prefetch > floor && hold_[kPrefetchDown] == 0) {
-      const int need = latency_ > 0 ? LittleBatches(rate, latency_, limits_.batch_size) : floor;
+      const int need = latency_ > 0 ? LittleBatches(base_rate, latency_, limits_.batch_size) : floor;
       const int next = std::max({floor, need, s_.prefetch / 2});
       if (next < s_.prefetch) {
-        Try(kPrefetchDown, {s_.threads, next}, rate,
+        Try(kPrefetchDown, {s_.threads, next}, base_rate,
             "the loader waited for the consumer: fewer batches ahead cover its rate");
       }
     }

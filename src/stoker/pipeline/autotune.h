@@ -15,10 +15,11 @@
 //   consumer                   the consumer's rate (rate x CPU per image),
 //                              then fewer prefetched batches
 //
-// Every change is a trial: the window after it settles, the next one is
-// measured, and the change is kept only if it paid: more threads or
-// batches must raise the rate by kGain, fewer must not lower it by more
-// than kLoss. A reverted trial of a kind waits 4, 8, 16 ... windows before
+// Every change is a trial: the window after it settles, the next
+// kTrialWindows are measured against the last stable windows before it
+// (up to kBaseWindows; a decision needs at least kMinBaseWindows of them),
+// and the change is kept only if it paid: more threads or batches must
+// raise the rate by kGain, fewer must not lower it by more than kLoss. A reverted trial of a kind waits 4, 8, 16 ... windows before
 // that kind is tried again; a kept one resets the wait. Conditions that
 // drift (a slower step, a bandwidth drop) show up as waits of another kind,
 // so the tuner re-tunes without a restart.
@@ -30,6 +31,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace stoker::pipeline {
 
@@ -74,6 +76,9 @@ class Autotuner {
   static constexpr double kGain = 0.03;
   static constexpr double kLoss = 0.03;
   static constexpr int kMaxHold = 64;
+  static constexpr int kTrialWindows = 2;
+  static constexpr int kBaseWindows = 3;
+  static constexpr int kMinBaseWindows = 2;
 
   Autotuner(const TuneLimits& limits, const TuneSettings& start);
 
@@ -100,7 +105,9 @@ class Autotuner {
     Kind kind;
     TuneSettings before;
     double rate_before;
-    bool settled;  // the window right after the change was skipped
+    bool settled = false;  // the window right after the change was skipped
+    double rate_sum = 0;   // over the measured windows since
+    int measured = 0;
   };
   void Try(Kind kind, TuneSettings next, double rate, std::string why);
   double Predict(const TuneSettings& s, double consumer_rate, double latency) const;
@@ -109,6 +116,7 @@ class Autotuner {
   TuneSettings s_;
   std::optional<Trial> trial_;
   bool skip_ = true;  // the next window is a transient: measured, not acted on
+  std::vector<double> base_;  // rates of the stable windows since the last change
   int hold_[kKinds] = {};     // windows before this kind is tried again
   int backoff_[kKinds] = {};  // the hold after the next revert
   double cpu_per_image_ = 0;  // decode CPU seconds per sample, smoothed

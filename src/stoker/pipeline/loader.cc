@@ -563,14 +563,17 @@ class LoaderImpl final : public Loader {
     std::mutex sleep_mu;
     std::condition_variable_any sleep_cv;
     // Windows start at the first batch: filling the pipeline is not a rate.
-    TuneMark prev;
-    bool started = false;
+    // A window goes on across passes that follow each other (the next
+    // epoch), not across a pause (the consumer elsewhere).
+    TuneMark& prev = tune_prev_;
+    bool& started = tune_started_;
+    if (obs::NowNs() - tune_stopped_ns_ > kTuneWindowNs / 2) started = false;
     while (!st.stop_requested()) {
       {
         std::unique_lock<std::mutex> lock(sleep_mu);
         sleep_cv.wait_for(lock, st, std::chrono::milliseconds(100), [] { return false; });
       }
-      if (st.stop_requested()) return;
+      if (st.stop_requested()) break;
       const TuneMark cur = Mark();
       if (!started) {
         if (cur.batches > 0) {
@@ -632,6 +635,7 @@ class LoaderImpl final : public Loader {
         if (set_prefetch) run->SetPrefetchBatches(next.prefetch);
       }
     }
+    tune_stopped_ns_ = obs::NowNs();
   }
   std::string AutotuneSummary() const {
     if (!tune_limits_.threads && !tune_limits_.prefetch) return "";
@@ -673,6 +677,9 @@ class LoaderImpl final : public Loader {
   std::jthread tuner_;  // "stoker-tune" while a pass runs and anything is tuned
   std::mutex autotuner_mu_;
   std::unique_ptr<Autotuner> autotuner_;  // under autotuner_mu_, from the first pass
+  TuneMark tune_prev_;                    // the window's start, under autotuner_mu_
+  bool tune_started_ = false;             // under autotuner_mu_
+  int64_t tune_stopped_ns_ = 0;           // under autotuner_mu_
   std::shared_ptr<Lookahead> lookahead_;  // null when options.lookahead is off
   int64_t lookahead_count_ = 0;
   std::shared_ptr<decode::JpegRowIndex> row_index_;  // null when jpeg_index is off
