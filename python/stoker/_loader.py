@@ -549,8 +549,10 @@ class Loader:
         return self._core.threads
 
     def set_threads(self, threads: Union[int, str]) -> None:
-        """Decode threads from now on, also in the middle of an epoch ("auto":
-        one per core). Batches are identical for any thread count."""
+        """Decode threads from now on, also in the middle of an epoch. A
+        number stops their autotuning; "auto" starts again from one per
+        core of cpu_budget, autotuned when the loader was made with
+        threads="auto". Batches are identical for any thread count."""
         self._core.set_threads(0 if threads == "auto" else int(threads))
 
     def stop(self) -> None:

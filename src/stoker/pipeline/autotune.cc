@@ -47,6 +47,15 @@ void Autotuner::Try(Kind kind, TuneSettings next, double rate, std::string why) 
   reason_ = std::move(why);
 }
 
+void Autotuner::Adopt(const TuneSettings& s) {
+  if (s == s_) return;
+  s_ = s;
+  trial_.reset();
+  base_.clear();
+  skip_ = true;
+  stable_ = 0;
+}
+
 TuneSettings Autotuner::Observe(const TuneWindow& w) {
   ++windows_;
   if (w.wall_s <= 0) return s_;

@@ -84,6 +84,10 @@ class Autotuner {
 
   // Folds one window in; returns the settings to use from now on.
   TuneSettings Observe(const TuneWindow& w);
+  // The settings in use were changed from outside (the user's
+  // set_threads): a trial in progress is dropped and the next window is
+  // taken as a transient.
+  void Adopt(const TuneSettings& s);
 
   const TuneSettings& settings() const { return s_; }
   // The rate the model expects of the current settings (images/s; 0 until

@@ -156,9 +156,10 @@ TEST(Autotune, FewerThreadsThatCostRateAreReverted) {
     s = t.Observe(slow.W(s));
     fewer += s.threads < 4;
   }
-  // Trials at about 2, 8, 18 and 36 windows, two windows each.
-  EXPECT_GE(t.reverted(), 3);
-  EXPECT_LE(fewer, 2 * (t.reverted() + 1));
+  // Each trial runs three windows with fewer threads (one to settle, two
+  // measured), and each revert doubles the wait before the next.
+  EXPECT_GE(t.reverted(), 2);
+  EXPECT_LE(fewer, 3 * (t.reverted() + 1));
 }
 
 TEST(Autotune, DriftToAFasterConsumerAddsThreadsBack) {
@@ -189,6 +190,19 @@ TEST(Autotune, ThreadsStayWithinTheCpuBudget) {
   p.cores = 8;  // more cores than the budget allows
   Autotuner t(Limits(3), {1, 2});
   EXPECT_EQ(Drive(t, p, 40).threads, 3);
+}
+
+TEST(Autotune, SettingsChangedFromOutsideAreAdopted) {
+  Plant p;
+  p.step = 2 * 64 * p.cpu / 2;
+  Autotuner t(Limits(), {2, 2});
+  ASSERT_EQ(Drive(t, p, 30).threads, 1);
+  // The user set 2 threads, then handed them back: the tuner starts from
+  // what runs, and finds 1 again.
+  t.Adopt({2, 2});
+  EXPECT_EQ(t.settings(), (TuneSettings{2, 2}));
+  EXPECT_EQ(t.Observe(p.Window({2, 2})), (TuneSettings{2, 2}));  // a transient
+  EXPECT_EQ(Drive(t, p, 30).threads, 1);
 }
 
 TEST(Autotune, EmptyWindowsChangeNothing) {

@@ -606,6 +606,7 @@ class LoaderImpl final : public Loader {
       }
       prev = cur;
       const TuneSettings before{threads_.load(), prefetch_.load()};
+      tuner.Adopt(before);
       const TuneSettings next = tuner.Observe(w);
       bool set_threads = false;
       {
