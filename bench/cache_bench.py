@@ -15,6 +15,9 @@ epoch times from bandwidth-limited storage. docs/benchmarks.md "Cache".
    stub mode), read without a cache and with cache_memory = --cached-share of
    its bytes, alternately: seconds per epoch after the first (the first
    fills the cache). Target with 50 MB/s and 50% cached: <= 0.6x.
+3. --decoded: validation epochs (imagenet_val(224, normalize=True), local
+   files) with cache_decoded big enough for every sample, against none,
+   alternately: seconds per epoch after the first.
 The data set: --data, else stoker demo's 2,000 generated JPEGs (cached).
 Prints one JSON object and a Markdown summary.
 """
@@ -108,10 +111,14 @@ def main(argv=None):
     p.add_argument("--share", type=float, default=0.3)
     p.add_argument("--bandwidth-mbs", type=float, default=50.0)
     p.add_argument("--cached-share", type=float, default=0.5)
+    p.add_argument("--decoded", action="store_true",
+                   help="only the decoded cache's validation epochs")
     a = p.parse_args(argv)
     root = demo.prepare_data(a.data, demo.DEFAULT_IMAGES, demo.DEFAULT_CLASSES, demo.DEFAULT_SEED)
     demo.warm_page_cache(root)
     total = sum(f.stat().st_size for f in Path(root).rglob("*") if f.is_file())
+    if a.decoded:
+        return decoded_epochs(root, a)
     out = {"data": os.fspath(root), "bytes": total, "cpus": os.cpu_count(),
            "load_before": os.getloadavg()}
     out["hit_rate"] = hit_rates(root, a.epochs, a.share, a.threads)
@@ -136,6 +143,42 @@ def main(argv=None):
           f"first) {steady['cache']:.2f} s against {steady['no_cache']:.2f} s without the cache: "
           f"{steady['cache'] / steady['no_cache']:.2f}x (target <= 0.6x)")
     print(f"load average {out['load_before'][0]:.1f} -> {out['load_after'][0]:.1f}")
+
+
+def val_seconds(uri, epochs, threads, decoded):
+    loader = stoker.Loader(uri, batch_size=64, shuffle=True, seed=0, threads=threads,
+                           transform=stoker.transforms.imagenet_val(224, normalize=True),
+                           cache_decoded=decoded)
+    secs = []
+    for e in range(epochs):
+        loader.set_epoch(e)
+        t0 = time.perf_counter()
+        for _ in loader:
+            pass
+        secs.append(time.perf_counter() - t0)
+    s = loader.stats()
+    loader.close()
+    return {"seconds": secs, "decoded_cache_hits": s["decoded_cache_hits"],
+            "decoded_cache_bytes": s["decoded_cache_bytes"]}
+
+
+def decoded_epochs(root, a):
+    runs = {"no_cache": [], "cache_decoded": []}
+    load = os.getloadavg()[0]
+    for _ in range(a.rounds):
+        runs["no_cache"].append(val_seconds(str(root), a.epochs, a.threads, 0))
+        runs["cache_decoded"].append(val_seconds(str(root), a.epochs, a.threads, 8 << 30))
+    steady = {k: statistics.median(s for r in v for s in r["seconds"][1:]) for k, v in runs.items()}
+    first = {k: statistics.median(r["seconds"][0] for r in v) for k, v in runs.items()}
+    print(json.dumps({"decoded": runs, "steady_seconds": steady, "first_seconds": first}))
+    kept = runs["cache_decoded"][0]["decoded_cache_bytes"]
+    print(f"
+validation epochs (imagenet_val(224), float32, {a.threads} threads), "
+          f"{a.rounds} rounds of {a.epochs} epochs: epoch 0 {first['cache_decoded']:.2f} s with "
+          f"cache_decoded against {first['no_cache']:.2f} s; epochs after the first "
+          f"{steady['cache_decoded']:.3f} s against {steady['no_cache']:.2f} s: "
+          f"{steady['no_cache'] / steady['cache_decoded']:.1f}x faster; kept {kept / 1e6:,.0f} MB")
+    print(f"load average {load:.1f} -> {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

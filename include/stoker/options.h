@@ -207,6 +207,12 @@ using ShardFilter = std::function<Result<std::vector<uint8_t>>(const ShardColumn
 struct CacheOptions {
   int64_t memory_bytes = 0;  // 0: nothing in memory
   int64_t disk_bytes = 0;    // 0: nothing on disk
+  // Samples as the transform left them, in memory, by dataset index
+  // (docs/cache-format.md "Decoded"): a kept sample is copied into its batch
+  // instead of being read and decoded. Only for a transform without
+  // randomness (imagenet_val; Resize, CenterCrop, Pad, Grayscale, Normalize,
+  // ToDtype), and without fields or map; 0: off.
+  int64_t decoded_bytes = 0;
   // The directory for disk_bytes, private to the user (mode 0700) and
   // shareable by the processes of one node; empty: $XDG_CACHE_HOME/stoker,
   // else ~/.cache/stoker. Entries are keyed by URI and byte range: clear

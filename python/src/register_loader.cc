@@ -594,7 +594,7 @@ void register_loader(nb::module_& m) {
              nb::object batch_map, bool torch, const std::string& order, int64_t page_bytes,
              int window_pages, nb::object where, const std::string& label_field,
              int64_t cache_memory, int64_t cache_disk, const std::string& cache_dir,
-             int64_t memory_budget, int cpu_budget) {
+             int64_t memory_budget, int cpu_budget, int64_t cache_decoded) {
             LoaderOptions o;
             o.uri.assign(uri.c_str(), uri.size());  // os.fsencode()d: any bytes
             o.endpoint_url = endpoint_url;
@@ -633,6 +633,7 @@ void register_loader(nb::module_& m) {
             o.cache.dir = cache_dir;
             o.memory_budget = memory_budget;
             o.cpu_budget = cpu_budget;
+            o.cache.decoded_bytes = cache_decoded;
             if (!where.is_none()) o.where = MakeShardFilter(where);
             if (order == "auto") {
               o.order = LoaderOptions::Order::kAuto;
@@ -669,7 +670,7 @@ void register_loader(nb::module_& m) {
           nb::arg("page_bytes") = LoaderOptions{}.page_bytes, nb::arg("window_pages") = 0,
           nb::arg("where") = nb::none(), nb::arg("label_field") = LoaderOptions{}.label_field,
           nb::arg("cache_memory") = 0, nb::arg("cache_disk") = 0, nb::arg("cache_dir") = "",
-          nb::arg("memory_budget") = 0, nb::arg("cpu_budget") = 0)
+          nb::arg("memory_budget") = 0, nb::arg("cpu_budget") = 0, nb::arg("cache_decoded") = 0)
       .def("__len__", [](const PyLoader& l) { return l.impl->num_batches(); })
       .def_prop_ro("num_samples", [](const PyLoader& l) { return l.impl->num_samples(); })
       .def_prop_ro("shard_info",

@@ -335,6 +335,14 @@ class Loader:
         read is kept while the budget has room and never evicted: with a
         fresh shuffle every epoch, each epoch then finds the kept share.
         stats() shows cache_hits, cache_misses and the bytes kept.
+    cache_decoded: keep samples as the transform left them, in memory, up
+        to this size (bytes, or "2GB"; 0, the default: off), and copy them
+        into later epochs' batches instead of reading and decoding them
+        again (tf.data's cache() after map): for validation, whose
+        transform is the same every epoch. A random transform
+        (RandomResizedCrop, flips, ColorJitter ...), fields= or map= raise.
+        Kept while the budget has room, never evicted; stats() shows
+        decoded_cache_hits, decoded_cache_samples and decoded_cache_bytes.
     cache_dir: the disk cache's directory (default $XDG_CACHE_HOME/stoker
         or ~/.cache/stoker): private (mode 0700), shared by the processes
         of a node (ranks of one job share one budget), every entry
@@ -379,7 +387,8 @@ class Loader:
                  cache_disk: Union[int, str] = 0,
                  cache_dir: Optional[Union[str, os.PathLike]] = None,
                  memory_budget: Optional[Union[int, str]] = "auto",
-                 cpu_budget: Optional[int] = None):
+                 cpu_budget: Optional[int] = None,
+                 cache_decoded: Union[int, str] = 0):
         transform = transform if transform is not None else imagenet_val(224)
         if threads == "auto":
             threads = 0
@@ -433,7 +442,8 @@ class Loader:
             label_field=str(label_field), cache_memory=_size(cache_memory, "cache_memory"),
             cache_disk=_size(cache_disk, "cache_disk"),
             cache_dir=os.fspath(cache_dir) if cache_dir is not None else "",
-            memory_budget=budget, cpu_budget=int(cpu_budget or 0))
+            memory_budget=budget, cpu_budget=int(cpu_budget or 0),
+            cache_decoded=_size(cache_decoded, "cache_decoded"))
         self.fields = [name for name, _ in field_specs]
         self.rank, self.world_size = rank, world_size
         self._closed = False

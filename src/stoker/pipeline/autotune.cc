@@ -115,10 +115,12 @@ TuneSettings Autotuner::Observe(const TuneWindow& w) {
     const bool fetch_bound = w.wait_fetch_s >= w.wait_decode_s + w.wait_collate_s;
     if (fetch_bound && limits_.prefetch && s_.prefetch < limits_.max_prefetch &&
         hold_[kPrefetchUp] == 0) {
+      // Little's law, at most doubled per trial: under a bandwidth limit the
+      // latency grows with what is in flight, and the law's answer with it.
       int next = s_.prefetch * 2;
       if (latency_ > 0 && target > 0) {
         const int little = LittleBatches(target, latency_, limits_.batch_size);
-        if (little > s_.prefetch) next = little;
+        if (little > s_.prefetch) next = std::min(next, little);
       }
       next = std::min(next, limits_.max_prefetch);
       Try(kPrefetchUp, {s_.threads, next}, base_rate, "the consumer waited for storage reads");

@@ -27,6 +27,7 @@
 #include "stoker/obs/trace.h"
 #include "stoker/pipeline/autotune.h"
 #include "stoker/pipeline/batch_storage.h"
+#include "stoker/pipeline/decoded_cache.h"
 #include "stoker/pipeline/lookahead.h"
 #include "stoker/pipeline/memory_plan.h"
 #include "stoker/pipeline/pass.h"
@@ -210,6 +211,10 @@ class LoaderImpl final : public Loader {
           dataset_->samples.size(),
           static_cast<size_t>(std::max<int64_t>(0, opt_.jpeg_index_max_bytes)));
     }
+    if (opt_.cache.decoded_bytes > 0) {
+      decoded_ = std::make_shared<DecodedCache>(SampleImageBytes(opt_.transform),
+                                                opt_.cache.decoded_bytes);
+    }
     pool_ = std::make_shared<BufferPool>(
         SampleImageBytes(opt_.transform) * static_cast<size_t>(opt_.batch_size),
         static_cast<size_t>(prefetch_.load()) + 2);
@@ -236,6 +241,11 @@ class LoaderImpl final : public Loader {
       out.push_back({"cache_disk_bytes", static_cast<double>(c.cache_disk_bytes)});
       out.push_back({"cache_corrupt", static_cast<double>(c.cache_corrupt)});
       out.push_back({"cache_not_kept", static_cast<double>(c.cache_not_kept)});
+    });
+    registry_->AddSource([d = decoded_](std::vector<Metric>& out) {
+      out.push_back({"decoded_cache_hits", d ? static_cast<double>(d->hits()) : 0.0});
+      out.push_back({"decoded_cache_samples", d ? static_cast<double>(d->samples()) : 0.0});
+      out.push_back({"decoded_cache_bytes", d ? static_cast<double>(d->bytes()) : 0.0});
     });
     // The memory plan (docs/memory.md): what each pool may hold.
     registry_->AddSource([plan, pool = std::weak_ptr<BufferPool>(pool_)](std::vector<Metric>& out) {
@@ -353,7 +363,7 @@ class LoaderImpl final : public Loader {
     pass_ = std::make_shared<Pass>(Pass::Config{
         opt_, dataset_, sampler_, storage_, pool_, meters_, trace_, batches,
         std::min(per_rank, batches * opt_.batch_size), threads_.load(), prefetch_.load(),
-        lookahead_, lookahead_count_, row_index_, pages_});
+        lookahead_, lookahead_count_, row_index_, pages_, decoded_});
     pass_->Launch();
     if ((tune_limits_.threads || tune_limits_.prefetch) && obs::kMetersOn) {
       std::lock_guard<std::mutex> lock(tuner_mu_);
@@ -685,6 +695,7 @@ class LoaderImpl final : public Loader {
   int64_t lookahead_count_ = 0;
   std::shared_ptr<decode::JpegRowIndex> row_index_;  // null when jpeg_index is off
   std::shared_ptr<PageReader> pages_;  // remote shards read a page at a time; else null
+  std::shared_ptr<DecodedCache> decoded_;  // null unless cache.decoded_bytes
   int64_t BatchesFor(int64_t samples) const {
     return opt_.drop_last ? samples / opt_.batch_size
                           : (samples + opt_.batch_size - 1) / opt_.batch_size;
@@ -760,6 +771,19 @@ Status Validate(const LoaderOptions& o) {
   if (io.max_attempts < 0) return InvalidArgument("max_attempts must be >= 1 (0 or None: default)");
   if (o.page_bytes <= 0) return InvalidArgument("page_bytes must be positive");
   if (o.window_pages < 0) return InvalidArgument("window_pages must be >= 0 (0: default)");
+  if (o.cache.decoded_bytes < 0) return InvalidArgument("cache_decoded must be >= 0 bytes");
+  if (o.cache.decoded_bytes > 0) {
+    // Only what every epoch decodes the same way can be kept decoded.
+    if (const std::string op = RandomTransformOp(o.transform); !op.empty()) {
+      return InvalidArgument("cache_decoded keeps samples as the transform left them, so the "
+                             "transform must be the same every epoch; " + op +
+                             " is random (use it for validation: imagenet_val, Resize, "
+                             "CenterCrop, Normalize)");
+    }
+    if (!o.fields.empty() || o.map) {
+      return InvalidArgument("cache_decoded keeps images only: not with fields= or map=");
+    }
+  }
   return Status::Ok();
 }
 

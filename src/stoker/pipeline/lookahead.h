@@ -16,11 +16,13 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <stop_token>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "stoker/status.h"
@@ -36,7 +38,11 @@ class Lookahead : public std::enable_shared_from_this<Lookahead> {
 
   // Starts reading `uris` (position k of `epoch` -> uris[k]; an empty URI is
   // not read ahead) unless that epoch is already being read ahead. Drops any
-  // earlier lookahead. `indices` name the samples, checked again on Claim.
+  // earlier lookahead, except the reads the running pass claimed and still
+  // waits for: they go on and are handed to it when they arrive (a pass
+  // that asked for all of its reads at once begins the next lookahead while
+  // its first, claimed ones are still in flight). `indices` name the
+  // samples, checked again on Claim.
   void Begin(int64_t epoch, std::vector<int64_t> indices, std::vector<std::string> uris) {
     std::vector<storage::Bytes> dropped;
     std::stop_token stop;
@@ -44,7 +50,7 @@ class Lookahead : public std::enable_shared_from_this<Lookahead> {
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (epoch_ == epoch) return;
-      DropLocked(&dropped);
+      DropLocked(&dropped, /*keep_claimed=*/true);
       epoch_ = epoch;
       gen = gen_;
       stop_ = std::stop_source();
@@ -92,7 +98,10 @@ class Lookahead : public std::enable_shared_from_this<Lookahead> {
     std::vector<storage::Bytes> dropped;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      DropLocked(&dropped);
+      DropLocked(&dropped, /*keep_claimed=*/false);
+      for (auto& [g, s] : kept_stops_) s.request_stop();
+      kept_stops_.clear();
+      kept_.clear();
     }
     Recycle(dropped);
   }
@@ -118,24 +127,53 @@ class Lookahead : public std::enable_shared_from_this<Lookahead> {
     Callback waiter;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      if (gen != gen_ || k >= entries_.size()) {
+      if (gen != gen_) {
+        // A read claimed before its lookahead was replaced: still wanted.
+        auto it = kept_.find({gen, k});
+        if (it != kept_.end()) {
+          waiter = std::move(it->second);
+          kept_.erase(it);
+          auto next = kept_.lower_bound({gen, 0});
+          if (next == kept_.end() || next->first.first != gen) kept_stops_.erase(gen);
+        }
+      }
+      if (waiter) {
+        // Delivered below, outside the lock.
+      } else if (gen != gen_ || k >= entries_.size()) {
         // Dropped meanwhile: nobody will take these bytes.
         if (r.ok()) storage_->Recycle(std::move(r).value());
         return;
+      } else {
+        Entry& e = entries_[k];
+        if (!e.waiter) {
+          e.result.emplace(std::move(r));
+          return;
+        }
+        waiter = std::move(e.waiter);
+        e.waiter = nullptr;
       }
-      Entry& e = entries_[k];
-      if (!e.waiter) {
-        e.result.emplace(std::move(r));
-        return;
-      }
-      waiter = std::move(e.waiter);
-      e.waiter = nullptr;
     }
     waiter(std::move(r));
   }
 
-  void DropLocked(std::vector<storage::Bytes>* dropped) {
-    stop_.request_stop();
+  // keep_claimed: reads claimed and still in flight are kept (not
+  // cancelled; handed to their waiter on arrival), the others cancelled.
+  void DropLocked(std::vector<storage::Bytes>* dropped, bool keep_claimed) {
+    bool kept = false;
+    for (size_t k = 0; k < entries_.size(); ++k) {
+      Entry& e = entries_[k];
+      if (keep_claimed && e.waiter) {
+        kept_.emplace(std::make_pair(gen_, k), std::move(e.waiter));
+        kept = true;
+      }
+    }
+    // The stop of a generation with kept reads is never requested (but by
+    // Drop): its unclaimed reads finish and are recycled on arrival.
+    if (kept) {
+      kept_stops_.emplace(gen_, stop_);
+    } else {
+      stop_.request_stop();
+    }
     for (auto& e : entries_) {
       if (e.result && e.result->ok()) dropped->push_back(std::move(*e.result).value());
     }
@@ -154,6 +192,10 @@ class Lookahead : public std::enable_shared_from_this<Lookahead> {
   uint64_t gen_ = 0;
   std::stop_source stop_;  // of the reads in flight for epoch_
   std::vector<Entry> entries_;
+  // Claimed reads of earlier generations, by (generation, position), and
+  // those generations' stops.
+  std::map<std::pair<uint64_t, size_t>, Callback> kept_;
+  std::map<uint64_t, std::stop_source> kept_stops_;
   std::atomic<int64_t> issued_{0}, used_{0};
 };
 

@@ -197,5 +197,50 @@ TEST(Lookahead, BeginForAnotherEpochDropsTheEarlierOne) {
   EXPECT_EQ(g.r->value(), storage::Bytes{2});
 }
 
+// A pass that asks for all of its reads at once (batches ahead >= the
+// epoch) begins the next epoch's lookahead while reads it claimed from this
+// one are still in flight: those must still reach it (a dropped waiter is a
+// sample that never arrives, and an epoch that never ends).
+TEST(Lookahead, ClaimedReadsInFlightOutliveTheNextBegin) {
+  auto storage = std::make_shared<ManualStorage>();
+  auto la = std::make_shared<Lookahead>(storage);
+  la->Begin(1, {5, 6}, {"s3://b/5", "s3://b/6"});
+  Got claimed;
+  auto cb = claimed.Callback();
+  ASSERT_TRUE(la->Claim(1, 0, 5, cb));  // claimed, still in flight
+  la->Begin(2, {8}, {"s3://b/8"});      // the running pass's own lookahead
+  EXPECT_FALSE(storage->StopRequested("s3://b/5"));
+  storage->Complete("s3://b/5", 50);
+  ASSERT_EQ(claimed.calls, 1);
+  ASSERT_TRUE(claimed.r->ok());
+  EXPECT_EQ(claimed.r->value(), storage::Bytes{50});
+  // The unclaimed read of epoch 1 goes on too (its stop is the claimed
+  // one's), and nobody takes it: its buffer goes back.
+  storage->Complete("s3://b/6", 60);
+  EXPECT_EQ(storage->recycled.size(), 1u);
+  // Epoch 2's lookahead is unaffected.
+  Got next;
+  cb = next.Callback();
+  ASSERT_TRUE(la->Claim(2, 0, 8, cb));
+  storage->Complete("s3://b/8", 80);
+  EXPECT_EQ(next.r->value(), storage::Bytes{80});
+}
+
+TEST(Lookahead, DropCancelsClaimedReadsKeptFromAnEarlierBegin) {
+  auto storage = std::make_shared<ManualStorage>();
+  auto la = std::make_shared<Lookahead>(storage);
+  la->Begin(1, {5}, {"s3://b/5"});
+  Got claimed;
+  auto cb = claimed.Callback();
+  ASSERT_TRUE(la->Claim(1, 0, 5, cb));
+  la->Begin(2, {8}, {"s3://b/8"});
+  la->Drop();  // the pass stopped: nobody waits any more
+  EXPECT_TRUE(storage->StopRequested("s3://b/5"));
+  EXPECT_TRUE(storage->StopRequested("s3://b/8"));
+  storage->Complete("s3://b/5", 50);
+  EXPECT_EQ(claimed.calls, 0);
+  EXPECT_EQ(storage->recycled.size(), 1u);
+}
+
 }  // namespace
 }  // namespace stoker::pipeline

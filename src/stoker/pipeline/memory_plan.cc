@@ -83,7 +83,7 @@ Result<MemoryPlan> PlanMemory(LoaderOptions& o, const dataset::Dataset& d, int t
     p.jpeg_index = (o.jpeg_index && !d.shards) ? o.jpeg_index_max_bytes : 0;
     const int64_t window = o.window_pages > 0 ? o.window_pages : sampler::kDefaultWindowPages;
     p.pages = held_pages(window, o.page_bytes);
-    p.cache = o.cache.memory_bytes;
+    p.cache = o.cache.memory_bytes + o.cache.decoded_bytes;
   };
   fill();
   if (o.memory_budget <= 0) return p;
@@ -119,6 +119,8 @@ Result<MemoryPlan> PlanMemory(LoaderOptions& o, const dataset::Dataset& d, int t
   fill();
   const int64_t used = p.total() - p.cache;
   o.cache.memory_bytes = std::clamp<int64_t>(o.memory_budget - used, 0, o.cache.memory_bytes);
+  o.cache.decoded_bytes = std::clamp<int64_t>(o.memory_budget - used - o.cache.memory_bytes, 0,
+                                              o.cache.decoded_bytes);
   fill();
   return p;
 }

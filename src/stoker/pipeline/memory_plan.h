@@ -23,7 +23,7 @@ struct MemoryPlan {
   int64_t read_bytes = 0;     // the bytes one read is expected to take
   int64_t jpeg_index = 0;
   int64_t pages = 0;          // remote shard pages held
-  int64_t cache = 0;          // cache_memory
+  int64_t cache = 0;          // cache_memory and cache_decoded
   int64_t total() const {
     return batch_bytes * batches + scratch + reads * read_bytes + jpeg_index + pages + cache;
   }

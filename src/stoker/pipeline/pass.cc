@@ -348,6 +348,10 @@ void Pass::FetchLoop() {
     }
     obs::BusyTimer busy(m_.fetch);
     const int64_t t_issue = obs::NowNs();
+    if (c_.decoded && c_.decoded->Contains(w.index)) {
+      OnFetched(k, -1, storage::Bytes(), t_issue, /*decoded=*/true);
+      continue;
+    }
     if (const auto& shards = c_.dataset->shards) {
       // One range read of the sample's record: its image and its fields.
       storage::Storage::ReadCallback got = [self, k, t_issue](Result<storage::Bytes> r) {
@@ -490,7 +494,8 @@ std::unique_ptr<Pass::Slot> Pass::NewSlot(int64_t b) {
   return slot;
 }
 
-void Pass::OnFetched(int64_t k, int part, Result<storage::Bytes> bytes, int64_t t_issue) {
+void Pass::OnFetched(int64_t k, int part, Result<storage::Bytes> bytes, int64_t t_issue,
+                     bool decoded) {
   if (!bytes.ok() && bytes.status().code() == StatusCode::kUnavailable) {
     // The storage, not this sample, failed (no answer for io_timeout):
     // skipping would skip the rest of the dataset one deadline at a time.
@@ -505,10 +510,10 @@ void Pass::OnFetched(int64_t k, int part, Result<storage::Bytes> bytes, int64_t 
     if (stop_) return;
     --in_flight_;
     m_.in_flight.Change(-1, t_done);
-    m_.fetch_latency.AddNs(t_done - t_issue);
+    if (!decoded) m_.fetch_latency.AddNs(t_done - t_issue);
     // Items count samples; bytes count every file read.
     if (bytes.ok()) m_.fetch.AddItems(part < 0 ? 1 : 0, n_bytes);
-    Item item{k, std::move(bytes), {}};
+    Item item{k, std::move(bytes), {}, decoded};
     if (!file_fields_.empty()) {
       auto p = pending_.find(k);
       if (part < 0) {
@@ -590,6 +595,10 @@ void Pass::DecodeLoop(int id) {
     } else if (!slot->buffers->images) {
       st = ResourceExhausted("out of memory for a batch buffer of " +
                              std::to_string(c_.pool->buffer_bytes()) + " bytes");
+    } else if (item->decoded) {
+      // Kept entries are never evicted: the copy cannot miss.
+      uint8_t* dst = slot->buffers->images.get() + static_cast<size_t>(j) * sample_bytes_;
+      if (!c_.decoded->CopyTo(index, dst)) st = Internal("a decoded-cache entry went missing");
     } else if (!(st = CheckRecord(*item, index)).ok()) {
       st = st.WithContext(c_.dataset->SampleName(static_cast<uint64_t>(index)));
     } else {
@@ -614,10 +623,11 @@ void Pass::DecodeLoop(int id) {
         }
       }
       if (st.ok() && c_.options.map) st = MapSample(*slot, j, item->k, index, dst);
+      if (st.ok() && c_.decoded) c_.decoded->Keep(index, dst);
       if (!st.ok()) st = st.WithContext(c_.dataset->SampleName(static_cast<uint64_t>(index)));
     }
     // Give the encoded bytes back before waiting again.
-    if (item->bytes.ok()) {
+    if (item->bytes.ok() && !item->decoded) {
       if (c_.pages) {
         c_.pages->Recycle(std::move(item->bytes).value());
       } else {

@@ -37,6 +37,7 @@
 #include "stoker/obs/metrics.h"
 #include "stoker/obs/trace.h"
 #include "stoker/pipeline/batch_storage.h"
+#include "stoker/pipeline/decoded_cache.h"
 #include "stoker/pipeline/fields.h"
 #include "stoker/pipeline/lookahead.h"
 #include "stoker/pipeline/page_reader.h"
@@ -110,6 +111,8 @@ class Pass : public std::enable_shared_from_this<Pass> {
     // A remote shard dataset's records, read a page at a time (null: one
     // ranged read per record).
     std::shared_ptr<PageReader> pages;
+    // Samples kept decoded (null: off).
+    std::shared_ptr<DecodedCache> decoded;
   };
 
   // Remote shards in storage order: pages read ahead of the one in use.
@@ -157,6 +160,7 @@ class Pass : public std::enable_shared_from_this<Pass> {
     // One per dataset field: the file's bytes (file fields the sample has),
     // else empty.
     std::vector<Result<storage::Bytes>> files;
+    bool decoded = false;  // kept in the decoded cache: nothing was read
   };
   // A sample whose image and field files are read by several requests,
   // until the last of them is back.
@@ -186,7 +190,9 @@ class Pass : public std::enable_shared_from_this<Pass> {
   void FetchLoop();
   void ReadAhead();
   // part: -1 for the image, else the field whose file this is.
-  void OnFetched(int64_t k, int part, Result<storage::Bytes> bytes, int64_t t_issue);
+  // decoded: sample k is in the decoded cache, and nothing was read.
+  void OnFetched(int64_t k, int part, Result<storage::Bytes> bytes, int64_t t_issue,
+                 bool decoded = false);
   // Decodes the sample's fields into slot->fields[.][j]; the first error.
   // `source` is the image's size as decoded (a mask must match it).
   void PrefetchPages(int64_t k, uint64_t index);
