@@ -172,8 +172,7 @@ def decoded_epochs(root, a):
     first = {k: statistics.median(r["seconds"][0] for r in v) for k, v in runs.items()}
     print(json.dumps({"decoded": runs, "steady_seconds": steady, "first_seconds": first}))
     kept = runs["cache_decoded"][0]["decoded_cache_bytes"]
-    print(f"
-validation epochs (imagenet_val(224), float32, {a.threads} threads), "
+    print(f"\nvalidation epochs (imagenet_val(224), float32, {a.threads} threads), "
           f"{a.rounds} rounds of {a.epochs} epochs: epoch 0 {first['cache_decoded']:.2f} s with "
           f"cache_decoded against {first['no_cache']:.2f} s; epochs after the first "
           f"{steady['cache_decoded']:.3f} s against {steady['no_cache']:.2f} s: "
