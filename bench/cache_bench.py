@@ -85,10 +85,10 @@ def hit_rates(root, epochs, share, threads):
             "lru_hit_rate": [h / n for h in lru_hits(orders, sizes, budget)]}
 
 
-def epoch_seconds(uri, endpoint, epochs, threads, cache_memory):
-    loader = stoker.Loader(uri, endpoint_url=endpoint, batch_size=64, shuffle=True, seed=0,
-                           threads=threads, transform=stoker.transforms.imagenet_train(224),
-                           cache_memory=cache_memory)
+def timed_epochs(uri, epochs, threads, transform, **kw):
+    """Seconds per epoch of a shuffled Loader, and its stats() at the end."""
+    loader = stoker.Loader(uri, batch_size=64, shuffle=True, seed=0, threads=threads,
+                           transform=transform, **kw)
     secs = []
     for e in range(epochs):
         loader.set_epoch(e)
@@ -98,6 +98,12 @@ def epoch_seconds(uri, endpoint, epochs, threads, cache_memory):
         secs.append(time.perf_counter() - t0)
     s = loader.stats()
     loader.close()
+    return secs, s
+
+
+def epoch_seconds(uri, endpoint, epochs, threads, cache_memory):
+    secs, s = timed_epochs(uri, epochs, threads, stoker.transforms.imagenet_train(224),
+                           endpoint_url=endpoint, cache_memory=cache_memory)
     return {"seconds": secs, "cache_hits": s["cache_hits"], "requests": s["requests"],
             "bytes_read": s["bytes_read"]}
 
@@ -146,18 +152,9 @@ def main(argv=None):
 
 
 def val_seconds(uri, epochs, threads, decoded):
-    loader = stoker.Loader(uri, batch_size=64, shuffle=True, seed=0, threads=threads,
-                           transform=stoker.transforms.imagenet_val(224, normalize=True),
+    secs, s = timed_epochs(uri, epochs, threads,
+                           stoker.transforms.imagenet_val(224, normalize=True),
                            cache_decoded=decoded)
-    secs = []
-    for e in range(epochs):
-        loader.set_epoch(e)
-        t0 = time.perf_counter()
-        for _ in loader:
-            pass
-        secs.append(time.perf_counter() - t0)
-    s = loader.stats()
-    loader.close()
     return {"seconds": secs, "decoded_cache_hits": s["decoded_cache_hits"],
             "decoded_cache_bytes": s["decoded_cache_bytes"]}
 
