@@ -336,6 +336,7 @@ struct State : internal::IoState {
     curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME,
                      std::max(options.low_speed_time_s, (options.read_timeout_ms + 999) / 1000));
     curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, &OnConnected);
+    curl_easy_setopt(e, CURLOPT_TLS13_CIPHERS, kTls13CipherSuites);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, options.verify_tls ? 1L : 0L);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, options.verify_tls ? 2L : 0L);
     if (!ca_file.empty()) curl_easy_setopt(e, CURLOPT_CAINFO, ca_file.c_str());

@@ -294,6 +294,7 @@ struct State : internal::IoState {
       return nullptr;
     }
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_ciphersuites(ctx, kTls13CipherSuites);
     // A server that closes without close_notify ends a body read until
     // close as EOF (as curl takes it); a declared length still must arrive
     // whole (ReplyReader).

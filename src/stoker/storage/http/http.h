@@ -20,6 +20,14 @@
 
 namespace stoker::storage::http {
 
+// The TLS 1.3 suites both transports offer, in order: AES-128-GCM first (10
+// AES rounds to AES-256's 14: less CPU per byte at both ends, the same
+// AEAD), then AES-256-GCM and ChaCha20-Poly1305, so a server that follows
+// the client's preference (OpenSSL's default, MinIO, Ceph) uses it. TLS
+// 1.2 keeps OpenSSL's defaults.
+inline constexpr const char* kTls13CipherSuites =
+    "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256";
+
 using Headers = std::vector<std::pair<std::string, std::string>>;
 
 struct Request {

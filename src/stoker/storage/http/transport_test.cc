@@ -166,6 +166,8 @@ class Peer {
     }
     return out;
   }
+  // The TLS suite negotiated ("" for plain http).
+  std::string Cipher() const { return ssl_ ? SSL_get_cipher_name(ssl_) : ""; }
   // Everything until the client closes.
   void Drain() {
     char buf[4096];
@@ -879,6 +881,29 @@ TEST(EpollTls, NewConnectionsResumeTheSessionFromAKeptTicket) {
   }
   EXPECT_EQ(server.handshakes(), 5);
   EXPECT_EQ(server.resumed(), 4);
+}
+
+// Both transports offer AES-128-GCM first (less CPU per byte than AES-256),
+// and a server that follows the client's order (OpenSSL's default) takes it.
+TEST(Tls, BothTransportsOfferAes128GcmFirst) {
+  for (const bool curl : {false, true}) {
+    std::mutex mu;
+    std::string cipher;
+    ScriptedServer server(
+        [&](Peer& p) {
+          {
+            std::lock_guard<std::mutex> lock(mu);
+            cipher = p.Cipher();
+          }
+          p.Send(Reply("x"));
+        },
+        true, Pki().Server(Pki().good.get()));
+    auto t = curl ? NewCurlTransport(Options(2000)) : NewEpollTransport(Options(2000));
+    const Response r = Get(*t, server.url());
+    ASSERT_EQ(r.error, NetError::kNone) << r.error_message;
+    std::lock_guard<std::mutex> lock(mu);
+    EXPECT_EQ(cipher, "TLS_AES_128_GCM_SHA256") << (curl ? "curl" : "epoll");
+  }
 }
 
 TEST(EpollTls, ConcurrentNewConnectionsEachResume) {
