@@ -29,10 +29,10 @@ static int LittleBatches(double rate, double latency, int64_t batch_size) {
   return static_cast<int>(std::ceil(in_flight / static_cast<double>(batch_size))) + 1;
 }
 
-double Autotuner::Predict(const TuneSettings& s, double consumer_rate, double latency) const {
+double Autotuner::Predict(const TuneSettings& s, double consumer_rate) const {
   const double decode = cpu_per_image_ > 0 ? s.threads / cpu_per_image_ : kInf;
   const double fetch =
-      latency > 0 ? static_cast<double>(s.prefetch * limits_.batch_size) / latency : kInf;
+      latency_ > 0 ? static_cast<double>(s.prefetch * limits_.batch_size) / latency_ : kInf;
   const double consumer = consumer_rate > 0 ? consumer_rate : kInf;
   const double r = std::min({decode, fetch, consumer});
   return std::isfinite(r) ? r : 0;
@@ -68,7 +68,7 @@ TuneSettings Autotuner::Observe(const TuneWindow& w) {
   if (w.fetch_latency_s > 0) latency_ = Smooth(latency_, w.fetch_latency_s);
   const double consumer_rate =
       w.consumer_s > 0 ? static_cast<double>(w.images) / w.consumer_s : 0;
-  predicted_ = Predict(s_, consumer_rate, latency_);
+  predicted_ = Predict(s_, consumer_rate);
 
   if (trial_) {
     if (!trial_->settled) {
@@ -91,7 +91,7 @@ TuneSettings Autotuner::Observe(const TuneWindow& w) {
       hold_[k] = backoff_[k];
       stable_ = 0;
       skip_ = true;
-      predicted_ = Predict(s_, consumer_rate, latency_);
+      predicted_ = Predict(s_, consumer_rate);
     }
     trial_.reset();
     return s_;

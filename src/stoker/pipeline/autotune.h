@@ -88,6 +88,9 @@ class Autotuner {
   // set_threads): a trial in progress is dropped and the next window is
   // taken as a transient.
   void Adopt(const TuneSettings& s);
+  // Whether the threads are the tuner's to change (the user's set_threads
+  // takes them and gives them back); off, no trial touches them.
+  void TuneThreads(bool on) { limits_.threads = on; }
 
   const TuneSettings& settings() const { return s_; }
   // The rate the model expects of the current settings (images/s; 0 until
@@ -114,9 +117,9 @@ class Autotuner {
     int measured = 0;
   };
   void Try(Kind kind, TuneSettings next, double rate, std::string why);
-  double Predict(const TuneSettings& s, double consumer_rate, double latency) const;
+  double Predict(const TuneSettings& s, double consumer_rate) const;
 
-  const TuneLimits limits_;
+  TuneLimits limits_;
   TuneSettings s_;
   std::optional<Trial> trial_;
   bool skip_ = true;  // the next window is a transient: measured, not acted on

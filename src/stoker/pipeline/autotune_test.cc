@@ -207,6 +207,19 @@ TEST(Autotune, SettingsChangedFromOutsideAreAdopted) {
   EXPECT_EQ(Drive(t, p, 30).threads, 1);
 }
 
+TEST(Autotune, ThreadsTakenByTheUserAreLeftAlone) {
+  // set_threads(n) on a tuned loader: the threads are no longer the
+  // tuner's, however slow the consumer; given back, they are again.
+  Plant p;
+  p.step = 2 * 64 * p.cpu / 2;
+  Autotuner t(Limits(), {2, 2});
+  t.TuneThreads(false);
+  EXPECT_EQ(Drive(t, p, 30), (TuneSettings{2, 2}));
+  EXPECT_EQ(t.changes(), 0);
+  t.TuneThreads(true);
+  EXPECT_EQ(Drive(t, p, 30).threads, 1);
+}
+
 TEST(Autotune, EmptyWindowsChangeNothing) {
   Autotuner t(Limits(), {2, 2});
   TuneWindow w;  // no time, nothing delivered

@@ -616,6 +616,10 @@ class LoaderImpl final : public Loader {
       }
       prev = cur;
       const TuneSettings before{threads_.load(), prefetch_.load()};
+      {
+        std::lock_guard<std::mutex> lock(tune_mu_);
+        tuner.TuneThreads(tune_limits_.threads && !threads_fixed_);
+      }
       tuner.Adopt(before);
       const TuneSettings next = tuner.Observe(w);
       bool set_threads = false;

@@ -1,6 +1,7 @@
 #include "stoker/pipeline/memory_plan.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <fstream>
 
 #include "stoker/pipeline/pass.h"
@@ -35,11 +36,10 @@ int64_t ReadNumber(const char* path) {
 int64_t AvailableMemory() {
   int64_t avail = -1;
   std::ifstream f("/proc/meminfo");
-  std::string key;
-  long long kb = 0;
-  std::string unit;
-  while (f >> key >> kb >> unit) {
-    if (key == "MemAvailable:") {
+  std::string line;
+  while (std::getline(f, line)) {
+    long long kb = 0;
+    if (std::sscanf(line.c_str(), "MemAvailable: %lld kB", &kb) == 1) {
       avail = static_cast<int64_t>(kb) * 1024;
       break;
     }

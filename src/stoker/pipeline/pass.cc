@@ -66,9 +66,7 @@ void Pass::Launch() {
   m_.fetch.SetParallelism(c_.options.max_in_flight > 0 ? static_cast<int>(c_.options.max_in_flight)
                                                        : 0);
   m_.in_flight.SetCapacity(c_.options.max_in_flight);
-  m_.fetched.SetCapacity(int64_t{prefetch_} * c_.options.batch_size);
-  m_.assembling.SetCapacity(prefetch_);
-  m_.complete.SetCapacity(prefetch_);
+  SetQueueCapacitiesLocked();
   for (int i = 0; i < decode_target_; ++i) SpawnDecoderLocked(i);
   if (c_.options.batch_map) {
     threads_.emplace_back([self] {
@@ -109,11 +107,16 @@ void Pass::SetPrefetchBatches(int n) {
     std::lock_guard<std::mutex> lock(mu_);
     if (stop_ || n == prefetch_) return;
     prefetch_ = n;
-    m_.fetched.SetCapacity(int64_t{n} * c_.options.batch_size);
-    m_.assembling.SetCapacity(n);
-    m_.complete.SetCapacity(n);
+    SetQueueCapacitiesLocked();
   }
   cv_fetch_.notify_all();
+}
+
+// Under mu_: the queues' capacities, as the meters report them, from prefetch_.
+void Pass::SetQueueCapacitiesLocked() {
+  m_.fetched.SetCapacity(int64_t{prefetch_} * c_.options.batch_size);
+  m_.assembling.SetCapacity(prefetch_);
+  m_.complete.SetCapacity(prefetch_);
 }
 
 void Pass::Stop() {

@@ -185,6 +185,7 @@ class Pass : public std::enable_shared_from_this<Pass> {
   int64_t BatchCount(int64_t b) const;
   std::unique_ptr<Slot> NewSlot(int64_t b);
   void SpawnDecoderLocked(int id);
+  void SetQueueCapacitiesLocked();
   void ConsumerArrivedLocked(int64_t now);
 
   void FetchLoop();
