@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/https_bench.py [--n-images 1000] [--latency-ms 20]
                                           [--epochs 3] [--rounds 1] [--stub cpp|python]
-                                          [--configs ...] [--cold-starts N] [--json]
+                                          [--configs ...] [--cold-starts N]
+                                          [--server-cpus LIST] [--json]
 
 Generates (or reuses) an ImageFolder of --n-images generated JPEGs, and
 serves it from memory, path-style S3, twice on loopback: once over http,
@@ -45,6 +46,12 @@ cold starts per configuration, interleaved (http, https, http, ...; each a
 fresh process that makes the Loader as `stoker bench` does and takes one
 batch), and reports each configuration's median time to the first batch and
 the median of its ratios to http's cold start of the same trial.
+
+By default the server and the loader share the machine's cores, so the
+server's TLS (encrypting every reply) slows the loader down too, which
+S3's servers do not. --server-cpus 0 pins the server to CPU 0 and every
+loader run to the other CPUs (taskset semantics, e.g. 0 or 0-1), so the
+loader's rate reflects its own cost, as against a remote store.
 """
 
 from __future__ import annotations
@@ -75,6 +82,36 @@ CONFIGS = {
 }
 
 
+def parse_cpus(text):
+    """'0,2-3' -> {0, 2, 3}."""
+    cpus = set()
+    for part in text.split(","):
+        lo, _, hi = part.strip().partition("-")
+        cpus.update(range(int(lo), int(hi or lo) + 1))
+    return cpus
+
+
+def pin(pid, cpus):
+    """Puts every thread of `pid` on `cpus`."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        os.sched_setaffinity(int(tid), cpus)
+
+
+def loader_cpus(args):
+    """The CPUs loader runs are kept to: all but --server-cpus (None: all)."""
+    if not args.server_cpus:
+        return None
+    rest = os.sched_getaffinity(0) - parse_cpus(args.server_cpus)
+    if not rest:
+        raise SystemExit(f"--server-cpus {args.server_cpus} leaves no CPU for the loader")
+    return rest
+
+
+def popen_kw(args):
+    cpus = loader_cpus(args)
+    return {"preexec_fn": (lambda: os.sched_setaffinity(0, cpus))} if cpus else {}
+
+
 def run_stoker_bench(uri, endpoint, env_extra, args, ca_bundle, server_pid, stats=None):
     """One `stoker bench` run; stats(): the C++ stub's counts (None for the
     Python stub), read before and after it."""
@@ -86,7 +123,8 @@ def run_stoker_bench(uri, endpoint, env_extra, args, ca_bundle, server_pid, stat
     env = {**os.environ, **CREDENTIALS, **env_extra}
     counts0 = stats() if stats else None
     server0 = cpu_seconds(server_pid)
-    out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
+    out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True,
+                         **popen_kw(args))
     server_cpu = cpu_seconds(server_pid) - server0
     counts = stats() if stats else None
     # The second stats request counts itself: a connection, over https with
@@ -126,7 +164,8 @@ def cold_start(uri, endpoint, env_extra, args, ca_bundle):
     env = {**os.environ, **CREDENTIALS, **env_extra}
     bundle = str(ca_bundle) if endpoint.startswith("https://") else ""
     out = subprocess.run([sys.executable, "-c", COLD_START, uri, endpoint, bundle,
-                          str(args.threads)], env=env, check=True, capture_output=True, text=True)
+                          str(args.threads)], env=env, check=True, capture_output=True, text=True,
+                         **popen_kw(args))
     return json.loads(out.stdout)["first_batch_s"]
 
 
@@ -147,6 +186,9 @@ def main(argv=None):
     ap.add_argument("--cold-starts", type=int, default=0,
                     help="also this many cold starts (Loader() to the first batch) per "
                          "configuration, interleaved")
+    ap.add_argument("--server-cpus", default="",
+                    help="pin the server to these CPUs (e.g. 0) and the loader to the others; "
+                         "default: both share every CPU")
     ap.add_argument("--json", action="store_true", help="also print the numbers as JSON")
     args = ap.parse_args(argv)
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
@@ -191,6 +233,9 @@ def main(argv=None):
                                                          bucket="stub", prefix=prefix,
                                                          tls=certs.good)),
             }
+        if args.server_cpus:
+            for server in servers.values():
+                pin(server.proc.pid, parse_cpus(args.server_cpus))
         for rnd in range(args.rounds):
             for c in configs:
                 scheme, env_extra = CONFIGS[c]
@@ -222,7 +267,10 @@ def main(argv=None):
     stub = "build/cpp/s3_stub" if args.stub == "cpp" else "the Python stub"
     print(f"S3 path-style GETs of {args.n_images} generated JPEGs from an in-memory stub "
           f"({stub}) on loopback, +{args.latency_ms:g} ms per request; stoker bench --epochs {args.epochs} "
-          f"--threads {args.threads}; {os.cpu_count()} CPUs, load average {load0[0]:.1f} before, "
+          f"--threads {args.threads}; {os.cpu_count()} CPUs"
+          + (f" (server on CPU {args.server_cpus}, loader on CPU "
+             f"{','.join(map(str, sorted(loader_cpus(args))))})" if args.server_cpus else "")
+          + f", load average {load0[0]:.1f} before, "
           f"{load1[0]:.1f} after; medians of {args.rounds} round(s)\n")
     print("| | epoch 0 img/s | steady img/s | CPU-ms/img, epoch 0 | first batch s "
           "| server CPU-ms/request |")

@@ -47,6 +47,14 @@ constexpr double kNever = internal::IoState::kNever;
 // How long a resolved address list is kept.
 constexpr double kResolveTtl = 60.0;
 
+// Empties this thread's OpenSSL error queue, as SSL_get_error needs before
+// each TLS call. The queue is almost always empty already: peeking at it
+// costs far less than ERR_clear_error, which resets every slot (0.2% of
+// the loader's CPU over https when called before every read).
+void ClearTlsErrors() {
+  if (ERR_peek_error() != 0) ERR_clear_error();
+}
+
 struct Target {
   bool tls = false;       // https://
   std::string host;       // for getaddrinfo, SNI and the certificate check: no IPv6 brackets
@@ -287,7 +295,7 @@ struct State : internal::IoState {
     sigemptyset(&pipe);
     sigaddset(&pipe, SIGPIPE);
     pthread_sigmask(SIG_BLOCK, &pipe, nullptr);
-    ERR_clear_error();
+    ClearTlsErrors();
     SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
     if (!ctx) {
       tls_error = "cannot create a TLS context: " + TlsErrors();
@@ -425,7 +433,7 @@ struct State : internal::IoState {
   }
 
   void Handshake(Conn* c) {
-    ERR_clear_error();
+    ClearTlsErrors();
     const int rc = SSL_connect(c->ssl);
     if (rc == 1) {
       c->tls_clean = true;
@@ -461,7 +469,7 @@ struct State : internal::IoState {
       } else {
         why = std::string("SSL certificate problem: ") + X509_verify_cert_error_string(verify);
       }
-      ERR_clear_error();
+      ClearTlsErrors();
     } else if (err == SSL_ERROR_SSL) {
       // The server refused the handshake (no common protocol, an alert) or
       // is no TLS server: a TLS failure at first contact; later, a reset
@@ -474,7 +482,7 @@ struct State : internal::IoState {
       kind = NetError::kReset;
       why = "TLS handshake with " + c->key + " cut short: " +
             (err == SSL_ERROR_SYSCALL && e != 0 ? std::strerror(e) : "connection closed");
-      ERR_clear_error();
+      ClearTlsErrors();
     }
     c->tls_clean = false;
     const bool first_contact = first && kind == NetError::kTls;
@@ -516,7 +524,7 @@ struct State : internal::IoState {
         return Io::kFail;
       }
     }
-    ERR_clear_error();
+    ClearTlsErrors();
     const int n = SSL_read(c->ssl, buf, static_cast<int>(std::min<size_t>(len, INT32_MAX)));
     if (n > 0) {
       *got = static_cast<size_t>(n);
@@ -542,7 +550,7 @@ struct State : internal::IoState {
         return Io::kFail;
       }
     }
-    ERR_clear_error();
+    ClearTlsErrors();
     const int n = SSL_write(c->ssl, buf, static_cast<int>(std::min<size_t>(len, INT32_MAX)));
     if (n > 0) {
       *put = static_cast<size_t>(n);
@@ -560,7 +568,7 @@ struct State : internal::IoState {
       case SSL_ERROR_ZERO_RETURN: return Io::kEof;  // close_notify, or EOF (see TlsContext)
       case SSL_ERROR_SYSCALL:
         c->tls_clean = false;
-        ERR_clear_error();
+        ClearTlsErrors();
         if (e == 0) return Io::kEof;
         *why = Errno(what, e);
         return Io::kFail;
@@ -602,7 +610,7 @@ struct State : internal::IoState {
       // A close_notify, when the connection is sound (never waiting for it).
       if (c->tls_clean) SSL_shutdown(c->ssl);
       SSL_free(c->ssl);
-      ERR_clear_error();
+      ClearTlsErrors();
     }
     if (c->fd >= 0) ::close(c->fd);  // also takes it out of the epoll set
     delete c;
