@@ -22,6 +22,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -313,6 +315,55 @@ TEST_F(LoaderTest, MapAndBatchMapHooks) {
   expected.erase(expected.begin() + 2);
   EXPECT_EQ(got.indices, expected);
   EXPECT_EQ((*skipping)->stats().Get("samples_skipped"), 1);
+}
+
+// What batch_map leaves may hold its own batch (as a Python result holding
+// the batch's arrays does). A batch mapped while the loader stops is never
+// delivered, and its buffers are still freed: the loader lets go of what
+// the hook left.
+TEST_F(LoaderTest, BatchMappedWhileStoppingIsFreed) {
+  LoaderOptions o = Options(2);
+  o.prefetch_batches = 1;
+  std::mutex mu;
+  std::condition_variable cv;
+  bool entered = false, stopping = false;
+  std::vector<std::weak_ptr<void>> mapped;
+  o.batch_map = [&](Batch& b) -> Status {
+    std::unique_lock<std::mutex> lock(mu);
+    mapped.push_back(b.keep_alive());
+    b.set_user_data(b.keep_alive());  // the batch holds itself
+    if (b.batch_number() == 1) {
+      entered = true;
+      cv.notify_all();
+      cv.wait(lock, [&] { return stopping; });
+      lock.unlock();
+      // Give Stop() time to mark the pass stopped before this batch is
+      // handed on; had it not yet, the batch is among the undelivered ones
+      // Stop() clears, and the test still holds.
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return Status::Ok();
+  };
+  auto loader = Loader::Open(o);
+  ASSERT_TRUE(loader.ok()) << loader.status().ToString();
+  (*loader)->SetEpoch(0);
+  auto first = (*loader)->Next();
+  ASSERT_TRUE(first.ok() && first->has_value());
+  (*first)->set_user_data(nullptr);  // as the Python binding does on delivery
+  first->reset();
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    cv.wait(lock, [&] { return entered; });
+  }
+  std::thread stopper([&] { loader->reset(); });
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    stopping = true;
+  }
+  cv.notify_all();
+  stopper.join();
+  ASSERT_GE(mapped.size(), 2u);
+  for (size_t i = 0; i < mapped.size(); ++i) EXPECT_TRUE(mapped[i].expired()) << "batch " << i;
 }
 
 // The decode stage's parallelism changes while a pass runs (up, down, up

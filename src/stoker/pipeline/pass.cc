@@ -811,10 +811,17 @@ void Pass::MapLoop() {
       }
       if (trace_) trace_->Complete("batch_map", wall0, obs::NowNs(), c_.sampler.epoch(), b, -1);
     }
+    bool stopped;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      if (stop_) return;
-      mapped_.emplace(b, std::move(r));
+      stopped = stop_;
+      if (!stopped) mapped_.emplace(b, std::move(r));
+    }
+    if (stopped) {
+      // Mapped after Stop() took the undelivered batches: what batch_map
+      // left is let go here, for the same reason as there.
+      if (r.ok() && r->has_value()) (*r)->set_user_data(nullptr);
+      return;
     }
     cv_consumer_.notify_all();
   }
