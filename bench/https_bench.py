@@ -108,7 +108,8 @@ def loader_cpus(args):
 
 
 def popen_kw(args):
-    cpus = loader_cpus(args)
+    """subprocess.run's arguments that keep a loader run on args.loader_cpus."""
+    cpus = args.loader_cpus
     return {"preexec_fn": (lambda: os.sched_setaffinity(0, cpus))} if cpus else {}
 
 
@@ -191,6 +192,7 @@ def main(argv=None):
                          "default: both share every CPU")
     ap.add_argument("--json", action="store_true", help="also print the numbers as JSON")
     args = ap.parse_args(argv)
+    args.loader_cpus = loader_cpus(args)
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
     for c in configs:
         if c not in CONFIGS:
@@ -269,7 +271,7 @@ def main(argv=None):
           f"({stub}) on loopback, +{args.latency_ms:g} ms per request; stoker bench --epochs {args.epochs} "
           f"--threads {args.threads}; {os.cpu_count()} CPUs"
           + (f" (server on CPU {args.server_cpus}, loader on CPU "
-             f"{','.join(map(str, sorted(loader_cpus(args))))})" if args.server_cpus else "")
+             f"{','.join(map(str, sorted(args.loader_cpus)))})" if args.server_cpus else "")
           + f", load average {load0[0]:.1f} before, "
           f"{load1[0]:.1f} after; medians of {args.rounds} round(s)\n")
     print("| | epoch 0 img/s | steady img/s | CPU-ms/img, epoch 0 | first batch s "

@@ -141,9 +141,11 @@ void Pass::Stop() {
     if (t.joinable()) t.join();
   }
   threads_.clear();
-  // Batches mapped and never delivered: what batch_map left in them may
+  // Batches mapped and never delivered (with the one the map thread may
+  // have finished after stop_ was set): what batch_map left in them may
   // hold them (a Python result holding the batch's arrays), so it is let
-  // go here, outside the lock (letting go of a Python object takes the GIL).
+  // go here, once the map thread is joined, outside the lock (letting go
+  // of a Python object takes the GIL).
   std::map<int64_t, Result<std::optional<Batch>>> undelivered;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -811,17 +813,9 @@ void Pass::MapLoop() {
       }
       if (trace_) trace_->Complete("batch_map", wall0, obs::NowNs(), c_.sampler.epoch(), b, -1);
     }
-    bool stopped;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      stopped = stop_;
-      if (!stopped) mapped_.emplace(b, std::move(r));
-    }
-    if (stopped) {
-      // Mapped after Stop() took the undelivered batches: what batch_map
-      // left is let go here, for the same reason as there.
-      if (r.ok() && r->has_value()) (*r)->set_user_data(nullptr);
-      return;
+      mapped_.emplace(b, std::move(r));  // even once stopped: Stop() clears it
     }
     cv_consumer_.notify_all();
   }
